@@ -1,0 +1,1 @@
+"""Email accounts: connected mailboxes with their SMTP/IMAP settings and health fields."""

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from nimbus_api.accounts import service
+from nimbus_api.accounts.schemas import (
+    CampaignType,
+    EmailAccountCreate,
+    EmailAccountPage,
+    EmailAccountRead,
+    EmailAccountUpdate,
+)
+from nimbus_api.api.deps import AuthContext, Session, VaultDep
+from nimbus_api.api.idempotency import IdempotencyDep
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.problems import problem_responses
+from nimbus_api.providers.presets import ProviderId
+
+router = APIRouter(prefix="/v1/email-accounts", tags=["email-accounts"], responses=problem_responses(401))
+
+_NOT_FOUND = problem_responses(404, 422, codes={404: ["email_account.not_found"], 422: ["validation_error"]})
+
+
+@router.post(
+    "",
+    name="email_accounts_create",
+    summary="Connect an email account",
+    status_code=201,
+    response_model=EmailAccountRead,
+    responses=problem_responses(
+        409,
+        422,
+        codes={
+            409: ["email_account.exists"],
+            422: ["validation_error", "idempotency_key.mismatch", "idempotency_key.invalid"],
+        },
+    ),
+)
+async def email_accounts_create(
+    payload: EmailAccountCreate, auth: AuthContext, session: Session, vault: VaultDep, idem: IdempotencyDep
+) -> Response:
+    """Save a mailbox. Passwords are encrypted at once and never returned (`password_set: true`)."""
+
+    async def operation() -> EmailAccountRead:
+        account = await service.create(session, vault, auth.workspace_id, payload)
+        return (await service.to_read(session, vault, [account]))[0]
+
+    response: Response = await idem.run(201, operation)
+    return response
+
+
+@router.get("", name="email_accounts_list", summary="List email accounts", responses=problem_responses(422))
+async def email_accounts_list(
+    auth: AuthContext,
+    session: Session,
+    vault: VaultDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    is_active: bool | None = None,
+    provider: ProviderId | None = None,
+    domain: Annotated[str | None, Query(max_length=253)] = None,
+    campaign_type: CampaignType | None = None,
+    disabled: bool | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Search in email and label.")] = None,
+) -> EmailAccountPage:
+    filters = service.AccountFilters(
+        is_active=is_active,
+        provider=provider,
+        domain=domain,
+        campaign_type=campaign_type,
+        disabled=disabled,
+        q=q,
+    )
+    accounts, next_cursor = await service.list_page(session, auth.workspace_id, filters, cursor, limit)
+    return EmailAccountPage(data=await service.to_read(session, vault, accounts), next_cursor=next_cursor)
+
+
+@router.get("/{account_id}", name="email_accounts_get", summary="Get an email account", responses=_NOT_FOUND)
+async def email_accounts_get(
+    account_id: uuid.UUID, auth: AuthContext, session: Session, vault: VaultDep
+) -> EmailAccountRead:
+    account = await service.get(session, auth.workspace_id, account_id)
+    return (await service.to_read(session, vault, [account]))[0]
+
+
+@router.patch(
+    "/{account_id}",
+    name="email_accounts_update",
+    summary="Update an email account (pause/resume with `is_active`)",
+    responses=_NOT_FOUND,
+)
+async def email_accounts_update(
+    account_id: uuid.UUID, payload: EmailAccountUpdate, auth: AuthContext, session: Session, vault: VaultDep
+) -> EmailAccountRead:
+    account = await service.update(session, vault, auth.workspace_id, account_id, payload)
+    return (await service.to_read(session, vault, [account]))[0]
+
+
+@router.delete(
+    "/{account_id}",
+    name="email_accounts_delete",
+    summary="Delete an email account and its stored secrets",
+    status_code=204,
+    responses=_NOT_FOUND,
+)
+async def email_accounts_delete(account_id: uuid.UUID, auth: AuthContext, session: Session) -> Response:
+    await service.delete_account(session, auth.workspace_id, account_id)
+    return Response(status_code=204)

@@ -1,0 +1,204 @@
+"""Email-account input and output models.
+
+Passwords come in as ``SecretStr`` and go out only as ``password_set: true``. Mode and port are checked
+against each other: a well-known implicit-TLS port (465, 993) needs ``ssl``; a port where TLS starts
+in-band (25, 587, 143) cannot be ``ssl``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from nimbus_api.kit.validators import (
+    DnsLabel,
+    EmailAddress,
+    HeaderText,
+    Hostname,
+    Port,
+    SingleLine,
+    StrictModel,
+)
+from nimbus_api.providers.presets import ProviderId
+
+Mode = Literal["ssl", "starttls", "none"]
+CampaignType = Literal["cold", "nurture"]
+Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+Folder = Annotated[SingleLine, Field(max_length=200)]
+
+_IMPLICIT_TLS_PORTS = {465: "SMTP", 993: "IMAP"}
+_IN_BAND_TLS_PORTS = {25: "SMTP", 587: "SMTP", 143: "IMAP"}
+
+
+def check_mode_port(mode: str | None, port: int | None) -> None:
+    if mode is None or port is None:
+        return
+    if port in _IMPLICIT_TLS_PORTS and mode != "ssl":
+        raise ValueError(f"port {port} is implicit TLS: use mode 'ssl' (or another port for '{mode}')")
+    if port in _IN_BAND_TLS_PORTS and mode == "ssl":
+        raise ValueError(
+            f"port {port} starts in cleartext: use mode 'starttls' (implicit TLS is port 465/993)"
+        )
+
+
+def _mode_matches_port(mode: str | None, info: ValidationInfo) -> str | None:
+    check_mode_port(mode, info.data.get("port"))
+    return mode
+
+
+class SmtpSettingsIn(StrictModel):
+    host: Hostname
+    port: Port
+    mode: Mode = Field(description="`ssl`: implicit TLS; `starttls`: STARTTLS required; `none`: cleartext.")
+    username: SingleLine | None = Field(default=None, description="Leave out for a relay without AUTH.")
+    password: Password | None = None
+
+    _mode = field_validator("mode")(_mode_matches_port)
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> SmtpSettingsIn:
+        if self.password is not None and self.username is None:
+            raise ValueError("username is required when a password is given")
+        return self
+
+
+class ImapSettingsIn(StrictModel):
+    host: Hostname
+    port: Port
+    mode: Mode
+    username: SingleLine
+    password: Password
+    folder: Folder = Field(default="INBOX", description="Folder where replies arrive, e.g. `Posteingang`.")
+
+    _mode = field_validator("mode")(_mode_matches_port)
+
+
+class SmtpSettingsPatch(StrictModel):
+    host: Hostname | None = None
+    port: Port | None = None
+    mode: Mode | None = None
+    username: SingleLine | None = None
+    password: Password | None = None
+
+    _mode = field_validator("mode")(_mode_matches_port)
+
+
+class ImapSettingsPatch(StrictModel):
+    host: Hostname | None = None
+    port: Port | None = None
+    mode: Mode | None = None
+    username: SingleLine | None = None
+    password: Password | None = None
+    folder: Folder | None = None
+
+    _mode = field_validator("mode")(_mode_matches_port)
+
+
+class _AccountFields(StrictModel):
+    from_name: HeaderText | None = None
+    reply_to: EmailAddress | None = None
+    label: HeaderText | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    dkim_selector: DnsLabel | None = Field(default=None, description="Selector of the DKIM key in DNS.")
+    sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] = 120
+    campaign_types: Annotated[list[CampaignType], Field(min_length=1, max_length=2)] = ["cold", "nurture"]
+    is_active: bool = True
+
+    @field_validator("campaign_types")
+    @classmethod
+    def _unique_types(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("campaign types must not repeat")
+        return value
+
+
+class EmailAccountCreate(_AccountFields):
+    email: EmailAddress = Field(description="The one sending address of this account.")
+    provider: ProviderId = "custom"
+    smtp: SmtpSettingsIn
+    imap: ImapSettingsIn | None = Field(default=None, description="Without IMAP: no reply or bounce sync.")
+    daily_send_limit: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        default=None, description="Sends per UTC day; defaults to the provider preset's, else 100."
+    )
+
+
+class EmailAccountUpdate(StrictModel):
+    """Partial update: only the fields given change. ``imap: null`` removes the IMAP settings."""
+
+    from_name: HeaderText | None = None
+    reply_to: EmailAddress | None = None
+    label: HeaderText | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    provider: ProviderId | None = None
+    smtp: SmtpSettingsPatch | None = None
+    imap: ImapSettingsPatch | None = None
+    dkim_selector: DnsLabel | None = None
+    daily_send_limit: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] | None = None
+    campaign_types: Annotated[list[CampaignType], Field(min_length=1, max_length=2)] | None = None
+    is_active: bool | None = None
+
+    @field_validator("campaign_types")
+    @classmethod
+    def _unique_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("campaign types must not repeat")
+        return value
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+class SmtpSettingsOut(BaseModel):
+    host: str
+    port: int
+    mode: Mode
+    username: str | None
+    password_set: bool
+
+
+class ImapSettingsOut(BaseModel):
+    host: str
+    port: int
+    mode: Mode
+    username: str
+    folder: str
+    password_set: bool
+
+
+class EmailAccountRead(BaseModel):
+    id: uuid.UUID
+    email: str
+    domain_id: uuid.UUID
+    domain: str
+    from_name: str | None
+    reply_to: str | None
+    label: str | None
+    description: str | None
+    provider: str
+    smtp: SmtpSettingsOut
+    imap: ImapSettingsOut | None
+    dkim_selector: str | None
+    daily_send_limit: int
+    sync_interval_seconds: int
+    campaign_types: list[CampaignType]
+    is_active: bool
+    overall_score: float
+    reputation_score: float
+    warmup_progress: float
+    current_stage: int = Field(ge=0, le=5)
+    bounce_rate_7d: float
+    complaint_rate_7d: float
+    cooldown_until: datetime | None
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EmailAccountPage(BaseModel):
+    data: list[EmailAccountRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` to fetch the next page; null at the end.")

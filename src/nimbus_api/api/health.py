@@ -1,0 +1,67 @@
+"""Liveness and readiness, without authentication (for load balancers and orchestrators)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.responses import Response
+
+from nimbus_api.api.deps import app_state
+
+router = APIRouter(tags=["health"])
+CHECK_TIMEOUT = 2.0
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    postgres: Literal["ok", "unavailable"]
+    redis: Literal["ok", "unavailable"]
+
+
+@router.get("/healthz", name="health_live", summary="Liveness")
+async def health_live() -> Liveness:
+    return Liveness(status="ok")
+
+
+@router.get(
+    "/readyz",
+    name="health_ready",
+    summary="Readiness: PostgreSQL and Redis reachable",
+    responses={503: {"model": Readiness, "description": "A dependency is not reachable"}},
+)
+async def health_ready(request: Request) -> JSONResponse:
+    state = app_state(request)
+
+    async def postgres() -> None:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await state.redis.ping()
+
+    async def probe(check: object) -> Literal["ok", "unavailable"]:
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT)  # type: ignore[operator]
+        except Exception:
+            return "unavailable"
+        return "ok"
+
+    pg, rd = await asyncio.gather(probe(postgres), probe(redis))
+    ok = pg == "ok" and rd == "ok"
+    body = Readiness(status="ok" if ok else "unavailable", postgres=pg, redis=rd)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", name="metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,20 @@
+"""Process-wide resources of the API, built once in the app lifespan and reached through ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis
+    vault: Vault

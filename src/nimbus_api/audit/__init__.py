@@ -1,0 +1,1 @@
+"""The credential audit log: one row per decrypt of a mailbox secret."""

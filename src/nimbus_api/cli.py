@@ -1,0 +1,322 @@
+"""The ``nimbus`` command line: run the API or the worker, migrate, manage workspaces, keys and rotation.
+
+Settings come from ``NIMBUS_*`` environment variables (see the README). Commands that print a new API
+key print it once, to standard output; it is not stored anywhere in clear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.config import Settings, get_settings
+from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.crypto import KeyringError, MasterKeyring, generate_master_key
+from nimbus_api.kit.db import make_engine, make_sessionmaker
+from nimbus_api.kit.problems import Problem
+from nimbus_api.logging import configure_logging
+
+log = structlog.get_logger("nimbus")
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A message for the person at the terminal; exit status 2."""
+
+
+def _require_master_keys(settings: Settings) -> MasterKeyring:
+    if not settings.master_keys:
+        raise CliError(
+            "NIMBUS_MASTER_KEYS is not set: the service will not start without a master key.\n"
+            "Generate one with `nimbus keys generate` and keep it safe (losing it loses every stored secret)."
+        )
+    try:
+        return MasterKeyring.from_strings([k.get_secret_value() for k in settings.master_keys])
+    except KeyringError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _require_stores(settings: Settings) -> None:
+    missing = [
+        name
+        for name, value in (
+            ("NIMBUS_DATABASE_URL", settings.database_url),
+            ("NIMBUS_REDIS_URL", settings.redis_url),
+        )
+        if not value
+    ]
+    if missing:
+        raise CliError(
+            f"{' and '.join(missing)} must be set (or use `make run` / `nimbus dev` for local use)"
+        )
+
+
+async def _with_db(
+    settings: Settings, fn: Callable[[async_sessionmaker[AsyncSession], Vault], Awaitable[T]]
+) -> T:
+    assert settings.database_url
+    engine = make_engine(settings.database_url)
+    try:
+        return await fn(make_sessionmaker(engine), Vault(_require_master_keys(settings)))
+    finally:
+        await engine.dispose()
+
+
+def _print_key(workspace: str, token: str) -> None:
+    print(f"\nAPI key for workspace {workspace!r} (shown once, store it now):\n\n    {token}\n", flush=True)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from nimbus_api.api.app import create_app
+
+    _require_stores(settings)
+    _require_master_keys(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.worker.settings import create_worker
+
+    _require_stores(settings)
+    _require_master_keys(settings)
+    create_worker(settings).run()
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.kit.migrate import upgrade_head
+
+    if not settings.database_url:
+        raise CliError("NIMBUS_DATABASE_URL must be set")
+    upgrade_head(settings.database_url)
+    log.info("migrations_applied")
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.dev import run_dev
+
+    asyncio.run(run_dev(settings, host=args.host, port=args.port))
+
+
+def cmd_workspace_create(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+        async with sm() as session, session.begin():
+            workspace = await service.create_workspace(session, vault, args.name)
+            _, token = await service.create_api_key(session, workspace.id, args.key_name)
+        return token
+
+    _print_key(args.name, asyncio.run(_with_db(settings, run)))
+
+
+def cmd_workspace_list(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+        async with sm() as session:
+            for ws in await service.list_workspaces(session):
+                print(f"{ws.id}  {ws.name}  {ws.created_at:%Y-%m-%d}")
+
+    asyncio.run(_with_db(settings, run))
+
+
+def cmd_api_key_create(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+        async with sm() as session, session.begin():
+            workspace = await service.get_workspace_by_name(session, args.workspace)
+            _, token = await service.create_api_key(session, workspace.id, args.name)
+        return token
+
+    _print_key(args.workspace, asyncio.run(_with_db(settings, run)))
+
+
+def cmd_api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+        async with sm() as session, session.begin():
+            key = await service.revoke_api_key(session, args.key)
+            return f"revoked API key {key.prefix}… ({key.id})"
+
+    print(asyncio.run(_with_db(settings, run)))
+
+
+def cmd_api_key_list(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.models import ApiKey
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+        async with sm() as session:
+            workspace = await service.get_workspace_by_name(session, args.workspace)
+            keys = await session.scalars(select(ApiKey).where(ApiKey.workspace_id == workspace.id))
+            for key in keys:
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "live"
+                print(f"{key.id}  {key.prefix}…  {key.name}  {state}")
+
+    asyncio.run(_with_db(settings, run))
+
+
+def cmd_keys_generate(settings: Settings, args: argparse.Namespace) -> None:
+    print(generate_master_key())
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from nimbus_api.credentials import rotation
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+    if args.data_key and not args.workspace:
+        raise CliError("--data-key needs --workspace NAME")
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+        with tqdm(desc="re-wrapping data keys", unit="key", file=sys.stderr) as bar:
+
+            def rewrap_progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            count = await rotation.rewrap_all(sm, vault, batch_size=args.batch_size, progress=rewrap_progress)
+        print(f"re-wrapped {count} data key(s) under master key {vault.keyring.primary_id}")
+        if not args.data_key:
+            return
+        async with sm() as session:
+            workspace = await service.get_workspace_by_name(session, args.workspace)
+        with tqdm(desc=f"re-encrypting secrets of {args.workspace}", unit="secret", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            result = await rotation.rotate_data_key(
+                sm, vault, workspace.id, batch_size=args.batch_size, progress=progress
+            )
+        resumed = " (resumed an interrupted rotation)" if result.resumed else ""
+        print(
+            f"workspace {args.workspace}: new data key {result.data_key_id}{resumed}; "
+            f"{result.reencrypted} secret(s) re-encrypted, {result.retired} old key(s) retired"
+        )
+
+    asyncio.run(_with_db(settings, run))
+
+
+def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.api.openapi_export import export_openapi
+
+    text = export_openapi()
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nimbus", description="nimbus_api: bring-your-own-SMTP outbound email"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(fn=cmd_api)
+
+    sub.add_parser("worker", help="run an arq worker").set_defaults(fn=cmd_worker)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+
+    dev = sub.add_parser("dev", help="local all-in-one: stores, migrations, API and worker (make run)")
+    dev.add_argument("--host")
+    dev.add_argument("--port", type=int)
+    dev.set_defaults(fn=cmd_dev)
+
+    ws = sub.add_parser("workspace", help="manage workspaces").add_subparsers(dest="action", required=True)
+    ws_create = ws.add_parser("create", help="create a workspace and print its first API key once")
+    ws_create.add_argument("name")
+    ws_create.add_argument("--key-name", default="default")
+    ws_create.set_defaults(fn=cmd_workspace_create)
+    ws.add_parser("list", help="list workspaces").set_defaults(fn=cmd_workspace_list)
+
+    keys = sub.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
+    key_create = keys.add_parser("create", help="create an API key and print it once")
+    key_create.add_argument("--workspace", required=True)
+    key_create.add_argument("--name", default="default")
+    key_create.set_defaults(fn=cmd_api_key_create)
+    key_revoke = keys.add_parser("revoke", help="revoke an API key by id or visible prefix")
+    key_revoke.add_argument("key")
+    key_revoke.set_defaults(fn=cmd_api_key_revoke)
+    key_list = keys.add_parser("list", help="list API keys of a workspace (prefixes only)")
+    key_list.add_argument("--workspace", required=True)
+    key_list.set_defaults(fn=cmd_api_key_list)
+
+    master = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="action", required=True)
+    master.add_parser("generate", help="print a new master key").set_defaults(fn=cmd_keys_generate)
+    rotate = master.add_parser(
+        "rotate",
+        help="re-wrap every data key under the primary master key; with --data-key, also issue a new "
+        "data key for --workspace and re-encrypt its secrets (online, resumable)",
+    )
+    rotate.add_argument("--workspace")
+    rotate.add_argument("--data-key", action="store_true")
+    rotate.add_argument("--batch-size", type=int, default=200)
+    rotate.set_defaults(fn=cmd_keys_rotate)
+
+    export = sub.add_parser("openapi", help="print or write the OpenAPI document")
+    export.add_argument("--out", default="-")
+    export.set_defaults(fn=cmd_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        args.fn(settings, args)
+    except (CliError, Problem) as exc:
+        print(f"nimbus: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Settings, read once from the environment (prefix ``NIMBUS_``) by pydantic-settings.
+
+Every setting is listed with its default in the README ("Settings"). Secrets (master keys) are held as
+``SecretStr`` so that a settings dump, a traceback or a log line never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NIMBUS_", extra="ignore", env_file=None)
+
+    # --- stores -------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of PostgreSQL, e.g. postgresql+asyncpg://user@host:5432/nimbus.",
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL for arq, e.g. redis://host:6379/0.")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+
+    # --- secrets ------------------------------------------------------------------------------
+    master_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Fernet master keys; the first is primary (wraps new data keys).",
+    )
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_url: str = "http://127.0.0.1:8000"
+
+    # --- behaviour ----------------------------------------------------------------------------
+    idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    # --- local development (make run) ---------------------------------------------------------
+    data_dir: Path = Path(".nimbus")
+    embedded: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="`nimbus dev`: start embedded PostgreSQL/Redis when no URL is set and nothing listens.",
+    )
+
+    @field_validator("master_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

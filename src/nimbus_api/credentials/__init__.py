@@ -1,0 +1,1 @@
+"""The credential vault: encrypted mailbox secrets, audited decrypts, key rotation."""

@@ -1,0 +1,141 @@
+"""Key rotation, online and resumable. Run by ``nimbus keys rotate``.
+
+Master-key rotation (``rewrap_all``): every data key not wrapped by the primary master key is
+unwrapped (by whichever configured master key opens it) and wrapped again by the primary. Each row is
+independent, so an interrupted run simply continues where it stopped. Afterwards the old master key can
+be removed from ``NIMBUS_MASTER_KEYS``.
+
+Data-key rotation (``rotate_data_key``) for one workspace walks this state machine:
+
+    start:    the active key becomes ``retiring``, a new ``active`` key is created (one transaction).
+              If a ``retiring`` key already exists, a previous run was interrupted: resume, create none.
+    migrate:  secrets still under a retiring key are decrypted (audited, purpose ``key_rotation``) and
+              encrypted under the active key, in batches, one transaction per batch.
+    finish:   when no secret uses them, retiring keys become ``retired`` and their material is erased.
+
+Sends in flight are unaffected: a secret row always names the key that opens it, and a retiring key
+keeps opening until no row names it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.kit import crypto
+from nimbus_api.kit.db import utcnow
+from nimbus_api.models import Credential, DataKey
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) after each batch."""
+
+ROTATION_ACTOR = Actor.system("keys-rotate")
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    data_key_id: uuid.UUID | None
+    reencrypted: int
+    retired: int
+    resumed: bool
+
+
+async def rewrap_all(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    *,
+    batch_size: int = 200,
+    progress: Progress = _no_progress,
+) -> int:
+    """Re-wrap every data key under the primary master key; returns how many were re-wrapped."""
+    primary = vault.keyring.primary_id
+    pending = (DataKey.master_key_id != primary) & DataKey.wrapped_key.is_not(None)
+    async with sessionmaker() as session:
+        total = await session.scalar(select(func.count()).select_from(DataKey).where(pending)) or 0
+    done = 0
+    progress(done, total)
+    while True:
+        async with sessionmaker() as session, session.begin():
+            keys = list(
+                await session.scalars(select(DataKey).where(pending).limit(batch_size).with_for_update())
+            )
+            if not keys:
+                return done
+            for key in keys:
+                assert key.wrapped_key is not None
+                key.wrapped_key, key.master_key_id = vault.keyring.wrap(vault.keyring.unwrap(key.wrapped_key))
+        done += len(keys)
+        progress(done, total)
+
+
+async def _start(session: AsyncSession, vault: Vault, workspace_id: uuid.UUID) -> tuple[DataKey, bool]:
+    keys = list(
+        await session.scalars(
+            select(DataKey)
+            .where(DataKey.workspace_id == workspace_id, DataKey.state.in_(("active", "retiring")))
+            .with_for_update()
+        )
+    )
+    active = next((k for k in keys if k.state == "active"), None)
+    if any(k.state == "retiring" for k in keys) and active is not None:
+        return active, True
+    if active is not None:
+        active.state = "retiring"
+        await session.flush()
+    return await vault.create_data_key(session, workspace_id), False
+
+
+async def rotate_data_key(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    workspace_id: uuid.UUID,
+    *,
+    batch_size: int = 200,
+    progress: Progress = _no_progress,
+) -> RotationResult:
+    async with sessionmaker() as session, session.begin():
+        active, resumed = await _start(session, vault, workspace_id)
+    stale = (Credential.workspace_id == workspace_id) & (Credential.data_key_id != active.id)
+    async with sessionmaker() as session:
+        total = await session.scalar(select(func.count()).select_from(Credential).where(stale)) or 0
+    done = 0
+    progress(done, total)
+    while True:
+        async with sessionmaker() as session, session.begin():
+            batch = list(
+                await session.scalars(select(Credential).where(stale).limit(batch_size).with_for_update())
+            )
+            if not batch:
+                break
+            material = vault.material(await session.get_one(DataKey, active.id))
+            for credential in batch:
+                secret = await vault.reveal(session, credential, actor=ROTATION_ACTOR, purpose="key_rotation")
+                credential.ciphertext = crypto.encrypt(material, secret.reveal())
+                credential.data_key_id = active.id
+        done += len(batch)
+        progress(done, total)
+    async with sessionmaker() as session, session.begin():
+        still_used = select(Credential.data_key_id).where(Credential.workspace_id == workspace_id).distinct()
+        retired = await session.execute(
+            update(DataKey)
+            .where(
+                DataKey.workspace_id == workspace_id,
+                DataKey.state == "retiring",
+                DataKey.id.not_in(still_used),
+            )
+            .values(state="retired", wrapped_key=None, retired_at=utcnow())
+            .returning(DataKey.id)
+        )
+        retired_ids = list(retired.scalars())
+    for key_id in retired_ids:
+        vault.forget(key_id)
+    return RotationResult(data_key_id=active.id, reencrypted=done, retired=len(retired_ids), resumed=resumed)

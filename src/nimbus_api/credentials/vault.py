@@ -1,0 +1,149 @@
+"""The only place where mailbox secrets are encrypted and decrypted.
+
+Every ``reveal`` writes a ``credential_access_log`` row (workspace, account, actor, purpose, time) in
+the caller's transaction, so a decrypt that is committed is a decrypt that is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nimbus_api.kit import crypto
+from nimbus_api.kit.crypto import MasterKeyring, Secret
+from nimbus_api.models import Credential, CredentialAccess, DataKey
+
+CredentialKind = Literal["smtp_password", "imap_password"]
+Purpose = Literal["verify", "send", "imap_sync", "key_rotation", "support"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a decrypt: an API key (``api_key:<id>``) or a system task (``system:<task>``)."""
+
+    value: str
+
+    @classmethod
+    def api_key(cls, key_id: uuid.UUID) -> Actor:
+        return cls(f"api_key:{key_id}")
+
+    @classmethod
+    def system(cls, task: str) -> Actor:
+        return cls(f"system:{task}")
+
+
+class Vault:
+    def __init__(self, keyring: MasterKeyring) -> None:
+        self.keyring = keyring
+        self._unwrapped: dict[uuid.UUID, bytes] = {}
+
+    # --- data keys --------------------------------------------------------------------------
+    async def create_data_key(self, session: AsyncSession, workspace_id: uuid.UUID) -> DataKey:
+        wrapped, master_id = self.keyring.wrap(crypto.new_data_key())
+        key = DataKey(workspace_id=workspace_id, state="active", wrapped_key=wrapped, master_key_id=master_id)
+        session.add(key)
+        await session.flush()
+        return key
+
+    async def active_data_key(self, session: AsyncSession, workspace_id: uuid.UUID) -> DataKey:
+        key = await session.scalar(
+            select(DataKey).where(DataKey.workspace_id == workspace_id, DataKey.state == "active")
+        )
+        if key is None:
+            key = await self.create_data_key(session, workspace_id)
+        return key
+
+    def material(self, key: DataKey) -> bytes:
+        cached = self._unwrapped.get(key.id)
+        if cached is None:
+            if key.wrapped_key is None:
+                raise crypto.KeyringError("data key is retired")
+            cached = self.keyring.unwrap(key.wrapped_key)
+            self._unwrapped[key.id] = cached
+        return cached
+
+    # --- secrets ----------------------------------------------------------------------------
+    async def store(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: uuid.UUID,
+        account_id: uuid.UUID,
+        kind: CredentialKind,
+        secret: Secret,
+    ) -> Credential:
+        """Encrypt ``secret`` under the workspace's active data key, replacing any earlier one."""
+        key = await self.active_data_key(session, workspace_id)
+        ciphertext = crypto.encrypt(self.material(key), secret.reveal())
+        credential = await session.scalar(
+            select(Credential).where(Credential.account_id == account_id, Credential.kind == kind)
+        )
+        if credential is None:
+            credential = Credential(
+                workspace_id=workspace_id,
+                account_id=account_id,
+                kind=kind,
+                data_key_id=key.id,
+                ciphertext=ciphertext,
+            )
+            session.add(credential)
+        else:
+            credential.data_key_id = key.id
+            credential.ciphertext = ciphertext
+        await session.flush()
+        return credential
+
+    async def remove(self, session: AsyncSession, account_id: uuid.UUID, kind: CredentialKind) -> None:
+        await session.execute(
+            delete(Credential).where(Credential.account_id == account_id, Credential.kind == kind)
+        )
+
+    async def kinds_set(
+        self, session: AsyncSession, account_ids: list[uuid.UUID]
+    ) -> set[tuple[uuid.UUID, str]]:
+        """Which (account, kind) pairs have a stored secret: for ``password_set`` without decrypting."""
+        if not account_ids:
+            return set()
+        rows = await session.execute(
+            select(Credential.account_id, Credential.kind).where(Credential.account_id.in_(account_ids))
+        )
+        return {(row[0], row[1]) for row in rows}
+
+    async def reveal(
+        self, session: AsyncSession, credential: Credential, *, actor: Actor, purpose: Purpose
+    ) -> Secret:
+        key = await session.get_one(DataKey, credential.data_key_id)
+        session.add(
+            CredentialAccess(
+                workspace_id=credential.workspace_id,
+                account_id=credential.account_id,
+                credential_kind=credential.kind,
+                actor=actor.value,
+                purpose=purpose,
+            )
+        )
+        await session.flush()
+        return Secret(crypto.decrypt(self.material(key), credential.ciphertext))
+
+    async def reveal_for_account(
+        self,
+        session: AsyncSession,
+        account_id: uuid.UUID,
+        kind: CredentialKind,
+        *,
+        actor: Actor,
+        purpose: Purpose,
+    ) -> Secret | None:
+        credential = await session.scalar(
+            select(Credential).where(Credential.account_id == account_id, Credential.kind == kind)
+        )
+        if credential is None:
+            return None
+        return await self.reveal(session, credential, actor=actor, purpose=purpose)
+
+    def forget(self, data_key_id: uuid.UUID) -> None:
+        self._unwrapped.pop(data_key_id, None)

@@ -1,0 +1,1 @@
+"""Sending domains, shared by every account of a workspace on the same domain."""

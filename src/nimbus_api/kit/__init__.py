@@ -1,0 +1,1 @@
+"""Small shared building blocks: database, problems, crypto, ids, pagination."""

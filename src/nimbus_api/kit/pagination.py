@@ -1,0 +1,55 @@
+"""Cursor pagination over time-ordered UUID primary keys (newest first).
+
+The cursor is the opaque, url-safe encoding of the last id returned; a client passes it back as
+``cursor`` to get the next page. Ids are UUIDv7, so ordering by id is ordering by creation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar, Unpack
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Select
+
+from nimbus_api.kit.problems import FieldError, ValidationProblem
+
+T = TypeVar("T")
+S = TypeVar("S", bound="Select[Unpack[tuple[Any, ...]]]")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` to fetch the next page; null at the end.")
+
+
+def encode_cursor(last_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(last_id.bytes).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except (ValueError, binascii.Error) as exc:
+        raise ValidationProblem(
+            [FieldError(field="cursor", message="not a cursor returned by this API", type="value_error")]
+        ) from exc
+
+
+def paginate(stmt: S, id_column: Any, cursor: str | None, limit: int) -> S:
+    """Apply keyset pagination; fetch ``limit + 1`` rows so the caller knows if a next page exists."""
+    if cursor:
+        stmt = stmt.where(id_column < decode_cursor(cursor))
+    return stmt.order_by(id_column.desc()).limit(limit + 1)
+
+
+def page_of(rows: Sequence[Any], limit: int) -> tuple[list[Any], str | None]:
+    items = list(rows[:limit])
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit and items else None
+    return items, next_cursor

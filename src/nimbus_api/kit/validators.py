@@ -1,0 +1,80 @@
+"""Reusable pydantic field types for input that ends up in mail headers, DNS names or protocol commands.
+
+CR and LF are refused in anything that can reach a header or an SMTP/IMAP command line, which closes
+header and command injection at the door rather than escaping it later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+class StrictModel(BaseModel):
+    """Input model: unknown fields are an error, strings are stripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _no_line_breaks(value: str) -> str:
+    if any(ch in value for ch in "\r\n\x00"):
+        raise ValueError("must not contain CR, LF or NUL characters")
+    return value
+
+
+def _email(value: str) -> str:
+    _no_line_breaks(value)
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from exc
+    return result.normalized
+
+
+def _hostname(value: str) -> str:
+    _no_line_breaks(value)
+    host = value.strip().rstrip(".").lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError("not a valid host name") from exc
+    labels = ascii_host.split(".")
+    if not ascii_host or len(ascii_host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError("not a valid host name")
+    return ascii_host
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError("must be a single DNS label (letters, digits, '-' or '_', at most 63)")
+    return value.lower()
+
+
+HeaderText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_line_breaks)]
+SingleLine = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_no_line_breaks)]
+EmailAddress = Annotated[
+    str,
+    Field(max_length=320, examples=["ada@example.com"]),
+    AfterValidator(_email),
+]
+Hostname = Annotated[str, Field(max_length=255, examples=["smtp.example.com"]), AfterValidator(_hostname)]
+DnsLabel = Annotated[str, Field(max_length=63, examples=["s1"]), AfterValidator(_dns_label)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def email_domain(address: str) -> str:
+    """The ASCII (IDNA) domain of a normalized address, lower-case."""
+    return validate_email(address, check_deliverability=False).ascii_domain.lower()

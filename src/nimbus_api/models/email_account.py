@@ -1,0 +1,70 @@
+"""A connected mailbox: one sending address with its SMTP (and optional IMAP) settings.
+
+Secrets are not columns here: they live encrypted in ``credentials`` (one row per kind). Health fields
+start at the values a new custom-SMTP inbox gets and are owned by the health engine later.
+
+Account status: ``is_active`` is the person's switch (pause/resume); ``disabled_at``/``disabled_reason``
+is the platform's (credential failures, bounce rate). An account sends only when active and not disabled.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nimbus_api.kit.db import Base, utcnow
+from nimbus_api.kit.ids import new_id
+
+
+class EmailAccount(Base):
+    __tablename__ = "email_accounts"
+    __table_args__ = (
+        Index("uq_email_accounts_workspace_email", "workspace_id", text("lower(email)"), unique=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    domain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("domains.id"), index=True)
+
+    email: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    label: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(40), default="custom")
+
+    smtp_host: Mapped[str] = mapped_column(String(253))
+    smtp_port: Mapped[int] = mapped_column(Integer)
+    smtp_mode: Mapped[str] = mapped_column(String(10))
+    smtp_username: Mapped[str | None] = mapped_column(String(320))
+
+    imap_host: Mapped[str | None] = mapped_column(String(253))
+    imap_port: Mapped[int | None] = mapped_column(Integer)
+    imap_mode: Mapped[str | None] = mapped_column(String(10))
+    imap_username: Mapped[str | None] = mapped_column(String(320))
+    imap_folder: Mapped[str | None] = mapped_column(String(200))
+
+    dkim_selector: Mapped[str | None] = mapped_column(String(63))
+    daily_send_limit: Mapped[int] = mapped_column(Integer, default=100)
+    sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=120)
+    campaign_types: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+    overall_score: Mapped[float] = mapped_column(default=50.0)
+    reputation_score: Mapped[float] = mapped_column(default=50.0)
+    warmup_progress: Mapped[float] = mapped_column(default=0.0)
+    current_stage: Mapped[int] = mapped_column(Integer, default=0)
+    bounce_rate_7d: Mapped[float] = mapped_column(default=0.0)
+    complaint_rate_7d: Mapped[float] = mapped_column(default=0.0)
+    cooldown_until: Mapped[datetime | None] = mapped_column(default=None)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""Provider presets: connection settings and advice for well-known SMTP/IMAP services."""

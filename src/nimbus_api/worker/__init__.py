@@ -1,0 +1,1 @@
+"""The arq worker edge: settings, typed context, task transactions."""

@@ -1,0 +1,39 @@
+"""The worker's process-wide resources and the task transaction (the task boundary owns it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+
+
+@dataclass
+class WorkerResources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    vault: Vault
+
+
+def resources(ctx: dict[str, Any]) -> WorkerResources:
+    res: WorkerResources = ctx["nimbus"]
+    return res
+
+
+@asynccontextmanager
+async def task_session(ctx: dict[str, Any]) -> AsyncIterator[AsyncSession]:
+    """One transaction per task run: commit on success, roll back on error."""
+    async with resources(ctx).sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()

@@ -1,0 +1,192 @@
+"""Test set-up: a throwaway PostgreSQL database and Redis index per run, migrations applied by alembic.
+
+Isolation is per tenant, not per rolled-back transaction: every test gets fresh workspaces (random
+names) from the ``workspace`` factory, and the product scopes every query by workspace. That lets tests
+exercise what a rollback fixture would hide: real commits seen from other connections (the worker, a
+concurrent request, ``pg_dump``), the request boundary's own commit, unique-index races. The database
+itself is dropped at the end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from nimbus_api.api.app import create_app
+from nimbus_api.api.state import AppState
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.crypto import MasterKeyring, generate_master_key
+from nimbus_api.kit.db import make_engine, make_sessionmaker
+from nimbus_api.kit.migrate import upgrade_head
+from nimbus_api.workspaces import service as workspaces
+
+PG_ADMIN_DSN = os.environ.get("NIMBUS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("NIMBUS_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def _db_url(name: str) -> str:
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"nimbus_test_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    url = _db_url(name)
+    try:
+        upgrade_head(url)
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database index of this run's own (1..15), flushed before and after."""
+    index = 1 + secrets.randbelow(15)
+    url = f"{REDIS_BASE}/{index}"
+
+    async def flush() -> None:
+        client = Redis.from_url(url)
+        await client.flushdb()
+        await client.aclose()
+
+    asyncio.run(flush())
+    yield url
+    asyncio.run(flush())
+
+
+@pytest.fixture(scope="session")
+def master_key() -> str:
+    return generate_master_key()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, master_key: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        master_keys=[SecretStr(master_key)],
+        log_level="debug",
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    assert settings.database_url
+    engine = make_engine(settings.database_url, pool_size=10, max_overflow=20)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+def vault(master_key: str) -> Vault:
+    return Vault(MasterKeyring.from_strings([master_key]))
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def app_state(
+    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, vault: Vault
+) -> AppState:
+    return AppState(settings=settings, engine=engine, sessionmaker=sessionmaker, redis=redis, vault=vault)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, app_state: AppState):  # type: ignore[no-untyped-def]
+    return create_app(settings, state=app_state)
+
+
+@pytest.fixture(scope="session")
+async def http(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """An HTTP client for the real ASGI app (no auth header; see ``Tenant.client``)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://nimbus.test") as client:
+        yield client
+
+
+@dataclass
+class Tenant:
+    """A fresh workspace with one API key, and an HTTP client that sends it."""
+
+    workspace_id: uuid.UUID
+    name: str
+    api_key_id: uuid.UUID
+    token: str
+    client: httpx.AsyncClient
+
+
+TenantFactory = Callable[[], Awaitable[Tenant]]
+
+
+@pytest.fixture
+async def make_tenant(
+    app, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault  # type: ignore[no-untyped-def]
+) -> AsyncIterator[TenantFactory]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def factory() -> Tenant:
+        name = f"ws-{secrets.token_hex(6)}"
+        async with sessionmaker() as session, session.begin():
+            workspace = await workspaces.create_workspace(session, vault, name)
+            key, token = await workspaces.create_api_key(session, workspace.id, "test")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://nimbus.test",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        clients.append(client)
+        return Tenant(workspace_id=workspace.id, name=name, api_key_id=key.id, token=token, client=client)
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> Tenant:
+    return await make_tenant()
+
+
+def account_payload(**overrides: object) -> dict[str, object]:
+    """A valid create body; tests override what they exercise."""
+    body: dict[str, object] = {
+        "email": f"sender-{secrets.token_hex(4)}@example.com",
+        "from_name": "Ada Lovelace",
+        "smtp": {"host": "smtp.example.com", "port": 587, "mode": "starttls", "username": "ada", "password": "s3cret"},
+        "imap": {"host": "imap.example.com", "port": 993, "mode": "ssl", "username": "ada", "password": "s3cret-imap"},
+    }
+    body.update(overrides)
+    return body
