@@ -153,7 +153,9 @@ TenantFactory = Callable[[], Awaitable[Tenant]]
 
 @pytest.fixture
 async def make_tenant(
-    app, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault  # type: ignore[no-untyped-def]
+    app,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[TenantFactory]:
     clients: list[httpx.AsyncClient] = []
 

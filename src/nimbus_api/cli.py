@@ -54,14 +54,10 @@ def _require_stores(settings: Settings) -> None:
         if not value
     ]
     if missing:
-        raise CliError(
-            f"{' and '.join(missing)} must be set (or use `make run` / `nimbus dev` for local use)"
-        )
+        raise CliError(f"{' and '.join(missing)} must be set (or use `make run` / `nimbus dev` for local use)")
 
 
-async def _with_db(
-    settings: Settings, fn: Callable[[async_sessionmaker[AsyncSession], Vault], Awaitable[T]]
-) -> T:
+async def _with_db(settings: Settings, fn: Callable[[async_sessionmaker[AsyncSession], Vault], Awaitable[T]]) -> T:
     assert settings.database_url
     engine = make_engine(settings.database_url)
     try:
@@ -249,9 +245,7 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nimbus", description="nimbus_api: bring-your-own-SMTP outbound email"
-    )
+    parser = argparse.ArgumentParser(prog="nimbus", description="nimbus_api: bring-your-own-SMTP outbound email")
     sub = parser.add_subparsers(dest="command", required=True)
 
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
@@ -310,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         args.fn(settings, args)
-    except (CliError, Problem) as exc:
+    except (CliError, Problem, KeyringError) as exc:
         print(f"nimbus: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

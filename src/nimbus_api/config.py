@@ -38,6 +38,24 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str = "http://127.0.0.1:8000"
 
+    # --- outbound connections to user-supplied hosts ------------------------------------------
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs, host names and `:PORT` entries the egress policy lets through "
+        "although they are private/loopback or on a non-standard port. Metadata addresses never pass.",
+    )
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated `IP[:PORT]` resolvers for DNS checks and host resolution; "
+        "empty = the system's resolv.conf.",
+    )
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    extra_ca_file: Path | None = Field(default=None, description="PEM file of extra trusted CA certificates.")
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    command_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    roundtrip_timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds to wait for the test message.")
+    verification_timeout_seconds: float = Field(default=120.0, gt=0, le=900)
+
     # --- behaviour ----------------------------------------------------------------------------
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -57,7 +75,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "egress_allow", "dns_nameservers", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

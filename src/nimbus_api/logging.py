@@ -29,8 +29,11 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
+    # Plain tracebacks: the default (rich, when installed) prints each frame's locals, revealed passwords too.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -58,5 +61,5 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     handler._nimbus = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric)
-    for noisy in ("sqlalchemy.engine", "asyncio"):
+    for noisy in ("sqlalchemy.engine", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,9 +12,12 @@ from tests.conftest import Tenant, account_payload
 
 async def _count_accounts(sessionmaker: async_sessionmaker[AsyncSession], tenant: Tenant) -> int:
     async with sessionmaker() as session:
-        return await session.scalar(
-            select(func.count()).select_from(EmailAccount).where(EmailAccount.workspace_id == tenant.workspace_id)
-        ) or 0
+        return (
+            await session.scalar(
+                select(func.count()).select_from(EmailAccount).where(EmailAccount.workspace_id == tenant.workspace_id)
+            )
+            or 0
+        )
 
 
 async def test_create_returns_account_with_new_inbox_health_and_no_secret(tenant: Tenant) -> None:
@@ -25,7 +28,11 @@ async def test_create_returns_account_with_new_inbox_health_and_no_secret(tenant
     assert account["email"] == "Ada@example.com"
     assert account["domain"] == "example.com"
     assert account["smtp"] == {
-        "host": "smtp.example.com", "port": 587, "mode": "starttls", "username": "ada", "password_set": True
+        "host": "smtp.example.com",
+        "port": 587,
+        "mode": "starttls",
+        "username": "ada",
+        "password_set": True,
     }
     assert account["imap"]["password_set"] is True and account["imap"]["folder"] == "INBOX"
     assert "s3cret" not in r.text
@@ -72,7 +79,9 @@ async def test_accounts_on_one_domain_share_the_domain_record(tenant: Tenant) ->
 
 
 async def test_duplicate_address_is_409(tenant: Tenant) -> None:
-    assert (await tenant.client.post("/v1/email-accounts", json=account_payload(email="dup@x.example"))).status_code == 201
+    assert (
+        await tenant.client.post("/v1/email-accounts", json=account_payload(email="dup@x.example"))
+    ).status_code == 201
     r = await tenant.client.post("/v1/email-accounts", json=account_payload(email="DUP@x.example"))
     assert r.status_code == 409
     assert r.headers["content-type"] == "application/problem+json"
@@ -100,8 +109,25 @@ BAD_INPUTS = [
     ("unknown smtp field", {"smtp": {"host": "h.example", "port": 25, "mode": "none", "tls": True}}, "smtp.tls"),
     ("bad host", {"smtp": {"host": "not a host", "port": 25, "mode": "none"}}, "smtp.host"),
     ("password without username", {"smtp": {"host": "h.example", "port": 25, "mode": "none", "password": "p"}}, "smtp"),
-    ("imap without password", {"imap": {"host": "i.example", "port": 993, "mode": "ssl", "username": "u"}}, "imap.password"),
-    ("LF in imap folder", {"imap": {"host": "i.example", "port": 993, "mode": "ssl", "username": "u", "password": "p", "folder": "INBOX\r\nA1 DELETE INBOX"}}, "imap.folder"),
+    (
+        "imap without password",
+        {"imap": {"host": "i.example", "port": 993, "mode": "ssl", "username": "u"}},
+        "imap.password",
+    ),
+    (
+        "LF in imap folder",
+        {
+            "imap": {
+                "host": "i.example",
+                "port": 993,
+                "mode": "ssl",
+                "username": "u",
+                "password": "p",
+                "folder": "INBOX\r\nA1 DELETE INBOX",
+            }
+        },
+        "imap.folder",
+    ),
     ("sync interval too short", {"sync_interval_seconds": 10}, "sync_interval_seconds"),
     ("sync interval too long", {"sync_interval_seconds": 601}, "sync_interval_seconds"),
     ("unknown campaign type", {"campaign_types": ["spam"]}, "campaign_types.0"),
@@ -142,7 +168,9 @@ async def test_update_fields_pause_resume_and_reject_bad_patch(
     r = await tenant.client.patch(url, json={"is_active": False, "label": "paused one", "daily_send_limit": 40})
     assert r.status_code == 200, r.text
     assert (r.json()["is_active"], r.json()["label"], r.json()["daily_send_limit"]) == (False, "paused one", 40)
-    assert [a["id"] for a in (await tenant.client.get("/v1/email-accounts", params={"is_active": False})).json()["data"]] == [account["id"]]
+    assert [
+        a["id"] for a in (await tenant.client.get("/v1/email-accounts", params={"is_active": False})).json()["data"]
+    ] == [account["id"]]
     assert (await tenant.client.patch(url, json={"is_active": True})).json()["is_active"] is True
 
     # A port change alone must still agree with the stored mode (starttls): 465 is refused.
@@ -157,14 +185,26 @@ async def test_update_fields_pause_resume_and_reject_bad_patch(
     r = await tenant.client.patch(url, json={"smtp": {"host": "smtp2.example.com", "port": 465, "mode": "ssl"}})
     assert r.status_code == 200, r.text
     assert r.json()["smtp"] == {
-        "host": "smtp2.example.com", "port": 465, "mode": "ssl", "username": "ada", "password_set": True
+        "host": "smtp2.example.com",
+        "port": 465,
+        "mode": "ssl",
+        "username": "ada",
+        "password_set": True,
     }
     async with sessionmaker() as session:
-        before = await session.scalar(select(Credential.ciphertext).where(Credential.account_id == account["id"], Credential.kind == "smtp_password"))
+        before = await session.scalar(
+            select(Credential.ciphertext).where(
+                Credential.account_id == account["id"], Credential.kind == "smtp_password"
+            )
+        )
     r = await tenant.client.patch(url, json={"smtp": {"password": "new-pass"}})
     assert r.status_code == 200
     async with sessionmaker() as session:
-        after = await session.scalar(select(Credential.ciphertext).where(Credential.account_id == account["id"], Credential.kind == "smtp_password"))
+        after = await session.scalar(
+            select(Credential.ciphertext).where(
+                Credential.account_id == account["id"], Credential.kind == "smtp_password"
+            )
+        )
     assert before != after
 
     # Removing IMAP deletes its secret.
@@ -179,20 +219,29 @@ async def test_update_fields_pause_resume_and_reject_bad_patch(
     assert {e["field"] for e in r.json()["errors"]} >= {"imap.port", "imap.mode", "imap.username", "imap.password"}
 
 
-async def test_delete_removes_account_and_secrets(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+async def test_delete_removes_account_and_secrets(
+    tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
     account = (await tenant.client.post("/v1/email-accounts", json=account_payload())).json()
     r = await tenant.client.delete(f"/v1/email-accounts/{account['id']}")
     assert r.status_code == 204
     assert (await tenant.client.get(f"/v1/email-accounts/{account['id']}")).status_code == 404
     assert (await tenant.client.delete(f"/v1/email-accounts/{account['id']}")).status_code == 404
     async with sessionmaker() as session:
-        assert await session.scalar(select(func.count()).select_from(Credential).where(Credential.account_id == account["id"])) == 0
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(Credential).where(Credential.account_id == account["id"])
+            )
+            == 0
+        )
 
 
 async def test_list_paginates_with_cursor_and_filters(tenant: Tenant) -> None:
     created = []
     for i in range(5):
-        body = account_payload(email=f"p{i}@page{i % 2}.example", label=f"team-{i % 2}", campaign_types=["cold"] if i < 2 else ["nurture"])
+        body = account_payload(
+            email=f"p{i}@page{i % 2}.example", label=f"team-{i % 2}", campaign_types=["cold"] if i < 2 else ["nurture"]
+        )
         created.append((await tenant.client.post("/v1/email-accounts", json=body)).json()["id"])
     seen: list[str] = []
     cursor = None

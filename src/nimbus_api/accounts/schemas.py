@@ -39,9 +39,7 @@ def check_mode_port(mode: str | None, port: int | None) -> None:
     if port in _IMPLICIT_TLS_PORTS and mode != "ssl":
         raise ValueError(f"port {port} is implicit TLS: use mode 'ssl' (or another port for '{mode}')")
     if port in _IN_BAND_TLS_PORTS and mode == "ssl":
-        raise ValueError(
-            f"port {port} starts in cleartext: use mode 'starttls' (implicit TLS is port 465/993)"
-        )
+        raise ValueError(f"port {port} starts in cleartext: use mode 'starttls' (implicit TLS is port 465/993)")
 
 
 def _mode_matches_port(mode: str | None, info: ValidationInfo) -> str | None:

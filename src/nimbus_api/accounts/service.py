@@ -94,9 +94,7 @@ def prepare(payload: EmailAccountCreate) -> AccountDraft:
     )
 
 
-async def persist(
-    session: AsyncSession, vault: Vault, workspace_id: uuid.UUID, draft: AccountDraft
-) -> EmailAccount:
+async def persist(session: AsyncSession, vault: Vault, workspace_id: uuid.UUID, draft: AccountDraft) -> EmailAccount:
     await _ensure_unique_email(session, workspace_id, draft.email)
     domain = await domains.get_or_create(session, workspace_id, draft.domain)
     account = EmailAccount(workspace_id=workspace_id, domain_id=domain.id, email=draft.email, **draft.fields)
@@ -135,17 +133,12 @@ def _merge_server(
     missing = [name for name in required if not getattr(merged, name)]
     if missing:
         raise ValidationProblem(
-            [
-                FieldError(field=f"{section}.{name}", message="Field required", type="missing")
-                for name in missing
-            ]
+            [FieldError(field=f"{section}.{name}", message="Field required", type="missing") for name in missing]
         )
     try:
         check_mode_port(merged.mode, merged.port)
     except ValueError as exc:
-        raise ValidationProblem(
-            [FieldError(field=f"{section}.mode", message=str(exc), type="value_error")]
-        ) from exc
+        raise ValidationProblem([FieldError(field=f"{section}.mode", message=str(exc), type="value_error")]) from exc
     if section == "smtp" and merged.password is not None and merged.username is None:
         raise ValidationProblem(
             [FieldError(field="smtp.username", message="required when a password is set", type="missing")]
@@ -251,9 +244,7 @@ def _apply_servers(account: EmailAccount, draft: AccountDraft) -> None:
     account.imap_folder = imap.folder if imap else None
 
 
-async def _store_secrets(
-    session: AsyncSession, vault: Vault, account: EmailAccount, draft: AccountDraft
-) -> None:
+async def _store_secrets(session: AsyncSession, vault: Vault, account: EmailAccount, draft: AccountDraft) -> None:
     wanted: dict[CredentialKind, Secret | None] = {
         "smtp_password": draft.smtp.password,
         "imap_password": draft.imap.password if draft.imap else None,
@@ -313,9 +304,7 @@ def _filtered(workspace_id: uuid.UUID, filters: AccountFilters) -> Select[EmailA
     if filters.provider:
         stmt = stmt.where(EmailAccount.provider == filters.provider)
     if filters.domain:
-        stmt = stmt.join(Domain, Domain.id == EmailAccount.domain_id).where(
-            Domain.name == filters.domain.lower()
-        )
+        stmt = stmt.join(Domain, Domain.id == EmailAccount.domain_id).where(Domain.name == filters.domain.lower())
     if filters.campaign_type:
         stmt = stmt.where(EmailAccount.campaign_types.contains([filters.campaign_type]))
     if filters.disabled is not None:
@@ -331,15 +320,11 @@ def _filtered(workspace_id: uuid.UUID, filters: AccountFilters) -> Select[EmailA
 async def list_page(
     session: AsyncSession, workspace_id: uuid.UUID, filters: AccountFilters, cursor: str | None, limit: int
 ) -> tuple[list[EmailAccount], str | None]:
-    rows = list(
-        await session.scalars(paginate(_filtered(workspace_id, filters), EmailAccount.id, cursor, limit))
-    )
+    rows = list(await session.scalars(paginate(_filtered(workspace_id, filters), EmailAccount.id, cursor, limit)))
     return page_of(rows, limit)
 
 
-async def to_read(
-    session: AsyncSession, vault: Vault, accounts: list[EmailAccount]
-) -> list[EmailAccountRead]:
+async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccount]) -> list[EmailAccountRead]:
     """Output models; ``password_set`` comes from the credential rows, never from a decrypt."""
     stored = await vault.kinds_set(session, [a.id for a in accounts])
     names: dict[uuid.UUID, str] = {}

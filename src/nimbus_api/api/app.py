@@ -78,18 +78,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         problem = Problem(str(exc.detail) if exc.detail else None, headers=dict(exc.headers or {}))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         body = {
-            "type": f"urn:nimbus:problem:http_{exc.status_code}",
+            "type": f"urn:nimbus:problem:{code}",
             "title": problem.detail or "HTTP error",
             "status": exc.status_code,
-            "code": {404: "not_found", 405: "method_not_allowed"}.get(
-                exc.status_code, f"http_{exc.status_code}"
-            ),
+            "code": code,
             "instance": request.url.path,
         }
-        return JSONResponse(
-            body, status_code=exc.status_code, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE
-        )
+        return JSONResponse(body, status_code=exc.status_code, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -108,9 +105,7 @@ def build_state(settings: Settings) -> AppState:
     if not settings.database_url or not settings.redis_url:
         raise RuntimeError("NIMBUS_DATABASE_URL and NIMBUS_REDIS_URL must be set")
     keyring = MasterKeyring.from_strings([k.get_secret_value() for k in settings.master_keys])
-    engine = make_engine(
-        settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
-    )
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     return AppState(
         settings=settings,
         engine=engine,
@@ -171,17 +166,13 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.setdefault(
                 "ProblemDetail", ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}")
             )
             for name, sub in (
-                ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}")
-                .get("$defs", {})
-                .items()
+                ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items()
             ):
                 components.setdefault(name, sub)
             components["ProblemDetail"].pop("$defs", None)

@@ -37,6 +37,7 @@ async def health_live() -> Liveness:
     "/readyz",
     name="health_ready",
     summary="Readiness: PostgreSQL and Redis reachable",
+    response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency is not reachable"}},
 )
 async def health_ready(request: Request) -> JSONResponse:

@@ -75,9 +75,7 @@ class Idempotency:
             raise IdempotencyKeyMismatch(
                 "the same Idempotency-Key was sent with another method, path or body; use a new key"
             )
-        return JSONResponse(
-            record.response_body, status_code=record.response_status, headers={REPLAY_HEADER: "true"}
-        )
+        return JSONResponse(record.response_body, status_code=record.response_status, headers={REPLAY_HEADER: "true"})
 
     async def run(self, status_code: int, operation: Callable[[], Awaitable[BaseModel]]) -> Any:
         if self.key is None:

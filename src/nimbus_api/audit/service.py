@@ -32,9 +32,7 @@ async def list_page(
         stmt = stmt.where(CredentialAccess.created_at >= filters.since)
     if filters.until:
         stmt = stmt.where(CredentialAccess.created_at < filters.until)
-    rows, next_cursor = page_of(
-        list(await session.scalars(paginate(stmt, CredentialAccess.id, cursor, limit))), limit
-    )
+    rows, next_cursor = page_of(list(await session.scalars(paginate(stmt, CredentialAccess.id, cursor, limit))), limit)
     return [
         AuditEntry(
             id=r.id,

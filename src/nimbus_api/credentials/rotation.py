@@ -65,9 +65,7 @@ async def rewrap_all(
     progress(done, total)
     while True:
         async with sessionmaker() as session, session.begin():
-            keys = list(
-                await session.scalars(select(DataKey).where(pending).limit(batch_size).with_for_update())
-            )
+            keys = list(await session.scalars(select(DataKey).where(pending).limit(batch_size).with_for_update()))
             if not keys:
                 return done
             for key in keys:
@@ -111,9 +109,7 @@ async def rotate_data_key(
     progress(done, total)
     while True:
         async with sessionmaker() as session, session.begin():
-            batch = list(
-                await session.scalars(select(Credential).where(stale).limit(batch_size).with_for_update())
-            )
+            batch = list(await session.scalars(select(Credential).where(stale).limit(batch_size).with_for_update()))
             if not batch:
                 break
             material = vault.material(await session.get_one(DataKey, active.id))

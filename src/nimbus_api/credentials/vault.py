@@ -98,13 +98,9 @@ class Vault:
         return credential
 
     async def remove(self, session: AsyncSession, account_id: uuid.UUID, kind: CredentialKind) -> None:
-        await session.execute(
-            delete(Credential).where(Credential.account_id == account_id, Credential.kind == kind)
-        )
+        await session.execute(delete(Credential).where(Credential.account_id == account_id, Credential.kind == kind))
 
-    async def kinds_set(
-        self, session: AsyncSession, account_ids: list[uuid.UUID]
-    ) -> set[tuple[uuid.UUID, str]]:
+    async def kinds_set(self, session: AsyncSession, account_ids: list[uuid.UUID]) -> set[tuple[uuid.UUID, str]]:
         """Which (account, kind) pairs have a stored secret: for ``password_set`` without decrypting."""
         if not account_ids:
             return set()
@@ -113,10 +109,13 @@ class Vault:
         )
         return {(row[0], row[1]) for row in rows}
 
-    async def reveal(
-        self, session: AsyncSession, credential: Credential, *, actor: Actor, purpose: Purpose
-    ) -> Secret:
+    async def reveal(self, session: AsyncSession, credential: Credential, *, actor: Actor, purpose: Purpose) -> Secret:
         key = await session.get_one(DataKey, credential.data_key_id)
+        if key.wrapped_key is None and key.id not in self._unwrapped:
+            # A rotation moved this secret to a newer key and retired this one after the row was read
+            # (a send in flight): read the row again, it now names the key that opens it.
+            await session.refresh(credential)
+            key = await session.get_one(DataKey, credential.data_key_id)
         session.add(
             CredentialAccess(
                 workspace_id=credential.workspace_id,

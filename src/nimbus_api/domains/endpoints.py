@@ -22,9 +22,7 @@ async def domains_list(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     name: Annotated[str | None, Query(max_length=253)] = None,
 ) -> DomainPage:
-    items, next_cursor = await service.list_page(
-        session, auth.workspace_id, name=name, cursor=cursor, limit=limit
-    )
+    items, next_cursor = await service.list_page(session, auth.workspace_id, name=name, cursor=cursor, limit=limit)
     return DomainPage(data=items, next_cursor=next_cursor)
 
 

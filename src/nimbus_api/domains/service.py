@@ -20,9 +20,7 @@ async def get_or_create(session: AsyncSession, workspace_id: uuid.UUID, name: st
         .values(id=new_id(), workspace_id=workspace_id, name=name)
         .on_conflict_do_nothing(index_elements=["workspace_id", "name"])
     )
-    domain = await session.scalar(
-        select(Domain).where(Domain.workspace_id == workspace_id, Domain.name == name)
-    )
+    domain = await session.scalar(select(Domain).where(Domain.workspace_id == workspace_id, Domain.name == name))
     assert domain is not None
     return domain
 

@@ -10,7 +10,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar, Unpack
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Select
@@ -18,7 +18,7 @@ from sqlalchemy import Select
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 
 T = TypeVar("T")
-S = TypeVar("S", bound="Select[Unpack[tuple[Any, ...]]]")
+S = TypeVar("S", bound="Select[*tuple[Any, ...]]")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 

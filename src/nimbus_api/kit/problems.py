@@ -108,9 +108,7 @@ class RateLimited(Problem):
     title = "Too many requests"
 
     def __init__(self, detail: str | None = None, *, retry_after: int) -> None:
-        super().__init__(
-            detail, headers={"Retry-After": str(retry_after)}, extra={"retry_after": retry_after}
-        )
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, extra={"retry_after": retry_after})
 
 
 class ServiceUnavailable(Problem):
@@ -121,12 +119,22 @@ class ServiceUnavailable(Problem):
 
 _STATUS_DESCRIPTIONS = {
     400: "Bad request",
-    401: "Missing, unknown or revoked API key. Codes: `auth.invalid_api_key`",
+    401: "Missing, unknown or revoked API key",
     404: "No such object in this workspace",
     409: "Conflict with the current state",
     422: "Invalid input; nothing was changed",
     429: "Rate limited; see Retry-After",
     503: "A dependency is not reachable",
+}
+# The code a status carries when a route lists none of its own (the generic ``Problem`` subclasses').
+_DEFAULT_CODES = {
+    400: [Problem.code],
+    401: [Unauthorized.code],
+    404: [NotFound.code],
+    409: [Conflict.code],
+    422: [ValidationProblem.code],
+    429: [RateLimited.code],
+    503: [ServiceUnavailable.code],
 }
 
 
@@ -135,7 +143,7 @@ def problem_responses(*statuses: int, codes: dict[int, list[str]] | None = None)
     out: dict[int | str, Any] = {}
     for status in statuses:
         description = _STATUS_DESCRIPTIONS.get(status, "Error")
-        listed = (codes or {}).get(status)
+        listed = (codes or {}).get(status) or _DEFAULT_CODES.get(status)
         if listed:
             description += ". Codes: " + ", ".join(f"`{c}`" for c in listed)
         out[status] = {

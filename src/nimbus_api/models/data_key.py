@@ -29,9 +29,7 @@ class DataKey(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
-    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     state: Mapped[str] = mapped_column(String(10), default="active")
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     master_key_id: Mapped[str] = mapped_column(String(16))

@@ -22,14 +22,10 @@ from nimbus_api.kit.ids import new_id
 
 class EmailAccount(Base):
     __tablename__ = "email_accounts"
-    __table_args__ = (
-        Index("uq_email_accounts_workspace_email", "workspace_id", text("lower(email)"), unique=True),
-    )
+    __table_args__ = (Index("uq_email_accounts_workspace_email", "workspace_id", text("lower(email)"), unique=True),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
-    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     domain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("domains.id"), index=True)
 
     email: Mapped[str] = mapped_column(String(320))

@@ -28,9 +28,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
     database_url = settings.database_url
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        engine = make_engine(
-            database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
-        )
+        engine = make_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         ctx["nimbus"] = WorkerResources(
             settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine), vault=Vault(keyring)
         )

@@ -46,14 +46,10 @@ async def get_workspace_by_name(session: AsyncSession, name: str) -> Workspace:
     return workspace
 
 
-async def create_api_key(
-    session: AsyncSession, workspace_id: uuid.UUID, name: str = "default"
-) -> tuple[ApiKey, str]:
+async def create_api_key(session: AsyncSession, workspace_id: uuid.UUID, name: str = "default") -> tuple[ApiKey, str]:
     """Create a key; the returned token is shown once and never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(
-        workspace_id=workspace_id, name=name, prefix=token[:VISIBLE_PREFIX_LEN], token_hash=hash_token(token)
-    )
+    key = ApiKey(workspace_id=workspace_id, name=name, prefix=token[:VISIBLE_PREFIX_LEN], token_hash=hash_token(token))
     session.add(key)
     await session.flush()
     return key, token

@@ -1,0 +1,392 @@
+"""Tenant isolation, proven route by route from the app's own OpenAPI document.
+
+Workspace B owns one object of every kind (an email account, the domain it created, an audit row from a
+secret reveal). Workspace A's key then calls every operation the document lists:
+
+* routes with path parameters get B's ids and must answer 404 problem+json with a documented
+  ``*.not_found`` code, and the same call with A's own ids must succeed (so the 404 comes from
+  workspace scoping, not from a broken route);
+* routes without path parameters (lists, the workspace, create) are called plain and with every known
+  filter, cursor or header set to B's values, and must not show any of B's ids, address or domain;
+* B's objects, stored secrets and audit trail read the same afterwards.
+
+The route list comes from the document, never from a hand-written list: a new path parameter, request
+body or required parameter this file does not know fails the walk with a message saying what to add,
+and the walk asserts that every operation was exercised. Every route (except the health probes) also
+answers 401 to a missing, malformed, unknown or revoked key.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.kit.pagination import encode_cursor
+from nimbus_api.models import Credential
+from nimbus_api.workspaces import service as workspaces
+from tests.conftest import Tenant, TenantFactory, account_payload
+
+PROBLEM = "application/problem+json"
+PUBLIC_PATHS = {"/healthz", "/readyz"}
+HTTP_METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
+# Safe calls first; deletes last, so the control calls on A's own objects find them until the end.
+METHOD_ORDER = {"get": 0, "head": 0, "options": 0, "post": 1, "put": 1, "patch": 1, "delete": 2}
+NOT_FOUND_CODE = re.compile(r"^([a-z_]+\.)?not_found$")
+
+
+@dataclass
+class Owned:
+    """One workspace and one object of each kind it owns."""
+
+    tenant: Tenant
+    account_id: str
+    domain_id: str
+    domain_name: str
+    email: str
+    audit_id: str
+    idempotency_key: str
+
+    def secrets_to_hide(self) -> dict[str, str]:
+        """What another workspace must never see of this one, by what it is."""
+        return {
+            "account id": self.account_id,
+            "domain id": self.domain_id,
+            "audit entry id": self.audit_id,
+            "workspace id": str(self.tenant.workspace_id),
+            "API key id": str(self.tenant.api_key_id),
+            "email address": self.email,
+            "domain name": self.domain_name,
+        }
+
+
+@dataclass
+class World:
+    a: Owned
+    b: Owned
+    revoked_token: str
+
+
+# --- what the walk knows about the API; a new operation that needs more fails loudly -------------
+
+# Path parameter -> the object it names, as an attribute of ``Owned``.
+PATH_PARAMS: dict[str, str] = {"account_id": "account_id", "domain_id": "domain_id"}
+
+
+def _account_body(world: World) -> dict[str, Any]:
+    return account_payload(email=f"new-{secrets.token_hex(4)}@{world.a.domain_name}")
+
+
+def _patch_body(world: World) -> dict[str, Any]:
+    return {"label": "written by workspace A", "is_active": False, "smtp": {"password": "from-workspace-a"}}
+
+
+# operationId -> a valid JSON body (valid for A's own object too: the control call proves it).
+BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
+    "email_accounts_create": _account_body,
+    "email_accounts_update": _patch_body,
+}
+
+# Query and header parameters set to B's values on routes without path parameters: filters, cursors and
+# idempotency keys must stay inside the caller's workspace.
+PROBES: dict[str, Callable[[Owned], str]] = {
+    "account_id": lambda b: b.account_id,
+    "domain_id": lambda b: b.domain_id,
+    "domain": lambda b: b.domain_name,
+    "name": lambda b: b.domain_name,
+    "q": lambda b: b.email,
+    "cursor": lambda b: encode_cursor(uuid.UUID(b.account_id)),
+    "idempotency-key": lambda b: b.idempotency_key,
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    spec: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.spec.get("operationId") or f"{self.method.upper()} {self.path}")
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.method.upper()} {self.path})"
+
+    def params(self, where: str) -> list[dict[str, Any]]:
+        return [p for p in self.spec.get("parameters", []) if p["in"] == where]
+
+    @property
+    def path_params(self) -> list[str]:
+        return [p["name"] for p in self.params("path")]
+
+    @property
+    def success_status(self) -> int:
+        return min(int(s) for s in self.spec["responses"] if s.startswith("2"))
+
+    def documented_codes(self, status: int) -> set[str]:
+        response = self.spec["responses"].get(str(status))
+        assert response is not None, f"{self}: status {status} is not documented"
+        return set(re.findall(r"`([a-z0-9_.]+)`", response.get("description", "")))
+
+    def url(self, owner: Owned) -> str:
+        path = self.path
+        for name in self.path_params:
+            if name not in PATH_PARAMS:
+                pytest.fail(
+                    f"{self}: path parameter {name!r} is new to the isolation test; map it to the object "
+                    "it names in PATH_PARAMS (and give Owned that object) so foreign ids are tried on it"
+                )
+            path = path.replace("{" + name + "}", getattr(owner, PATH_PARAMS[name]))
+        return path
+
+    def body(self, world: World) -> dict[str, Any] | None:
+        if "requestBody" not in self.spec:
+            return None
+        if self.id not in BODIES:
+            pytest.fail(f"{self} takes a request body: add a valid one to BODIES in {__name__}")
+        return BODIES[self.id](world)
+
+    def check_required_params_known(self) -> None:
+        for param in self.params("query") + self.params("header"):
+            if param.get("required") and param["name"] not in PROBES:
+                pytest.fail(f"{self}: required parameter {param['name']!r} is unknown; add it to PROBES")
+
+    def probes(self, owner: Owned) -> list[tuple[dict[str, str], dict[str, str]]]:
+        """(query, headers) variants: none, then each known parameter alone set to the owner's value
+        (alone, so one filter can't hide what another leaks, e.g. a cursor hiding an account filter)."""
+        variants: list[tuple[dict[str, str], dict[str, str]]] = [({}, {})]
+        for where in ("query", "header"):
+            for param in self.params(where):
+                if param["name"] in PROBES:
+                    value = {param["name"]: PROBES[param["name"]](owner)}
+                    variants.append((value, {}) if where == "query" else ({}, value))
+        return variants
+
+
+def operations(document: dict[str, Any]) -> list[Operation]:
+    ops = [
+        Operation(method, path, spec)
+        for path, item in document["paths"].items()
+        for method, spec in item.items()
+        if method in HTTP_METHODS
+    ]
+    assert ops, "the OpenAPI document lists no operations"
+    return sorted(ops, key=lambda op: (METHOD_ORDER.get(op.method, 1), op.path))
+
+
+# --- fixtures ------------------------------------------------------------------------------------------
+
+
+async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, label: str) -> Owned:
+    domain_name = f"{label}-{secrets.token_hex(4)}.example"
+    email = f"owner-{secrets.token_hex(4)}@{domain_name}"
+    idempotency_key = f"idem-{label}-{secrets.token_hex(4)}"
+    r = await tenant.client.post(
+        "/v1/email-accounts",
+        json=account_payload(email=email, label=f"owned by {label}"),
+        headers={"Idempotency-Key": idempotency_key},
+    )
+    assert r.status_code == 201, r.text
+    account = r.json()
+    async with sessionmaker() as session, session.begin():
+        secret = await vault.reveal_for_account(
+            session, uuid.UUID(account["id"]), "smtp_password", actor=Actor.system("support"), purpose="support"
+        )
+        assert secret is not None
+    audit = (await tenant.client.get("/v1/audit-log", params={"account_id": account["id"]})).json()["data"]
+    assert len(audit) == 1, audit
+    return Owned(
+        tenant=tenant,
+        account_id=account["id"],
+        domain_id=account["domain_id"],
+        domain_name=domain_name,
+        email=email,
+        audit_id=audit[0]["id"],
+        idempotency_key=idempotency_key,
+    )
+
+
+@pytest.fixture
+async def world(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault) -> World:
+    a = await _owned(await make_tenant(), sessionmaker, vault, "a")
+    b = await _owned(await make_tenant(), sessionmaker, vault, "b")
+    async with sessionmaker() as session, session.begin():
+        key, revoked_token = await workspaces.create_api_key(session, b.tenant.workspace_id, "revoked")
+        await workspaces.revoke_api_key(session, str(key.id))
+    return World(a=a, b=b, revoked_token=revoked_token)
+
+
+async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """Everything the owner can read about its objects, plus the stored ciphertexts."""
+    client = owner.tenant.client
+    reads = {
+        "account": f"/v1/email-accounts/{owner.account_id}",
+        "domain": f"/v1/domains/{owner.domain_id}",
+        "accounts": "/v1/email-accounts",
+        "domains": "/v1/domains",
+        "audit": "/v1/audit-log",
+        "workspace": "/v1/workspace",
+    }
+    state: dict[str, Any] = {}
+    for name, url in reads.items():
+        r = await client.get(url)
+        assert r.status_code == 200, f"{owner.tenant.name} cannot read its own {name}: {r.text}"
+        state[name] = r.json()
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(Credential.kind, Credential.data_key_id, Credential.ciphertext)
+            .where(Credential.account_id == uuid.UUID(owner.account_id))
+            .order_by(Credential.kind)
+        )
+        state["credentials"] = [tuple(row) for row in rows]
+    assert len(state["credentials"]) == 2
+    return state
+
+
+# --- checks --------------------------------------------------------------------------------------------
+
+
+def assert_hides(response: httpx.Response, owner: Owned, op: Operation, *, allow: tuple[str, ...] = ()) -> None:
+    for what, value in owner.secrets_to_hide().items():
+        if what not in allow:
+            assert value not in response.text, (
+                f"{op} shows workspace B's {what} ({value}) to workspace A: {response.text[:500]}"
+            )
+
+
+async def foreign_object(op: Operation, world: World) -> None:
+    """A's key on B's object: 404, a documented not-found code, nothing of B's beyond the URL's id."""
+    r = await world.a.tenant.client.request(op.method, op.url(world.b), json=op.body(world))
+    assert r.status_code == 404, f"{op} with workspace B's ids answered {r.status_code}, not 404: {r.text}"
+    assert r.headers["content-type"] == PROBLEM, f"{op}: {r.headers['content-type']}"
+    problem = r.json()
+    assert NOT_FOUND_CODE.match(problem["code"]), f"{op}: code {problem['code']!r} is not a not-found code"
+    assert problem["code"] in op.documented_codes(404), (
+        f"{op}: 404 code {problem['code']!r} is not among the documented {sorted(op.documented_codes(404))}"
+    )
+    assert problem["status"] == 404
+    assert problem["type"] == f"urn:nimbus:problem:{problem['code']}"
+    # The id B's object was asked by appears in ``instance`` (the request path): that's the caller's input.
+    assert_hides(r, world.b, op, allow=tuple(w for w, v in world.b.secrets_to_hide().items() if v in op.url(world.b)))
+
+
+async def own_object(op: Operation, world: World) -> None:
+    """Control: the same call on A's own object succeeds, so the 404 above is workspace scoping."""
+    r = await world.a.tenant.client.request(op.method, op.url(world.a), json=op.body(world))
+    assert r.status_code == op.success_status, (
+        f"control: {op} on workspace A's own object answered {r.status_code}: {r.text}"
+    )
+    assert_hides(r, world.b, op)
+
+
+async def collection(op: Operation, world: World) -> None:
+    """A route without path parameters: plain and with B's values in every known filter and header."""
+    for params, extra_headers in op.probes(world.b):
+        r = await world.a.tenant.client.request(
+            op.method, op.path, params=params, headers=extra_headers, json=op.body(world)
+        )
+        assert r.status_code == op.success_status, (
+            f"{op} with params {params} headers {extra_headers} answered {r.status_code}: {r.text}"
+        )
+        assert_hides(r, world.b, op)
+
+
+# --- tests ---------------------------------------------------------------------------------------------
+
+
+async def test_foreign_key_gets_404_on_every_route_and_changes_nothing(
+    app: Any, world: World, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    ops = operations(app.openapi())
+    before = await snapshot(world.b, sessionmaker)
+    assert world.b.account_id in str(before["accounts"])
+    assert world.b.audit_id in str(before["audit"])
+
+    exercised: set[str] = set()
+    for op in ops:
+        op.check_required_params_known()
+        if op.path_params:
+            await foreign_object(op, world)
+            await own_object(op, world)
+        elif op.method == "get" or op.id in BODIES:
+            await collection(op, world)
+        else:
+            pytest.fail(f"{op}: no isolation rule for a {op.method.upper()} without path parameters or body")
+        exercised.add(str(op))
+
+    assert exercised == {str(op) for op in ops}
+    assert any(op.path_params for op in ops), "no route with a path parameter was walked"
+    after = await snapshot(world.b, sessionmaker)
+    assert after == before, "workspace A's calls changed workspace B's objects"
+
+
+@pytest.mark.parametrize(
+    "credential",
+    ["none", "malformed", "unknown", "revoked", "other-scheme"],
+)
+async def test_every_route_needs_a_live_key(
+    app: Any, world: World, sessionmaker: async_sessionmaker[AsyncSession], credential: str
+) -> None:
+    headers = {
+        "none": {},
+        "malformed": {"Authorization": "Bearer not-a-key"},
+        "unknown": {"Authorization": "Bearer " + world.b.tenant.token[:-6] + "zzzzzz"},
+        "revoked": {"Authorization": f"Bearer {world.revoked_token}"},
+        "other-scheme": {"Authorization": f"Basic {world.b.tenant.token}"},
+    }[credential]
+    document = app.openapi()
+    ops = operations(document)
+    before = await snapshot(world.b, sessionmaker)
+    exercised: set[str] = set()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://nimbus.test", headers=headers
+    ) as client:
+        for op in ops:
+            r = await client.request(op.method, op.url(world.b), json=op.body(world))
+            if op.path in PUBLIC_PATHS:
+                assert "security" not in op.spec, f"{op} is public but documents a security requirement"
+                assert r.status_code == op.success_status, f"{op}: {r.status_code} {r.text}"
+            else:
+                assert op.spec.get("security") == [{"HTTPBearer": []}], f"{op} does not document its auth"
+                assert r.status_code == 401, f"{op} without a live key answered {r.status_code}: {r.text}"
+                assert r.headers["content-type"] == PROBLEM
+                assert r.headers["www-authenticate"] == "Bearer"
+                problem = r.json()
+                assert problem["code"] == "auth.invalid_api_key"
+                assert problem["code"] in op.documented_codes(401)
+                assert problem["type"] == "urn:nimbus:problem:auth.invalid_api_key"
+                assert_hides(r, world.b, op, allow=("account id", "domain id"))
+            exercised.add(str(op))
+    assert exercised == {str(op) for op in ops}
+    assert await snapshot(world.b, sessionmaker) == before
+
+
+async def test_same_address_in_two_workspaces_stays_two_objects(
+    world: World, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Connecting B's exact address from A is no conflict (no existence oracle) and shares nothing."""
+    before = await snapshot(world.b, sessionmaker)
+    r = await world.a.tenant.client.post(
+        "/v1/email-accounts",
+        json=account_payload(email=world.b.email),
+        headers={"Idempotency-Key": world.b.idempotency_key},
+    )
+    assert r.status_code == 201, r.text
+    assert "idempotent-replayed" not in r.headers
+    mine = r.json()
+    assert mine["email"] == world.b.email
+    assert mine["id"] != world.b.account_id
+    assert mine["domain_id"] != world.b.domain_id
+    domain = (await world.a.tenant.client.get(f"/v1/domains/{mine['domain_id']}")).json()
+    assert domain["account_count"] == 1
+    assert await snapshot(world.b, sessionmaker) == before

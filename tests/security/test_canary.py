@@ -1,0 +1,405 @@
+"""Canary: a recognisable password goes through every route, the vault and the worker, then is searched for
+in every response, every log record (DEBUG, SQL parameters included), every Redis key and value, and the
+text of the exceptions raised on the way. It must be nowhere."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import pickle
+import re
+import secrets
+import traceback
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fastapi.routing
+import httpx
+import pytest
+import structlog
+from arq import create_pool
+from arq.connections import RedisSettings
+from arq.jobs import SerializationError
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.accounts import service as accounts
+from nimbus_api.accounts.schemas import EmailAccountCreate, EmailAccountUpdate
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
+from nimbus_api.kit.problems import Problem
+from nimbus_api.logging import configure_logging
+from nimbus_api.worker.settings import QUEUE_NAME, create_worker
+from tests.conftest import Tenant, account_payload
+from tests.security.test_dump import assert_absent
+
+_RECORD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class RenderEverything(logging.Formatter):
+    """Renders all a record carries: message, raw msg and args, every extra attribute, traceback, stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [record.levelname, record.name]
+        try:
+            parts.append(record.getMessage())
+        except Exception as exc:  # a broken record is still searched through msg/args below
+            parts.append(f"<unformattable: {exc!r}>")
+        parts += [repr(record.msg), repr(record.args)]
+        parts += [f"{k}={v!r}" for k, v in record.__dict__.items() if k not in _RECORD_ATTRS]
+        if record.exc_info:
+            parts.append(self.formatException(record.exc_info))
+        if record.exc_text:
+            parts.append(record.exc_text)
+        if record.stack_info:
+            parts.append(record.stack_info)
+        return " | ".join(parts)
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.everything = io.StringIO()
+        self.production = io.StringIO()
+
+    def text(self) -> str:
+        return self.everything.getvalue() + "\n" + self.production.getvalue()
+
+
+@pytest.fixture(params=["console", "json"])
+def captured_logs(request: pytest.FixtureRequest) -> Iterator[Capture]:
+    """Logging as the API and worker set it up (``configure_logging``, DEBUG), every logger opened to DEBUG
+    (``sqlalchemy.engine`` too, so SQL parameters are logged), two capturing handlers on the root: one
+    with the product's own formatter, one rendering every field of every record. Restored afterwards."""
+    root = logging.getLogger()
+    saved_structlog = structlog.get_config()
+    saved_root = (root.level, list(root.handlers))
+    loggers = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    saved_loggers = {lg.name: (lg.level, lg.disabled) for lg in loggers}
+
+    configure_logging("debug", request.param)
+    product = next(h for h in root.handlers if getattr(h, "_nimbus", False))
+    capture = Capture()
+    everything = logging.StreamHandler(capture.everything)
+    everything.setFormatter(RenderEverything())
+    production = logging.StreamHandler(capture.production)
+    production.setFormatter(product.formatter)
+    for handler in (everything, production):
+        handler.setLevel(logging.DEBUG)
+        root.addHandler(handler)
+    for lg in loggers:
+        lg.disabled = False
+        if lg.level > logging.DEBUG:
+            lg.setLevel(logging.DEBUG)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved_root[1]:
+                root.removeHandler(handler)
+        root.setLevel(saved_root[0])
+        for lg in [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]:
+            level, disabled = saved_loggers.get(lg.name, (logging.NOTSET, False))
+            lg.setLevel(level)
+            lg.disabled = disabled
+        structlog.configure(**saved_structlog)
+
+
+async def redis_dump(redis: Redis) -> bytes:
+    """Every key of the test's Redis database, and every value whatever its type."""
+    chunks: list[bytes] = []
+    async for key in redis.scan_iter(count=1000):
+        chunks.append(key)
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            chunks.append(await redis.get(key) or b"")
+        elif kind == "hash":
+            for field, value in (await redis.hgetall(key)).items():
+                chunks += [field, value]
+        elif kind == "list":
+            chunks += await redis.lrange(key, 0, -1)
+        elif kind == "set":
+            chunks += list(await redis.smembers(key))
+        elif kind == "zset":
+            chunks += [member for member, _ in await redis.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            for entry_id, fields in await redis.xrange(key):
+                chunks.append(entry_id)
+                for field, value in fields.items():
+                    chunks += [field, value]
+        else:
+            chunks.append(await redis.dump(key) or b"")
+    return b"\n".join(chunks)
+
+
+def _render(response: httpx.Response) -> bytes:
+    head = f"{response.status_code} {response.reason_phrase}\n" + "".join(
+        f"{k}: {v}\n" for k, v in response.headers.multi_items()
+    )
+    return head.encode() + response.content
+
+
+def _formatted(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
+
+
+def _smtp_login(username: str, password: str) -> None:
+    raise ConnectionRefusedError(f"535 5.7.8 authentication failed for {username}")
+
+
+async def _send_like_a_worker(
+    sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, account_id: uuid.UUID
+) -> Secret:
+    """What a send task does: reveal (audited), hand the plaintext to the SMTP client, log a failure with
+    its traceback. The plaintext is a local variable of the frames in that traceback."""
+    log = structlog.get_logger("nimbus_api.worker.send")
+    async with sessionmaker() as session, session.begin():
+        secret = await vault.reveal_for_account(
+            session, account_id, "smtp_password", actor=Actor.system("send"), purpose="send"
+        )
+    assert secret is not None
+    log.debug("smtp_login", account_id=str(account_id), password=secret, smtp_secret=secret)
+    logging.getLogger("nimbus_api.worker.send").debug("login with %s / %r", secret, secret)
+    try:
+        password = secret.reveal()
+        _smtp_login("ada", password)
+    except ConnectionRefusedError:
+        log.exception("smtp_login_failed", account_id=str(account_id))
+        logging.getLogger("nimbus_api.worker.send").exception("smtp login failed (stdlib)")
+    return secret
+
+
+def _routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path template) of every route, including those of included routers."""
+    # FastAPI >= 0.16x keeps included routers as lazy entries of ``app.routes``; this flattens them.
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes = list(flatten(app.routes)) if flatten else list(app.routes)
+    found = {
+        (method, route.path)
+        for route in routes
+        if getattr(route, "path", None)
+        for method in getattr(route, "methods", None) or ()
+    }
+    expected = {
+        ("POST", "/v1/email-accounts"),
+        ("GET", "/v1/email-accounts"),
+        ("GET", "/v1/email-accounts/{account_id}"),
+        ("PATCH", "/v1/email-accounts/{account_id}"),
+        ("DELETE", "/v1/email-accounts/{account_id}"),
+        ("GET", "/v1/domains/{domain_id}"),
+        ("GET", "/v1/audit-log"),
+        ("GET", "/v1/workspace"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+    }
+    assert expected <= found, expected - found
+    return found
+
+
+def _path_for(path: str, ids: dict[str, str], default: str) -> str:
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: ids.get(m.group(1), default), path)
+
+
+async def test_a_canary_password_leaks_nowhere(
+    tenant: Tenant,
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    redis: Redis,
+    captured_logs: Capture,
+) -> None:
+    canary = f"CANARY-{secrets.token_hex(12)}-pw"
+    responses: list[httpx.Response] = []
+    exceptions: list[str] = []
+
+    async def call(method: str, url: str, client: httpx.AsyncClient | None = None, **kw: Any) -> httpx.Response:
+        response = await (client or tenant.client).request(method, url, **kw)
+        responses.append(response)
+        return response
+
+    def body(**overrides: object) -> dict[str, object]:
+        payload = account_payload(**overrides)
+        payload["smtp"] = {**payload["smtp"], "password": canary}  # type: ignore[dict-item]
+        payload["imap"] = {**payload["imap"], "password": canary}  # type: ignore[dict-item]
+        return payload
+
+    # --- create, idempotent replay, reads, updates ---------------------------------------------------
+    create = body(email=f"canary-{secrets.token_hex(4)}@example.com")
+    first = await call("POST", "/v1/email-accounts", json=create, headers={"Idempotency-Key": "canary-1"})
+    assert first.status_code == 201, first.text
+    account = first.json()
+    assert account["smtp"]["password_set"] is True and account["imap"]["password_set"] is True
+    account_id = account["id"]
+    replay = await call("POST", "/v1/email-accounts", json=create, headers={"Idempotency-Key": "canary-1"})
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == account
+    mismatch = await call(
+        "POST", "/v1/email-accounts", json={**create, "label": "other"}, headers={"Idempotency-Key": "canary-1"}
+    )
+    assert mismatch.status_code == 422 and mismatch.json()["code"] == "idempotency_key.mismatch"
+
+    assert (await call("GET", f"/v1/email-accounts/{account_id}")).status_code == 200
+    assert (await call("GET", "/v1/email-accounts")).status_code == 200
+    assert (await call("GET", "/v1/email-accounts", params={"limit": 1})).status_code == 200
+    for patch in (
+        {"label": "canary account"},
+        {"smtp": {"password": canary}},
+        {"imap": {"password": canary, "folder": "Replies"}},
+        {"smtp": {"host": "smtp2.example.com", "password": canary}, "imap": {"password": canary}},
+    ):
+        r = await call("PATCH", f"/v1/email-accounts/{account_id}", json=patch)
+        assert r.status_code == 200, r.text
+        assert r.json()["smtp"]["password_set"] is True and r.json()["imap"]["password_set"] is True
+
+    # --- rejected input that carries the canary ----------------------------------------------------
+    too_long = canary * (1 + 1024 // len(canary))
+    smtp = create["smtp"]
+    assert isinstance(smtp, dict)
+    rejected: list[tuple[str, str, object]] = [
+        ("POST", "/v1/email-accounts", {**create, "smtp": {**smtp, "password": too_long}}),
+        ("POST", "/v1/email-accounts", {**create, "smtp": {**smtp, "port": 70000}}),
+        ("POST", "/v1/email-accounts", {**create, "smtp": {**smtp, "port": 465}}),  # mode/port conflict
+        ("POST", "/v1/email-accounts", {**create, "smtp": {**smtp, "username": None}}),  # password w/o user
+        ("POST", "/v1/email-accounts", {**create, "unknown_field": canary}),
+        ("POST", "/v1/email-accounts", {**create, "smtp": {**smtp, "pass": canary}}),
+        ("POST", "/v1/email-accounts", {**create, "imap": {"password": canary}}),
+        ("POST", "/v1/email-accounts", {**create, "smtp": {**smtp, "password": {"value": canary}}}),
+        ("PATCH", f"/v1/email-accounts/{account_id}", {"smtp": {"password": too_long}}),
+        ("PATCH", f"/v1/email-accounts/{account_id}", {"smtp": {"password": canary, "port": 465}}),
+        ("PATCH", f"/v1/email-accounts/{account_id}", {"imap": {"password": canary, "port": 0}}),
+        ("PATCH", f"/v1/email-accounts/{account_id}", {"secret": canary}),
+        ("PATCH", f"/v1/email-accounts/{account_id}", {"smtp": None, "label": canary * 100}),
+    ]
+    for method, url, payload in rejected:
+        r = await call(method, url, json=payload)
+        assert r.status_code == 422, (method, payload, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    broken = await call(
+        "POST",
+        "/v1/email-accounts",
+        content=b'{"smtp": {"password": "' + canary.encode() + b'", ',
+        headers={"Content-Type": "application/json"},
+    )
+    assert broken.status_code == 422
+    # a bearer token that is the canary: rejected without being echoed
+    assert (
+        await call("GET", "/v1/workspace", client=http, headers={"Authorization": f"Bearer {canary}"})
+    ).status_code == 401
+    assert (
+        await call("GET", "/v1/workspace", client=http, headers={"Authorization": f"Bearer nmb_{canary}"})
+    ).status_code == 401
+
+    # the service-level check that rejects a merged PATCH: its exception text
+    async with sessionmaker() as session:
+        with pytest.raises(Problem) as problem:
+            await accounts.update(
+                session,
+                vault,
+                tenant.workspace_id,
+                uuid.UUID(account_id),
+                EmailAccountUpdate.model_validate({"smtp": {"port": 465, "password": canary}}),
+            )
+        await session.rollback()
+    exceptions.append(_formatted(problem.value) + repr(problem.value.to_body()))
+    # what the service holds before saving: secrets as ``Secret``, masked in any repr (e.g. traceback locals)
+    exceptions.append(repr(accounts.prepare(EmailAccountCreate.model_validate(create))))
+
+    # --- the vault, used the way a worker would -----------------------------------------------------
+    secret = await _send_like_a_worker(sessionmaker, vault, uuid.UUID(account_id))
+    assert secret.reveal() == canary, "the canary really is the stored password"
+    audit = (await call("GET", "/v1/audit-log", params={"account_id": account_id})).json()["data"]
+    assert [(e["actor"], e["purpose"], e["credential"]) for e in audit] == [("system:send", "send", "smtp_password")]
+    with pytest.raises(RuntimeError) as wrapped:
+        raise RuntimeError(f"send failed with {secret} / {secret!r}")
+    exceptions.append(_formatted(wrapped.value))
+    with pytest.raises(KeyringError) as foreign:
+        async with sessionmaker() as session, session.begin():
+            await Vault(MasterKeyring.from_strings([generate_master_key()])).reveal_for_account(
+                session, uuid.UUID(account_id), "smtp_password", actor=Actor.system("send"), purpose="send"
+            )
+    exceptions.append(_formatted(foreign.value))
+
+    # a Secret cannot become a job argument: pickling it (what arq does) raises
+    with pytest.raises(TypeError) as pickled:
+        pickle.dumps(secret)
+    exceptions.append(_formatted(pickled.value))
+
+    # --- the arq worker, for real, in burst mode ----------------------------------------------------
+    assert settings.redis_url
+    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    try:
+        queued_before = await pool.zcard(QUEUE_NAME)
+        with pytest.raises(SerializationError) as refused:
+            await pool.enqueue_job("purge_idempotency_keys", secret, _queue_name=QUEUE_NAME)
+        assert isinstance(refused.value.__cause__, TypeError)
+        exceptions.append(_formatted(refused.value))
+        assert await pool.zcard(QUEUE_NAME) == queued_before, "nothing was enqueued"
+
+        job = await pool.enqueue_job("purge_idempotency_keys", _queue_name=QUEUE_NAME)
+        assert job is not None
+        worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False)
+        try:
+            await asyncio.wait_for(worker.main(), timeout=30)
+        finally:
+            await worker.close()
+        assert worker.jobs_complete >= 1 and worker.jobs_failed == 0
+        assert isinstance(await job.result(timeout=5), int)
+    finally:
+        await pool.aclose()
+
+    # --- every route of the app, authenticated and not ------------------------------------------------
+    domain_id = account["domain_id"]
+    ids = {"account_id": account_id, "domain_id": domain_id}
+    order = {"GET": 0, "HEAD": 0, "OPTIONS": 0, "POST": 1, "PUT": 1, "PATCH": 2, "DELETE": 3}
+    calls: list[tuple[int, str, str]] = []
+    for method, path in _routes(app):
+        calls.append((order.get(method, 1), method, _path_for(path, ids, account_id)))
+    for _, method, path in sorted(calls):
+        kw: dict[str, Any] = {}
+        if method in {"POST", "PUT"}:
+            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.com")
+        elif method == "PATCH":
+            kw["json"] = {"smtp": {"password": canary}, "imap": {"password": canary}}
+        unauthenticated = await call(method, path, client=http, **kw)
+        assert unauthenticated.status_code < 500, (method, path)
+        if method in {"POST", "PUT"}:
+            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.com")
+        r = await call(method, path, **kw)
+        assert r.status_code < 500, (method, path, r.text)
+    gone = await call("GET", f"/v1/email-accounts/{account_id}")
+    assert gone.status_code == 404, "the DELETE route ran last"
+
+    # --- now search everything ------------------------------------------------------------------------
+    needle = {"canary": canary}
+    assert len(responses) > 30
+    for response in responses:
+        assert_absent(_render(response), needle, f"{response.request.method} {response.request.url} response")
+
+    logs = captured_logs.text()
+    # the capture did see the traffic: SQL with its parameters, the worker, our events, the failure
+    for expected in (
+        "INSERT INTO credentials",
+        "INSERT INTO credential_access_log",
+        "purge_idempotency_keys",
+        "idempotency_keys_purged",
+        "smtp_login_failed",
+        "ConnectionRefusedError",
+        "smtp_login",
+    ):
+        assert expected in logs, expected
+    assert_absent(captured_logs.everything.getvalue().encode(), needle, "captured log records")
+    assert_absent(captured_logs.production.getvalue().encode(), needle, "logs as the product renders them")
+
+    dump = await redis_dump(redis)
+    assert b"arq:" in dump, "the worker's keys are in this Redis database"
+    assert_absent(dump, needle, "Redis")
+
+    assert len(exceptions) == 6
+    for text in exceptions:
+        assert_absent(text.encode(), needle, "exception text")
