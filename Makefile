@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+LINT_PATHS := src tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
 
@@ -30,8 +31,8 @@ test: install ## Run the whole test suite against real Postgres, Redis, SMTP, IM
 
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy --strict on src/
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 .PHONY: check
@@ -39,8 +40,8 @@ check: lint test ## Lint, type-check and test
 
 .PHONY: format
 format: install ## Format and auto-fix
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 .PHONY: openapi
 openapi: install ## Export the OpenAPI document to openapi/openapi.json
