@@ -25,8 +25,12 @@ install: $(BIN)/nimbus ## Create .venv and install the package with dev and embe
 run: install ## Run API (port 8000) + worker; embedded Postgres/Redis when none is configured
 	$(BIN)/nimbus dev
 
+.PHONY: test-deps
+test-deps: ## Install the system packages the tests need (Dovecot, pg_dump) when missing
+	@scripts/install-test-deps
+
 .PHONY: test
-test: install ## Run the whole test suite against real Postgres, Redis, SMTP, IMAP and DNS servers
+test: install test-deps ## Run the whole test suite against real Postgres, Redis, SMTP, IMAP and DNS servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -52,7 +56,7 @@ migration: install ## New alembic revision from model changes: make migration m=
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
 
 .PHONY: bench
-bench: install ## Run the benchmarks and print their figures
+bench: install test-deps ## Run the benchmarks and print their figures
 	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f" || exit 1; done
 
 .PHONY: clean

@@ -1,4 +1,6 @@
-"""Test set-up: a throwaway PostgreSQL database and Redis index per run, migrations applied by alembic.
+"""Test set-up: a throwaway PostgreSQL database and Redis index per run, migrations applied by alembic,
+and a mail world on loopback (DNS, SMTP, Dovecot; ``tests/servers/mail_world.py``) so that every account
+the tests connect passes real verification.
 
 Isolation is per tenant, not per rolled-back transaction: every test gets fresh workspaces (random
 names) from the ``workspace`` factory, and the product scopes every query by workspace. That lets tests
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
+import email_validator
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -30,7 +33,14 @@ from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring, generate_master_key
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
+from nimbus_api.validation.service import build_verifier
 from nimbus_api.workspaces import service as workspaces
+from tests.servers.mail_world import MailWorld
+
+# The mail world's domains are under ``.test`` (RFC 2606), which email_validator refuses as special-use
+# unless told it runs in a test environment. Product code passes no ``test_environment``, so this
+# module-level switch is what it reads; deliverability checks stay off as in production.
+email_validator.TEST_ENVIRONMENT = True
 
 PG_ADMIN_DSN = os.environ.get("NIMBUS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("NIMBUS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -82,13 +92,33 @@ def master_key() -> str:
     return generate_master_key()
 
 
+_WORLD: MailWorld | None = None
+
+
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, master_key: str) -> Settings:
+async def mail_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MailWorld]:
+    global _WORLD
+    world = MailWorld(tmp_path_factory.mktemp("mail-world"))
+    await world.start()
+    _WORLD = world
+    yield world
+    _WORLD = None
+    await world.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         master_keys=[SecretStr(master_key)],
         log_level="debug",
+        roundtrip_timeout=10,
+        verification_timeout_seconds=30,
+        # Limits are exercised by their own tests; here many accounts are connected per workspace.
+        verify_limit_per_account=10_000,
+        verify_limit_per_workspace=10_000,
+        **mail_world.settings_overrides(),
     )
 
 
@@ -121,7 +151,14 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def app_state(
     settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, vault: Vault
 ) -> AppState:
-    return AppState(settings=settings, engine=engine, sessionmaker=sessionmaker, redis=redis, vault=vault)
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        redis=redis,
+        vault=vault,
+        verifier=build_verifier(settings, redis),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -183,12 +220,18 @@ async def tenant(make_tenant: TenantFactory) -> Tenant:
 
 
 def account_payload(**overrides: object) -> dict[str, object]:
-    """A valid create body; tests override what they exercise."""
-    body: dict[str, object] = {
-        "email": f"sender-{secrets.token_hex(4)}@example.com",
-        "from_name": "Ada Lovelace",
-        "smtp": {"host": "smtp.example.com", "port": 587, "mode": "starttls", "username": "ada", "password": "s3cret"},
-        "imap": {"host": "imap.example.com", "port": 993, "mode": "ssl", "username": "ada", "password": "s3cret-imap"},
-    }
-    body.update(overrides)
-    return body
+    """A create body for a fresh mailbox of the mail world, which passes verification; tests override
+    what they exercise (``email=`` creates that mailbox; ``smtp_password=``/``imap_password=`` too)."""
+    assert _WORLD is not None, "request the mail_world fixture (the tenant fixtures do)"
+    return _WORLD.account_payload(**overrides)
+
+
+def change_smtp_password(email: str, password: str) -> None:
+    """The mailbox's SMTP server accepts ``password`` from now on (and no longer the old one).
+
+    SMTP's users are read on every AUTH, so the change is seen at once; Dovecot may take a second to
+    re-read a changed passwd-file, which is why tests that change a stored password change SMTP's."""
+    assert _WORLD is not None and _WORLD.smtp.users is not None, "request the mail_world fixture"
+    login = email.lower()
+    assert login in _WORLD.smtp.users, f"{email} is not a mailbox of the mail world"
+    _WORLD.smtp.users[login] = password

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     command_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
     roundtrip_timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds to wait for the test message.")
     verification_timeout_seconds: float = Field(default=120.0, gt=0, le=900)
+    verify_limit_per_account: int = Field(default=5, ge=1, description="Verifications per window per account.")
+    verify_limit_per_workspace: int = Field(default=30, ge=1)
+    verify_window_seconds: int = Field(default=600, ge=1)
+    auth_failure_limit: int = Field(default=5, ge=1, description="Failed logins before an account stops trying.")
+    auth_failure_window_seconds: int = Field(default=1800, ge=1)
 
     # --- behaviour ----------------------------------------------------------------------------
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)

@@ -3,6 +3,7 @@ that works against the real app."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
@@ -17,10 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.smtp import Envelope
 
 from nimbus_api.api.openapi_export import export_openapi
 from nimbus_api.kit.problems import ProblemDetail
 from tests.conftest import Tenant, account_payload
+from tests.servers.mail_world import MailWorld
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "openapi" / "openapi.json"
@@ -218,33 +221,60 @@ def _client(generated: ModuleType, app: Any, token: str | None) -> Any:
     )
 
 
+@pytest.fixture
+async def posteingang(mail_world: MailWorld, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A mailbox on ``client.example`` (pw-1 for SMTP, pw-2 for IMAP) whose server files incoming mail in
+    ``Posteingang``, as a German provider's inbox would be named: the account's folder is then the one
+    where the verification's test message really arrives."""
+    payload = account_payload(
+        email=f"generated-{uuid.uuid4().hex[:8]}@client.example", smtp_password="pw-1", imap_password="pw-2"
+    )
+    login = str(payload["email"]).lower()
+    await asyncio.to_thread(mail_world.dovecot.create_folder, login, "Posteingang")
+    default = mail_world.smtp.deliver
+    assert default is not None
+
+    async def deliver(envelope: Envelope) -> None:
+        if [rcpt.lower() for rcpt in envelope.rcpt_tos] != [login]:
+            await default(envelope)
+            return
+        content = envelope.original_content or b""
+        await asyncio.to_thread(mail_world.dovecot.deliver_lmtp, login, content, folder="Posteingang")
+
+    monkeypatch.setattr(mail_world.smtp, "deliver", deliver)
+    return payload
+
+
 async def test_generated_client_creates_and_reads_an_account(
-    generated_client: ModuleType, app: Any, tenant: Tenant
+    generated_client: ModuleType, app: Any, tenant: Tenant, posteingang: dict[str, Any]
 ) -> None:
     gen = generated_client
     create = importlib.import_module(f"{CLIENT_PACKAGE}.api.email_accounts.email_accounts_create")
     get = importlib.import_module(f"{CLIENT_PACKAGE}.api.email_accounts.email_accounts_get")
     list_ = importlib.import_module(f"{CLIENT_PACKAGE}.api.email_accounts.email_accounts_list")
+    verify = importlib.import_module(f"{CLIENT_PACKAGE}.api.email_accounts.email_accounts_verify")
     models = importlib.import_module(f"{CLIENT_PACKAGE}.models")
 
+    smtp, imap = posteingang["smtp"], posteingang["imap"]
     body = models.EmailAccountCreate(
-        email=f"generated-{uuid.uuid4().hex[:8]}@client.example",
+        email=posteingang["email"],
         from_name="Grace Hopper",
         smtp=models.SmtpSettingsIn(
-            host="smtp.client.example",
-            port=587,
+            host=smtp["host"],
+            port=smtp["port"],
             mode=models.SmtpSettingsInMode.STARTTLS,
-            username="grace",
+            username=smtp["username"],
             password="pw-1",
         ),
         imap=models.ImapSettingsIn(
-            host="imap.client.example",
-            port=993,
+            host=imap["host"],
+            port=imap["port"],
             mode=models.ImapSettingsInMode.SSL,
-            username="grace",
+            username=imap["username"],
             password="pw-2",
             folder="Posteingang",
         ),
+        dkim_selector=posteingang["dkim_selector"],
         campaign_types=[models.EmailAccountCreateCampaignTypesItem.COLD],
     )
     async with _client(gen, app, tenant.token) as client:
@@ -261,7 +291,23 @@ async def test_generated_client_creates_and_reads_an_account(
         assert account.imap.password_set is True
         assert [t.value for t in account.campaign_types] == ["cold"]
         assert account.created_at.tzinfo is not None
-        assert b"pw-1" not in created.content
+        assert b"pw-1" not in created.content and b"pw-2" not in created.content
+        assert isinstance(account.last_verification, models.VerificationResult)
+        assert account.last_verification.status.value == "passed"
+        roundtrip = [c for c in account.last_verification.checks if c.name.value == "roundtrip"]
+        assert [c.status.value for c in roundtrip] == ["passed"]
+        assert not roundtrip[0].warnings, "found in Posteingang, not in junk"
+
+        verified = await verify.asyncio_detailed(account_id=account.id, client=client, idempotency_key="gen-2")
+        assert verified.status_code == 200, verified.content
+        assert isinstance(verified.parsed, models.VerificationResult)
+        assert [(c.name.value, c.status.value) for c in verified.parsed.checks] == [
+            ("dns", "passed"),
+            ("smtp", "passed"),
+            ("imap", "passed"),
+            ("roundtrip", "passed"),
+        ]
+        account = (await get.asyncio_detailed(account_id=account.id, client=client)).parsed
 
         read = await get.asyncio_detailed(account_id=account.id, client=client)
         assert read.status_code == 200
@@ -285,7 +331,7 @@ async def test_generated_client_creates_and_reads_an_account(
 
         # Well-typed for the client, refused by the server: port 465 is implicit TLS.
         wrong_mode = models.EmailAccountCreate.from_dict(
-            account_payload(smtp={"host": "smtp.client.example", "port": 465, "mode": "starttls"})
+            account_payload(smtp={"host": "smtp.example.test", "port": 465, "mode": "starttls"})
         )
         invalid = await create.asyncio_detailed(client=client, body=wrong_mode)
         assert invalid.status_code == 422

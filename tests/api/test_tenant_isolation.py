@@ -5,7 +5,8 @@ secret reveal). Workspace A's key then calls every operation the document lists:
 
 * routes with path parameters get B's ids and must answer 404 problem+json with a documented
   ``*.not_found`` code, and the same call with A's own ids must succeed (so the 404 comes from
-  workspace scoping, not from a broken route);
+  workspace scoping, not from a broken route), also with B's idempotency key; the accounts are real
+  mailboxes of the mail world, so the control PATCH (a new password) and verify run live checks;
 * routes without path parameters (lists, the workspace, create) are called plain and with every known
   filter, cursor or header set to B's values, and must not show any of B's ids, address or domain;
 * B's objects, stored secrets and audit trail read the same afterwards.
@@ -55,6 +56,8 @@ class Owned:
     email: str
     audit_id: str
     idempotency_key: str
+    verify_idempotency_key: str
+    smtp_password: str
 
     def secrets_to_hide(self) -> dict[str, str]:
         """What another workspace must never see of this one, by what it is."""
@@ -66,6 +69,7 @@ class Owned:
             "API key id": str(self.tenant.api_key_id),
             "email address": self.email,
             "domain name": self.domain_name,
+            "SMTP password": self.smtp_password,
         }
 
 
@@ -87,10 +91,13 @@ def _account_body(world: World) -> dict[str, Any]:
 
 
 def _patch_body(world: World) -> dict[str, Any]:
-    return {"label": "written by workspace A", "is_active": False, "smtp": {"password": "from-workspace-a"}}
+    # A password sent is verified before it is stored: A's mailbox really has this one. On B's account
+    # the same body would be re-verified and re-encrypted, which the snapshot of B would show.
+    return {"label": "written by workspace A", "is_active": False, "smtp": {"password": world.a.smtp_password}}
 
 
-# operationId -> a valid JSON body (valid for A's own object too: the control call proves it).
+# operationId -> a valid JSON body (valid for A's own object too: the control call proves it). Operations
+# without a request body (``email_accounts_verify``) need none.
 BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "email_accounts_create": _account_body,
     "email_accounts_update": _patch_body,
@@ -106,6 +113,13 @@ PROBES: dict[str, Callable[[Owned], str]] = {
     "q": lambda b: b.email,
     "cursor": lambda b: encode_cursor(uuid.UUID(b.account_id)),
     "idempotency-key": lambda b: b.idempotency_key,
+}
+
+# Header parameters set to B's values on A's own objects (routes with path parameters): B's key of a
+# stored verify must not replay B's result, nor count as a mismatch, in A's workspace. (B's create key is
+# not used here: the collection walk has already sent it from A, so A has a record of its own under it.)
+OWN_PROBES: dict[str, Callable[[Owned], str]] = {
+    "idempotency-key": lambda b: b.verify_idempotency_key,
 }
 
 
@@ -188,12 +202,14 @@ def operations(document: dict[str, Any]) -> list[Operation]:
 
 
 async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, label: str) -> Owned:
+    # The domain gets its DNS zone, the address its SMTP and Dovecot user, in the mail world.
     domain_name = f"{label}-{secrets.token_hex(4)}.example"
     email = f"owner-{secrets.token_hex(4)}@{domain_name}"
     idempotency_key = f"idem-{label}-{secrets.token_hex(4)}"
+    smtp_password = f"smtp-of-{label}-{secrets.token_hex(6)}"
     r = await tenant.client.post(
         "/v1/email-accounts",
-        json=account_payload(email=email, label=f"owned by {label}"),
+        json=account_payload(email=email, label=f"owned by {label}", smtp_password=smtp_password),
         headers={"Idempotency-Key": idempotency_key},
     )
     assert r.status_code == 201, r.text
@@ -205,6 +221,12 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         assert secret is not None
     audit = (await tenant.client.get("/v1/audit-log", params={"account_id": account["id"]})).json()["data"]
     assert len(audit) == 1, audit
+    # a verify stored under a key of its own (its stored response is another thing to keep to this workspace)
+    verify_idempotency_key = f"idem-verify-{label}-{secrets.token_hex(4)}"
+    r = await tenant.client.post(
+        f"/v1/email-accounts/{account['id']}/verify", headers={"Idempotency-Key": verify_idempotency_key}
+    )
+    assert r.status_code == 200 and r.json()["status"] == "passed", r.text
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -213,6 +235,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         email=email,
         audit_id=audit[0]["id"],
         idempotency_key=idempotency_key,
+        verify_idempotency_key=verify_idempotency_key,
+        smtp_password=smtp_password,
     )
 
 
@@ -281,12 +305,20 @@ async def foreign_object(op: Operation, world: World) -> None:
 
 
 async def own_object(op: Operation, world: World) -> None:
-    """Control: the same call on A's own object succeeds, so the 404 above is workspace scoping."""
-    r = await world.a.tenant.client.request(op.method, op.url(world.a), json=op.body(world))
-    assert r.status_code == op.success_status, (
-        f"control: {op} on workspace A's own object answered {r.status_code}: {r.text}"
-    )
-    assert_hides(r, world.b, op)
+    """Control: the same call on A's own object succeeds, so the 404 above is workspace scoping. Known
+    headers (an idempotency key) are tried with B's values as well: B's stored response is not replayed."""
+    variants: list[dict[str, str]] = [{}] + [
+        {p["name"]: OWN_PROBES[p["name"]](world.b)} for p in op.params("header") if p["name"] in OWN_PROBES
+    ]
+    for headers in variants:
+        r = await world.a.tenant.client.request(op.method, op.url(world.a), headers=headers, json=op.body(world))
+        assert r.status_code == op.success_status, (
+            f"control: {op} with headers {headers} on workspace A's own object answered {r.status_code}: {r.text}"
+        )
+        assert "idempotent-replayed" not in r.headers, f"{op} with headers {headers} replayed a stored response"
+        assert_hides(r, world.b, op)
+        if op.id == "email_accounts_verify":
+            assert r.json()["status"] == "passed", f"control: verify of A's own account failed: {r.text}"
 
 
 async def collection(op: Operation, world: World) -> None:
@@ -326,6 +358,7 @@ async def test_foreign_key_gets_404_on_every_route_and_changes_nothing(
 
     assert exercised == {str(op) for op in ops}
     assert any(op.path_params for op in ops), "no route with a path parameter was walked"
+    assert {"email_accounts_update", "email_accounts_verify"} <= {op.id for op in ops}, "verifying routes walked"
     after = await snapshot(world.b, sessionmaker)
     assert after == before, "workspace A's calls changed workspace B's objects"
 

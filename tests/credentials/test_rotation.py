@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.accounts import service as accounts
 from nimbus_api.accounts.schemas import EmailAccountCreate
+from nimbus_api.api.state import AppState
 from nimbus_api.config import Settings
 from nimbus_api.credentials import rotation
 from nimbus_api.credentials.vault import Actor, Vault
@@ -32,8 +33,9 @@ from nimbus_api.kit.crypto import KeyringError, MasterKeyring, generate_master_k
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.models import Credential, CredentialAccess, DataKey
+from nimbus_api.validation.service import Verifier
 from nimbus_api.workspaces import service as workspaces
-from tests.conftest import PG_ADMIN_DSN, Tenant, TenantFactory, _db_url, account_payload
+from tests.conftest import PG_ADMIN_DSN, Tenant, TenantFactory, _db_url, account_payload, change_smtp_password
 
 NIMBUS = str(Path(sys.executable).with_name("nimbus"))
 KINDS = ("smtp_password", "imap_password")
@@ -59,10 +61,8 @@ class Stored:
 
 
 def _payload(smtp_pw: str, imap_pw: str) -> dict[str, object]:
-    body = account_payload()
-    body["smtp"] = {**body["smtp"], "password": smtp_pw}  # type: ignore[dict-item]
-    body["imap"] = {**body["imap"], "password": imap_pw}  # type: ignore[dict-item]
-    return body
+    """A fresh mailbox of the mail world whose servers have these passwords."""
+    return account_payload(smtp_password=smtp_pw, imap_password=imap_pw)
 
 
 async def _http_accounts(tenant: Tenant, count: int) -> list[Stored]:
@@ -77,20 +77,28 @@ async def _http_accounts(tenant: Tenant, count: int) -> list[Stored]:
 
 
 async def _seed_workspace(
-    sm: async_sessionmaker[AsyncSession], vault: Vault, accounts_count: int
+    sm: async_sessionmaker[AsyncSession], vault: Vault, verifier: Verifier, accounts_count: int
 ) -> tuple[uuid.UUID, str, list[Stored]]:
-    """A workspace with accounts, written through the product services (no HTTP app on this database)."""
+    """A workspace with accounts, written through the product services (no HTTP app on this database),
+    each verified against the mail world like a create over HTTP."""
     name = f"rot-{secrets.token_hex(5)}"
     stored: list[Stored] = []
     async with sm() as session, session.begin():
         workspace = await workspaces.create_workspace(session, vault, name)
         for _ in range(accounts_count):
             smtp_pw, imap_pw = f"smtp-{secrets.token_hex(8)}", f"imap-{secrets.token_hex(8)}"
-            account = await accounts.create(
-                session, vault, workspace.id, EmailAccountCreate.model_validate(_payload(smtp_pw, imap_pw))
+            account, result = await accounts.create(
+                session, vault, verifier, workspace.id, EmailAccountCreate.model_validate(_payload(smtp_pw, imap_pw))
             )
+            assert result.status == "passed", result
             stored += [Stored(account.id, "smtp_password", smtp_pw), Stored(account.id, "imap_password", imap_pw)]
     return workspace.id, name, stored
+
+
+async def _email_of(tenant: Tenant, account_id: uuid.UUID) -> str:
+    r = await tenant.client.get(f"/v1/email-accounts/{account_id}")
+    assert r.status_code == 200, r.text
+    return str(r.json()["email"])
 
 
 async def _keys(sm: async_sessionmaker[AsyncSession], workspace_id: uuid.UUID) -> list[DataKey]:
@@ -184,12 +192,12 @@ def _cli(settings: Settings, database_url: str, master_keys: str, *args: str) ->
 # --- (a) master-key rotation ---------------------------------------------------------------------------
 
 
-async def test_rewrap_all_moves_every_data_key_to_the_new_primary(fresh_db: FreshDb) -> None:
+async def test_rewrap_all_moves_every_data_key_to_the_new_primary(fresh_db: FreshDb, app_state: AppState) -> None:
     sm = fresh_db.sessionmaker
     k1, k2 = generate_master_key(), generate_master_key()
     old = _vault(k1)
-    ws1, _, stored1 = await _seed_workspace(sm, old, 2)
-    ws2, _, stored2 = await _seed_workspace(sm, old, 1)
+    ws1, _, stored1 = await _seed_workspace(sm, old, app_state.verifier, 2)
+    ws2, _, stored2 = await _seed_workspace(sm, old, app_state.verifier, 1)
     # ws1 is in the middle of a data-key rotation: its retiring key must be re-wrapped as well
     with pytest.raises(Interrupted):
         await rotation.rotate_data_key(sm, old, ws1, batch_size=1, progress=interrupt_after_first_batch)
@@ -266,7 +274,8 @@ async def test_rotate_data_key_reencrypts_one_workspace_under_a_new_key(
 
     await _assert_all_reveal(sessionmaker, vault, stored)
     await _assert_all_reveal(sessionmaker, _vault(master_key), stored)
-    # a new secret goes under the new key
+    # a new secret goes under the new key (the mailbox's server changed its password first)
+    change_smtp_password(await _email_of(tenant, stored[0].account_id), "after-rotation")
     r = await tenant.client.patch(
         f"/v1/email-accounts/{stored[0].account_id}", json={"smtp": {"password": "after-rotation"}}
     )
@@ -363,12 +372,14 @@ async def test_sends_in_flight_are_unaffected_by_a_rotation(
                 )
                 assert secret is not None and secret.reveal() == item.plaintext
 
-    # an account saved mid-rotation stores under the new key and stays readable
-    r = await tenant.client.patch(
-        f"/v1/email-accounts/{stored[-1].account_id}", json={"imap": {"password": "mid-rotation"}}
-    )
+    # an account saved mid-rotation stores under the new key and stays readable (SMTP's password is the
+    # one changed: the mail world's SMTP sees a new password at once, Dovecot within a second)
+    last = stored[-2]
+    assert last.kind == "smtp_password"
+    change_smtp_password(await _email_of(tenant, last.account_id), "mid-rotation")
+    r = await tenant.client.patch(f"/v1/email-accounts/{last.account_id}", json={"smtp": {"password": "mid-rotation"}})
     assert r.status_code == 200, r.text
-    stored[-1] = Stored(stored[-1].account_id, "imap_password", "mid-rotation")
+    stored[-2] = Stored(last.account_id, "smtp_password", "mid-rotation")
 
     # the rest of the rotation runs while senders keep decrypting, each with its own vault and session
     rotating = asyncio.create_task(rotation.rotate_data_key(sessionmaker, vault, tenant.workspace_id, batch_size=1))
@@ -386,12 +397,14 @@ async def test_sends_in_flight_are_unaffected_by_a_rotation(
 # --- (e) the real CLI ----------------------------------------------------------------------------------------
 
 
-async def test_cli_keys_rotate_rewraps_then_rotates_a_workspace_data_key(fresh_db: FreshDb, settings: Settings) -> None:
+async def test_cli_keys_rotate_rewraps_then_rotates_a_workspace_data_key(
+    fresh_db: FreshDb, settings: Settings, app_state: AppState
+) -> None:
     sm = fresh_db.sessionmaker
     k1, k2 = generate_master_key(), generate_master_key()
     k2_id = key_id(k2.encode())
-    ws1, name1, stored1 = await _seed_workspace(sm, _vault(k1), 2)
-    ws2, name2, stored2 = await _seed_workspace(sm, _vault(k1), 1)
+    ws1, name1, stored1 = await _seed_workspace(sm, _vault(k1), app_state.verifier, 2)
+    ws2, name2, stored2 = await _seed_workspace(sm, _vault(k1), app_state.verifier, 1)
 
     # master-key rotation: K2 becomes primary, K1 is still listed to open the old wrapping
     out = _cli(settings, fresh_db.url, f"{k2},{k1}", "keys", "rotate")

@@ -1,6 +1,12 @@
 """Canary: a recognisable password goes through every route, the vault and the worker, then is searched for
 in every response, every log record (DEBUG, SQL parameters included), every Redis key and value, and the
-text of the exceptions raised on the way. It must be nowhere."""
+text of the exceptions raised on the way. It must be nowhere.
+
+The canary is the mailbox's real SMTP and IMAP password in the mail world: every create, PATCH and verify
+sends it to aiosmtpd and Dovecot, and a failed login with it (the server's password changed) goes through
+the error path too. What the test servers keep (aiosmtpd's transcript, Dovecot's files) holds the canary
+by design and is not searched: they are not the product. Our responses, logs, Redis and exceptions are
+(the log capture takes every record of the process, aiosmtpd's, which masks AUTH, included)."""
 
 from __future__ import annotations
 
@@ -26,16 +32,19 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nimbus_api.accounts import drafts
 from nimbus_api.accounts import service as accounts
 from nimbus_api.accounts.schemas import EmailAccountCreate, EmailAccountUpdate
+from nimbus_api.api.state import AppState
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
-from tests.conftest import Tenant, account_payload
+from tests.conftest import Tenant, account_payload, change_smtp_password
 from tests.security.test_dump import assert_absent
+from tests.servers.mail_world import MailWorld
 
 _RECORD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -189,6 +198,7 @@ def _routes(app: FastAPI) -> set[tuple[str, str]]:
         ("GET", "/v1/email-accounts"),
         ("GET", "/v1/email-accounts/{account_id}"),
         ("PATCH", "/v1/email-accounts/{account_id}"),
+        ("POST", "/v1/email-accounts/{account_id}/verify"),
         ("DELETE", "/v1/email-accounts/{account_id}"),
         ("GET", "/v1/domains/{domain_id}"),
         ("GET", "/v1/audit-log"),
@@ -212,6 +222,8 @@ async def test_a_canary_password_leaks_nowhere(
     sessionmaker: async_sessionmaker[AsyncSession],
     vault: Vault,
     redis: Redis,
+    app_state: AppState,
+    mail_world: MailWorld,
     captured_logs: Capture,
 ) -> None:
     canary = f"CANARY-{secrets.token_hex(12)}-pw"
@@ -224,13 +236,12 @@ async def test_a_canary_password_leaks_nowhere(
         return response
 
     def body(**overrides: object) -> dict[str, object]:
-        payload = account_payload(**overrides)
-        payload["smtp"] = {**payload["smtp"], "password": canary}  # type: ignore[dict-item]
-        payload["imap"] = {**payload["imap"], "password": canary}  # type: ignore[dict-item]
-        return payload
+        """A fresh mailbox whose SMTP server and Dovecot both have the canary as its password."""
+        return account_payload(smtp_password=canary, imap_password=canary, **overrides)
 
-    # --- create, idempotent replay, reads, updates ---------------------------------------------------
-    create = body(email=f"canary-{secrets.token_hex(4)}@example.com")
+    # --- create, idempotent replay, reads, updates, verify ---------------------------------------------
+    create = body(email=f"canary-{secrets.token_hex(4)}@example.test")
+    login = str(create["email"]).lower()
     first = await call("POST", "/v1/email-accounts", json=create, headers={"Idempotency-Key": "canary-1"})
     assert first.status_code == 201, first.text
     account = first.json()
@@ -249,13 +260,33 @@ async def test_a_canary_password_leaks_nowhere(
     assert (await call("GET", "/v1/email-accounts", params={"limit": 1})).status_code == 200
     for patch in (
         {"label": "canary account"},
+        # each of these re-verifies with the canary, sent to both servers again
         {"smtp": {"password": canary}},
-        {"imap": {"password": canary, "folder": "Replies"}},
-        {"smtp": {"host": "smtp2.example.com", "password": canary}, "imap": {"password": canary}},
+        {"imap": {"password": canary, "folder": "INBOX"}},
+        {"smtp": {"host": "mail.example.test", "password": canary}, "imap": {"password": canary}},
     ):
         r = await call("PATCH", f"/v1/email-accounts/{account_id}", json=patch)
         assert r.status_code == 200, r.text
         assert r.json()["smtp"]["password_set"] is True and r.json()["imap"]["password_set"] is True
+        assert r.json()["last_verification"]["status"] == "passed"
+    verified = await call("POST", f"/v1/email-accounts/{account_id}/verify", headers={"Idempotency-Key": "canary-v"})
+    assert verified.status_code == 200 and verified.json()["status"] == "passed", verified.text
+    again = await call("POST", f"/v1/email-accounts/{account_id}/verify", headers={"Idempotency-Key": "canary-v"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    # --- failed logins with the canary: the server's password changed, ours did not --------------------
+    change_smtp_password(login, "changed-on-the-server")
+    refused = await call("PATCH", f"/v1/email-accounts/{account_id}", json={"smtp": {"password": canary}})
+    assert refused.status_code == 422, refused.text
+    assert (refused.json()["code"], refused.json()["check"]) == ("smtp.auth_failed", "smtp")
+    assert_absent(_render(refused), {"canary": canary}, "the 422 of a failed login")
+    stale = await call("POST", f"/v1/email-accounts/{account_id}/verify")
+    assert stale.status_code == 200 and stale.json()["code"] == "smtp.auth_failed", stale.text
+    newcomer = body(email=f"canary-{secrets.token_hex(4)}@example.test")
+    change_smtp_password(str(newcomer["email"]), "not-the-canary")
+    r = await call("POST", "/v1/email-accounts", json=newcomer, headers={"Idempotency-Key": "canary-refused"})
+    assert r.status_code == 422 and r.json()["code"] == "smtp.auth_failed", r.text
+    change_smtp_password(login, canary)
 
     # --- rejected input that carries the canary ----------------------------------------------------
     too_long = canary * (1 + 1024 // len(canary))
@@ -295,26 +326,51 @@ async def test_a_canary_password_leaks_nowhere(
         await call("GET", "/v1/workspace", client=http, headers={"Authorization": f"Bearer nmb_{canary}"})
     ).status_code == 401
 
-    # the service-level check that rejects a merged PATCH: its exception text
+    # the service-level checks that reject a merged PATCH and a failed login: their exception texts
     async with sessionmaker() as session:
         with pytest.raises(Problem) as problem:
             await accounts.update(
                 session,
                 vault,
+                app_state.verifier,
                 tenant.workspace_id,
                 uuid.UUID(account_id),
                 EmailAccountUpdate.model_validate({"smtp": {"port": 465, "password": canary}}),
+                actor=Actor.api_key(tenant.api_key_id),
             )
         await session.rollback()
     exceptions.append(_formatted(problem.value) + repr(problem.value.to_body()))
+    change_smtp_password(login, "changed-on-the-server")
+    async with sessionmaker() as session:
+        with pytest.raises(Problem) as failed_login:
+            await accounts.update(
+                session,
+                vault,
+                app_state.verifier,
+                tenant.workspace_id,
+                uuid.UUID(account_id),
+                EmailAccountUpdate.model_validate({"smtp": {"password": canary}}),
+                actor=Actor.api_key(tenant.api_key_id),
+            )
+        await session.rollback()
+    change_smtp_password(login, canary)
+    assert failed_login.value.to_body()["code"] == "smtp.auth_failed"
+    exceptions.append(_formatted(failed_login.value) + repr(failed_login.value.to_body()))
     # what the service holds before saving: secrets as ``Secret``, masked in any repr (e.g. traceback locals)
-    exceptions.append(repr(accounts.prepare(EmailAccountCreate.model_validate(create))))
+    exceptions.append(repr(drafts.from_create(EmailAccountCreate.model_validate(create))))
 
     # --- the vault, used the way a worker would -----------------------------------------------------
     secret = await _send_like_a_worker(sessionmaker, vault, uuid.UUID(account_id))
     assert secret.reveal() == canary, "the canary really is the stored password"
     audit = (await call("GET", "/v1/audit-log", params={"account_id": account_id})).json()["data"]
-    assert [(e["actor"], e["purpose"], e["credential"]) for e in audit] == [("system:send", "send", "smtp_password")]
+    assert audit[0]["actor"] == "system:send" and (audit[0]["purpose"], audit[0]["credential"]) == (
+        "send",
+        "smtp_password",
+    )
+    assert {(e["purpose"], e["credential"]) for e in audit[1:]} == {
+        ("verify", "smtp_password"),
+        ("verify", "imap_password"),
+    }, "the PATCHes and verifies decrypted what they did not get sent"
     with pytest.raises(RuntimeError) as wrapped:
         raise RuntimeError(f"send failed with {secret} / {secret!r}")
     exceptions.append(_formatted(wrapped.value))
@@ -363,20 +419,26 @@ async def test_a_canary_password_leaks_nowhere(
     for _, method, path in sorted(calls):
         kw: dict[str, Any] = {}
         if method in {"POST", "PUT"}:
-            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.com")
+            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.test")
         elif method == "PATCH":
             kw["json"] = {"smtp": {"password": canary}, "imap": {"password": canary}}
         unauthenticated = await call(method, path, client=http, **kw)
         assert unauthenticated.status_code < 500, (method, path)
         if method in {"POST", "PUT"}:
-            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.com")
+            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.test")
         r = await call(method, path, **kw)
         assert r.status_code < 500, (method, path, r.text)
+        if method != "DELETE":
+            assert r.status_code < 300, (method, path, r.text)
     gone = await call("GET", f"/v1/email-accounts/{account_id}")
     assert gone.status_code == 404, "the DELETE route ran last"
 
     # --- now search everything ------------------------------------------------------------------------
     needle = {"canary": canary}
+    # the canary really was the password on the wire: aiosmtpd's transcript (after TLS) has it, and the
+    # detector finds it there (Dovecot's side is proven by the IMAP logins that passed with it)
+    with pytest.raises(AssertionError, match="reveals"):
+        assert_absent(bytes(mail_world.smtp.received), needle, "aiosmtpd's transcript")
     assert len(responses) > 30
     for response in responses:
         assert_absent(_render(response), needle, f"{response.request.method} {response.request.url} response")
@@ -400,6 +462,6 @@ async def test_a_canary_password_leaks_nowhere(
     assert b"arq:" in dump, "the worker's keys are in this Redis database"
     assert_absent(dump, needle, "Redis")
 
-    assert len(exceptions) == 6
+    assert len(exceptions) == 7
     for text in exceptions:
         assert_absent(text.encode(), needle, "exception text")

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.models import DataKey
-from tests.conftest import TenantFactory, account_payload
+from tests.conftest import TenantFactory, account_payload, change_smtp_password
 
 
 def _b64_cores(raw: bytes) -> set[bytes]:
@@ -100,7 +100,9 @@ class Planted:
 @pytest.fixture
 async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault) -> Planted:
     """Two workspaces, several accounts with SMTP and IMAP passwords, set on create and on PATCH, created
-    with an Idempotency-Key (its stored response is in the database too), and decrypted once (audit rows)."""
+    with an Idempotency-Key (its stored response is in the database too), and decrypted once (audit rows).
+    The passwords are the mailboxes' real ones in the mail world: each create and PATCH verified them, so
+    the stored verification results are in the dump too."""
     passwords: dict[str, str] = {}
     workspace_ids: list[uuid.UUID] = []
     for t in range(2):
@@ -109,9 +111,7 @@ async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[A
         for n in range(3):
             tag = secrets.token_hex(6)
             smtp_pw, imap_pw = f"DumpSmtp-{tag}-Pass!", f"DumpImap-{tag}-Pass?"
-            body = account_payload()
-            body["smtp"] = {**body["smtp"], "password": smtp_pw}  # type: ignore[dict-item]
-            body["imap"] = {**body["imap"], "password": imap_pw}  # type: ignore[dict-item]
+            body = account_payload(smtp_password=smtp_pw, imap_password=imap_pw)
             r = await tenant.client.post(
                 "/v1/email-accounts", json=body, headers={"Idempotency-Key": f"dump-{t}-{n}-{tag}"}
             )
@@ -121,6 +121,7 @@ async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[A
             passwords[f"ws{t}.acc{n}.imap"] = imap_pw
             if n == 0:
                 replaced = f"DumpPatched-{tag}-Pass"
+                change_smtp_password(str(body["email"]), replaced)
                 r = await tenant.client.patch(f"/v1/email-accounts/{account_id}", json={"smtp": {"password": replaced}})
                 assert r.status_code == 200, r.text
                 passwords[f"ws{t}.acc{n}.smtp-patched"] = replaced
@@ -189,6 +190,7 @@ async def test_pg_dump_reveals_no_secret(database_url: str, master_key: str, pla
     assert b"COPY public.credentials " in dump and b"COPY public.data_keys " in dump
     assert b"COPY public.credential_access_log " in dump and b"COPY public.idempotency_keys " in dump
     assert b"password_set" in dump, "stored idempotent responses are in the dump"
+    assert b"roundtrip" in dump, "stored verification results are in the dump"
 
     assert_absent(dump, dict(planted.passwords), "pg_dump")
     assert_absent(dump, _key_secrets(master_key, planted), "pg_dump")
@@ -231,7 +233,7 @@ async def test_select_of_every_column_reveals_no_secret(database_url: str, maste
     finally:
         await conn.close()
     dump = b"\n".join(chunks)
-    assert b"password_set" in dump
+    assert b"password_set" in dump and b"roundtrip" in dump
 
     assert_absent(dump, dict(planted.passwords), "SELECT dump")
     assert_absent(dump, _key_secrets(master_key, planted), "SELECT dump")

@@ -13,15 +13,19 @@ from nimbus_api.accounts.schemas import (
     EmailAccountRead,
     EmailAccountUpdate,
 )
-from nimbus_api.api.deps import AuthContext, Session, VaultDep
+from nimbus_api.api.deps import AuthContext, Session, VaultDep, VerifierDep
 from nimbus_api.api.idempotency import IdempotencyDep
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from nimbus_api.kit.problems import problem_responses
 from nimbus_api.providers.presets import ProviderId
+from nimbus_api.validation.codes import ALL_CODES
+from nimbus_api.validation.schemas import VerificationResult
 
 router = APIRouter(prefix="/v1/email-accounts", tags=["email-accounts"], responses=problem_responses(401))
 
 _NOT_FOUND = problem_responses(404, 422, codes={404: ["email_account.not_found"], 422: ["validation_error"]})
+_IDEMPOTENCY_CODES = ["idempotency_key.mismatch", "idempotency_key.invalid"]
+_VERIFY_429 = {429: ["verification.rate_limited"]}
 
 
 @router.post(
@@ -33,19 +37,28 @@ _NOT_FOUND = problem_responses(404, 422, codes={404: ["email_account.not_found"]
     responses=problem_responses(
         409,
         422,
+        429,
         codes={
             409: ["email_account.exists"],
-            422: ["validation_error", "idempotency_key.mismatch", "idempotency_key.invalid"],
+            422: ["validation_error", *_IDEMPOTENCY_CODES, *ALL_CODES],
+            **_VERIFY_429,
         },
     ),
 )
 async def email_accounts_create(
-    payload: EmailAccountCreate, auth: AuthContext, session: Session, vault: VaultDep, idem: IdempotencyDep
+    payload: EmailAccountCreate,
+    auth: AuthContext,
+    session: Session,
+    vault: VaultDep,
+    verifier: VerifierDep,
+    idem: IdempotencyDep,
 ) -> Response:
-    """Save a mailbox. Passwords are encrypted at once and never returned (`password_set: true`)."""
+    """Connect a mailbox: DNS, SMTP login and test send, IMAP login, and reading the test message back
+    are checked first; any failed check answers 422 with every check (`checks`) and saves nothing.
+    Passwords are encrypted at once and never returned (`password_set: true`)."""
 
     async def operation() -> EmailAccountRead:
-        account = await service.create(session, vault, auth.workspace_id, payload)
+        account, _ = await service.create(session, vault, verifier, auth.workspace_id, payload)
         return (await service.to_read(session, vault, [account]))[0]
 
     response: Response = await idem.run(201, operation)
@@ -90,13 +103,62 @@ async def email_accounts_get(
     "/{account_id}",
     name="email_accounts_update",
     summary="Update an email account (pause/resume with `is_active`)",
-    responses=_NOT_FOUND,
+    responses=problem_responses(
+        404,
+        422,
+        429,
+        codes={404: ["email_account.not_found"], 422: ["validation_error", *ALL_CODES], **_VERIFY_429},
+    ),
 )
 async def email_accounts_update(
-    account_id: uuid.UUID, payload: EmailAccountUpdate, auth: AuthContext, session: Session, vault: VaultDep
+    account_id: uuid.UUID,
+    payload: EmailAccountUpdate,
+    auth: AuthContext,
+    session: Session,
+    vault: VaultDep,
+    verifier: VerifierDep,
 ) -> EmailAccountRead:
-    account = await service.update(session, vault, auth.workspace_id, account_id, payload)
+    """Changes to hosts, modes, users, passwords, folder or DKIM selector are verified with the new
+    values before they replace the old ones; a failed check answers 422 and changes nothing."""
+    account = await service.update(session, vault, verifier, auth.workspace_id, account_id, payload, actor=auth.actor)
     return (await service.to_read(session, vault, [account]))[0]
+
+
+@router.post(
+    "/{account_id}/verify",
+    name="email_accounts_verify",
+    summary="Verify a saved email account again",
+    response_model=VerificationResult,
+    responses=problem_responses(
+        404,
+        409,
+        422,
+        429,
+        codes={
+            404: ["email_account.not_found"],
+            409: ["verification.locked"],
+            422: ["validation_error", *_IDEMPOTENCY_CODES],
+            **_VERIFY_429,
+        },
+    ),
+)
+async def email_accounts_verify(
+    account_id: uuid.UUID,
+    auth: AuthContext,
+    session: Session,
+    vault: VaultDep,
+    verifier: VerifierDep,
+    idem: IdempotencyDep,
+) -> Response:
+    """Run every check on the stored settings (secrets decrypted for it, audited as `verify`). The result,
+    passed or failed, is stored as the account's `last_verification` and returned with 200."""
+
+    async def operation() -> VerificationResult:
+        _, result = await service.verify(session, vault, verifier, auth.workspace_id, account_id, actor=auth.actor)
+        return result
+
+    response: Response = await idem.run(200, operation)
+    return response
 
 
 @router.delete(

@@ -23,6 +23,7 @@ from nimbus_api.kit.validators import (
     StrictModel,
 )
 from nimbus_api.providers.presets import ProviderId
+from nimbus_api.validation.schemas import VerificationResult
 
 Mode = Literal["ssl", "starttls", "none"]
 CampaignType = Literal["cold", "nurture"]
@@ -53,6 +54,9 @@ class SmtpSettingsIn(StrictModel):
     mode: Mode = Field(description="`ssl`: implicit TLS; `starttls`: STARTTLS required; `none`: cleartext.")
     username: SingleLine | None = Field(default=None, description="Leave out for a relay without AUTH.")
     password: Password | None = None
+    allow_plaintext_auth: bool = Field(
+        default=False, description="Allow sending the password over a connection without TLS (mode `none`)."
+    )
 
     _mode = field_validator("mode")(_mode_matches_port)
 
@@ -70,6 +74,7 @@ class ImapSettingsIn(StrictModel):
     username: SingleLine
     password: Password
     folder: Folder = Field(default="INBOX", description="Folder where replies arrive, e.g. `Posteingang`.")
+    allow_plaintext_auth: bool = False
 
     _mode = field_validator("mode")(_mode_matches_port)
 
@@ -80,6 +85,7 @@ class SmtpSettingsPatch(StrictModel):
     mode: Mode | None = None
     username: SingleLine | None = None
     password: Password | None = None
+    allow_plaintext_auth: bool | None = None
 
     _mode = field_validator("mode")(_mode_matches_port)
 
@@ -91,6 +97,7 @@ class ImapSettingsPatch(StrictModel):
     username: SingleLine | None = None
     password: Password | None = None
     folder: Folder | None = None
+    allow_plaintext_auth: bool | None = None
 
     _mode = field_validator("mode")(_mode_matches_port)
 
@@ -156,6 +163,7 @@ class SmtpSettingsOut(BaseModel):
     mode: Mode
     username: str | None
     password_set: bool
+    allow_plaintext_auth: bool
 
 
 class ImapSettingsOut(BaseModel):
@@ -165,6 +173,7 @@ class ImapSettingsOut(BaseModel):
     username: str
     folder: str
     password_set: bool
+    allow_plaintext_auth: bool
 
 
 class EmailAccountRead(BaseModel):
@@ -193,6 +202,10 @@ class EmailAccountRead(BaseModel):
     cooldown_until: datetime | None
     disabled_at: datetime | None
     disabled_reason: str | None
+    last_verification: VerificationResult | None = Field(description="Latest result of the connect-time checks.")
+    verification_locked_at: datetime | None = Field(
+        description="Set after too many failed logins; a PATCH of the connection settings clears it."
+    )
     created_at: datetime
     updated_at: datetime
 

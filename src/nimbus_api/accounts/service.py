@@ -1,182 +1,75 @@
-"""Email-account rules: create, update, delete, read. Flushes, never commits.
+"""Email-account rules: create, update, verify, delete, read. Flushes, never commits.
 
-The create path runs in three steps, each a function, so that live validation (DNS, SMTP, IMAP,
-roundtrip) slots in between *prepare* and *persist* without touching either:
+Create: draft from the payload -> address must be free -> live verification of the draft -> insert
+(domain get-or-create, row, encrypted secrets, the verification result). A failed check raises
+``VerificationFailed`` (422) before anything is written.
 
-    prepare(payload) -> AccountDraft  (pure: normalized values, secrets as ``Secret``)
-    persist(draft)   -> EmailAccount  (domain get-or-create, row insert, secrets encrypted)
+Update: draft from the row merged with the patch. When the connection changed (hosts, modes, users,
+secrets, folder, DKIM selector) the merged draft is verified first, stored secrets it still uses being
+revealed for that (audited, purpose ``verify``); only a passing draft replaces the old settings, and
+``credentials_version`` goes up so pooled connections with the old credentials retire.
 
-Update builds a draft from the stored row merged with the patch, so the same checks apply to the
-combined result (a port changed alone must still agree with the stored mode).
+Verify: the stored account, secrets revealed (audited), through the same flow; the result is stored.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api.accounts import drafts
+from nimbus_api.accounts.drafts import AccountDraft, ServerDraft, is_stored
 from nimbus_api.accounts.errors import AccountNotFound, EmailAccountExists
 from nimbus_api.accounts.schemas import (
     EmailAccountCreate,
     EmailAccountRead,
     EmailAccountUpdate,
     ImapSettingsOut,
-    ImapSettingsPatch,
     SmtpSettingsOut,
-    SmtpSettingsPatch,
-    check_mode_port,
 )
-from nimbus_api.credentials.vault import CredentialKind, Vault
+from nimbus_api.credentials.vault import Actor, CredentialKind, Vault
 from nimbus_api.domains import service as domains
 from nimbus_api.kit.crypto import Secret
+from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
-from nimbus_api.kit.validators import email_domain
 from nimbus_api.models import Credential, Domain, EmailAccount
-from nimbus_api.providers.presets import suggested_daily_limit
-
-
-@dataclass(frozen=True)
-class ServerDraft:
-    host: str
-    port: int
-    mode: str
-    username: str | None
-    password: Secret | None
-    folder: str | None = None
-
-
-@dataclass(frozen=True)
-class AccountDraft:
-    """Everything an account will be, before it is saved: what live validation checks."""
-
-    email: str
-    domain: str
-    smtp: ServerDraft
-    imap: ServerDraft | None
-    fields: dict[str, Any] = field(default_factory=dict)
-
+from nimbus_api.validation.schemas import VerificationResult
+from nimbus_api.validation.service import VerificationFailed, VerificationLocked, Verifier
 
 # --- create ---------------------------------------------------------------------------------------
 
 
-def prepare(payload: EmailAccountCreate) -> AccountDraft:
-    smtp = payload.smtp
-    imap = payload.imap
-    fields = payload.model_dump(exclude={"email", "smtp", "imap", "daily_send_limit"})
-    fields["daily_send_limit"] = payload.daily_send_limit or suggested_daily_limit(payload.provider)
-    return AccountDraft(
-        email=payload.email,
-        domain=email_domain(payload.email),
-        smtp=ServerDraft(
-            host=smtp.host,
-            port=smtp.port,
-            mode=smtp.mode,
-            username=smtp.username,
-            password=Secret(smtp.password.get_secret_value()) if smtp.password else None,
-        ),
-        imap=ServerDraft(
-            host=imap.host,
-            port=imap.port,
-            mode=imap.mode,
-            username=imap.username,
-            password=Secret(imap.password.get_secret_value()),
-            folder=imap.folder,
-        )
-        if imap
-        else None,
-        fields=fields,
-    )
-
-
-async def persist(session: AsyncSession, vault: Vault, workspace_id: uuid.UUID, draft: AccountDraft) -> EmailAccount:
+async def create(
+    session: AsyncSession, vault: Vault, verifier: Verifier, workspace_id: uuid.UUID, payload: EmailAccountCreate
+) -> tuple[EmailAccount, VerificationResult]:
+    draft = drafts.from_create(payload)
     await _ensure_unique_email(session, workspace_id, draft.email)
+    result = await verifier.verify(
+        drafts.mailbox_under_test(draft),
+        workspace_id=workspace_id,
+        subject=Verifier.subject_for_address(workspace_id, draft.email),
+    )
+    if result.status == "failed":
+        raise VerificationFailed(result)
     domain = await domains.get_or_create(session, workspace_id, draft.domain)
     account = EmailAccount(workspace_id=workspace_id, domain_id=domain.id, email=draft.email, **draft.fields)
     _apply_servers(account, draft)
+    _record(account, result)
     session.add(account)
     try:
         await session.flush()
     except IntegrityError as exc:  # a concurrent create of the same address won the race
         raise EmailAccountExists(f"{draft.email} is already connected in this workspace") from exc
     await _store_secrets(session, vault, account, draft)
-    return account
-
-
-async def create(
-    session: AsyncSession, vault: Vault, workspace_id: uuid.UUID, payload: EmailAccountCreate
-) -> EmailAccount:
-    return await persist(session, vault, workspace_id, prepare(payload))
+    return account, result
 
 
 # --- update ---------------------------------------------------------------------------------------
-
-
-def _merge_server(
-    current: ServerDraft | None, patch: SmtpSettingsPatch | ImapSettingsPatch, section: str
-) -> ServerDraft:
-    """Apply the fields a PATCH sent to the stored settings, then check the combination."""
-    base = current or ServerDraft(host="", port=0, mode="", username=None, password=None, folder="INBOX")
-    changes: dict[str, Any] = {}
-    for name in patch.model_fields_set:
-        value = getattr(patch, name)
-        if name == "password" and value is not None:
-            value = Secret(value.get_secret_value())
-        changes[name] = value
-    merged = replace(base, **changes)
-    required = ["host", "port", "mode"] + (["username", "password"] if section == "imap" else [])
-    missing = [name for name in required if not getattr(merged, name)]
-    if missing:
-        raise ValidationProblem(
-            [FieldError(field=f"{section}.{name}", message="Field required", type="missing") for name in missing]
-        )
-    try:
-        check_mode_port(merged.mode, merged.port)
-    except ValueError as exc:
-        raise ValidationProblem([FieldError(field=f"{section}.mode", message=str(exc), type="value_error")]) from exc
-    if section == "smtp" and merged.password is not None and merged.username is None:
-        raise ValidationProblem(
-            [FieldError(field="smtp.username", message="required when a password is set", type="missing")]
-        )
-    if section == "imap" and merged.folder is None:
-        merged = replace(merged, folder="INBOX")
-    return merged
-
-
-async def draft_of(session: AsyncSession, vault: Vault, account: EmailAccount) -> AccountDraft:
-    """The stored account as a draft. Stored secrets stay ciphertext: the draft holds ``STORED``."""
-    stored = await vault.kinds_set(session, [account.id])
-
-    def secret(kind: CredentialKind) -> Secret | None:
-        return STORED if (account.id, kind) in stored else None
-
-    return AccountDraft(
-        email=account.email,
-        domain=email_domain(account.email),
-        smtp=ServerDraft(
-            host=account.smtp_host,
-            port=account.smtp_port,
-            mode=account.smtp_mode,
-            username=account.smtp_username,
-            password=secret("smtp_password"),
-        ),
-        imap=ServerDraft(
-            host=account.imap_host,
-            port=account.imap_port or 0,
-            mode=account.imap_mode or "",
-            username=account.imap_username,
-            password=secret("imap_password"),
-            folder=account.imap_folder,
-        )
-        if account.imap_host
-        else None,
-    )
-
 
 _NOT_NULLABLE = {"provider", "daily_send_limit", "sync_interval_seconds", "campaign_types", "is_active"}
 
@@ -184,13 +77,16 @@ _NOT_NULLABLE = {"provider", "daily_send_limit", "sync_interval_seconds", "campa
 async def update(
     session: AsyncSession,
     vault: Vault,
+    verifier: Verifier,
     workspace_id: uuid.UUID,
     account_id: uuid.UUID,
     patch: EmailAccountUpdate,
+    *,
+    actor: Actor,
 ) -> EmailAccount:
     account = await get(session, workspace_id, account_id)
     set_fields = patch.model_fields_set
-    current = await draft_of(session, vault, account)
+    current = drafts.from_account(account, await _stored_kinds(session, vault, account.id))
 
     smtp = current.smtp
     if "smtp" in set_fields:
@@ -198,34 +94,95 @@ async def update(
             raise ValidationProblem(
                 [FieldError(field="smtp", message="SMTP settings cannot be removed", type="value_error")]
             )
-        smtp = _merge_server(current.smtp, patch.smtp, "smtp")
+        smtp = drafts.merge_server(current.smtp, patch.smtp, "smtp")
     imap = current.imap
     if "imap" in set_fields:
-        imap = None if patch.imap is None else _merge_server(current.imap, patch.imap, "imap")
-    draft = AccountDraft(email=account.email, domain=current.domain, smtp=smtp, imap=imap)
+        imap = None if patch.imap is None else drafts.merge_server(current.imap, patch.imap, "imap")
+    for name in set_fields - {"smtp", "imap"}:
+        if getattr(patch, name) is None and name in _NOT_NULLABLE:
+            raise ValidationProblem([FieldError(field=name, message="may not be null", type="value_error")])
+    draft = replace(
+        current,
+        smtp=smtp,
+        imap=imap,
+        from_name=patch.from_name if "from_name" in set_fields else current.from_name,
+        dkim_selector=patch.dkim_selector if "dkim_selector" in set_fields else current.dkim_selector,
+    )
+
+    if drafts.connection_changed(current, draft):
+        subject = Verifier.subject_for_account(account.id)
+        if account.verification_locked_at is not None:
+            # A person updating the settings is what lifts the lock: the failed-login count that set it
+            # must not refuse this very verification (429) until its window runs out.
+            await verifier.clear(subject)
+        revealed = await _reveal_stored(session, vault, account, draft, actor)
+        result = await verifier.verify(drafts.mailbox_under_test(revealed), workspace_id=workspace_id, subject=subject)
+        if result.status == "failed":
+            raise VerificationFailed(result)
+        _record(account, result)
+        account.credentials_version += 1
+        account.verification_locked_at = None
 
     for name in set_fields - {"smtp", "imap"}:
-        value = getattr(patch, name)
-        if value is None and name in _NOT_NULLABLE:
-            raise ValidationProblem([FieldError(field=name, message="may not be null", type="value_error")])
-        setattr(account, name, value)
+        setattr(account, name, getattr(patch, name))
     _apply_servers(account, draft)
     await _store_secrets(session, vault, account, draft)
     await session.flush()
     return account
 
 
-class _StoredSecret(Secret):
-    """Marks "a secret is stored and unchanged": never written, never revealed."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-
-    def __bool__(self) -> bool:
-        return True
+# --- verify ---------------------------------------------------------------------------------------
 
 
-STORED: Secret = _StoredSecret()
+async def verify(
+    session: AsyncSession,
+    vault: Vault,
+    verifier: Verifier,
+    workspace_id: uuid.UUID,
+    account_id: uuid.UUID,
+    *,
+    actor: Actor,
+) -> tuple[EmailAccount, VerificationResult]:
+    """Re-run the checks on the saved account and store the result (a failure is stored too)."""
+    account = await get(session, workspace_id, account_id)
+    if account.verification_locked_at is not None:
+        raise VerificationLocked(
+            "too many failed logins: update the SMTP/IMAP credentials with PATCH, which verifies them again"
+        )
+    subject = Verifier.subject_for_account(account.id)
+    draft = drafts.from_account(account, await _stored_kinds(session, vault, account.id))
+    revealed = await _reveal_stored(session, vault, account, draft, actor)
+    result = await verifier.verify(drafts.mailbox_under_test(revealed), workspace_id=workspace_id, subject=subject)
+    _record(account, result)
+    if await verifier.auth_failures_exhausted(subject):
+        account.verification_locked_at = utcnow()
+    await session.flush()
+    return account, result
+
+
+def _record(account: EmailAccount, result: VerificationResult) -> None:
+    account.last_verification = result.model_dump(mode="json")
+    account.last_verified_at = result.verified_at
+
+
+async def _stored_kinds(session: AsyncSession, vault: Vault, account_id: uuid.UUID) -> set[str]:
+    return {kind for _, kind in await vault.kinds_set(session, [account_id])}
+
+
+async def _reveal_stored(
+    session: AsyncSession, vault: Vault, account: EmailAccount, draft: AccountDraft, actor: Actor
+) -> AccountDraft:
+    """Replace ``STORED`` placeholders with the decrypted secrets (each decrypt audited)."""
+
+    async def server(section: ServerDraft | None, kind: CredentialKind) -> ServerDraft | None:
+        if section is None or not is_stored(section.password):
+            return section
+        secret = await vault.reveal_for_account(session, account.id, kind, actor=actor, purpose="verify")
+        return replace(section, password=secret)
+
+    smtp = await server(draft.smtp, "smtp_password")
+    assert smtp is not None
+    return replace(draft, smtp=smtp, imap=await server(draft.imap, "imap_password"))
 
 
 # --- shared -----------------------------------------------------------------------------------------
@@ -236,7 +193,9 @@ def _apply_servers(account: EmailAccount, draft: AccountDraft) -> None:
     account.smtp_port = draft.smtp.port
     account.smtp_mode = draft.smtp.mode
     account.smtp_username = draft.smtp.username
+    account.smtp_allow_plaintext_auth = draft.smtp.allow_plaintext_auth
     imap = draft.imap
+    account.imap_allow_plaintext_auth = imap.allow_plaintext_auth if imap else False
     account.imap_host = imap.host if imap else None
     account.imap_port = imap.port if imap else None
     account.imap_mode = imap.mode if imap else None
@@ -252,7 +211,7 @@ async def _store_secrets(session: AsyncSession, vault: Vault, account: EmailAcco
     for kind, secret in wanted.items():
         if secret is None:
             await vault.remove(session, account.id, kind)
-        elif not isinstance(secret, _StoredSecret):
+        elif not is_stored(secret):
             await vault.store(
                 session, workspace_id=account.workspace_id, account_id=account.id, kind=kind, secret=secret
             )
@@ -352,6 +311,7 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                     mode=a.smtp_mode,
                     username=a.smtp_username,
                     password_set=(a.id, "smtp_password") in stored,
+                    allow_plaintext_auth=a.smtp_allow_plaintext_auth,
                 ),
                 imap=ImapSettingsOut(
                     host=a.imap_host,
@@ -360,6 +320,7 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                     username=a.imap_username or "",
                     folder=a.imap_folder or "INBOX",
                     password_set=(a.id, "imap_password") in stored,
+                    allow_plaintext_auth=a.imap_allow_plaintext_auth,
                 )
                 if a.imap_host
                 else None,
@@ -377,6 +338,10 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 cooldown_until=a.cooldown_until,
                 disabled_at=a.disabled_at,
                 disabled_reason=a.disabled_reason,
+                last_verification=VerificationResult.model_validate(a.last_verification)
+                if a.last_verification
+                else None,
+                verification_locked_at=a.verification_locked_at,
                 created_at=a.created_at,
                 updated_at=a.updated_at,
             )

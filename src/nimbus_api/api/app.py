@@ -28,6 +28,7 @@ from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemDetail, ValidationProblem
 from nimbus_api.providers.endpoints import router as providers_router
+from nimbus_api.validation.service import build_verifier
 from nimbus_api.workspaces.endpoints import router as workspace_router
 
 log = structlog.get_logger(__name__)
@@ -106,12 +107,14 @@ def build_state(settings: Settings) -> AppState:
         raise RuntimeError("NIMBUS_DATABASE_URL and NIMBUS_REDIS_URL must be set")
     keyring = MasterKeyring.from_strings([k.get_secret_value() for k in settings.master_keys])
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    redis = Redis.from_url(settings.redis_url)
     return AppState(
         settings=settings,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        redis=Redis.from_url(settings.redis_url),
+        redis=redis,
         vault=Vault(keyring),
+        verifier=build_verifier(settings, redis),
     )
 
 

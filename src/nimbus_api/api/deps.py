@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api.api.state import AppState
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.problems import Unauthorized
+from nimbus_api.validation.service import Verifier
 from nimbus_api.workspaces import service as workspaces
 
 
@@ -68,3 +69,10 @@ def _vault(request: Request) -> Vault:
 
 
 VaultDep = Annotated[Vault, Depends(_vault)]
+
+
+def _verifier(request: Request) -> Verifier:
+    return app_state(request).verifier
+
+
+VerifierDep = Annotated[Verifier, Depends(_verifier)]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
+from nimbus_api.validation.service import Verifier
 
 
 @dataclass
@@ -18,3 +19,4 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
     vault: Vault
+    verifier: Verifier

@@ -86,9 +86,8 @@ MAX_PTR_NAMES = 10
 
 MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
 DNS_MECHANISMS = frozenset({"include", "a", "mx", "ptr", "exists"})
-QUALIFIER_RESULTS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
-
 SpfResultCode = Literal["pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"]
+QUALIFIER_RESULTS: dict[str, SpfResultCode] = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 
 
 class SpfSyntaxError(ValueError):
@@ -493,7 +492,7 @@ class _Evaluation:
             if mechanism.queries_dns:
                 self.budget.spend(mechanism.text)
             if await self._matches(mechanism, ctx, (*path, domain)):
-                result: SpfResultCode = QUALIFIER_RESULTS[mechanism.qualifier]  # type: ignore[assignment]
+                result = QUALIFIER_RESULTS[mechanism.qualifier]
                 return result, f"'{mechanism.text}' in the SPF of {domain} matched", mechanism.text
         if record.redirect is not None:  # reached only without 'all', which always matches
             self.budget.spend(f"redirect={record.redirect}")
@@ -627,11 +626,15 @@ class _Walker:
             if mechanism.queries_dns:
                 self.lookups += 1
             if mechanism.name == "ptr":
-                self._note("uses the deprecated 'ptr' mechanism (RFC 7208 5.5): slow, and some receivers skip it")
+                self._note(
+                    f"SPF of {domain} uses the deprecated 'ptr' mechanism (RFC 7208 5.5): slow, some receivers skip it"
+                )
             spec = mechanism.domain_spec
             if spec is not None and _has_macro(spec):
                 if mechanism.name == "include":
-                    self._note(f"'{mechanism.text}' holds macros: it depends on the sender and was not followed")
+                    self._note(
+                        f"'{mechanism.text}' (SPF of {domain}) holds macros: it depends on the sender, not followed"
+                    )
                 continue
             target = (spec or domain).rstrip(".").lower()
             if mechanism.name == "include":
@@ -653,7 +656,7 @@ class _Walker:
                 self.voids += 1
         if record.redirect is not None:
             if record.has_all:
-                self._note(f"'redirect={record.redirect}' is ignored because the record has an 'all' mechanism")
+                self._note(f"SPF of {domain}: 'redirect={record.redirect}' is ignored because the record has 'all'")
             elif _has_macro(record.redirect):
                 self.lookups += 1
             else:
@@ -733,15 +736,24 @@ async def analyze_spf(domain: str, lookup: Lookup) -> SpfAnalysis:
         await walker.walk(domain, record, (domain,))
     except _Stop as stop:
         return SpfAnalysis(
-            stop.status, stop.detail, record=text, lookups=walker.lookups, void_lookups=walker.voids,
+            stop.status,
+            stop.detail,
+            record=text,
+            lookups=walker.lookups,
+            void_lookups=walker.voids,
             followed=walker.followed,
-        )  # fmt: skip
+        )
     result = SpfAnalysis(
-        "ok", f"SPF record found ({walker.lookups} DNS lookups)", record=text, lookups=walker.lookups,
-        void_lookups=walker.voids, followed=walker.followed, warnings=[f"SPF of {domain} {n}" for n in walker.notes],
-    )  # fmt: skip
+        "ok",
+        f"SPF record found ({walker.lookups} DNS lookups)",
+        record=text,
+        lookups=walker.lookups,
+        void_lookups=walker.voids,
+        followed=walker.followed,
+        warnings=list(walker.notes),
+    )
     if walker.lookups > MAX_DNS_LOOKUPS:
-        count = f"more than {walker.lookups}" if walker.truncated else str(walker.lookups)
+        count = f"at least {walker.lookups}" if walker.truncated else str(walker.lookups)
         result.status = "invalid"
         result.detail = (
             f"SPF needs {count} DNS lookups through its includes; the limit is {MAX_DNS_LOOKUPS} "

@@ -5,15 +5,21 @@ start at the values a new custom-SMTP inbox gets and are owned by the health eng
 
 Account status: ``is_active`` is the person's switch (pause/resume); ``disabled_at``/``disabled_reason``
 is the platform's (credential failures, bounce rate). An account sends only when active and not disabled.
+
+Verification: ``last_verification`` holds the latest result of the connect-time checks.
+``verification_locked_at`` is set after too many failed logins and cleared when a person changes the
+connection settings; ``credentials_version`` goes up whenever they change, so pooled connections built
+with older credentials are retired (sends already handed to SMTP finish on them).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, false, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nimbus_api.kit.db import Base, utcnow
@@ -39,12 +45,14 @@ class EmailAccount(Base):
     smtp_port: Mapped[int] = mapped_column(Integer)
     smtp_mode: Mapped[str] = mapped_column(String(10))
     smtp_username: Mapped[str | None] = mapped_column(String(320))
+    smtp_allow_plaintext_auth: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     imap_host: Mapped[str | None] = mapped_column(String(253))
     imap_port: Mapped[int | None] = mapped_column(Integer)
     imap_mode: Mapped[str | None] = mapped_column(String(10))
     imap_username: Mapped[str | None] = mapped_column(String(320))
     imap_folder: Mapped[str | None] = mapped_column(String(200))
+    imap_allow_plaintext_auth: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     dkim_selector: Mapped[str | None] = mapped_column(String(63))
     daily_send_limit: Mapped[int] = mapped_column(Integer, default=100)
@@ -61,6 +69,11 @@ class EmailAccount(Base):
     cooldown_until: Mapped[datetime | None] = mapped_column(default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+
+    last_verification: Mapped[dict[str, Any] | None] = mapped_column(JSONB, default=None)
+    last_verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    verification_locked_at: Mapped[datetime | None] = mapped_column(default=None)
+    credentials_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""Connect-time validation: prove a mailbox works (DNS, SMTP, IMAP, roundtrip) before it is saved."""

@@ -1,0 +1,336 @@
+"""Real SMTP servers for tests (aiosmtpd) on loopback, each configurable to fail the way real servers do.
+
+``TestSmtpServer`` runs *in the test's own event loop* (``loop.create_server`` with aiosmtpd's ``SMTP``
+protocol) rather than in aiosmtpd's ``Controller``, which starts a thread with a second loop. In-loop:
+
+* hooks are plain coroutines of the test's loop: ``deliver`` can await other test fixtures (an LMTP
+  client towards Dovecot, a queue) without crossing threads or loops;
+* the state tests assert on (``messages``, ``commands``, ``open_connections``) is read without locks
+  and is up to date as soon as the client's await returns;
+* start and stop are awaitables, with no thread to join and no port-readiness polling.
+
+What a server can be told to do:
+
+* ``users={"ada": "s3cret"}``: AUTH PLAIN and LOGIN through aiosmtpd's ``authenticator``; without
+  users AUTH is not advertised at all; ``auth_mechanisms=["CRAM-MD5"]`` rewrites what EHLO advertises.
+* ``tls_context=...`` offers STARTTLS, ``require_starttls=True`` answers 530 to anything but
+  EHLO/NOOP/QUIT/STARTTLS before it; ``ssl_context=...`` is implicit TLS (SMTPS) from the first byte.
+  ``auth_require_tls`` (default True) hides AUTH until TLS; it is moot under implicit TLS.
+* ``replies={"RCPT": "554 5.7.1 Relay access denied"}``: scripted replies per stage: ``CONNECT``
+  (greeting, then the server hangs up), ``EHLO``, ``STARTTLS``, ``AUTH``, ``MAIL``, ``RCPT``, and
+  ``DATA`` (the reply to the final dot). ``AUTH`` is a format string that may quote what the client
+  sent: ``{login}``, ``{password}``, ``{password_b64}``, ``{blob}`` (the PLAIN blob).
+* ``silent=True``: accepts TCP and never sends a byte (no greeting).
+* ``stall_after_dot=True``: takes the whole message and never answers the final dot.
+* ``deliver=async callable(envelope)``: every accepted message is appended to ``messages`` and then
+  handed to ``deliver`` (e.g. to LMTP into Dovecot for a roundtrip); if it raises, the client gets 451.
+
+What tests can look at: ``messages`` (aiosmtpd ``Envelope``), ``commands`` (verbs the clients sent,
+upper-case, message content excluded), ``received`` (every byte clients sent, after TLS decryption: to
+assert a secret never arrived), ``auth_attempts`` (mechanism, login), ``connections_total`` and
+``open_connections`` (to assert a client closed its connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+Deliver = Callable[[Envelope], Awaitable[Any]]
+
+SCRIPTABLE = frozenset({"CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA"})
+
+
+class _ConnectionLog:
+    """Per-connection bookkeeping shared by the SMTP and the silent protocol."""
+
+    def __init__(self, owner: TestSmtpServer) -> None:
+        self.owner = owner
+        self.raw: asyncio.BaseTransport | None = None
+        self.buffer = b""
+        self.in_data = False
+
+    def made(self, transport: asyncio.BaseTransport) -> None:
+        if self.raw is None:  # aiosmtpd calls connection_made again after STARTTLS
+            self.raw = transport
+            self.owner._track(transport)
+
+    def lost(self) -> None:
+        if self.raw is not None:
+            self.owner._untrack(self.raw)
+
+    def received(self, data: bytes) -> None:
+        self.owner.received.extend(data)
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            line = line.rstrip(b"\r")
+            if self.in_data:
+                self.in_data = line != b"."
+                continue
+            verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
+            self.owner.commands.append(verb)
+            self.in_data = verb == "DATA"
+
+
+class _SilentProtocol(asyncio.Protocol):
+    def __init__(self, owner: TestSmtpServer) -> None:
+        self.log = _ConnectionLog(owner)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.log.made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.log.received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.log.lost()
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's protocol plus connection accounting, a raw transcript and scripted stages."""
+
+    def __init__(self, owner: TestSmtpServer, handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.log = _ConnectionLog(owner)
+        self.owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.log.made(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.log.lost()
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        self.log.received(data)
+        super().data_received(data)
+
+    async def _handle_client(self) -> None:
+        greeting = self.owner.replies.get("CONNECT")
+        if greeting is None:
+            await super()._handle_client()
+            return
+        await self.push(greeting)
+        if self.transport is not None:
+            self.transport.close()
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        scripted = self.owner.replies.get("STARTTLS")
+        if scripted is not None:
+            await self.push(scripted)
+            return
+        await super().smtp_STARTTLS(arg)
+
+
+class _Handler:
+    def __init__(self, owner: TestSmtpServer) -> None:
+        self.owner = owner
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        scripted = self.owner.replies.get("EHLO")
+        if scripted is not None:
+            return [scripted]
+        session.host_name = hostname
+        lines: list[str] = []
+        for line in responses:
+            if line[4:].upper().startswith("AUTH"):
+                if self.owner.users is None:
+                    continue
+                if self.owner.auth_mechanisms is not None:
+                    line = line[:4] + " ".join(["AUTH", *self.owner.auth_mechanisms])
+            lines.append(line)
+        return lines
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        scripted = self.owner.replies.get("MAIL")
+        if scripted is not None:
+            return scripted
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        scripted = self.owner.replies.get("RCPT")
+        if scripted is not None:
+            return scripted
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        owner = self.owner
+        if owner.stall_after_dot:
+            await asyncio.Event().wait()  # cancelled by aiosmtpd when the client goes away
+        scripted = owner.replies.get("DATA")
+        if scripted is not None:
+            return scripted
+        owner.messages.append(envelope)
+        if owner.deliver is not None:
+            try:
+                await owner.deliver(envelope)
+            except Exception as exc:
+                return f"451 4.3.0 delivery failed: {type(exc).__name__}"
+        return f"250 2.0.0 OK queued as T{len(owner.messages)}"
+
+
+class TestSmtpServer:
+    """An aiosmtpd server on 127.0.0.1 in the running loop (see the module docstring for options)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        *,
+        users: Mapping[str, str] | None = None,
+        auth_mechanisms: Sequence[str] | None = None,
+        auth_require_tls: bool = True,
+        require_starttls: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        replies: Mapping[str, str] | None = None,
+        silent: bool = False,
+        stall_after_dot: bool = False,
+        deliver: Deliver | None = None,
+        hostname: str = "mail.example.test",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if tls_context is not None and ssl_context is not None:
+            raise ValueError("STARTTLS (tls_context) and implicit TLS (ssl_context) exclude each other")
+        unknown = set(replies or {}) - SCRIPTABLE
+        if unknown:
+            raise ValueError(f"cannot script {sorted(unknown)}; scriptable: {sorted(SCRIPTABLE)}")
+        self.users = dict(users) if users is not None else None
+        self.auth_mechanisms = list(auth_mechanisms) if auth_mechanisms is not None else None
+        self.auth_require_tls = auth_require_tls
+        self.require_starttls = require_starttls
+        self.tls_context = tls_context
+        self.ssl_context = ssl_context
+        self.replies = dict(replies or {})
+        self.silent = silent
+        self.stall_after_dot = stall_after_dot
+        self.deliver = deliver
+        self.hostname = hostname
+        self.host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.BaseTransport] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._connected = asyncio.Event()
+        self.messages: list[Envelope] = []
+        self.commands: list[str] = []
+        self.received = bytearray()
+        self.auth_attempts: list[tuple[str, str]] = []
+        self.connections_total = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return self._port
+
+    def _track(self, transport: asyncio.BaseTransport) -> None:
+        self._open.add(transport)
+        self.connections_total += 1
+        self._idle.clear()
+        self._connected.set()
+
+    def _untrack(self, transport: asyncio.BaseTransport) -> None:
+        self._open.discard(transport)
+        if not self._open:
+            self._idle.set()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        self.auth_attempts.append((mechanism, login))
+        scripted = self.replies.get("AUTH")
+        if scripted is not None:
+            blob = base64.b64encode(b"\0" + auth_data.login + b"\0" + auth_data.password).decode()
+            message = scripted.format(
+                login=login, password=password, password_b64=base64.b64encode(auth_data.password).decode(), blob=blob
+            )
+            return AuthResult(success=False, handled=False, message=message)
+        if self.users is not None and self.users.get(login) == password:
+            return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False)
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        if self.silent:
+            return _SilentProtocol(self)
+        return _RecordingSMTP(
+            self,
+            _Handler(self),
+            hostname=self.hostname,
+            tls_context=self.tls_context,
+            require_starttls=self.require_starttls,
+            # Under implicit TLS aiosmtpd does not know the connection is encrypted: AUTH would stay hidden.
+            auth_require_tls=self.auth_require_tls and self.ssl_context is None,
+            authenticator=self._authenticate,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> TestSmtpServer:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, self.host, self._port, ssl=self.ssl_context)
+        self._port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for transport in list(self._open):
+            with contextlib.suppress(Exception):
+                transport.abort()  # type: ignore[attr-defined]
+        await self._server.wait_closed()
+        await asyncio.sleep(0)
+
+    async def wait_until_idle(self, timeout: float = 2.0) -> bool:
+        """Wait until no client connection is open; False if some still is after ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        return not self._open
+
+    async def wait_for_connections(self, count: int = 1, timeout: float = 2.0) -> None:
+        """Wait until ``count`` connections have been accepted in total (TimeoutError otherwise)."""
+        async with asyncio.timeout(timeout):
+            while self.connections_total < count:
+                self._connected.clear()
+                await self._connected.wait()
+
+    def saw(self, verb: str) -> bool:
+        return verb.upper() in self.commands
+
+    async def __aenter__(self) -> TestSmtpServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+__all__ = ["SCRIPTABLE", "Deliver", "TestSmtpServer"]
