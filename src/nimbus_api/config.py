@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=5, ge=1, description="Failed logins before an account stops trying.")
     auth_failure_window_seconds: int = Field(default=1800, ge=1)
 
+    # --- sending ------------------------------------------------------------------------------
+    smtp_rate_per_connection: float = Field(
+        default=5.0, ge=0, le=1000, description="Sends per second per SMTP connection, all workers together; 0 = off."
+    )
+    send_lease_seconds: int = Field(default=300, ge=10, le=3600)
+    send_batch: int = Field(default=100, ge=1, le=5000)
+
     # --- behaviour ----------------------------------------------------------------------------
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,15 +1,21 @@
 """Tenant isolation, proven route by route from the app's own OpenAPI document.
 
 Workspace B owns one object of every kind (an email account, the domain it created, an audit row from a
-secret reveal). Workspace A's key then calls every operation the document lists:
+secret reveal, an account event, a started campaign with the account in its pool, contacts, an
+enrollment, a suppression). Workspace A's key then calls every operation the document lists:
 
 * routes with path parameters get B's ids and must answer 404 problem+json with a documented
-  ``*.not_found`` code, and the same call with A's own ids must succeed (so the 404 comes from
-  workspace scoping, not from a broken route), also with B's idempotency key; the accounts are real
-  mailboxes of the mail world, so the control PATCH (a new password) and verify run live checks;
+  ``*.not_found`` code; routes with several get A's ids with one of B's in turn (A's campaign with B's
+  enrollment...) and must answer 404 too; the same call with A's own ids must succeed (so the 404 comes
+  from workspace scoping, not from a broken route), also with B's idempotency key of that operation;
+  the accounts are real mailboxes of the mail world, so the control PATCH (a new password) and verify
+  run live checks;
 * routes without path parameters (lists, the workspace, create) are called plain and with every known
   filter, cursor or header set to B's values, and must not show any of B's ids, address or domain;
 * B's objects, stored secrets and audit trail read the same afterwards.
+
+The public unsubscribe link (``/u/{token}``) takes no key: it is left out of the walks and has a test of
+its own proving that a token reaches only its own workspace.
 
 The route list comes from the document, never from a hand-written list: a new path parameter, request
 body or required parameter this file does not know fails the walk with a message saying what to add,
@@ -33,12 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.pagination import encode_cursor
-from nimbus_api.models import Credential
+from nimbus_api.models import Credential, Enrollment
 from nimbus_api.workspaces import service as workspaces
 from tests.conftest import Tenant, TenantFactory, account_payload
 
 PROBLEM = "application/problem+json"
 PUBLIC_PATHS = {"/healthz", "/readyz"}
+# Public, and acting on what the token names: walked by ``test_an_unsubscribe_token_reaches_only_its_workspace``.
+TOKEN_PATHS = {"/u/{token}"}
 HTTP_METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
 # Safe calls first; deletes last, so the control calls on A's own objects find them until the end.
 METHOD_ORDER = {"get": 0, "head": 0, "options": 0, "post": 1, "put": 1, "patch": 1, "delete": 2}
@@ -58,6 +66,17 @@ class Owned:
     idempotency_key: str
     verify_idempotency_key: str
     smtp_password: str
+    event_id: str
+    campaign_id: str
+    campaign_name: str
+    contact_id: str
+    contact_email: str
+    enrollment_id: str
+    unsubscribe_token: str
+    suppression_id: str
+    suppressed_email: str
+    # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
+    idempotency_keys: dict[str, str]
 
     def secrets_to_hide(self) -> dict[str, str]:
         """What another workspace must never see of this one, by what it is."""
@@ -70,6 +89,15 @@ class Owned:
             "email address": self.email,
             "domain name": self.domain_name,
             "SMTP password": self.smtp_password,
+            "account event id": self.event_id,
+            "campaign id": self.campaign_id,
+            "campaign name": self.campaign_name,
+            "contact id": self.contact_id,
+            "contact address": self.contact_email,
+            "enrollment id": self.enrollment_id,
+            "unsubscribe token": self.unsubscribe_token,
+            "suppression id": self.suppression_id,
+            "suppressed address": self.suppressed_email,
         }
 
 
@@ -83,7 +111,14 @@ class World:
 # --- what the walk knows about the API; a new operation that needs more fails loudly -------------
 
 # Path parameter -> the object it names, as an attribute of ``Owned``.
-PATH_PARAMS: dict[str, str] = {"account_id": "account_id", "domain_id": "domain_id"}
+PATH_PARAMS: dict[str, str] = {
+    "account_id": "account_id",
+    "domain_id": "domain_id",
+    "campaign_id": "campaign_id",
+    "contact_id": "contact_id",
+    "enrollment_id": "enrollment_id",
+    "suppression_id": "suppression_id",
+}
 
 
 def _account_body(world: World) -> dict[str, Any]:
@@ -93,15 +128,45 @@ def _account_body(world: World) -> dict[str, Any]:
 def _patch_body(world: World) -> dict[str, Any]:
     # A password sent is verified before it is stored: A's mailbox really has this one. On B's account
     # the same body would be re-verified and re-encrypted, which the snapshot of B would show.
-    return {"label": "written by workspace A", "is_active": False, "smtp": {"password": world.a.smtp_password}}
+    return {
+        "label": "written by workspace A",
+        "is_active": False,
+        "smtp": {"password": world.a.smtp_password},
+        "current_stage": 5,
+        "max_connections": 2,
+    }
 
 
-# operationId -> a valid JSON body (valid for A's own object too: the control call proves it). Operations
-# without a request body (``email_accounts_verify``) need none.
+def _fresh_address(world: World) -> str:
+    return f"new-{secrets.token_hex(4)}@{world.a.domain_name}"
+
+
+def _campaign_body(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "cold",
+        "steps": [{"delay_seconds": 0, "subject": "Hi {{ contact.first_name }}", "text": "{{ unsubscribe_url }}"}],
+    }
+
+
+# operationId -> a valid request body (valid for A's own object too: the control call proves it): JSON, or
+# ``{"files": ...}`` for an upload (``FILES``). Operations without a request body (``email_accounts_verify``,
+# ``campaigns_start``) need none.
 BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "email_accounts_create": _account_body,
     "email_accounts_update": _patch_body,
+    "workspace_update": lambda world: {"monthly_send_quota": 1000},
+    "campaigns_create": lambda world: _campaign_body("written by workspace A"),
+    "campaigns_update": lambda world: {"name": "renamed by workspace A", "min_health_score": 60},
+    "campaign_accounts_attach": lambda world: {"account_ids": [world.a.account_id]},
+    "enrollments_create": lambda world: {"contact_ids": [world.a.contact_id]},
+    "contacts_create": lambda world: {"email": _fresh_address(world), "first_name": "A"},
+    "contacts_update": lambda world: {"first_name": "Renamed", "fields": {"touched": "by A"}},
+    "contacts_import": lambda world: {"contacts": [{"email": _fresh_address(world)}, {"email": world.a.contact_email}]},
+    "contacts_import_csv": lambda world: {"file": ("a.csv", f"email,city\n{_fresh_address(world)},Oslo\n", "text/csv")},
+    "suppressions_create": lambda world: {"email": _fresh_address(world)},
 }
+FILES = {"contacts_import_csv"}
 
 # Query and header parameters set to B's values on routes without path parameters: filters, cursors and
 # idempotency keys must stay inside the caller's workspace.
@@ -111,9 +176,13 @@ PROBES: dict[str, Callable[[Owned], str]] = {
     "domain": lambda b: b.domain_name,
     "name": lambda b: b.domain_name,
     "q": lambda b: b.email,
+    "email": lambda b: b.suppressed_email,
     "cursor": lambda b: encode_cursor(uuid.UUID(b.account_id)),
     "idempotency-key": lambda b: b.idempotency_key,
 }
+# Per operation, B's own key for it (B used it for the same operation, so its response is stored): one key
+# for every operation would be a mismatch in A after its first use, which proves nothing about replays.
+PER_OPERATION_PROBES = {"idempotency-key"}
 
 # Header parameters set to B's values on A's own objects (routes with path parameters): B's key of a
 # stored verify must not replay B's result, nor count as a mismatch, in A's workspace. (B's create key is
@@ -121,6 +190,12 @@ PROBES: dict[str, Callable[[Owned], str]] = {
 OWN_PROBES: dict[str, Callable[[Owned], str]] = {
     "idempotency-key": lambda b: b.verify_idempotency_key,
 }
+
+
+def probe_value(name: str, owner: Owned, op: Operation, table: dict[str, Callable[[Owned], str]]) -> str:
+    if name in PER_OPERATION_PROBES and op.id in owner.idempotency_keys:
+        return owner.idempotency_keys[op.id]
+    return table[name](owner)
 
 
 @dataclass(frozen=True)
@@ -152,7 +227,8 @@ class Operation:
         assert response is not None, f"{self}: status {status} is not documented"
         return set(re.findall(r"`([a-z0-9_.]+)`", response.get("description", "")))
 
-    def url(self, owner: Owned) -> str:
+    def url(self, owner: Owned, foreign: tuple[str, Owned] | None = None) -> str:
+        """The path with ``owner``'s ids; ``foreign=(name, other)`` takes that one parameter from ``other``."""
         path = self.path
         for name in self.path_params:
             if name not in PATH_PARAMS:
@@ -160,15 +236,17 @@ class Operation:
                     f"{self}: path parameter {name!r} is new to the isolation test; map it to the object "
                     "it names in PATH_PARAMS (and give Owned that object) so foreign ids are tried on it"
                 )
-            path = path.replace("{" + name + "}", getattr(owner, PATH_PARAMS[name]))
+            source = foreign[1] if foreign and foreign[0] == name else owner
+            path = path.replace("{" + name + "}", getattr(source, PATH_PARAMS[name]))
         return path
 
-    def body(self, world: World) -> dict[str, Any] | None:
+    def body(self, world: World) -> dict[str, Any]:
+        """Keyword arguments for the request body: ``json=`` or ``files=``."""
         if "requestBody" not in self.spec:
-            return None
+            return {}
         if self.id not in BODIES:
             pytest.fail(f"{self} takes a request body: add a valid one to BODIES in {__name__}")
-        return BODIES[self.id](world)
+        return {"files": BODIES[self.id](world)} if self.id in FILES else {"json": BODIES[self.id](world)}
 
     def check_required_params_known(self) -> None:
         for param in self.params("query") + self.params("header"):
@@ -182,7 +260,7 @@ class Operation:
         for where in ("query", "header"):
             for param in self.params(where):
                 if param["name"] in PROBES:
-                    value = {param["name"]: PROBES[param["name"]](owner)}
+                    value = {param["name"]: probe_value(param["name"], owner, self, PROBES)}
                     variants.append((value, {}) if where == "query" else ({}, value))
         return variants
 
@@ -195,25 +273,53 @@ def operations(document: dict[str, Any]) -> list[Operation]:
         if method in HTTP_METHODS
     ]
     assert ops, "the OpenAPI document lists no operations"
-    return sorted(ops, key=lambda op: (METHOD_ORDER.get(op.method, 1), op.path))
+    # deletes of nested objects (a pool member, an enrollment) before the deletes of their parents
+    return sorted(
+        ops,
+        key=lambda op: (
+            METHOD_ORDER.get(op.method, 1),
+            -op.path.count("/") if op.method == "delete" else 0,
+            op.path,
+        ),
+    )
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
+
+
+async def _post(tenant: Tenant, url: str, key: str | None = None, **kw: Any) -> Any:
+    r = await tenant.client.post(url, headers={"Idempotency-Key": key} if key else {}, **kw)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
 
 
 async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, label: str) -> Owned:
     # The domain gets its DNS zone, the address its SMTP and Dovecot user, in the mail world.
     domain_name = f"{label}-{secrets.token_hex(4)}.example"
     email = f"owner-{secrets.token_hex(4)}@{domain_name}"
-    idempotency_key = f"idem-{label}-{secrets.token_hex(4)}"
     smtp_password = f"smtp-of-{label}-{secrets.token_hex(6)}"
-    r = await tenant.client.post(
+    keys = {
+        op_id: f"idem-{op_id}-{label}-{secrets.token_hex(4)}"
+        for op_id in (
+            "email_accounts_create",
+            "email_accounts_verify",
+            "campaigns_create",
+            "campaign_accounts_attach",
+            "campaigns_start",
+            "campaigns_pause",
+            "contacts_create",
+            "contacts_import",
+            "contacts_import_csv",
+            "suppressions_create",
+            "enrollments_create",
+        )
+    }
+    account = await _post(
+        tenant,
         "/v1/email-accounts",
+        keys["email_accounts_create"],
         json=account_payload(email=email, label=f"owned by {label}", smtp_password=smtp_password),
-        headers={"Idempotency-Key": idempotency_key},
     )
-    assert r.status_code == 201, r.text
-    account = r.json()
     async with sessionmaker() as session, session.begin():
         secret = await vault.reveal_for_account(
             session, uuid.UUID(account["id"]), "smtp_password", actor=Actor.system("support"), purpose="support"
@@ -222,11 +328,47 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     audit = (await tenant.client.get("/v1/audit-log", params={"account_id": account["id"]})).json()["data"]
     assert len(audit) == 1, audit
     # a verify stored under a key of its own (its stored response is another thing to keep to this workspace)
-    verify_idempotency_key = f"idem-verify-{label}-{secrets.token_hex(4)}"
-    r = await tenant.client.post(
-        f"/v1/email-accounts/{account['id']}/verify", headers={"Idempotency-Key": verify_idempotency_key}
+    verified = await _post(tenant, f"/v1/email-accounts/{account['id']}/verify", keys["email_accounts_verify"])
+    assert verified["status"] == "passed", verified
+    # an account event: the stage set by hand
+    r = await tenant.client.patch(f"/v1/email-accounts/{account['id']}", json={"current_stage": 3})
+    assert r.status_code == 200, r.text
+    events = (await tenant.client.get(f"/v1/email-accounts/{account['id']}/events")).json()["data"]
+    assert len(events) == 1, events
+
+    # a campaign with the account in its pool, started, paused and started again
+    campaign_name = f"campaign of {label} {secrets.token_hex(4)}"
+    campaign = await _post(tenant, "/v1/campaigns", keys["campaigns_create"], json=_campaign_body(campaign_name))
+    url = f"/v1/campaigns/{campaign['id']}"
+    await _post(tenant, f"{url}/accounts", keys["campaign_accounts_attach"], json={"account_ids": [account["id"]]})
+    assert (await _post(tenant, f"{url}/start", keys["campaigns_start"]))["status"] == "active"
+    assert (await _post(tenant, f"{url}/pause", keys["campaigns_pause"]))["status"] == "paused"
+    assert (await _post(tenant, f"{url}/start"))["status"] == "active"
+
+    # contacts (one of each way in), a suppression, an enrollment
+    contact_email = f"contact-{secrets.token_hex(4)}@{domain_name}"
+    suppressed_email = f"suppressed-{secrets.token_hex(4)}@{domain_name}"
+    contact = await _post(tenant, "/v1/contacts", keys["contacts_create"], json={"email": contact_email})
+    imported = await _post(
+        tenant, "/v1/contacts/import", keys["contacts_import"], json={"contacts": [{"email": suppressed_email}]}
     )
-    assert r.status_code == 200 and r.json()["status"] == "passed", r.text
+    assert imported["created"] == 1, imported
+    csv = f"email,first_name\ncsv-{secrets.token_hex(4)}@{domain_name},Csv\n"
+    uploaded = await _post(
+        tenant, "/v1/contacts/import/csv", keys["contacts_import_csv"], files={"file": ("c.csv", csv, "text/csv")}
+    )
+    assert uploaded["created"] == 1, uploaded
+    suppression = await _post(tenant, "/v1/suppressions", keys["suppressions_create"], json={"email": suppressed_email})
+    enrolled = await _post(
+        tenant, f"{url}/enrollments", keys["enrollments_create"], json={"contact_ids": [contact["id"]]}
+    )
+    assert enrolled["enrolled"] == 1, enrolled
+    enrollments = (await tenant.client.get(f"{url}/enrollments")).json()["data"]
+    async with sessionmaker() as session:
+        token = await session.scalar(
+            select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollments[0]["id"]))
+        )
+    assert token
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -234,9 +376,19 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         domain_name=domain_name,
         email=email,
         audit_id=audit[0]["id"],
-        idempotency_key=idempotency_key,
-        verify_idempotency_key=verify_idempotency_key,
+        idempotency_key=keys["email_accounts_create"],
+        verify_idempotency_key=keys["email_accounts_verify"],
         smtp_password=smtp_password,
+        event_id=events[0]["id"],
+        campaign_id=campaign["id"],
+        campaign_name=campaign_name,
+        contact_id=contact["id"],
+        contact_email=contact_email,
+        enrollment_id=enrollments[0]["id"],
+        unsubscribe_token=token,
+        suppression_id=suppression["id"],
+        suppressed_email=suppressed_email,
+        idempotency_keys=keys,
     )
 
 
@@ -253,13 +405,23 @@ async def world(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[Asy
 async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
     """Everything the owner can read about its objects, plus the stored ciphertexts."""
     client = owner.tenant.client
+    campaign = f"/v1/campaigns/{owner.campaign_id}"
     reads = {
         "account": f"/v1/email-accounts/{owner.account_id}",
+        "account events": f"/v1/email-accounts/{owner.account_id}/events",
         "domain": f"/v1/domains/{owner.domain_id}",
         "accounts": "/v1/email-accounts",
         "domains": "/v1/domains",
         "audit": "/v1/audit-log",
         "workspace": "/v1/workspace",
+        "campaign": campaign,
+        "campaigns": "/v1/campaigns",
+        "pool": f"{campaign}/accounts",
+        "enrollments": f"{campaign}/enrollments",
+        "stats": f"{campaign}/stats",
+        "contact": f"/v1/contacts/{owner.contact_id}",
+        "contacts": "/v1/contacts",
+        "suppressions": "/v1/suppressions",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():
@@ -288,10 +450,12 @@ def assert_hides(response: httpx.Response, owner: Owned, op: Operation, *, allow
             )
 
 
-async def foreign_object(op: Operation, world: World) -> None:
-    """A's key on B's object: 404, a documented not-found code, nothing of B's beyond the URL's id."""
-    r = await world.a.tenant.client.request(op.method, op.url(world.b), json=op.body(world))
-    assert r.status_code == 404, f"{op} with workspace B's ids answered {r.status_code}, not 404: {r.text}"
+async def foreign_object(op: Operation, world: World, foreign: str | None = None) -> None:
+    """A's key on B's object: 404, a documented not-found code, nothing of B's beyond the URL's id.
+    ``foreign``: only this path parameter is B's, the others are A's (A's campaign, B's enrollment)."""
+    url = op.url(world.a, foreign=(foreign, world.b)) if foreign else op.url(world.b)
+    r = await world.a.tenant.client.request(op.method, url, **op.body(world))
+    assert r.status_code == 404, f"{op} with workspace B's ids ({url}) answered {r.status_code}, not 404: {r.text}"
     assert r.headers["content-type"] == PROBLEM, f"{op}: {r.headers['content-type']}"
     problem = r.json()
     assert NOT_FOUND_CODE.match(problem["code"]), f"{op}: code {problem['code']!r} is not a not-found code"
@@ -301,17 +465,19 @@ async def foreign_object(op: Operation, world: World) -> None:
     assert problem["status"] == 404
     assert problem["type"] == f"urn:nimbus:problem:{problem['code']}"
     # The id B's object was asked by appears in ``instance`` (the request path): that's the caller's input.
-    assert_hides(r, world.b, op, allow=tuple(w for w, v in world.b.secrets_to_hide().items() if v in op.url(world.b)))
+    assert_hides(r, world.b, op, allow=tuple(w for w, v in world.b.secrets_to_hide().items() if v in url))
 
 
 async def own_object(op: Operation, world: World) -> None:
     """Control: the same call on A's own object succeeds, so the 404 above is workspace scoping. Known
     headers (an idempotency key) are tried with B's values as well: B's stored response is not replayed."""
     variants: list[dict[str, str]] = [{}] + [
-        {p["name"]: OWN_PROBES[p["name"]](world.b)} for p in op.params("header") if p["name"] in OWN_PROBES
+        {p["name"]: probe_value(p["name"], world.b, op, OWN_PROBES)}
+        for p in op.params("header")
+        if p["name"] in OWN_PROBES
     ]
     for headers in variants:
-        r = await world.a.tenant.client.request(op.method, op.url(world.a), headers=headers, json=op.body(world))
+        r = await world.a.tenant.client.request(op.method, op.url(world.a), headers=headers, **op.body(world))
         assert r.status_code == op.success_status, (
             f"control: {op} with headers {headers} on workspace A's own object answered {r.status_code}: {r.text}"
         )
@@ -325,7 +491,7 @@ async def collection(op: Operation, world: World) -> None:
     """A route without path parameters: plain and with B's values in every known filter and header."""
     for params, extra_headers in op.probes(world.b):
         r = await world.a.tenant.client.request(
-            op.method, op.path, params=params, headers=extra_headers, json=op.body(world)
+            op.method, op.path, params=params, headers=extra_headers, **op.body(world)
         )
         assert r.status_code == op.success_status, (
             f"{op} with params {params} headers {extra_headers} answered {r.status_code}: {r.text}"
@@ -346,9 +512,15 @@ async def test_foreign_key_gets_404_on_every_route_and_changes_nothing(
 
     exercised: set[str] = set()
     for op in ops:
+        if op.path in TOKEN_PATHS:
+            exercised.add(str(op))  # public: see test_an_unsubscribe_token_reaches_only_its_workspace
+            continue
         op.check_required_params_known()
         if op.path_params:
             await foreign_object(op, world)
+            if len(op.path_params) > 1:
+                for name in op.path_params:
+                    await foreign_object(op, world, foreign=name)
             await own_object(op, world)
         elif op.method == "get" or op.id in BODIES:
             await collection(op, world)
@@ -359,6 +531,7 @@ async def test_foreign_key_gets_404_on_every_route_and_changes_nothing(
     assert exercised == {str(op) for op in ops}
     assert any(op.path_params for op in ops), "no route with a path parameter was walked"
     assert {"email_accounts_update", "email_accounts_verify"} <= {op.id for op in ops}, "verifying routes walked"
+    assert any(len(op.path_params) > 1 for op in ops), "a route with nested path parameters was walked"
     after = await snapshot(world.b, sessionmaker)
     assert after == before, "workspace A's calls changed workspace B's objects"
 
@@ -385,7 +558,14 @@ async def test_every_route_needs_a_live_key(
         transport=httpx.ASGITransport(app=app), base_url="http://nimbus.test", headers=headers
     ) as client:
         for op in ops:
-            r = await client.request(op.method, op.url(world.b), json=op.body(world))
+            if op.path in TOKEN_PATHS:
+                # no key needed: an unknown token is a 404, not a 401 (a known one is walked elsewhere)
+                assert "security" not in op.spec, f"{op} is public but documents a security requirement"
+                r = await client.request(op.method, op.path.replace("{token}", "unknown-token"))
+                assert r.status_code == 404 and r.json()["code"] == "unsubscribe.not_found", f"{op}: {r.text}"
+                exercised.add(str(op))
+                continue
+            r = await client.request(op.method, op.url(world.b), **op.body(world))
             if op.path in PUBLIC_PATHS:
                 assert "security" not in op.spec, f"{op} is public but documents a security requirement"
                 assert r.status_code == op.success_status, f"{op}: {r.status_code} {r.text}"
@@ -398,7 +578,9 @@ async def test_every_route_needs_a_live_key(
                 assert problem["code"] == "auth.invalid_api_key"
                 assert problem["code"] in op.documented_codes(401)
                 assert problem["type"] == "urn:nimbus:problem:auth.invalid_api_key"
-                assert_hides(r, world.b, op, allow=("account id", "domain id"))
+                assert_hides(
+                    r, world.b, op, allow=tuple(w for w, v in world.b.secrets_to_hide().items() if v in r.url.path)
+                )
             exercised.add(str(op))
     assert exercised == {str(op) for op in ops}
     assert await snapshot(world.b, sessionmaker) == before
@@ -423,3 +605,26 @@ async def test_same_address_in_two_workspaces_stays_two_objects(
     domain = (await world.a.tenant.client.get(f"/v1/domains/{mine['domain_id']}")).json()
     assert domain["account_count"] == 1
     assert await snapshot(world.b, sessionmaker) == before
+
+
+async def test_an_unsubscribe_token_reaches_only_its_workspace(
+    app: Any, world: World, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The public link needs no key, so the token is the only thing scoping it: A's token suppresses A's
+    contact in A, even when B has a contact with the same address, enrolled in B's campaign."""
+    a, b = world.a, world.b
+    (twin,) = [(await b.tenant.client.post("/v1/contacts", json={"email": a.contact_email.upper()})).json()["id"]]
+    r = await b.tenant.client.post(f"/v1/campaigns/{b.campaign_id}/enrollments", json={"contact_ids": [twin]})
+    assert r.json()["enrolled"] == 1, r.text
+    before = await snapshot(b, sessionmaker)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://nimbus.test") as public:
+        for method in ("get", "post", "post"):
+            r = await public.request(method, f"/u/{a.unsubscribe_token}", data={"List-Unsubscribe": "One-Click"})
+            assert r.status_code == 200, r.text
+            assert_hides(r, b, Operation(method, "/u/{token}", {}))
+            assert_hides(r, a, Operation(method, "/u/{token}", {}), allow=("unsubscribe token",))
+    assert await snapshot(b, sessionmaker) == before, "A's unsubscribe link changed workspace B"
+    suppressed = (await a.tenant.client.get("/v1/suppressions", params={"reason": "unsubscribed"})).json()["data"]
+    assert [s["email"] for s in suppressed] == [a.contact_email]
+    enrollments = (await a.tenant.client.get(f"/v1/campaigns/{a.campaign_id}/enrollments")).json()["data"]
+    assert [(e["email"], e["status"]) for e in enrollments] == [(a.contact_email, "stopped")]

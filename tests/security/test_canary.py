@@ -30,6 +30,7 @@ from arq.connections import RedisSettings
 from arq.jobs import SerializationError
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.accounts import drafts
@@ -41,6 +42,7 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
+from nimbus_api.models import Enrollment
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
 from tests.conftest import Tenant, account_payload, change_smtp_password
 from tests.security.test_dump import assert_absent
@@ -203,6 +205,19 @@ def _routes(app: FastAPI) -> set[tuple[str, str]]:
         ("GET", "/v1/domains/{domain_id}"),
         ("GET", "/v1/audit-log"),
         ("GET", "/v1/workspace"),
+        ("PATCH", "/v1/workspace"),
+        ("GET", "/v1/email-accounts/{account_id}/events"),
+        ("POST", "/v1/campaigns"),
+        ("GET", "/v1/campaigns/{campaign_id}"),
+        ("POST", "/v1/campaigns/{campaign_id}/start"),
+        ("GET", "/v1/campaigns/{campaign_id}/stats"),
+        ("POST", "/v1/campaigns/{campaign_id}/accounts"),
+        ("POST", "/v1/campaigns/{campaign_id}/enrollments"),
+        ("POST", "/v1/contacts/import"),
+        ("POST", "/v1/contacts/import/csv"),
+        ("GET", "/v1/suppressions"),
+        ("GET", "/u/{token}"),
+        ("POST", "/u/{token}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
     }
@@ -410,23 +425,69 @@ async def test_a_canary_password_leaks_nowhere(
         await pool.aclose()
 
     # --- every route of the app, authenticated and not ------------------------------------------------
+    # the sending objects the routes name: a started campaign with the account in its pool, a contact
+    # enrolled in it (its unsubscribe token), a suppression
     domain_id = account["domain_id"]
-    ids = {"account_id": account_id, "domain_id": domain_id}
+    r = await call(
+        "POST",
+        "/v1/campaigns",
+        json={"name": "canary campaign", "type": "cold", "steps": [{"delay_seconds": 0, "subject": "s", "text": "t"}]},
+    )
+    campaign_id = r.json()["id"]
+    await call("POST", f"/v1/campaigns/{campaign_id}/accounts", json={"account_ids": [account_id]})
+    assert (await call("POST", f"/v1/campaigns/{campaign_id}/start")).json()["status"] == "active"
+    contact_id = (await call("POST", "/v1/contacts", json={"email": "reader@example.test"})).json()["id"]
+    await call("POST", f"/v1/campaigns/{campaign_id}/enrollments", json={"contact_ids": [contact_id]})
+    enrollment_id = (await call("GET", f"/v1/campaigns/{campaign_id}/enrollments")).json()["data"][0]["id"]
+    suppression_id = (await call("POST", "/v1/suppressions", json={"email": "never@example.test"})).json()["id"]
+    async with sessionmaker() as session:
+        token = await session.scalar(
+            select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollment_id))
+        )
+    ids = {
+        "account_id": account_id,
+        "domain_id": domain_id,
+        "campaign_id": campaign_id,
+        "contact_id": contact_id,
+        "enrollment_id": enrollment_id,
+        "suppression_id": suppression_id,
+        "token": str(token),
+    }
+
+    def request_body(method: str, template: str) -> dict[str, Any]:
+        """What each route takes; the account routes get the canary (as a new mailbox or new passwords)."""
+        fresh = f"canary-{secrets.token_hex(4)}@example.test"
+        bodies: dict[tuple[str, str], dict[str, Any]] = {
+            ("POST", "/v1/campaigns"): {"json": {"name": "c", "type": "nurture"}},
+            ("POST", "/v1/campaigns/{campaign_id}/accounts"): {"json": {"account_ids": [account_id]}},
+            ("POST", "/v1/campaigns/{campaign_id}/enrollments"): {"json": {"contact_ids": [contact_id]}},
+            ("POST", "/v1/campaigns/{campaign_id}/start"): {},
+            ("POST", "/v1/campaigns/{campaign_id}/pause"): {},
+            ("POST", "/v1/contacts"): {"json": {"email": fresh}},
+            ("POST", "/v1/contacts/import"): {"json": {"contacts": [{"email": fresh}]}},
+            ("POST", "/v1/contacts/import/csv"): {"files": {"file": ("c.csv", f"email\n{fresh}\n", "text/csv")}},
+            ("POST", "/v1/suppressions"): {"json": {"email": fresh}},
+            ("POST", "/u/{token}"): {"data": {"List-Unsubscribe": "One-Click"}},
+            ("PATCH", "/v1/campaigns/{campaign_id}"): {"json": {"name": "renamed"}},
+            ("PATCH", "/v1/contacts/{contact_id}"): {"json": {"first_name": "Reader"}},
+            ("PATCH", "/v1/workspace"): {"json": {"monthly_send_quota": 10}},
+        }
+        if (method, template) in bodies:
+            return bodies[(method, template)]
+        if method in {"POST", "PUT"}:
+            return {"json": body(email=fresh)}
+        if method == "PATCH":
+            return {"json": {"smtp": {"password": canary}, "imap": {"password": canary}}}
+        return {}
+
     order = {"GET": 0, "HEAD": 0, "OPTIONS": 0, "POST": 1, "PUT": 1, "PATCH": 2, "DELETE": 3}
-    calls: list[tuple[int, str, str]] = []
-    for method, path in _routes(app):
-        calls.append((order.get(method, 1), method, _path_for(path, ids, account_id)))
-    for _, method, path in sorted(calls):
-        kw: dict[str, Any] = {}
-        if method in {"POST", "PUT"}:
-            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.test")
-        elif method == "PATCH":
-            kw["json"] = {"smtp": {"password": canary}, "imap": {"password": canary}}
-        unauthenticated = await call(method, path, client=http, **kw)
+    calls: list[tuple[int, str, str, str]] = []
+    for method, template in _routes(app):
+        calls.append((order.get(method, 1), method, _path_for(template, ids, account_id), template))
+    for _, method, path, template in sorted(calls):
+        unauthenticated = await call(method, path, client=http, **request_body(method, template))
         assert unauthenticated.status_code < 500, (method, path)
-        if method in {"POST", "PUT"}:
-            kw["json"] = body(email=f"canary-{secrets.token_hex(4)}@example.test")
-        r = await call(method, path, **kw)
+        r = await call(method, path, **request_body(method, template))
         assert r.status_code < 500, (method, path, r.text)
         if method != "DELETE":
             assert r.status_code < 300, (method, path, r.text)

@@ -53,6 +53,7 @@ class MailWorld:
         )
         self._dkim = _dkim_public_key()
         self._domains: set[str] = set()
+        self._mailboxes: set[str] = set()
 
     async def start(self) -> None:
         await self.dns.start()
@@ -68,8 +69,11 @@ class MailWorld:
         await self.dns.stop()
 
     async def _deliver(self, envelope: Envelope) -> None:
+        # Mail to a mailbox of this world lands in Dovecot; mail to anyone else (campaign recipients) is
+        # accepted and kept in ``smtp.messages`` only, like a relay handing it to the internet.
         for rcpt in envelope.rcpt_tos:
-            await asyncio.to_thread(self.dovecot.deliver_lmtp, rcpt.lower(), envelope.original_content or b"")
+            if rcpt.lower() in self._mailboxes:
+                await asyncio.to_thread(self.dovecot.deliver_lmtp, rcpt.lower(), envelope.original_content or b"")
 
     def _mail_records(self, owner: str) -> str:
         return (
@@ -96,6 +100,7 @@ class MailWorld:
         assert self.smtp.users is not None
         self.smtp.users[login] = smtp_password
         self.dovecot.add_user(login, imap_password)
+        self._mailboxes.add(login)
         self.add_domain(login.rpartition("@")[2])
 
     def settings_overrides(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Response
 
 from nimbus_api.accounts import service
 from nimbus_api.accounts.schemas import (
+    AccountEventPage,
     CampaignType,
     EmailAccountCreate,
     EmailAccountPage,
@@ -159,6 +160,25 @@ async def email_accounts_verify(
 
     response: Response = await idem.run(200, operation)
     return response
+
+
+@router.get(
+    "/{account_id}/events",
+    name="email_accounts_list_events",
+    summary="List an email account's events (stage changes)",
+    responses=_NOT_FOUND,
+)
+async def email_accounts_list_events(
+    account_id: uuid.UUID,
+    auth: AuthContext,
+    session: Session,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> AccountEventPage:
+    """What people and the platform did to the account, newest first: `stage_changed` when a PATCH sets
+    `current_stage` (with the API key that did it)."""
+    data, next_cursor = await service.list_events(session, auth.workspace_id, account_id, cursor, limit)
+    return AccountEventPage(data=data, next_cursor=next_cursor)
 
 
 @router.delete(

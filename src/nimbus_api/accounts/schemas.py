@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -29,6 +29,10 @@ Mode = Literal["ssl", "starttls", "none"]
 CampaignType = Literal["cold", "nurture"]
 Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 Folder = Annotated[SingleLine, Field(max_length=200)]
+NewContactsLimit = Annotated[int, Field(ge=1, le=100_000)]
+MaxConnections = Annotated[int, Field(ge=1, le=10)]
+SendInterval = Annotated[int, Field(ge=0, le=86_400)]
+Stage = Annotated[int, Field(ge=0, le=5)]
 
 _IMPLICIT_TLS_PORTS = {465: "SMTP", 993: "IMAP"}
 _IN_BAND_TLS_PORTS = {25: "SMTP", 587: "SMTP", 143: "IMAP"}
@@ -111,6 +115,11 @@ class _AccountFields(StrictModel):
     sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] = 120
     campaign_types: Annotated[list[CampaignType], Field(min_length=1, max_length=2)] = ["cold", "nurture"]
     is_active: bool = True
+    daily_new_contacts_limit: NewContactsLimit | None = Field(
+        default=None, description="Step-1 sends (first contact with a person) per UTC day; null: no limit of its own."
+    )
+    max_connections: MaxConnections = Field(default=1, description="Concurrent SMTP connections to the server.")
+    min_send_interval_seconds: SendInterval = Field(default=0, description="Least gap between two sends.")
 
     @field_validator("campaign_types")
     @classmethod
@@ -145,6 +154,13 @@ class EmailAccountUpdate(StrictModel):
     sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] | None = None
     campaign_types: Annotated[list[CampaignType], Field(min_length=1, max_length=2)] | None = None
     is_active: bool | None = None
+    daily_new_contacts_limit: NewContactsLimit | None = Field(default=None, description="null removes the limit.")
+    max_connections: MaxConnections | None = None
+    min_send_interval_seconds: SendInterval | None = None
+    current_stage: Stage | None = Field(
+        default=None,
+        description="Set the warm-up stage of an inbox warmed elsewhere; recorded as a `stage_changed` event.",
+    )
 
     @field_validator("campaign_types")
     @classmethod
@@ -190,6 +206,10 @@ class EmailAccountRead(BaseModel):
     imap: ImapSettingsOut | None
     dkim_selector: str | None
     daily_send_limit: int
+    daily_new_contacts_limit: int | None
+    max_connections: int
+    min_send_interval_seconds: int
+    last_sent_at: datetime | None
     sync_interval_seconds: int
     campaign_types: list[CampaignType]
     is_active: bool
@@ -213,3 +233,17 @@ class EmailAccountRead(BaseModel):
 class EmailAccountPage(BaseModel):
     data: list[EmailAccountRead]
     next_cursor: str | None = Field(description="Pass as `cursor` to fetch the next page; null at the end.")
+
+
+class AccountEventRead(BaseModel):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    kind: str = Field(description="`stage_changed`.")
+    actor: str = Field(description="`api_key:<id>` or `system:<task>`.")
+    detail: dict[str, Any] = Field(description='`stage_changed`: `{"from": 1, "to": 4}`.')
+    created_at: datetime
+
+
+class AccountEventPage(BaseModel):
+    data: list[AccountEventRead]
+    next_cursor: str | None

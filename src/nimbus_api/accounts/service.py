@@ -25,6 +25,7 @@ from nimbus_api.accounts import drafts
 from nimbus_api.accounts.drafts import AccountDraft, ServerDraft, is_stored
 from nimbus_api.accounts.errors import AccountNotFound, EmailAccountExists
 from nimbus_api.accounts.schemas import (
+    AccountEventRead,
     EmailAccountCreate,
     EmailAccountRead,
     EmailAccountUpdate,
@@ -37,7 +38,7 @@ from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
-from nimbus_api.models import Credential, Domain, EmailAccount
+from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount
 from nimbus_api.validation.schemas import VerificationResult
 from nimbus_api.validation.service import VerificationFailed, VerificationLocked, Verifier
 
@@ -71,7 +72,16 @@ async def create(
 
 # --- update ---------------------------------------------------------------------------------------
 
-_NOT_NULLABLE = {"provider", "daily_send_limit", "sync_interval_seconds", "campaign_types", "is_active"}
+_NOT_NULLABLE = {
+    "provider",
+    "daily_send_limit",
+    "sync_interval_seconds",
+    "campaign_types",
+    "is_active",
+    "max_connections",
+    "min_send_interval_seconds",
+    "current_stage",
+}
 
 
 async def update(
@@ -123,6 +133,16 @@ async def update(
         account.credentials_version += 1
         account.verification_locked_at = None
 
+    if "current_stage" in set_fields and patch.current_stage != account.current_stage:
+        session.add(
+            AccountEvent(
+                workspace_id=workspace_id,
+                account_id=account.id,
+                kind="stage_changed",
+                actor=actor.value,
+                detail={"from": account.current_stage, "to": patch.current_stage},
+            )
+        )
     for name in set_fields - {"smtp", "imap"}:
         setattr(account, name, getattr(patch, name))
     _apply_servers(account, draft)
@@ -326,6 +346,10 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 else None,
                 dkim_selector=a.dkim_selector,
                 daily_send_limit=a.daily_send_limit,
+                daily_new_contacts_limit=a.daily_new_contacts_limit,
+                max_connections=a.max_connections,
+                min_send_interval_seconds=a.min_send_interval_seconds,
+                last_sent_at=a.last_sent_at,
                 sync_interval_seconds=a.sync_interval_seconds,
                 campaign_types=a.campaign_types,
                 is_active=a.is_active,
@@ -347,3 +371,17 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
             )
         )
     return out
+
+
+async def list_events(
+    session: AsyncSession, workspace_id: uuid.UUID, account_id: uuid.UUID, cursor: str | None, limit: int
+) -> tuple[list[AccountEventRead], str | None]:
+    account = await get(session, workspace_id, account_id)
+    stmt = select(AccountEvent).where(AccountEvent.workspace_id == workspace_id, AccountEvent.account_id == account.id)
+    rows, next_cursor = page_of(list(await session.scalars(paginate(stmt, AccountEvent.id, cursor, limit))), limit)
+    return [
+        AccountEventRead(
+            id=e.id, account_id=e.account_id, kind=e.kind, actor=e.actor, detail=e.detail, created_at=e.created_at
+        )
+        for e in rows
+    ], next_cursor

@@ -21,13 +21,18 @@ from nimbus_api.accounts.endpoints import router as accounts_router
 from nimbus_api.api.health import router as health_router
 from nimbus_api.api.state import AppState
 from nimbus_api.audit.endpoints import router as audit_router
+from nimbus_api.campaigns.endpoints import router as campaigns_router
 from nimbus_api.config import Settings, get_settings
+from nimbus_api.contacts.endpoints import router as contacts_router
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.domains.endpoints import router as domains_router
+from nimbus_api.enrollments.endpoints import router as enrollments_router
+from nimbus_api.enrollments.endpoints import unsubscribe_router
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemDetail, ValidationProblem
 from nimbus_api.providers.endpoints import router as providers_router
+from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
 from nimbus_api.workspaces.endpoints import router as workspace_router
 
@@ -164,6 +169,11 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         domains_router,
         providers_router,
         audit_router,
+        campaigns_router,
+        enrollments_router,
+        contacts_router,
+        suppressions_router,
+        unsubscribe_router,
     ):
         app.include_router(router)
 

@@ -51,8 +51,9 @@ class Idempotency:
         self.auth = auth
         self.key = key
 
-    async def _request_hash(self) -> str:
-        body = await self.request.body()
+    async def _request_hash(self, body: bytes | None) -> str:
+        if body is None:
+            body = await self.request.body()
         try:
             canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
         except ValueError:
@@ -77,12 +78,16 @@ class Idempotency:
             )
         return JSONResponse(record.response_body, status_code=record.response_status, headers={REPLAY_HEADER: "true"})
 
-    async def run(self, status_code: int, operation: Callable[[], Awaitable[BaseModel]]) -> Any:
+    async def run(
+        self, status_code: int, operation: Callable[[], Awaitable[BaseModel]], *, request_body: bytes | None = None
+    ) -> Any:
+        """``request_body``: what identifies the request when the raw body was consumed by parsing (an
+        upload's content); by default the raw body."""
         if self.key is None:
             return JSONResponse((await operation()).model_dump(mode="json"), status_code=status_code)
         if not (1 <= len(self.key) <= 255) or not self.key.isascii() or not self.key.isprintable():
             raise IdempotencyKeyInvalid()
-        request_hash = await self._request_hash()
+        request_hash = await self._request_hash(request_body)
         existing = await self._find()
         if existing is not None:
             return self._replay(existing, request_hash)

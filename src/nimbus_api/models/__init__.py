@@ -1,21 +1,36 @@
 """ORM models, one module per table. Relationships are ``lazy="raise"``: every load is explicit."""
 
+from nimbus_api.models.account_event import AccountEvent
 from nimbus_api.models.api_key import ApiKey
 from nimbus_api.models.audit import CredentialAccess
+from nimbus_api.models.campaign import Campaign, CampaignAccount, CampaignStep
+from nimbus_api.models.contact import Contact, Suppression
 from nimbus_api.models.credential import Credential
 from nimbus_api.models.data_key import DataKey
 from nimbus_api.models.domain import Domain
 from nimbus_api.models.email_account import EmailAccount
+from nimbus_api.models.enrollment import Enrollment
 from nimbus_api.models.idempotency import IdempotencyRecord
+from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
 from nimbus_api.models.workspace import Workspace
 
 __all__ = [
+    "AccountDailyUsage",
+    "AccountEvent",
     "ApiKey",
+    "Campaign",
+    "CampaignAccount",
+    "CampaignStep",
+    "Contact",
     "Credential",
     "CredentialAccess",
     "DataKey",
     "Domain",
     "EmailAccount",
+    "Enrollment",
     "IdempotencyRecord",
+    "Message",
+    "SendAttempt",
+    "Suppression",
     "Workspace",
 ]

@@ -56,6 +56,10 @@ class EmailAccount(Base):
 
     dkim_selector: Mapped[str | None] = mapped_column(String(63))
     daily_send_limit: Mapped[int] = mapped_column(Integer, default=100)
+    daily_new_contacts_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_connections: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    min_send_interval_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_sent_at: Mapped[datetime | None] = mapped_column(default=None)
     sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=120)
     campaign_types: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
     is_active: Mapped[bool] = mapped_column(default=True)

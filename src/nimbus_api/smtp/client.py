@@ -526,6 +526,40 @@ async def transmit(conn: SmtpConnection, *, sender: str, recipients: Sequence[st
     return parse_reply(final.code, final.message, conn.secret_forms)
 
 
+async def reset(conn: SmtpConnection, *, timeout: float | None = None) -> bool:
+    """RSET (RFC 5321 4.1.1.5) on a connection about to be reused: abort any transaction, prove it is alive.
+
+    True when the server answered 250. Anything else (no connection, a timeout, a lost connection, another
+    reply) closes the connection and returns False: the caller opens a new one. ``timeout`` defaults to
+    ``net.command_timeout``. A cancellation closes the connection at once.
+    """
+    if not conn.is_connected:
+        conn.close()
+        return False
+    limit = conn.net.command_timeout if timeout is None else timeout
+    try:
+        # execute_command rather than SMTP.rset(): rset() would send EHLO first on a reset session.
+        response = await _promptly_cancellable(conn.execute_command(b"RSET", timeout=limit), on_cancel=conn.close)
+    except (SMTPException, OSError, TimeoutError):
+        conn.close()
+        return False
+    if response.code != 250:
+        conn.close()
+        return False
+    return True
+
+
+async def close_gracefully(conn: SmtpConnection, *, timeout: float | None = None) -> None:
+    """QUIT (bounded by ``timeout``, default ``net.command_timeout``), then close; never raises but on cancellation."""
+    try:
+        if conn.is_connected:
+            limit = conn.net.command_timeout if timeout is None else timeout
+            with contextlib.suppress(SMTPException, OSError, TimeoutError):
+                await _promptly_cancellable(conn.quit(timeout=limit), on_cancel=conn.close)
+    finally:
+        conn.close()
+
+
 async def send_test_message(
     server: SmtpServer, net: NetContext, *, sender: str, recipient: str, message: bytes
 ) -> SendResult:
@@ -558,7 +592,9 @@ __all__ = [
     "SendResult",
     "SmtpConnection",
     "SmtpServer",
+    "close_gracefully",
     "connect",
+    "reset",
     "send_test_message",
     "transmit",
 ]

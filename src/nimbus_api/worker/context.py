@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
+from nimbus_api.sending.mx import MxChecker
+from nimbus_api.smtp.pacing import Pacer
+from nimbus_api.smtp.pool import SmtpPool
 
 
 @dataclass
@@ -19,6 +22,10 @@ class WorkerResources:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     vault: Vault
+    pool: SmtpPool
+    pacer: Pacer | None
+    mx: MxChecker
+    worker_id: str
 
 
 def resources(ctx: dict[str, Any]) -> WorkerResources:

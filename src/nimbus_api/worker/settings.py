@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import structlog
-from arq import cron
+from arq import cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
@@ -13,12 +14,23 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
+from nimbus_api.kit.net import build_net_context
+from nimbus_api.sending.mx import MxChecker
+from nimbus_api.sending.tasks import QUEUE_NAME, SEND_SLICE_SECONDS, dispatch_tick, send_inbox, sweep_tick
+from nimbus_api.smtp.pacing import Pacer
+from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.worker.context import WorkerResources
 from nimbus_api.worker.tasks import purge_idempotency_keys
 
 log = structlog.get_logger(__name__)
-QUEUE_NAME = "nimbus:queue"
-FUNCTIONS: list[Any] = [purge_idempotency_keys]
+FUNCTIONS: list[Any] = [
+    purge_idempotency_keys,
+    func(send_inbox, keep_result=0, timeout=SEND_SLICE_SECONDS + 120),
+    func(dispatch_tick, keep_result=0),
+    func(sweep_tick, keep_result=0),
+]
+_EVERY_5_SECONDS = set(range(0, 60, 5))
+_EVERY_30_SECONDS = {0, 30}
 
 
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
@@ -29,19 +41,35 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         engine = make_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        net = build_net_context(settings)
+        pool = SmtpPool(net)
+        await pool.start()
+        rate = settings.smtp_rate_per_connection
         ctx["nimbus"] = WorkerResources(
-            settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine), vault=Vault(keyring)
+            settings=settings,
+            engine=engine,
+            sessionmaker=make_sessionmaker(engine),
+            vault=Vault(keyring),
+            pool=pool,
+            pacer=Pacer(ctx["redis"], rate) if rate > 0 else None,
+            mx=MxChecker(net.resolver),
+            worker_id=f"worker-{uuid.uuid4().hex[:10]}",
         )
         log.info("worker_started", queue=QUEUE_NAME)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         resources: WorkerResources | None = ctx.get("nimbus")
         if resources is not None:
+            await resources.pool.close()
             await resources.engine.dispose()
 
     return {
         "functions": FUNCTIONS,
-        "cron_jobs": [cron(purge_idempotency_keys, minute={7, 37}, run_at_startup=True, unique=True)],
+        "cron_jobs": [
+            cron(purge_idempotency_keys, minute={7, 37}, run_at_startup=True, unique=True),
+            cron(dispatch_tick, second=_EVERY_5_SECONDS, unique=True, keep_result=0),
+            cron(sweep_tick, second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
+        ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
         "on_startup": on_startup,

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.api.deps import AuthContext, Session
+from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.validators import StrictModel
 from nimbus_api.models import Workspace
+from nimbus_api.workspaces import service
 
 router = APIRouter(prefix="/v1/workspace", tags=["workspace"], responses=problem_responses(401))
 
@@ -16,10 +21,44 @@ router = APIRouter(prefix="/v1/workspace", tags=["workspace"], responses=problem
 class WorkspaceRead(BaseModel):
     id: uuid.UUID
     name: str
+    monthly_send_quota: int | None = Field(description="Sends per calendar month (UTC); null: no quota.")
+    sent_this_month: int = Field(description="Messages sent since the start of this month (UTC).")
     created_at: datetime
+
+
+class WorkspaceUpdate(StrictModel):
+    monthly_send_quota: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = Field(
+        default=None, description="Sends per calendar month (UTC); null removes the quota."
+    )
+
+
+async def _read(session: AsyncSession, workspace: Workspace) -> WorkspaceRead:
+    now = utcnow()
+    month_start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    return WorkspaceRead(
+        id=workspace.id,
+        name=workspace.name,
+        monthly_send_quota=workspace.monthly_send_quota,
+        sent_this_month=await service.sent_since(session, workspace.id, month_start),
+        created_at=workspace.created_at,
+    )
 
 
 @router.get("", name="workspace_get", summary="The workspace of the calling API key")
 async def workspace_get(auth: AuthContext, session: Session) -> WorkspaceRead:
-    workspace = await session.get_one(Workspace, auth.workspace_id)
-    return WorkspaceRead(id=workspace.id, name=workspace.name, created_at=workspace.created_at)
+    return await _read(session, await session.get_one(Workspace, auth.workspace_id))
+
+
+@router.patch(
+    "",
+    name="workspace_update",
+    summary="Update the workspace's settings",
+    responses=problem_responses(422),
+)
+async def workspace_update(payload: WorkspaceUpdate, auth: AuthContext, session: Session) -> WorkspaceRead:
+    """`monthly_send_quota`: campaigns stop sending for the rest of the month once it is reached."""
+    workspace = await session.get_one(Workspace, auth.workspace_id, with_for_update=True)
+    if "monthly_send_quota" in payload.model_fields_set:
+        workspace.monthly_send_quota = payload.monthly_send_quota
+    await session.flush()
+    return await _read(session, workspace)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import ApiKey, Workspace
+from nimbus_api.models import ApiKey, Message, Workspace
 from nimbus_api.workspaces.errors import ApiKeyNotFound, WorkspaceExists, WorkspaceNotFound
 
 TOKEN_PREFIX = "nmb_"
@@ -95,3 +95,13 @@ async def ensure_default_workspace(session: AsyncSession, vault: Vault) -> str |
     workspace = await create_workspace(session, vault, "default")
     _, token = await create_api_key(session, workspace.id, "default")
     return token
+
+
+async def sent_since(session: AsyncSession, workspace_id: uuid.UUID, since: datetime) -> int:
+    """Messages of the workspace sent at or after ``since`` (what the monthly quota counts)."""
+    count = await session.scalar(
+        select(func.count()).where(
+            Message.workspace_id == workspace_id, Message.state == "sent", Message.sent_at >= since
+        )
+    )
+    return count or 0

@@ -1,0 +1,246 @@
+"""Campaign input and output models.
+
+Templates are checked where they come in: each step's subject, text and HTML are compiled and rendered
+against a sample contact by their field validators (``campaigns.templates.check_template``), so a bad
+template is a 422 naming ``steps.N.subject`` (N counts from 0) and nothing is saved.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nimbus_api.accounts.schemas import CampaignType
+from nimbus_api.campaigns.eligibility import IneligibleReason
+from nimbus_api.campaigns.templates import check_template
+from nimbus_api.kit.validators import HeaderText, StrictModel
+
+CampaignStatus = Literal["draft", "active", "paused", "completed"]
+MAX_STEPS = 20
+MAX_DELAY_SECONDS = 365 * 86_400
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+ClockTime = Annotated[str, Field(pattern=_HH_MM.pattern, examples=["09:00"], description="`HH:MM`, 24-hour clock.")]
+Weekday = Annotated[int, Field(ge=0, le=6, description="0 is Monday, 6 is Sunday.")]
+
+
+class Schedule(StrictModel):
+    """When the campaign may send: on these weekdays, between ``start`` and ``end`` local time. An ``end``
+    before ``start`` is a window over midnight (``22:00``-``06:00``)."""
+
+    timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["Europe/Berlin"])] = "UTC"
+    days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = [0, 1, 2, 3, 4]
+    start: ClockTime = "09:00"
+    end: ClockTime = "17:00"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("not an IANA time zone (e.g. `Europe/Berlin`, `UTC`)") from exc
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _unique_days(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("days must not repeat")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> Schedule:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (an empty window never sends)")
+        return self
+
+
+class DelayRange(StrictModel):
+    """A random pause of ``min``..``max`` seconds between two sends of the campaign."""
+
+    min: Annotated[int, Field(ge=0, le=86_400)]
+    max: Annotated[int, Field(ge=0, le=86_400)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DelayRange:
+        if self.min > self.max:
+            raise ValueError("min must not be greater than max")
+        return self
+
+
+class StepIn(BaseModel):
+    """One email of the sequence. Bodies are kept as written (whitespace is not stripped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delay_seconds: Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)] = Field(
+        description="Wait after the previous step (after enrollment for step 1, which may be 0)."
+    )
+    subject: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="Template; must render to a single line. Ignored for threaded follow-ups (`Re:` step 1's)."
+    )
+    text: Annotated[str, Field(min_length=1, max_length=100_000)] = Field(description="Plain-text body template.")
+    html: Annotated[str, Field(min_length=1, max_length=500_000)] | None = Field(
+        default=None, description="HTML body template (autoescaped), sent as an alternative to the text."
+    )
+    threaded: bool = Field(
+        default=True,
+        description="A follow-up in step 1's thread: same inbox, `Re:` subject, In-Reply-To/References.",
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return check_template("subject", value.strip())
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return check_template("text", value)
+
+    @field_validator("html")
+    @classmethod
+    def _html(cls, value: str | None) -> str | None:
+        return None if value is None else check_template("html", value)
+
+
+Steps = Annotated[list[StepIn], Field(max_length=MAX_STEPS)]
+
+
+class CampaignCreate(StrictModel):
+    name: HeaderText
+    type: CampaignType
+    min_health_score: Annotated[float, Field(ge=0, le=100)] = 70.0
+    bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0, description="Percent.")] = 8.0
+    verify_email_mx: bool = Field(default=False, description="Check the recipient domain's MX before step 1.")
+    schedule: Schedule = Field(default_factory=Schedule)
+    randomize_delay_seconds: DelayRange | None = None
+    steps: Steps = Field(
+        default_factory=list, description="Up to 20; a campaign needs at least one to start. Order is send order."
+    )
+
+
+class CampaignUpdate(StrictModel):
+    """Partial update; ``steps`` and ``schedule`` are replaced as a whole."""
+
+    name: HeaderText | None = None
+    type: CampaignType | None = None
+    min_health_score: Annotated[float, Field(ge=0, le=100)] | None = None
+    bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0)] | None = None
+    verify_email_mx: bool | None = None
+    schedule: Schedule | None = None
+    randomize_delay_seconds: DelayRange | None = None
+    steps: Steps | None = None
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+class StepOut(BaseModel):
+    position: int = Field(description="0 for step 1.")
+    delay_seconds: int
+    subject: str
+    text: str
+    html: str | None
+    threaded: bool
+
+
+class ThrottleReason(BaseModel):
+    account_id: uuid.UUID
+    reason: IneligibleReason
+
+
+class Throttled(BaseModel):
+    is_throttled: bool = Field(description="Active, and no inbox of the pool may send now.")
+    reasons: list[ThrottleReason] = Field(description="Every inbox of the pool that may not send now, and why.")
+
+
+class CampaignRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    type: CampaignType
+    status: CampaignStatus
+    paused_reason: str | None
+    min_health_score: float
+    bounce_rate_threshold: float
+    verify_email_mx: bool
+    schedule: Schedule
+    randomize_delay_seconds: DelayRange | None
+    steps: list[StepOut]
+    pool_size: int = Field(description="Inboxes in the sending pool.")
+    throttled: Throttled
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignPage(BaseModel):
+    data: list[CampaignRead]
+    next_cursor: str | None
+
+
+class PoolAttach(StrictModel):
+    account_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=500)]
+
+
+class PoolAccountRead(BaseModel):
+    account_id: uuid.UUID
+    email: str
+    is_active: bool
+    overall_score: float
+    current_stage: int
+    daily_send_limit: int
+    sends_today: int
+    remaining_today: int
+    eligible: bool
+    reason: IneligibleReason | None = Field(description="Why the inbox may not send for this campaign now.")
+    added_at: datetime
+
+
+class PoolPage(BaseModel):
+    data: list[PoolAccountRead]
+    next_cursor: str | None
+
+
+class MessageCounts(BaseModel):
+    queued: int = 0
+    leased: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    expired: int = 0
+    unknown: int = 0
+
+
+class EnrollmentCounts(BaseModel):
+    active: int = 0
+    completed: int = 0
+    stopped: int = 0
+    bounced: int = 0
+    failed: int = 0
+
+
+class InboxBudget(BaseModel):
+    account_id: uuid.UUID
+    email: str
+    daily_send_limit: int
+    sends_today: int
+    remaining_today: int
+
+
+class CampaignStats(BaseModel):
+    campaign_id: uuid.UUID
+    status: CampaignStatus
+    messages: MessageCounts = Field(description="This campaign's messages by state.")
+    enrollments: EnrollmentCounts
+    sends_today: int = Field(description="Sends today (UTC) across the pool's inboxes, for any campaign.")
+    campaign_sent_today: int = Field(description="This campaign's messages sent today (UTC).")
+    inboxes: list[InboxBudget] = Field(description="Today's budget of each inbox of the pool.")
+    throttled: Throttled

@@ -1,0 +1,1 @@
+"""Enrollments: contacts on their way through a campaign's steps, and the public unsubscribe link."""

@@ -1,0 +1,41 @@
+"""A contact's way through a campaign's steps.
+
+States: ``active`` (a step is due at ``next_send_at``, or its message is in flight) -> ``completed``
+(every step sent) | ``stopped`` (suppressed, unsubscribed, replied, paused by a person) | ``bounced``
+(hard bounce, or the MX check at dispatch failed) | ``failed`` (a step's message failed permanently).
+``account_id`` is the inbox that sent step 1: follow-ups go through it, or wait for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nimbus_api.kit.db import Base, utcnow
+from nimbus_api.kit.ids import new_id
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id"),
+        Index("ix_enrollments_due", "status", "next_send_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    next_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_send_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_accounts.id", ondelete="SET NULL"), default=None, index=True
+    )
+    stop_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    unsubscribe_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,86 @@
+"""One email of one step to one contact, and every attempt to send it.
+
+Message states (transitions only in ``sending.states``):
+
+    queued --lease--> leased --reply 2xx--> sent
+                      leased --4xx / network error before the final dot--> deferred(retry_at) --due--> queued
+                      leased --5xx for the recipient--> failed
+                      leased --suppressed at send time--> suppressed
+                      leased --connection lost after the final dot--> unknown   (never retried blindly)
+                      leased --lease expired (worker died)--> queued           (the sweeper)
+    deferred --past the maximum lifetime--> expired
+
+A message row exists before any SMTP traffic; ``(enrollment_id, step)`` is unique, so a step is never
+queued twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nimbus_api.kit.db import Base, utcnow
+from nimbus_api.kit.ids import new_id
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step"),
+        Index("ix_messages_work", "account_id", "state", "retry_at"),
+        Index("ix_messages_campaign_state", "campaign_id", "state"),
+        Index("ix_messages_workspace_sent_at", "workspace_id", "sent_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    enrollment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("email_accounts.id", ondelete="SET NULL"))
+    step: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    to_email: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    message_id_header: Mapped[str] = mapped_column(String(255), unique=True)
+    in_reply_to: Mapped[str | None] = mapped_column(String(255), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    retry_at: Mapped[datetime | None] = mapped_column(default=None)
+    reply_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    reply_enhanced: Mapped[str | None] = mapped_column(String(20), default=None)
+    reply_text: Mapped[str | None] = mapped_column(Text, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(60), default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SendAttempt(Base):
+    __tablename__ = "send_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("email_accounts.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(String(20))
+    reply_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    reply_enhanced: Mapped[str | None] = mapped_column(String(20), default=None)
+    reply_text: Mapped[str | None] = mapped_column(Text, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(60), default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AccountDailyUsage(Base):
+    """Sends (and step-1 sends) of an inbox in one UTC day; reserved in the same statement as the pick."""
+
+    __tablename__ = "account_daily_usage"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    new_contacts: Mapped[int] = mapped_column(Integer, default=0)

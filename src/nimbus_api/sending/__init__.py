@@ -1,0 +1,1 @@
+"""The sending engine: rotation, dispatch, pooled and paced SMTP, message states, sweeping."""

@@ -1,0 +1,107 @@
+"""arq jobs of the sending engine. Each is idempotent: Postgres holds every fact, a job only acts on
+what the database says is due, and running one twice does no harm.
+
+* ``dispatch_tick`` (cron): every active campaign's due enrollments -> queued messages; commits, then
+  wakes the sender of every inbox that got messages (enqueue after commit).
+* ``send_inbox(account_id)``: one inbox's sender; re-enqueues itself when its time slice ran out with
+  work left. The job id is ``send:<inbox>``, so an inbox has at most one sender job queued or running.
+* ``sweep_tick`` (cron): expired leases back to work (or ``unknown``), and a wake-up for every inbox
+  with due messages: a wiped Redis costs one sweep interval.
+
+Job arguments are ids only: never secrets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nimbus_api.campaigns.pool import load_pools
+from nimbus_api.models import Campaign
+from nimbus_api.sending.dispatcher import dispatch_campaign, utc_midnight_after
+from nimbus_api.sending.sender import SenderDeps, run_inbox
+from nimbus_api.sending.sweeper import sweep
+from nimbus_api.worker.context import resources, task_session
+
+log = structlog.get_logger(__name__)
+QUEUE_NAME = "nimbus:queue"
+SEND_SLICE_SECONDS = 60.0
+
+
+async def wake_senders(ctx: dict[str, Any], account_ids: list[uuid.UUID] | set[uuid.UUID]) -> None:
+    for account_id in account_ids:
+        await ctx["redis"].enqueue_job(
+            "send_inbox", str(account_id), _job_id=f"send:{account_id}", _queue_name=QUEUE_NAME
+        )
+
+
+async def exhausted_pool(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
+    """Every inbox of the pool has used its day: stop queueing the campaign until the next UTC day."""
+    inboxes = (await load_pools(session, [campaign.id], now)).get(campaign.id, [])
+    return bool(inboxes) and all(inbox.reason(campaign, now) == "budget_exhausted" for inbox in inboxes)
+
+
+async def dispatch_tick(ctx: dict[str, Any]) -> int:
+    res = resources(ctx)
+    now = datetime.now(UTC)
+    async with res.sessionmaker() as session:
+        campaign_ids = list(await session.scalars(select(Campaign.id).where(Campaign.status == "active")))
+    woken: set[uuid.UUID] = set()
+    queued = 0
+    for campaign_id in campaign_ids:
+        async with task_session(ctx) as session:
+            campaign = await session.get(Campaign, campaign_id, with_for_update={"skip_locked": True})
+            if campaign is None:
+                continue
+            result = await dispatch_campaign(
+                session, campaign, now=now, public_url=res.settings.public_url, mx=res.mx, batch=res.settings.send_batch
+            )
+            if result.deferred and not result.queued and await exhausted_pool(session, campaign, now):
+                campaign.exhausted_until = utc_midnight_after(now)
+                log.warning(
+                    "campaign_budget_exhausted",
+                    campaign_id=str(campaign.id),
+                    until=campaign.exhausted_until.isoformat(),
+                )
+        woken |= set(result.queued)
+        queued += sum(result.queued.values())
+    await wake_senders(ctx, woken)
+    return queued
+
+
+async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
+    res = resources(ctx)
+    deps = SenderDeps(
+        sessionmaker=res.sessionmaker,
+        vault=res.vault,
+        pool=res.pool,
+        pacer=res.pacer,
+        public_url=res.settings.public_url,
+        worker_id=res.worker_id,
+        lease_seconds=res.settings.send_lease_seconds,
+        batch=res.settings.send_batch,
+    )
+    report = await run_inbox(deps, uuid.UUID(account_id), max_seconds=SEND_SLICE_SECONDS)
+    if report.stopped_reason is None and report.outcomes.total():
+        # The slice may have ended with work left: the job id is free again once this returns.
+        await ctx["redis"].enqueue_job(
+            "send_inbox",
+            account_id,
+            _job_id=f"send:{account_id}:{datetime.now(UTC).timestamp():.0f}",
+            _queue_name=QUEUE_NAME,
+        )
+    return dict(report.outcomes)
+
+
+async def sweep_tick(ctx: dict[str, Any]) -> dict[str, int]:
+    async with task_session(ctx) as session:
+        report = await sweep(session, datetime.now(UTC))
+    await wake_senders(ctx, report.inboxes_with_work)
+    if report.unknown or report.requeued:
+        log.warning("sweeper_recovered", unknown=report.unknown, requeued=report.requeued)
+    return {"unknown": report.unknown, "requeued": report.requeued, "inboxes": len(report.inboxes_with_work)}

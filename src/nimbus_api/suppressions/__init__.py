@@ -1,0 +1,1 @@
+"""The workspace suppression list: addresses never sent to again."""

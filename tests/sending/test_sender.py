@@ -1,0 +1,191 @@
+"""The sender end to end: real connected inboxes (verified through the API), rows for the campaign,
+the dispatcher, the pooled sender against the mail world's SMTP server, and the sweeper."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import secrets
+from datetime import UTC, datetime, timedelta
+from email import policy
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.net import build_net_context
+from nimbus_api.models import (
+    CredentialAccess,
+    EmailAccount,
+    Enrollment,
+    Message,
+    SendAttempt,
+    Suppression,
+)
+from nimbus_api.sending.sender import SenderDeps, SendReport, run_inbox
+from nimbus_api.sending.sweeper import sweep
+from nimbus_api.smtp.pool import SmtpPool
+from tests.sending.conftest import PUBLIC, Campaigns
+from tests.servers.mail_world import MailWorld
+from tests.servers.smtp_server import TestSmtpServer
+
+
+async def test_queued_messages_are_sent_with_correct_mime_and_the_sequence_advances(
+    campaigns: Campaigns, deps: SenderDeps, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    inboxes = [await campaigns.inbox(), await campaigns.inbox()]
+    recipients = [f"lead{i}-{secrets.token_hex(3)}@example.org" for i in range(4)]
+    campaign_id = await campaigns.campaign(inboxes, recipients)
+    await campaigns.dispatch(campaign_id)
+    before = len(mail_world.smtp.messages)
+    opened_before = deps.pool.metrics.connections_opened
+    reports = [await run_inbox(deps, inbox, max_seconds=20) for inbox in inboxes]
+    states = [(m.error_code, m.reply_text) for m in await campaigns.messages(campaign_id)]
+    assert sum(r.outcomes["sent"] for r in reports) == 4, states
+    assert deps.pool.metrics.connections_opened - opened_before == 2  # one per inbox, reused
+    delivered = mail_world.smtp.messages[before:]
+    assert sorted(rcpt for env in delivered for rcpt in env.rcpt_tos) == sorted(recipients)
+    messages = await campaigns.messages(campaign_id)
+    assert {m.state for m in messages} == {"sent"}
+    assert all(m.reply_code == 250 for m in messages)
+    parsed = email.message_from_bytes(delivered[0].original_content or b"", policy=policy.default)
+    assert parsed["Subject"] == "Hello Grace"
+    assert parsed["From"].addresses[0].display_name == "Ada"
+    assert parsed["Message-ID"] in {m.message_id_header for m in messages}
+    assert parsed["List-Unsubscribe"].startswith("<mailto:")
+    assert f"<{PUBLIC}/u/" in parsed["List-Unsubscribe"]
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed.get_content_type() == "multipart/alternative"
+    async with sessionmaker() as session:
+        enrollments = list(await session.scalars(select(Enrollment).where(Enrollment.campaign_id == campaign_id)))
+        attempts = list(
+            await session.scalars(
+                select(SendAttempt.outcome).where(SendAttempt.message_id.in_([m.id for m in messages]))
+            )
+        )
+        audits = await session.scalar(
+            select(func.count())
+            .select_from(CredentialAccess)
+            .where(CredentialAccess.account_id.in_(inboxes), CredentialAccess.purpose == "send")
+        )
+    assert all(e.next_step == 1 and e.status == "active" for e in enrollments)
+    assert all(e.next_send_at and e.next_send_at > datetime.now(UTC) + timedelta(minutes=59) for e in enrollments)
+    assert attempts == ["sent"] * 4
+    assert audits == 2  # one decrypt per sender run, not per message
+
+
+async def test_hard_bounce_suppresses_and_transient_defers(
+    campaigns: Campaigns, deps: SenderDeps, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    inbox = await campaigns.inbox()
+    async with sessionmaker() as session:
+        login = (await session.get_one(EmailAccount, inbox)).smtp_username
+    assert login
+    for reply, state in (("550 5.1.1 No such user", "failed"), ("450 4.2.1 Mailbox busy", "deferred")):
+        server = TestSmtpServer(
+            users={login: "s3cret"}, tls_context=mail_world.certs.server_context(), replies={"RCPT": reply}
+        )
+        await server.start()
+        try:
+            async with sessionmaker() as session, session.begin():
+                account = await session.get_one(EmailAccount, inbox)
+                account.smtp_port = server.port
+                account.credentials_version += 1
+            address = f"x-{secrets.token_hex(3)}@example.org"
+            campaign_id = await campaigns.campaign([inbox], [address])
+            await campaigns.dispatch(campaign_id)
+            await run_inbox(deps, inbox, max_seconds=10)
+            (message,) = await campaigns.messages(campaign_id)
+            assert message.state == state
+            async with sessionmaker() as session:
+                suppressed = await session.scalar(
+                    select(Suppression.reason).where(Suppression.email == address.lower())
+                )
+                enrollment = await session.get_one(Enrollment, message.enrollment_id)
+            if state == "failed":
+                assert suppressed == "hard_bounce"
+                assert enrollment.status == "bounced"
+                assert message.reply_enhanced == "5.1.1"
+            else:
+                assert suppressed is None
+                assert message.retry_at and message.retry_at > datetime.now(UTC)
+                assert enrollment.status == "active"
+        finally:
+            await server.stop()
+
+
+async def test_credential_failure_pauses_the_inbox_and_hands_messages_back(
+    campaigns: Campaigns, deps: SenderDeps, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    inbox = await campaigns.inbox()
+    async with sessionmaker() as session:
+        login = (await session.get_one(EmailAccount, inbox)).smtp_username
+    assert login and mail_world.smtp.users is not None
+    campaign_id = await campaigns.campaign([inbox], [f"y{i}@example.org" for i in range(3)])
+    await campaigns.dispatch(campaign_id)
+    mail_world.smtp.users[login] = "changed-at-the-provider"
+    report = await run_inbox(deps, inbox, max_seconds=10)
+    assert report.stopped_reason == "smtp.auth_failed"
+    async with sessionmaker() as session:
+        account = await session.get_one(EmailAccount, inbox)
+        enrollments = list(await session.scalars(select(Enrollment).where(Enrollment.campaign_id == campaign_id)))
+    assert account.disabled_reason == "smtp.auth_failed"
+    assert await campaigns.messages(campaign_id) == []  # handed back: nothing sent, nothing blamed
+    assert all(e.account_id is None and e.status == "active" and e.next_send_at for e in enrollments)
+
+
+async def test_sweeper_requeues_unattempted_and_marks_interrupted_unknown(
+    campaigns: Campaigns, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    inbox = await campaigns.inbox()
+    campaign_id = await campaigns.campaign([inbox], ["s1@example.org", "s2@example.org"])
+    await campaigns.dispatch(campaign_id)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    first, second = await campaigns.messages(campaign_id)
+    async with sessionmaker() as session, session.begin():
+        for m in (first, second):
+            row = await session.get_one(Message, m.id)
+            row.state, row.lease_expires_at, row.lease_owner = "leased", past, "dead-worker"
+        session.add(SendAttempt(message_id=first.id, account_id=inbox, outcome="started"))
+    async with sessionmaker() as session, session.begin():
+        report = await sweep(session, datetime.now(UTC))
+    assert (report.unknown, report.requeued) >= (1, 1)
+    assert inbox in report.inboxes_with_work
+    async with sessionmaker() as session:
+        assert (await session.get_one(Message, first.id)).state == "unknown"
+        assert (await session.get_one(Message, second.id)).state == "queued"
+
+
+async def test_reply_held_past_the_timeout_is_unknown_and_never_resent(
+    campaigns: Campaigns,
+    mail_world: MailWorld,
+    settings: Settings,
+    vault: Vault,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    inbox = await campaigns.inbox()
+    async with sessionmaker() as session:
+        login = (await session.get_one(EmailAccount, inbox)).smtp_username
+    assert login
+    server = TestSmtpServer(
+        users={login: "s3cret"}, tls_context=mail_world.certs.server_context(), stall_after_dot=True
+    )
+    await server.start()
+    try:
+        async with sessionmaker() as session, session.begin():
+            account = await session.get_one(EmailAccount, inbox)
+            account.smtp_port, account.credentials_version = server.port, account.credentials_version + 1
+        campaign_id = await campaigns.campaign([inbox], ["held@example.org"])
+        await campaigns.dispatch(campaign_id)
+        net = dataclasses.replace(build_net_context(settings), command_timeout=1.0)
+        async with SmtpPool(net) as pool:
+            deps = SenderDeps(sessionmaker=sessionmaker, vault=vault, pool=pool, pacer=None, public_url=PUBLIC)
+            report = await run_inbox(deps, inbox, max_seconds=10)
+            assert report.outcomes == {"unknown": 1}
+            assert await run_inbox(deps, inbox, max_seconds=5) == SendReport()  # nothing left to resend
+        (message,) = await campaigns.messages(campaign_id)
+        assert message.state == "unknown"
+        assert len(server.messages) <= 1  # taken at most once: never retried
+    finally:
+        await server.stop()

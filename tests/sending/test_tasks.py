@@ -1,0 +1,81 @@
+"""The sending jobs wired as the worker runs them: dispatch -> enqueue after commit -> send -> sweep, and a
+wiped Redis costs nothing but one sweep."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.net import build_net_context
+from nimbus_api.sending.mx import MxChecker
+from nimbus_api.sending.tasks import QUEUE_NAME, dispatch_tick, send_inbox, sweep_tick
+from nimbus_api.smtp.pacing import Pacer
+from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.worker.context import WorkerResources
+from tests.sending.conftest import Campaigns
+from tests.servers.mail_world import MailWorld
+
+
+@pytest.fixture
+async def ctx(
+    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault
+) -> AsyncIterator[dict[str, Any]]:
+    assert settings.redis_url
+    redis: ArqRedis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    net = build_net_context(settings)
+    async with SmtpPool(net) as pool:
+        yield {
+            "redis": redis,
+            "nimbus": WorkerResources(
+                settings=settings,
+                engine=engine,
+                sessionmaker=sessionmaker,
+                vault=vault,
+                pool=pool,
+                pacer=Pacer(redis, 50.0, prefix=f"nimbus:test:{secrets.token_hex(4)}"),
+                mx=MxChecker(net.resolver),
+                worker_id="test-worker",
+            ),
+        }
+    await redis.aclose()
+
+
+async def queued_jobs(redis: ArqRedis) -> set[str]:
+    return {job.job_id or "" for job in await redis.queued_jobs(queue_name=QUEUE_NAME)}
+
+
+async def test_dispatch_wakes_senders_which_send_and_sweep_recovers_a_wiped_queue(
+    ctx: dict[str, Any], campaigns: Campaigns, mail_world: MailWorld
+) -> None:
+    redis: ArqRedis = ctx["redis"]
+    inboxes = [await campaigns.inbox(), await campaigns.inbox()]
+    campaign_id = await campaigns.campaign(inboxes, [f"t{i}-{secrets.token_hex(2)}@example.org" for i in range(6)])
+    assert await dispatch_tick(ctx) >= 6
+    jobs = await queued_jobs(redis)
+    assert {f"send:{inbox}" for inbox in inboxes} <= jobs
+
+    # Redis loses the queue: the sweeper finds the work in Postgres and wakes the senders again.
+    for job_id in jobs:
+        await redis.delete(f"arq:job:{job_id}")
+    await redis.delete(QUEUE_NAME)
+    report = await sweep_tick(ctx)
+    assert report["inboxes"] >= 2
+    assert {f"send:{inbox}" for inbox in inboxes} <= await queued_jobs(redis)
+
+    before = len(mail_world.smtp.messages)
+    for inbox in inboxes:
+        outcomes = await send_inbox(ctx, str(inbox))
+        assert outcomes == {"sent": 3}
+    assert len(mail_world.smtp.messages) - before == 6
+    assert {m.state for m in await campaigns.messages(campaign_id)} == {"sent"}
+    # Nothing is due twice: a second tick queues nothing for this campaign and a sender finds no work.
+    await dispatch_tick(ctx)
+    assert len(await campaigns.messages(campaign_id)) == 6
+    assert await send_inbox(ctx, str(inboxes[0])) == {}

@@ -1,0 +1,213 @@
+"""The distributed pacer against the real Redis at 127.0.0.1:6379.
+
+Each test run uses a random database index (1..15) and a random key prefix, and deletes only the keys
+under that prefix afterwards: no FLUSHDB, other databases and other keys are never touched. Two
+``Pacer`` instances with their own Redis clients stand for two workers of one deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from nimbus_api.smtp.pacing import Pacer, SlotTimeout
+
+REDIS_BASE = os.environ.get("NIMBUS_TEST_REDIS", "redis://127.0.0.1:6379")
+RATE = 5.0
+
+MakePacer = Callable[..., Pacer]
+
+
+@pytest.fixture
+async def make_pacer() -> AsyncIterator[MakePacer]:
+    index = 1 + secrets.randbelow(15)
+    prefix = f"nimbus-test-pace-{secrets.token_hex(6)}"
+    clients: list[Redis] = []
+
+    def factory(rate: float = RATE, **options: object) -> Pacer:
+        client = Redis.from_url(f"{REDIS_BASE}/{index}")
+        clients.append(client)
+        return Pacer(client, rate, prefix=prefix, **options)  # type: ignore[arg-type]
+
+    yield factory
+    cleaner = Redis.from_url(f"{REDIS_BASE}/{index}")
+    keys = [key async for key in cleaner.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await cleaner.delete(*keys)
+    await cleaner.aclose()
+    for client in clients:
+        await client.aclose()
+
+
+def max_in_any_window(stamps: list[float], window: float = 1.0) -> int:
+    """The most timestamps inside any half-open window [t, t + window)."""
+    ordered = sorted(stamps)
+    best, start = 0, 0
+    for end, stamp in enumerate(ordered):
+        while stamp - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def intervals(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+async def wipe(pacer: Pacer) -> None:
+    keys = [key async for key in pacer.redis.scan_iter(match=f"{pacer.prefix}:*")]
+    if keys:
+        await pacer.redis.delete(*keys)
+
+
+async def test_two_workers_sharing_one_slot_never_exceed_the_rate(make_pacer: MakePacer) -> None:
+    workers = [make_pacer(), make_pacer()]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    end = start + 2.0
+    stamps: list[tuple[float, int]] = []
+
+    async def worker(number: int, pacer: Pacer) -> None:
+        while loop.time() < end:
+            async with pacer.slot("inbox-1", 1) as slot:
+                for _ in range(2):  # a short lane, then the slot goes back and the other worker takes it
+                    await slot.wait_turn()
+                    now = loop.time()
+                    if now < end:
+                        stamps.append((now, number))
+            await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(worker(n, p) for n, p in enumerate(workers)))
+    times = [t for t, _ in stamps]
+    assert max_in_any_window(times) <= RATE
+    assert 9 <= len(times) <= 10  # a schedule at 5/s (1% slack) over 2 s
+    assert {n for _, n in stamps} == {0, 1}  # the slot really changed hands
+    gaps = intervals(sorted(times))
+    assert min(gaps) >= workers[0].spacing / 2  # no two sends close together, handovers included
+
+
+async def test_a_schedule_not_a_burst_after_idling(make_pacer: MakePacer) -> None:
+    pacer = make_pacer()
+    loop = asyncio.get_running_loop()
+    async with pacer.slot("inbox-1", 1) as slot:
+        await slot.wait_turn()
+        await asyncio.sleep(0.5)  # an idle slot saves up no turns
+        times = []
+        for _ in range(6):
+            await slot.wait_turn()
+            times.append(loop.time())
+    gaps = intervals(times)
+    assert min(gaps) >= pacer.spacing / 2
+    assert times[-1] - times[0] >= 1.0  # six turns after a pause still span a second: no saved-up burst
+    assert max_in_any_window(times) == RATE
+    assert pacer.metrics.turns == 7
+    assert pacer.metrics.max_lateness < 0.1
+
+
+async def test_late_turns_never_put_more_than_the_rate_in_a_window(make_pacer: MakePacer) -> None:
+    pacer = make_pacer()
+    loop = asyncio.get_running_loop()
+
+    def busy() -> None:  # a busy event loop: the turn being waited for wakes up late
+        time.sleep(0.15)  # blocking the loop is the point
+
+    times: list[float] = []
+    lateness: list[float] = []
+    async with pacer.slot("inbox-1", 1) as slot:
+        for turn in range(10):
+            lateness.append(await slot.wait_turn())
+            times.append(loop.time())
+            if turn in (2, 6):
+                loop.call_later(0.1, busy)  # blocks 0.10-0.25 s after this turn; the next is due at 0.2 s
+    assert sum(late > 0.03 for late in lateness) == 2  # the lag really made two turns late
+    assert max_in_any_window(times) <= RATE
+    gaps = intervals(times)
+    assert min(gaps) >= pacer.spacing / 2
+    assert times[-1] - times[0] < 9 * pacer.spacing + 0.1  # late turns did not push the whole schedule back
+
+
+async def test_slots_bound_concurrent_holders_across_workers(make_pacer: MakePacer) -> None:
+    workers = [make_pacer(), make_pacer()]
+    holding = 0
+    peak = 0
+
+    async def hold(pacer: Pacer) -> None:
+        nonlocal holding, peak
+        async with pacer.slot("inbox-1", 2) as slot:
+            assert slot.index in (0, 1)
+            holding += 1
+            peak = max(peak, holding)
+            await asyncio.sleep(0.15)
+            holding -= 1
+
+    await asyncio.gather(*(hold(workers[n % 2]) for n in range(6)))
+    assert peak == 2
+    assert sum(p.metrics.leases for p in workers) == 6
+
+
+async def test_slot_timeout_when_every_slot_is_leased(make_pacer: MakePacer) -> None:
+    first, second = make_pacer(), make_pacer(acquire_timeout=0.2)
+    async with first.slot("inbox-1", 1):
+        with pytest.raises(SlotTimeout):
+            async with second.slot("inbox-1", 1):
+                pass
+    assert second.metrics.slot_timeouts == 1
+    async with second.slot("inbox-1", 1) as slot:  # released: free again at once
+        assert slot.index == 0
+
+
+async def test_leases_are_renewed_while_held(make_pacer: MakePacer) -> None:
+    holder, other = make_pacer(lease_ttl=0.3), make_pacer(acquire_timeout=0.1)
+    async with holder.slot("inbox-1", 1) as slot:
+        await asyncio.sleep(0.7)  # more than twice the lease TTL
+        with pytest.raises(SlotTimeout):
+            async with other.slot("inbox-1", 1):
+                pass
+        assert not slot.lost
+        ttl = await holder.redis.pttl(holder.lease_key("inbox-1", 0))
+        assert 0 < ttl <= 300
+
+
+async def test_recovers_when_redis_is_wiped(make_pacer: MakePacer) -> None:
+    pacer = make_pacer()
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    async with pacer.slot("inbox-1", 1) as slot:
+        for turn in range(6):
+            if turn == 3:
+                await wipe(pacer)  # leases and schedules gone
+            await slot.wait_turn()
+            times.append(loop.time())
+        assert await pacer.redis.get(pacer.lease_key("inbox-1", 0)) == slot.token.encode()
+    assert pacer.metrics.leases_lost == 1
+    assert pacer.metrics.leases == 2
+    gaps = intervals(times)
+    assert min(gaps) >= pacer.spacing / 2  # the holder's own floors survive the wipe
+    assert max_in_any_window(times) <= RATE
+    assert await pacer.redis.exists(pacer.lease_key("inbox-1", 0)) == 0  # released
+
+
+async def test_release_hands_the_schedule_to_the_next_holder(make_pacer: MakePacer) -> None:
+    first, second = make_pacer(), make_pacer()
+    loop = asyncio.get_running_loop()
+    async with first.slot("inbox-1", 1) as slot:
+        await slot.wait_turn()
+        turned = loop.time()
+    async with second.slot("inbox-1", 1) as slot:
+        await slot.wait_turn()
+        assert loop.time() - turned >= first.spacing - 0.002
+
+
+def test_pacer_validates_arguments() -> None:
+    client = Redis.from_url(f"{REDIS_BASE}/0")  # never used: no command is sent
+    with pytest.raises(ValueError):
+        Pacer(client, 0)
+    with pytest.raises(ValueError):
+        Pacer(client, 5, slack=1.5)
