@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
 
@@ -189,3 +190,28 @@ async def test_reply_held_past_the_timeout_is_unknown_and_never_resent(
         assert len(server.messages) <= 1  # taken at most once: never retried
     finally:
         await server.stop()
+
+
+async def test_a_message_whose_lease_was_taken_back_is_not_sent(
+    campaigns: Campaigns, deps: SenderDeps, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    from nimbus_api.sending.sender import _start_attempt, _Work, lease
+
+    inbox = await campaigns.inbox()
+    campaign_id = await campaigns.campaign([inbox], ["late@example.org"])
+    await campaigns.dispatch(campaign_id)
+    async with sessionmaker() as session, session.begin():
+        (message_id,) = await lease(
+            session, inbox, owner=deps.worker_id, now=datetime.now(UTC), limit=10, lease_seconds=300
+        )
+    item = _Work(message_id, uuid.uuid4(), 0, "late@example.org", None, b"x")
+    async with sessionmaker() as session, session.begin():
+        (await session.get_one(Message, message_id)).lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    assert await _start_attempt(deps, item, inbox) is None
+    async with sessionmaker() as session, session.begin():
+        row = await session.get_one(Message, message_id)
+        row.lease_expires_at, row.lease_owner = datetime.now(UTC) + timedelta(minutes=5), "another-worker"
+    assert await _start_attempt(deps, item, inbox) is None
+    async with sessionmaker() as session, session.begin():
+        (await session.get_one(Message, message_id)).lease_owner = deps.worker_id
+    assert await _start_attempt(deps, item, inbox) is not None

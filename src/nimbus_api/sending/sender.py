@@ -237,6 +237,9 @@ async def _drain(
             report.outcomes[skipped] += 1
             continue
         attempt_id = await _start_attempt(deps, item, account.id)
+        if attempt_id is None:
+            report.outcomes["lease_lost"] += 1
+            continue
         reply: ServerReply | None = None
         error: SmtpError | None = None
         try:
@@ -258,13 +261,25 @@ def _enhanced(error: SmtpError) -> str | None:
     return error.reply.enhanced if error.reply else None
 
 
-async def _start_attempt(deps: SenderDeps, item: _Work, account_id: uuid.UUID) -> uuid.UUID:
-    attempt_id = new_id()
+async def _start_attempt(deps: SenderDeps, item: _Work, account_id: uuid.UUID) -> uuid.UUID | None:
+    """Commit the attempt before any SMTP traffic, if the lease is still ours and unexpired (the database's
+    clock decides). None: the sweeper has taken the message back; it must not be sent from here."""
     async with deps.sessionmaker() as session, session.begin():
-        session.add(SendAttempt(id=attempt_id, message_id=item.message_id, account_id=account_id, outcome="started"))
-        await session.execute(
-            update(Message).where(Message.id == item.message_id).values(attempts=Message.attempts + 1)
+        still_ours = await session.scalar(
+            update(Message)
+            .where(
+                Message.id == item.message_id,
+                Message.state == "leased",
+                Message.lease_owner == deps.worker_id,
+                Message.lease_expires_at > func.now(),
+            )
+            .values(attempts=Message.attempts + 1)
+            .returning(Message.id)
         )
+        if still_ours is None:
+            return None
+        attempt_id = new_id()
+        session.add(SendAttempt(id=attempt_id, message_id=item.message_id, account_id=account_id, outcome="started"))
     return attempt_id
 
 

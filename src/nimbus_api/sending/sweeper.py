@@ -24,20 +24,24 @@ class SweepReport:
     requeued: int = 0
     unknown: int = 0
     inboxes_with_work: list[uuid.UUID] = field(default_factory=list)
+    recovered_inboxes: list[uuid.UUID] = field(default_factory=list)
+    """Inboxes whose expired leases were returned: their sender died (see ``tasks.sweep_tick``)."""
 
 
 async def sweep(session: AsyncSession, now: datetime) -> SweepReport:
     report = SweepReport()
     expired = (Message.state == "leased") & (Message.lease_expires_at < now)
     unfinished = exists().where(SendAttempt.message_id == Message.id, SendAttempt.outcome == "started")
-    lost = list(
-        await session.scalars(
+    lost_rows = (
+        await session.execute(
             update(Message)
             .where(expired, unfinished)
             .values(state="unknown", lease_owner=None, lease_expires_at=None, error_code="worker_lost")
-            .returning(Message.enrollment_id)
+            .returning(Message.enrollment_id, Message.account_id)
         )
-    )
+    ).all()
+    lost = [enrollment_id for enrollment_id, _ in lost_rows]
+    recovered = {account_id for _, account_id in lost_rows}
     if lost:
         await session.execute(
             update(SendAttempt)
@@ -55,13 +59,17 @@ async def sweep(session: AsyncSession, now: datetime) -> SweepReport:
             .values(status="failed", stop_reason="delivery unknown")
         )
     report.unknown = len(lost)
-    requeued = await session.execute(
-        update(Message)
-        .where(expired)
-        .values(state="queued", lease_owner=None, lease_expires_at=None)
-        .returning(Message.id)
-    )
-    report.requeued = len(requeued.all())
+    requeued = (
+        await session.execute(
+            update(Message)
+            .where(expired)
+            .values(state="queued", lease_owner=None, lease_expires_at=None)
+            .returning(Message.id, Message.account_id)
+        )
+    ).all()
+    report.requeued = len(requeued)
+    recovered |= {account_id for _, account_id in requeued}
+    report.recovered_inboxes = sorted(account_id for account_id in recovered if account_id is not None)
     due = or_(Message.state == "queued", and_(Message.state == "deferred", Message.retry_at <= now))
     report.inboxes_with_work = list(
         await session.scalars(select(Message.account_id).where(due, Message.account_id.is_not(None)).distinct())

@@ -101,7 +101,16 @@ async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
 async def sweep_tick(ctx: dict[str, Any]) -> dict[str, int]:
     async with task_session(ctx) as session:
         report = await sweep(session, datetime.now(UTC))
-    await wake_senders(ctx, report.inboxes_with_work)
+    recovered = set(report.recovered_inboxes)
+    await wake_senders(ctx, set(report.inboxes_with_work) - recovered)
+    # An inbox whose leases expired lost its sender, whose arq job still holds ``send:<inbox>`` (its
+    # in-progress key outlives the dead worker by the job timeout, minutes): a wake-up under that id
+    # would be dropped, so these inboxes get a sender under an id of this sweep's own.
+    stamp = f"{datetime.now(UTC).timestamp():.0f}"
+    for account_id in recovered:
+        await ctx["redis"].enqueue_job(
+            "send_inbox", str(account_id), _job_id=f"send:{account_id}:swept:{stamp}", _queue_name=QUEUE_NAME
+        )
     if report.unknown or report.requeued:
         log.warning("sweeper_recovered", unknown=report.unknown, requeued=report.requeued)
     return {"unknown": report.unknown, "requeued": report.requeued, "inboxes": len(report.inboxes_with_work)}
