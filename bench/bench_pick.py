@@ -27,9 +27,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nimbus_api.kit.db import make_engine, make_sessionmaker
+from nimbus_api.kit.db import make_engine, make_sessionmaker, utc_day
 from nimbus_api.kit.migrate import upgrade_head
-from nimbus_api.sending.rotation import PICK_SQL, PickRequest, pick_inbox, utc_day
+from nimbus_api.sending.rotation import PICK_SQL, PickRequest, pick_inbox
 
 ADMIN = os.environ.get("NIMBUS_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 INBOXES = 1000

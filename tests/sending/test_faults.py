@@ -31,9 +31,9 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
+from nimbus_api.kit.db import utc_day
 from nimbus_api.models import Campaign, Contact, EmailAccount, Enrollment, Message
 from nimbus_api.models.message import AccountDailyUsage
-from nimbus_api.sending.rotation import utc_day
 from nimbus_api.sending.tasks import QUEUE_NAME
 from tests.sending.conftest import Campaigns
 from tests.servers.mail_world import MailWorld

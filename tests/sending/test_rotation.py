@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.db import utc_day
 from nimbus_api.models import AccountDailyUsage, Campaign, CampaignAccount, Domain, EmailAccount
-from nimbus_api.sending.rotation import PickRequest, pick_inbox, release, utc_day
+from nimbus_api.sending.rotation import PickRequest, pick_inbox, release
 from nimbus_api.workspaces import service as workspaces
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -174,7 +174,7 @@ async def verify(
     revealed = await _reveal_stored(session, vault, account, draft, actor)
     result = await verifier.verify(drafts.mailbox_under_test(revealed), workspace_id=workspace_id, subject=subject)
     _record(account, result)
-    if await verifier.auth_failures_exhausted(subject):
+    if await verifier.auth_locked_for(subject) is not None:
         account.verification_locked_at = utcnow()
     await session.flush()
     return account, result

@@ -11,7 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlalchemy import Select, and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -21,6 +21,7 @@ from nimbus_api.accounts.errors import AccountNotFound
 from nimbus_api.campaigns.eligibility import IneligibleReason, ineligibility_reason
 from nimbus_api.campaigns.errors import PoolAccountNotFound
 from nimbus_api.campaigns.schemas import PoolAccountRead, Throttled, ThrottleReason
+from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.pagination import decode_cursor, encode_cursor
 from nimbus_api.models import AccountDailyUsage, Campaign, CampaignAccount, Domain, EmailAccount
 
@@ -68,7 +69,7 @@ async def load_pools(
     pools: dict[uuid.UUID, list[PoolInbox]] = defaultdict(list)
     if not ids:
         return pools
-    stmt = _pool_query(now.astimezone(UTC).date())
+    stmt = _pool_query(utc_day(now))
     rows = await session.execute(stmt.where(CampaignAccount.campaign_id.in_(ids)).order_by(EmailAccount.id))
     for campaign_id, added_at, account, paused, usage in rows:
         pools[campaign_id].append(PoolInbox(account=account, domain_paused=paused, usage=usage, added_at=added_at))
@@ -146,7 +147,7 @@ async def pool_size(session: AsyncSession, campaign_id: uuid.UUID) -> int:
 async def list_page(
     session: AsyncSession, campaign: Campaign, cursor: str | None, limit: int, now: datetime
 ) -> tuple[list[PoolAccountRead], str | None]:
-    stmt = _pool_query(now.astimezone(UTC).date()).where(CampaignAccount.campaign_id == campaign.id)
+    stmt = _pool_query(utc_day(now)).where(CampaignAccount.campaign_id == campaign.id)
     if cursor:
         stmt = stmt.where(EmailAccount.id < decode_cursor(cursor))
     rows = (await session.execute(stmt.order_by(EmailAccount.id.desc()).limit(limit + 1))).all()

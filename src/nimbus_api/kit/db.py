@@ -6,7 +6,7 @@ dependency (``api.deps``) or the task wrapper (``worker``) owns the transaction.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData
@@ -24,6 +24,13 @@ NAMING_CONVENTION = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC calendar day budgets and quotas count in (``moment`` must be timezone-aware)."""
+    if moment.tzinfo is None:
+        raise ValueError("a timezone-aware datetime is required")
+    return moment.astimezone(UTC).date()
 
 
 class Base(DeclarativeBase):

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns.templates import TemplateProblem, render_step
+from nimbus_api.kit.db import utc_day
 from nimbus_api.models import (
     Campaign,
     CampaignStep,
@@ -40,7 +41,7 @@ from nimbus_api.models import (
 )
 from nimbus_api.sending.mime import new_message_id
 from nimbus_api.sending.mx import MxChecker
-from nimbus_api.sending.rotation import PickRequest, pick_inbox, release, utc_day
+from nimbus_api.sending.rotation import PickRequest, pick_inbox, release
 
 log = structlog.get_logger(__name__)
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns.eligibility import MIN_STAGE
+from nimbus_api.kit.db import utc_day
 
 PICK_SQL = text(
     """
@@ -111,10 +112,3 @@ async def pick_inbox(session: AsyncSession, request: PickRequest) -> uuid.UUID |
 async def release(session: AsyncSession, account_id: uuid.UUID, *, first_step: bool, day: date) -> None:
     """Give back a reservation whose message never reached SMTP (handed back, suppressed, MX failed)."""
     await session.execute(RELEASE_SQL, {"account_id": account_id, "first_step": first_step, "day": day})
-
-
-def utc_day(moment: datetime) -> date:
-    """The UTC calendar day budgets count in (``moment`` must be timezone-aware)."""
-    if moment.tzinfo is None:
-        raise ValueError("a timezone-aware datetime is required")
-    return moment.astimezone(UTC).date()

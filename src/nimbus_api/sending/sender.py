@@ -22,6 +22,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.campaigns.templates import TemplateProblem, render_step
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import Secret
+from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_id
 from nimbus_api.models import (
     Campaign,
@@ -47,7 +49,7 @@ from nimbus_api.models import (
 from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import unsubscribe_links
 from nimbus_api.sending.outcomes import Outcome, classify, next_attempt
-from nimbus_api.sending.rotation import release, utc_day
+from nimbus_api.sending.rotation import release
 from nimbus_api.smtp.client import SmtpServer
 from nimbus_api.smtp.errors import ServerReply, SmtpError
 from nimbus_api.smtp.pacing import Pacer
@@ -225,7 +227,7 @@ async def _drain(
     key: PoolKey,
     lanes: int,
     queue: asyncio.Queue[_Work],
-    wait_turn: object,
+    wait_turn: Callable[[], Awaitable[float]] | None,
     report: SendReport,
     credential_failure: list[SmtpError],
 ) -> None:
@@ -245,7 +247,7 @@ async def _drain(
         try:
             async with deps.pool.connection(key, server, max_connections=lanes) as conn:
                 if wait_turn is not None:
-                    await wait_turn()  # type: ignore[operator]
+                    await wait_turn()
                 reply = await conn.transmit(sender=account.email, recipients=[item.to_email], message=item.raw)
         except SmtpError as exc:
             error = exc

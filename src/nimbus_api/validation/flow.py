@@ -29,7 +29,6 @@ from email.utils import format_datetime, formataddr
 from nimbus_api.dns_checks.checks import run_dns_checks
 from nimbus_api.imap.client import ImapServer, find_message, imap_session
 from nimbus_api.imap.errors import ImapError
-from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.egress import EgressError, resolve_addresses
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.client import SmtpServer, send_test_message
@@ -296,4 +295,4 @@ async def run_flow(mailbox: MailboxUnderTest, net: NetContext, limits: FlowLimit
     )
 
 
-__all__ = ["TOKEN_HEADER", "FlowLimits", "MailboxUnderTest", "Secret", "build_test_message", "run_flow"]
+__all__ = ["TOKEN_HEADER", "FlowLimits", "MailboxUnderTest", "build_test_message", "run_flow"]

@@ -123,9 +123,6 @@ class Verifier:
             await ratelimit.reset(self.redis, f"authfail:{subject}")
         return result
 
-    async def auth_failures_exhausted(self, subject: str) -> bool:
-        return await self.auth_locked_for(subject) is not None
-
     async def clear(self, subject: str) -> None:
         await ratelimit.reset(self.redis, f"authfail:{subject}")
 
