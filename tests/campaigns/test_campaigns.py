@@ -293,3 +293,32 @@ async def test_throttled_names_every_ineligible_inbox_while_active(tenant: Tenan
     assert patched["throttled"] == {"is_throttled": False, "reasons": [{"account_id": young, "reason": "stage"}]}
     listed = (await tenant.client.get("/v1/campaigns")).json()["data"]
     assert listed[0]["throttled"] == patched["throttled"]
+
+
+async def test_a_deferral_shows_in_the_campaign_and_its_stats(
+    tenant: Tenant, make_inbox: InboxFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    from datetime import UTC, datetime
+
+    from nimbus_api.sending.dispatcher import dispatch_campaign
+
+    campaign = await create_campaign(tenant)
+    url = f"/v1/campaigns/{campaign['id']}"
+    young = await make_inbox(tenant, stage=1)
+    await tenant.client.post(f"{url}/accounts", json={"account_ids": [young]})
+    assert (await tenant.client.post(f"{url}/start")).status_code == 200
+    assert (await tenant.client.get(url)).json()["last_deferral"] is None
+    contact = (await tenant.client.post("/v1/contacts", json={"email": "wait@example.org"})).json()
+    r = await tenant.client.post(f"{url}/enrollments", json={"contact_ids": [contact["id"]]})
+    assert r.status_code in (200, 201), r.text
+    async with sessionmaker() as session, session.begin():
+        row = await session.get_one(Campaign, uuid.UUID(campaign["id"]))
+        row.send_days, row.send_start = list(range(7)), row.send_start.replace(hour=0)
+        row.send_end = row.send_end.replace(hour=23, minute=59)
+        result = await dispatch_campaign(session, row, now=datetime.now(UTC), public_url="https://x.example", mx=None)
+    assert result.deferred == 1
+    for body in ((await tenant.client.get(url)).json(), (await tenant.client.get(f"{url}/stats")).json()):
+        deferral = body["last_deferral"]
+        assert deferral["deferred"] == 1
+        assert deferral["reasons"] == {young: "stage"}
+        assert deferral["retry_at"] > deferral["at"]

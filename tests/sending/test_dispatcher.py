@@ -247,3 +247,80 @@ async def test_monthly_quota_caps_what_is_queued(world: World) -> None:
     second = await world.dispatch(now=NOW + timedelta(seconds=1))
     assert second.skipped_reason == "monthly send quota reached"
     assert len(await world.messages()) == 3
+
+
+async def test_a_deferral_records_why_per_inbox_and_waits_until_an_inbox_could_send(world: World) -> None:
+    await world.build(inboxes=3)
+    cooled, spent, sick = world.inboxes
+    async with world.sm() as session, session.begin():
+        (await session.get_one(EmailAccount, cooled)).cooldown_until = NOW + timedelta(hours=2)
+        (await session.get_one(EmailAccount, spent)).daily_send_limit = 0
+        (await session.get_one(EmailAccount, sick)).overall_score = 10.0
+    enrollment_id = await world.enroll("later@example.org")
+    result = await world.dispatch()
+    assert result.deferred == 1 and not result.queued
+    e = await world.enrollment(enrollment_id)
+    assert e.next_send_at == NOW + timedelta(minutes=5)  # the unhealthy inbox may be fixed any time
+    assert e.defer_reason and e.defer_reason.startswith("no inbox eligible:")
+    for reason in ("cooldown", "budget_exhausted", "below_min_health"):
+        assert reason in e.defer_reason
+    async with world.sm() as session:
+        deferral = (await session.get_one(Campaign, world.campaign_id)).last_deferral
+    assert deferral is not None
+    assert deferral["deferred"] == 1
+    assert deferral["reasons"] == {
+        str(cooled): "cooldown",
+        str(spent): "budget_exhausted",
+        str(sick): "below_min_health",
+    }
+
+    # Without the unhealthy inbox, the earliest moment is the end of the cooldown, not a blind retry.
+    async with world.sm() as session, session.begin():
+        await session.delete(
+            await session.get_one(CampaignAccount, {"campaign_id": world.campaign_id, "account_id": sick})
+        )
+    later = NOW + timedelta(minutes=6)
+    await world.dispatch(now=later)
+    assert (await world.enrollment(enrollment_id)).next_send_at == NOW + timedelta(hours=2)
+
+    # Only a spent budget left: the next UTC midnight. Once an inbox can send, the reason is cleared.
+    async with world.sm() as session, session.begin():
+        (await session.get_one(EmailAccount, cooled)).cooldown_until = None
+        (await session.get_one(EmailAccount, cooled)).daily_send_limit = 0
+    await world.dispatch(now=NOW + timedelta(hours=2))
+    assert (await world.enrollment(enrollment_id)).next_send_at == datetime(2026, 11, 25, tzinfo=UTC)
+    async with world.sm() as session, session.begin():
+        (await session.get_one(EmailAccount, cooled)).daily_send_limit = 10
+    result = await world.dispatch(now=datetime(2026, 11, 25, 0, 0, 1, tzinfo=UTC))
+    assert result.queued == {cooled: 1}
+    e = await world.enrollment(enrollment_id)
+    assert e.defer_reason is None and e.next_send_at is None
+
+
+async def test_a_follow_up_waits_for_its_own_inbox_with_the_reason(world: World) -> None:
+    await world.build(inboxes=2)
+    enrollment_id = await world.enroll("thread@example.org")
+    await world.dispatch()
+    first = (await world.messages())[0]
+    assert first.account_id is not None
+    async with world.sm() as session, session.begin():
+        e = await session.get_one(Enrollment, enrollment_id)
+        e.next_step, e.next_send_at = 1, NOW
+        (await session.get_one(EmailAccount, first.account_id)).cooldown_until = NOW + timedelta(minutes=30)
+    result = await world.dispatch(now=NOW + timedelta(seconds=1))
+    assert result.deferred == 1 and not result.queued  # the other inbox is eligible, but not its thread
+    e = await world.enrollment(enrollment_id)
+    assert e.defer_reason == "waiting for its inbox: cooldown"
+    assert e.next_send_at == NOW + timedelta(minutes=30)
+
+
+async def test_one_dispatch_of_many_rotates_like_single_picks(world: World) -> None:
+    await world.build(inboxes=3)
+    for i in range(10):
+        await world.enroll(f"r{i}@example.org")
+    result = await world.dispatch()
+    assert sorted(result.queued.values()) == [3, 3, 4]
+    messages = await world.messages()
+    order = [m.account_id for m in messages]
+    assert order[:3] == order[3:6] == order[6:9]  # round-robin, least recently used first
+    assert len(set(order[:3])) == 3

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.db import utc_day
 from nimbus_api.models import AccountDailyUsage, Campaign, CampaignAccount, Domain, EmailAccount
-from nimbus_api.sending.rotation import PickRequest, pick_inbox, release
+from nimbus_api.sending.rotation import PickRequest, pick_inbox, pick_inboxes, release
 from nimbus_api.workspaces import service as workspaces
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -194,3 +194,81 @@ async def test_concurrent_dispatchers_never_double_spend(
             await session.scalars(select(AccountDailyUsage.sends).where(AccountDailyUsage.account_id.in_(inboxes)))
         )
     assert sends == [7] * 6
+
+
+async def _usage(pool: Pool, account_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+    async with pool.sessionmaker() as session:
+        rows = await session.scalars(
+            select(AccountDailyUsage).where(
+                AccountDailyUsage.account_id.in_(account_ids), AccountDailyUsage.day == utc_day(NOW)
+            )
+        )
+        return {row.account_id: (row.sends, row.new_contacts) for row in rows}
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_one_statement_picking_many_equals_consecutive_single_picks(
+    sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, seed: int
+) -> None:
+    """Same inboxes in the same order, same reservations, same rotation afterwards, for pools with
+    mixed room (send limits, new-contact limits, used budgets, a minimum interval)."""
+    import random
+
+    rng = random.Random(seed)
+    specs: list[dict[str, Any]] = []
+    for _ in range(rng.randint(1, 7)):
+        spec: dict[str, Any] = {
+            "daily_send_limit": rng.choice([1, 2, 3, 5, 40]),
+            "last_sent_at": NOW - timedelta(minutes=rng.randint(1, 600)) if rng.random() < 0.8 else None,
+        }
+        if rng.random() < 0.4:
+            spec["daily_new_contacts_limit"] = rng.choice([0, 1, 2, 4])
+        if rng.random() < 0.15:
+            spec["min_send_interval_seconds"] = 1
+        specs.append(spec)
+    count = rng.randint(1, 30)
+    first_step = rng.random() < 0.7
+    results = []
+    for bulk in (False, True):
+        async with sessionmaker() as session, session.begin():
+            workspace = await workspaces.create_workspace(session, vault, f"rot-{secrets.token_hex(5)}")
+        p = Pool(sessionmaker, workspace.id)
+        await p.setup()
+        ids = [await p.inbox(**spec) for spec in specs]
+        async with sessionmaker() as session, session.begin():
+            if bulk:
+                picked = await pick_inboxes(session, p.request(first_step=first_step), count)
+            else:
+                picked = []
+                for _ in range(count):
+                    one = await pick_inbox(session, p.request(first_step=first_step))
+                    if one is None:
+                        break
+                    picked.append(one)
+        usage = await _usage(p, ids)
+        after = [await p.pick(first_step=False, now=NOW + timedelta(seconds=10 + i)) for i in range(3)]
+        index = {account_id: n for n, account_id in enumerate(ids)}
+        results.append(
+            (
+                [index[a] for a in picked],
+                {index[a]: u for a, u in usage.items()},
+                [index[a] if a else None for a in after],
+            )
+        )
+    assert results[0] == results[1]
+    assert len(results[1][0]) <= count
+
+
+async def test_picking_many_never_spends_a_budget_twice_under_concurrency(pool: Pool) -> None:
+    ids = [await pool.inbox(daily_send_limit=7) for _ in range(3)]
+
+    async def grab() -> list[uuid.UUID]:
+        async with pool.sessionmaker() as session, session.begin():
+            return await pick_inboxes(session, pool.request(), 5)
+
+    picked = [a for batch in await asyncio.gather(*(grab() for _ in range(8))) for a in batch]
+    assert all(n <= 7 for n in Counter(picked).values())  # locked inboxes are skipped, never shared
+    while batch := await grab():
+        picked += batch
+    assert Counter(picked) == dict.fromkeys(ids, 7)
+    assert {a: u[0] for a, u in (await _usage(pool, ids)).items()} == dict.fromkeys(ids, 7)

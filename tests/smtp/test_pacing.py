@@ -207,7 +207,156 @@ async def test_release_hands_the_schedule_to_the_next_holder(make_pacer: MakePac
 
 def test_pacer_validates_arguments() -> None:
     client = Redis.from_url(f"{REDIS_BASE}/0")  # never used: no command is sent
-    with pytest.raises(ValueError):
-        Pacer(client, 0)
+    assert Pacer(client, 5).paced
+    assert not Pacer(client, 0).paced  # lanes only
+    assert not Pacer(client, None).paced
+    for rate in (-1, -0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            Pacer(client, rate)
     with pytest.raises(ValueError):
         Pacer(client, 5, slack=1.5)
+
+
+# --- lanes only (rate 0: pacing off, the connection bound still holds across workers) ------------------
+
+
+def count_calls(pacer: Pacer) -> list[object]:
+    """Record every script call the pacer makes (its only way to talk to Redis)."""
+    calls: list[object] = []
+    call = pacer._call
+
+    async def counting(script: object, keys: list[str], args: list[object]) -> object:
+        calls.append(script)
+        return await call(script, keys, args)
+
+    pacer._call = counting  # type: ignore[method-assign]
+    return calls
+
+
+async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_lanes_only_bounds_slots_across_workers(make_pacer: MakePacer) -> None:
+    first, second = make_pacer(0), make_pacer(0)
+    third = make_pacer(0, acquire_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    async with first.slot("inbox-1", 2) as a, second.slot("inbox-1", 2) as b:
+        assert {a.index, b.index} == {0, 1}
+        started = loop.time()
+        with pytest.raises(SlotTimeout):
+            async with third.slot("inbox-1", 2):
+                pass
+        assert loop.time() - started >= 0.2  # it waited for a slot before giving up
+        assert third.metrics.slot_timeouts == 1
+    async with third.slot("inbox-1", 2) as slot:  # released: free again at once
+        assert slot.index in (0, 1)
+
+
+async def test_lanes_only_peak_concurrent_holders(make_pacer: MakePacer) -> None:
+    workers = [make_pacer(0), make_pacer(0), make_pacer(0)]
+    holding = 0
+    peak = 0
+
+    async def hold(pacer: Pacer) -> None:
+        nonlocal holding, peak
+        async with pacer.slot("inbox-1", 2) as slot:
+            holding += 1
+            peak = max(peak, holding)
+            for _ in range(3):
+                assert await slot.wait_turn() == 0.0
+                await asyncio.sleep(0.03)
+            holding -= 1
+
+    await asyncio.gather(*(hold(workers[n % 3]) for n in range(9)))
+    assert peak == 2
+    assert sum(p.metrics.leases for p in workers) == 9
+    assert sum(p.metrics.turns for p in workers) == 27
+
+
+async def test_lanes_only_wait_turn_reserves_nothing_and_never_sleeps(make_pacer: MakePacer) -> None:
+    pacer = make_pacer(0)
+    assert not pacer.paced
+    calls = count_calls(pacer)
+    async with pacer.slot("inbox-1", 1) as slot:
+        leased = len(calls)
+        assert leased == 1  # the acquire script
+        results = [await slot.wait_turn() for _ in range(1000)]
+        assert len(calls) == leased  # no Redis call at all per turn
+        assert await pacer.redis.exists(pacer.next_key("inbox-1", slot.index)) == 0  # no schedule
+    assert set(results) == {0.0}
+    assert pacer.metrics.turns == 1000
+    assert pacer.metrics.max_lateness == 0.0
+    assert await pacer.redis.exists(pacer.lease_key("inbox-1", 0), pacer.next_key("inbox-1", 0)) == 0
+
+
+async def test_lanes_only_lost_lease_is_leased_again(make_pacer: MakePacer) -> None:
+    holder = make_pacer(0, lease_ttl=0.3)  # renewed every 0.1 s
+    other = make_pacer(0)
+    intruder = make_pacer(0, acquire_timeout=0.2)
+    async with holder.slot("inbox-1", 2) as slot, other.slot("inbox-1", 2) as kept:
+        await holder.redis.delete(holder.lease_key("inbox-1", slot.index))  # expired while we stalled
+        await until(lambda: slot.lost)
+        assert await slot.wait_turn() == 0.0
+        assert not slot.lost
+        assert await holder.redis.get(holder.lease_key("inbox-1", slot.index)) == slot.token.encode()
+        assert slot.index != kept.index
+        assert holder.metrics.leases_lost == 1
+        assert holder.metrics.leases == 2
+        with pytest.raises(SlotTimeout):  # the bound holds again
+            async with intruder.slot("inbox-1", 2):
+                pass
+    assert await holder.redis.exists(holder.lease_key("inbox-1", 0), holder.lease_key("inbox-1", 1)) == 0
+
+
+async def test_lanes_only_recovers_when_redis_is_wiped(make_pacer: MakePacer) -> None:
+    workers = [make_pacer(0, lease_ttl=0.3), make_pacer(0, lease_ttl=0.3)]
+    intruder = make_pacer(0, acquire_timeout=0.2)
+    async with workers[0].slot("inbox-1", 2) as a, workers[1].slot("inbox-1", 2) as b:
+        await a.wait_turn()
+        await wipe(workers[0])  # every lease gone
+        await until(lambda: a.lost and b.lost)
+        await a.wait_turn()
+        await b.wait_turn()
+        assert {a.index, b.index} == {0, 1}
+        for pacer, slot in zip(workers, (a, b), strict=True):
+            assert await pacer.redis.get(pacer.lease_key("inbox-1", slot.index)) == slot.token.encode()
+            assert pacer.metrics.leases_lost == 1
+        with pytest.raises(SlotTimeout):
+            async with intruder.slot("inbox-1", 2):
+                pass
+        await asyncio.sleep(0.5)  # the new leases are renewed like the first ones
+        assert not a.lost
+        assert not b.lost
+
+
+async def test_lanes_only_lost_lease_waits_for_a_free_slot(make_pacer: MakePacer) -> None:
+    holder = make_pacer(0, lease_ttl=0.3, acquire_timeout=0.2)
+    intruder = make_pacer(0)
+    async with holder.slot("inbox-1", 1) as slot:
+        await holder.redis.delete(holder.lease_key("inbox-1", 0))
+        async with intruder.slot("inbox-1", 1):  # took the slot our holder lost
+            await until(lambda: slot.lost)
+            with pytest.raises(SlotTimeout):  # no second connection: the holder must wait for a slot
+                await slot.wait_turn()
+        assert await slot.wait_turn() == 0.0  # free again
+        assert await holder.redis.get(holder.lease_key("inbox-1", 0)) == slot.token.encode()
+    assert holder.metrics.turns == 1
+
+
+async def test_lanes_only_spurious_lost_keeps_the_slot(make_pacer: MakePacer) -> None:
+    pacer = make_pacer(0)
+    async with pacer.slot("inbox-1", 2) as slot:
+        index = slot.index
+        slot.lost = True  # e.g. a renewal answered "lost" just before a re-lease: the lease is still ours
+        await slot.wait_turn()
+        assert not slot.lost
+        assert slot.index == index
+        assert pacer.metrics.leases == 1
+        assert pacer.metrics.leases_lost == 0
+        other = pacer.lease_key("inbox-1", 1 - index)
+        assert await pacer.redis.exists(other) == 0  # no second slot taken

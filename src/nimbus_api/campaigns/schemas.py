@@ -160,6 +160,21 @@ class Throttled(BaseModel):
     reasons: list[ThrottleReason] = Field(description="Every inbox of the pool that may not send now, and why.")
 
 
+class LastDeferral(BaseModel):
+    """The latest dispatch that found no eligible inbox for some of the campaign's sends."""
+
+    at: datetime
+    deferred: int = Field(description="Sends that dispatch deferred.")
+    retry_at: datetime = Field(
+        description="When they are tried again: the earliest moment an inbox could take them (a spent "
+        "budget at the next UTC midnight, a cooldown at its end; what waits on a person in 5 minutes)."
+    )
+    reasons: dict[str, str] = Field(
+        description="Why each inbox of the pool could not take them, by account id: an ineligibility reason, "
+        "or `interval` (min_send_interval_seconds not past) or `busy` (taken by a concurrent dispatcher)."
+    )
+
+
 class CampaignRead(BaseModel):
     id: uuid.UUID
     name: str
@@ -174,6 +189,7 @@ class CampaignRead(BaseModel):
     steps: list[StepOut]
     pool_size: int = Field(description="Inboxes in the sending pool.")
     throttled: Throttled
+    last_deferral: LastDeferral | None
     started_at: datetime | None
     completed_at: datetime | None
     created_at: datetime
@@ -244,3 +260,4 @@ class CampaignStats(BaseModel):
     campaign_sent_today: int = Field(description="This campaign's messages sent today (UTC).")
     inboxes: list[InboxBudget] = Field(description="Today's budget of each inbox of the pool.")
     throttled: Throttled
+    last_deferral: LastDeferral | None

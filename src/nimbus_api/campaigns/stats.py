@@ -8,7 +8,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns import pool
-from nimbus_api.campaigns.schemas import CampaignStats, EnrollmentCounts, InboxBudget, MessageCounts
+from nimbus_api.campaigns.schemas import (
+    CampaignStats,
+    EnrollmentCounts,
+    InboxBudget,
+    LastDeferral,
+    MessageCounts,
+)
 from nimbus_api.models import Campaign, Enrollment, Message
 
 
@@ -54,4 +60,5 @@ async def campaign_stats(session: AsyncSession, campaign: Campaign, now: datetim
             for inbox in inboxes
         ],
         throttled=pool.throttled(campaign, inboxes, now),
+        last_deferral=LastDeferral.model_validate(campaign.last_deferral) if campaign.last_deferral else None,
     )

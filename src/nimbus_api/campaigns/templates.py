@@ -336,6 +336,13 @@ def render_step(step: StepTemplates, contact: ContactData, unsubscribe_url: str)
     )
 
 
+def render_subject(step: StepTemplates, contact: ContactData, unsubscribe_url: str) -> str:
+    """The step's subject for one contact (what dispatch stores on the message); raises ``TemplateProblem``."""
+    template = _compile("subject", step.subject_template)
+    context = {"contact": _Contact(contact), "unsubscribe_url": unsubscribe_url}
+    return _single_line("subject", _render("subject", template, context))
+
+
 def check_template(part: Part, source: str) -> str:
     """Save-time check of one template: compile it and render it for ``SAMPLE_CONTACT``."""
     if part == "subject":
@@ -358,4 +365,5 @@ __all__ = [
     "check_template",
     "compile_step",
     "render_step",
+    "render_subject",
 ]

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, time
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, Time, UniqueConstraint
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nimbus_api.kit.db import Base, utcnow
@@ -42,6 +42,9 @@ class Campaign(Base):
     randomize_delay_min_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
     randomize_delay_max_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
     exhausted_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_deferral: Mapped[dict[str, object] | None] = mapped_column(JSONB, default=None)
+    """The latest dispatch that found no eligible inbox for some sends: when, how many, until when, and
+    why per inbox (``sending.dispatcher``)."""
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

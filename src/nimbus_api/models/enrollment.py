@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nimbus_api.kit.db import Base, utcnow
@@ -22,12 +22,20 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id"),
-        Index("ix_enrollments_due", "status", "next_send_at"),
+        # What dispatch reads: one campaign's active enrollments by due time. Partial, so an enrollment in
+        # flight (no next_send_at) or finished leaves the index and costs no entry on its later updates.
+        Index(
+            "ix_enrollments_due",
+            "campaign_id",
+            "next_send_at",
+            postgresql_where=text("status = 'active' AND next_send_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
-    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    # Indexed by uq_enrollments_campaign_id_contact_id (campaign_id first).
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(12), default="active")
     next_step: Mapped[int] = mapped_column(Integer, default=0)
@@ -36,6 +44,8 @@ class Enrollment(Base):
         ForeignKey("email_accounts.id", ondelete="SET NULL"), default=None, index=True
     )
     stop_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    defer_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    """Why the last dispatch could not place the next step (no eligible inbox), cleared when queued."""
     unsubscribe_token: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nimbus_api.kit.db import Base, utcnow
@@ -30,13 +30,21 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step"),
-        Index("ix_messages_work", "account_id", "state", "retry_at"),
+        # What the sender leases: one inbox's due messages, oldest first. Partial: a leased, sent or
+        # failed message is not in it, so those state changes add no entry here.
+        Index(
+            "ix_messages_work",
+            "account_id",
+            "created_at",
+            postgresql_where=text("state IN ('queued', 'deferred')"),
+        ),
         Index("ix_messages_campaign_state", "campaign_id", "state"),
         Index("ix_messages_workspace_sent_at", "workspace_id", "sent_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    # Indexed by ix_messages_workspace_sent_at (workspace_id first): a second index would only slow writes.
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     enrollment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
@@ -51,6 +59,9 @@ class Message(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     retry_at: Mapped[datetime | None] = mapped_column(default=None)
+    budget_day: Mapped[date | None] = mapped_column(Date, default=None)
+    """The UTC day whose inbox budget this message holds a send of (None: none held, e.g. a retry moved
+    to a later day; the sender reserves that day's budget before sending it)."""
     reply_code: Mapped[int | None] = mapped_column(Integer, default=None)
     reply_enhanced: Mapped[str | None] = mapped_column(String(20), default=None)
     reply_text: Mapped[str | None] = mapped_column(Text, default=None)

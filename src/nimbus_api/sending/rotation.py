@@ -1,4 +1,4 @@
-"""Rotation: pick one eligible inbox of a campaign's pool and reserve its budget, in one statement.
+"""Rotation: pick eligible inboxes of a campaign's pool and reserve their budgets, in one statement.
 
 Eligible means: active and not disabled; ``overall_score >= min_health_score``; ``current_stage`` at least
 3 for cold campaigns, 2 for nurture; not in cooldown; the campaign's type allowed on the inbox; its
@@ -6,10 +6,14 @@ domain not paused; under ``daily_send_limit`` today (UTC) and, for step 1, under
 ``daily_new_contacts_limit``; past ``min_send_interval_seconds`` since its last pick. Among eligible
 inboxes the least recently used goes first.
 
-The pick locks the inbox row (``FOR UPDATE ... SKIP LOCKED``), increments today's usage row and stamps
-``last_sent_at`` in the same statement (at least a microsecond past its previous value, so several
-picks in one transaction still rotate); the lock is held until the caller's transaction ends, so
-concurrent dispatchers never pick the same inbox at once and never spend a budget twice. A later
+One statement picks ``n`` sends at once (``pick_inboxes``; ``pick_inbox`` is ``n = 1``): the ``n`` least
+recently used eligible inboxes are locked (``FOR UPDATE ... SKIP LOCKED``), the sends are dealt to them
+round-robin in that order, each inbox capped by its room today (a water level keeps the dealt slots
+under ``n`` plus the number of inboxes), today's usage rows are incremented, and ``last_sent_at`` is
+stamped in the order of each inbox's last slot (microseconds past the newest stamp in the pool, so
+several picks at the same moment still rotate). The result equals ``n`` consecutive single picks (an inbox with a
+``min_send_interval_seconds`` takes one send per pick). The locks are held until the caller's
+transaction ends, so concurrent dispatchers never pick the same inbox at once and never spend a budget twice. A later
 statement in the same transaction sees the increment, so one transaction may pick many times.
 """
 
@@ -28,7 +32,13 @@ from nimbus_api.kit.db import utc_day
 PICK_SQL = text(
     """
 WITH candidate AS (
-    SELECT a.id, a.daily_send_limit, a.daily_new_contacts_limit
+    SELECT a.id, a.last_sent_at, a.daily_send_limit, a.daily_new_contacts_limit,
+           LEAST(a.daily_send_limit - COALESCE(u.sends, 0),
+                 CASE WHEN :first_step AND a.daily_new_contacts_limit IS NOT NULL
+                      THEN a.daily_new_contacts_limit - COALESCE(u.new_contacts, 0) END,
+                 -- an inbox with a minimum interval between sends takes one per pick
+                 CASE WHEN a.min_send_interval_seconds > 0 THEN 1 END,
+                 :n) AS room
     FROM campaign_accounts ca
     JOIN email_accounts a ON a.id = ca.account_id
     JOIN domains d ON d.id = a.domain_id
@@ -47,24 +57,48 @@ WITH candidate AS (
       AND (a.min_send_interval_seconds = 0 OR a.last_sent_at IS NULL
            OR a.last_sent_at <= CAST(:now AS timestamptz) - make_interval(secs => a.min_send_interval_seconds))
     ORDER BY a.last_sent_at ASC NULLS FIRST, a.id
-    LIMIT 1
+    LIMIT :n
     FOR UPDATE OF a SKIP LOCKED
+), ranked AS (
+    SELECT id, room,
+           row_number() OVER (ORDER BY last_sent_at ASC NULLS FIRST, id) AS lru,
+           row_number() OVER (ORDER BY room, id) AS j,
+           count(*) OVER () AS m,
+           COALESCE(lag(room) OVER (ORDER BY room, id), 0) AS below_room,
+           COALESCE(sum(room) OVER (ORDER BY room, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below
+    FROM candidate
+), level AS (
+    -- Water level: the fewest sends per inbox that covers :n in round-robin (each inbox capped by its room).
+    SELECT COALESCE(MIN(k) FILTER (WHERE k > below_room AND k <= room), MAX(room)) AS l
+    FROM (SELECT room, below_room, CEIL((:n - below)::numeric / (m - j + 1))::int AS k FROM ranked) s
+), slot AS (
+    SELECT r.id, r.lru, row_number() OVER (ORDER BY g, r.lru) AS position
+    FROM ranked r, level, generate_series(1, LEAST(r.room, level.l)) g
+), allotted AS (
+    SELECT id, min(lru) AS lru, count(*)::int AS take, max(position) AS last_position
+    FROM slot WHERE position <= :n GROUP BY id
 ), reserved AS (
     INSERT INTO account_daily_usage AS u (account_id, day, sends, new_contacts)
-    SELECT id, :day, 1, CASE WHEN :first_step THEN 1 ELSE 0 END FROM candidate
+    SELECT id, :day, take, CASE WHEN :first_step THEN take ELSE 0 END FROM allotted
     ON CONFLICT (account_id, day) DO UPDATE
-        SET sends = u.sends + 1, new_contacts = u.new_contacts + EXCLUDED.new_contacts
+        SET sends = u.sends + EXCLUDED.sends, new_contacts = u.new_contacts + EXCLUDED.new_contacts
         -- Checked again on the latest committed row: the candidate's read of usage may predate a
         -- concurrent reservation that committed while this statement waited for the inbox's lock.
-        WHERE u.sends < (SELECT daily_send_limit FROM candidate)
-          AND (NOT :first_step OR (SELECT daily_new_contacts_limit FROM candidate) IS NULL
-               OR u.new_contacts < (SELECT daily_new_contacts_limit FROM candidate))
+        WHERE u.sends + EXCLUDED.sends <= (SELECT c.daily_send_limit FROM candidate c WHERE c.id = u.account_id)
+          AND (NOT :first_step
+               OR (SELECT c.daily_new_contacts_limit FROM candidate c WHERE c.id = u.account_id) IS NULL
+               OR u.new_contacts + EXCLUDED.new_contacts
+                  <= (SELECT c.daily_new_contacts_limit FROM candidate c WHERE c.id = u.account_id))
     RETURNING account_id
 )
-UPDATE email_accounts SET last_sent_at = GREATEST(:now, email_accounts.last_sent_at + interval '1 microsecond')
-FROM reserved
+UPDATE email_accounts
+SET last_sent_at = stamp.base + make_interval(secs => allotted.last_position / 1e6)
+FROM reserved JOIN allotted ON allotted.id = reserved.account_id,
+     (SELECT GREATEST(CAST(:now AS timestamptz), max(pa.last_sent_at)) AS base
+      FROM campaign_accounts pc JOIN email_accounts pa ON pa.id = pc.account_id
+      WHERE pc.campaign_id = :campaign_id) stamp
 WHERE email_accounts.id = reserved.account_id
-RETURNING email_accounts.id
+RETURNING email_accounts.id, allotted.take, allotted.lru
 """
 )
 
@@ -89,9 +123,16 @@ class PickRequest:
     """A threaded follow-up goes through the inbox that sent step 1, or waits for it."""
 
 
-async def pick_inbox(session: AsyncSession, request: PickRequest) -> uuid.UUID | None:
-    """The picked inbox with one send reserved today, or None when no inbox is eligible now."""
-    row = (
+async def pick_inboxes(session: AsyncSession, request: PickRequest, count: int) -> list[uuid.UUID]:
+    """Up to ``count`` sends, each with an inbox picked and its send reserved today, in one statement.
+
+    The result is in rotation order: exactly the inboxes ``count`` consecutive single picks would give
+    (least recently used first, round-robin, an inbox leaving the rotation when its room for today is
+    used). Shorter than ``count`` when the pool has not that much room now; empty when no inbox is eligible.
+    """
+    if count < 1:
+        return []
+    rows = (
         await session.execute(
             PICK_SQL,
             {
@@ -103,10 +144,21 @@ async def pick_inbox(session: AsyncSession, request: PickRequest) -> uuid.UUID |
                 "campaign_type": request.campaign_type,
                 "first_step": request.first_step,
                 "day": utc_day(request.now),
+                "n": count,
             },
         )
-    ).first()
-    return row[0] if row else None
+    ).all()
+    takes = sorted(((lru, account_id, take) for account_id, take, lru in rows), key=lambda row: row[0])
+    order: list[uuid.UUID] = []
+    for turn in range(max((take for _, _, take in takes), default=0)):
+        order.extend(account_id for _, account_id, take in takes if take > turn)
+    return order
+
+
+async def pick_inbox(session: AsyncSession, request: PickRequest) -> uuid.UUID | None:
+    """The picked inbox with one send reserved today, or None when no inbox is eligible now."""
+    picked = await pick_inboxes(session, request, 1)
+    return picked[0] if picked else None
 
 
 async def release(session: AsyncSession, account_id: uuid.UUID, *, first_step: bool, day: date) -> None:

@@ -1,16 +1,22 @@
-"""The per-inbox sender: lease the inbox's due messages, send them over pooled, paced connections, and
-record what happened to each (``models.message`` has the state machine).
+"""The per-inbox sender: each connection (a "lane") leases a chunk of the inbox's due messages, sends
+them, and records what happened to each (``models.message`` has the state machine).
 
-Crash safety, per message:
+Crash safety, per chunk of at most ``commit_every`` messages of one lane:
 
-1. lease (committed): ``queued``/due ``deferred`` -> ``leased`` with a lease expiry, in batches;
-2. an attempt row is committed *before* the SMTP transaction starts;
-3. the outcome is committed with the attempt's end.
+1. lease (committed before anything is on the wire): due messages (``queued``, or ``deferred`` past
+   ``retry_at``) -> ``leased``, with the lease expiry and the attempt counted (a ``leased`` message is
+   one whose attempt has begun); a retry moved to a later day first reserves a send of today's budget
+   (``budget_day``), or waits for the next day;
+2. the chunk is rendered and sent on the lane's connection (no RSET between messages that went through);
+3. every outcome is committed in one transaction, with one attempt row per message (bulk statements
+   for the ``sent`` ones, the common case).
 
-A worker killed between 2 and 3 leaves a leased message with an unfinished attempt: the sweeper marks it
-``unknown`` (it may have been delivered) and never requeues it. A leased message without an attempt was
-never on the wire: the sweeper requeues it. So a crash loses nothing and duplicates only what it records
-as ``unknown``.
+A worker killed between 1 and 3 leaves leased messages whose lease expires: the sweeper marks them
+``unknown`` (each may have been delivered) and never requeues them. So a crash loses nothing and
+duplicates only what it records as ``unknown``; the price of committing per chunk instead of per message
+is that up to ``commit_every`` messages per lane that were not yet sent are recorded ``unknown`` too. An
+error that is not an SMTP outcome (Redis down for the pacer, a pool timeout) records what was sent and
+gives the unsent rest of the chunk back at once. With pacing on, a chunk is at most one second of sends.
 
 The inbox's password is decrypted once per run (audited, purpose ``send``) and never leaves this process.
 """
@@ -18,16 +24,18 @@ The inbox's password is decrypted once per run (audited, purpose ``send``) and n
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Row, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,17 +45,14 @@ from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_id
 from nimbus_api.models import (
-    Campaign,
-    CampaignStep,
-    Contact,
+    AccountDailyUsage,
     EmailAccount,
     Enrollment,
     Message,
-    SendAttempt,
     Suppression,
 )
 from nimbus_api.sending import mime
-from nimbus_api.sending.dispatcher import unsubscribe_links
+from nimbus_api.sending.dispatcher import unsubscribe_links, utc_midnight_after
 from nimbus_api.sending.outcomes import Outcome, classify, next_attempt
 from nimbus_api.sending.rotation import release
 from nimbus_api.smtp.client import SmtpServer
@@ -69,6 +74,7 @@ class SenderDeps:
     worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
     lease_seconds: int = 300
     batch: int = 100
+    commit_every: int = 25
 
 
 @dataclass
@@ -83,86 +89,214 @@ class _Work:
     enrollment_id: uuid.UUID
     step: int
     to_email: str
-    to_name: str | None
+    budget_day: date | None
     raw: bytes | None  # None: not sent (suppressed at send time, or ``failure``)
     failure: str | None = None
+    next_delay: timedelta | None = None  # after a send: the next step's delay (jitter included); None: last
+
+
+@dataclass
+class _Result:
+    item: _Work
+    outcome: str
+    reply: ServerReply | None = None
+    error: SmtpError | None = None
+
+
+LEASE_SQL = text(
+    """
+WITH due AS (
+    SELECT id FROM messages
+    WHERE account_id = :account_id AND budget_day IS NOT NULL
+      AND (state = 'queued' OR (state = 'deferred' AND retry_at <= :now))
+    ORDER BY created_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE messages m
+    SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires, attempts = m.attempts + 1
+    FROM due WHERE m.id = due.id
+    RETURNING m.id, m.enrollment_id, m.campaign_id, m.contact_id, m.step, m.subject, m.message_id_header,
+              m.in_reply_to, m.budget_day, m.created_at
+)
+SELECT l.id, l.enrollment_id, l.campaign_id, l.step, l.subject, l.message_id_header, l.in_reply_to, l.budget_day,
+       e.status, e.unsubscribe_token, c.email, c.first_name, c.last_name, c.company, c.fields,
+       s.subject_template, s.text_template, s.html_template, nxt.delay_seconds AS next_delay,
+       cp.randomize_delay_min_seconds AS jitter_min, cp.randomize_delay_max_seconds AS jitter_max,
+       EXISTS (SELECT 1 FROM suppressions sp
+               WHERE sp.workspace_id = c.workspace_id AND lower(sp.email) = lower(c.email)) AS suppressed
+FROM leased l
+JOIN enrollments e ON e.id = l.enrollment_id
+JOIN contacts c ON c.id = l.contact_id
+JOIN campaigns cp ON cp.id = l.campaign_id
+LEFT JOIN campaign_steps s ON s.campaign_id = l.campaign_id AND s.position = l.step
+LEFT JOIN campaign_steps nxt ON nxt.campaign_id = l.campaign_id AND nxt.position = l.step + 1
+ORDER BY l.created_at
+"""
+)
+"""Lease and read a chunk in one statement: the due messages (holding a budget) become ``leased`` with
+their attempt counted, and come back with what rendering and recording need."""
+
+GENERIC_PLANS_SQL = text("SET LOCAL plan_cache_mode = auto")
+"""The engine forces a custom plan per run (``kit.db``); the sender's statements read one inbox's due
+messages or rows by primary key, whose plans do not depend on the values, so in its transactions
+PostgreSQL may reuse a generic plan instead of planning every chunk's statements again."""
+
+UNBUDGETED_SQL = text(
+    """
+SELECT id, step FROM messages
+WHERE account_id = :account_id AND budget_day IS NULL AND state = 'deferred' AND retry_at <= :now
+ORDER BY created_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+)
+
+RECORD_SENT_SQL = text(
+    """
+WITH sent AS (
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:enrollment_ids AS uuid[]), CAST(:steps AS int[]),
+                         CAST(:next_send_at AS timestamptz[]), CAST(:codes AS int[]), CAST(:enhanced AS varchar[]),
+                         CAST(:texts AS text[]))
+         AS v(id, enrollment_id, step, next_send_at, code, enhanced, reply_text)
+), messages_sent AS (
+    UPDATE messages m
+    SET state = 'sent', sent_at = :now, reply_code = sent.code, reply_enhanced = sent.enhanced,
+        reply_text = sent.reply_text, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+    FROM sent WHERE m.id = sent.id
+    RETURNING m.id
+), advanced AS (
+    UPDATE enrollments e
+    SET next_step = sent.step + 1,
+        status = CASE WHEN e.status = 'active' AND sent.next_send_at IS NULL THEN 'completed' ELSE e.status END,
+        next_send_at = CASE WHEN e.status = 'active' THEN sent.next_send_at END,
+        updated_at = :now
+    FROM sent WHERE e.id = sent.enrollment_id
+    RETURNING e.id
+)
+SELECT (SELECT count(*) FROM messages_sent), (SELECT count(*) FROM advanced)
+"""
+)
+"""The ``sent`` messages of a chunk, and their enrollments moved to the next step (or completed), in
+one statement."""
+
+
+INSERT_ATTEMPTS_SQL = text(
+    """
+INSERT INTO send_attempts (id, message_id, account_id, outcome, reply_code, reply_enhanced, reply_text, error_code,
+                           started_at, finished_at)
+SELECT v.id, v.message_id, :account_id, v.outcome, v.code, v.enhanced, v.reply_text, v.error_code, :started, :now
+FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[]), CAST(:outcomes AS varchar[]), CAST(:codes AS int[]),
+            CAST(:enhanced AS varchar[]), CAST(:texts AS text[]), CAST(:errors AS varchar[]))
+     AS v(id, message_id, outcome, code, enhanced, reply_text, error_code)
+"""
+)
 
 
 async def lease(
-    session: AsyncSession, account_id: uuid.UUID, *, owner: str, now: datetime, limit: int, lease_seconds: int
-) -> list[uuid.UUID]:
-    due = (
-        select(Message.id)
-        .where(
-            Message.account_id == account_id,
-            or_(Message.state == "queued", and_(Message.state == "deferred", Message.retry_at <= now)),
-        )
-        .order_by(Message.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    rows = await session.scalars(
-        update(Message)
-        .where(Message.id.in_(due))
-        .values(state="leased", lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .returning(Message.id)
-    )
-    return list(rows)
+    session: AsyncSession, account: EmailAccount, *, owner: str, now: datetime, limit: int, lease_seconds: int
+) -> Sequence[Row[Any]]:
+    """Lease up to ``limit`` due messages of the inbox, oldest first: their attempt begins (counted).
+
+    A message holding no budget (a retry moved to a later day) first reserves a send of today's budget,
+    within ``daily_send_limit`` (and ``daily_new_contacts_limit`` for step 1); what does not fit waits
+    for the next UTC day."""
+    await session.execute(GENERIC_PLANS_SQL)
+    values = {
+        "account_id": account.id,
+        "now": now,
+        "limit": limit,
+        "owner": owner,
+        "expires": now + timedelta(seconds=lease_seconds),
+    }
+    rows = list((await session.execute(LEASE_SQL, values)).all())
+    if len(rows) < limit:
+        unbudgeted = (await session.execute(UNBUDGETED_SQL, values | {"limit": limit - len(rows)})).all()
+        if unbudgeted:
+            granted = await _reserve_today(session, account.id, [step for _, step in unbudgeted], now)
+            held = [message_id for (message_id, _), ok in zip(unbudgeted, granted, strict=True) if ok]
+            waiting = [message_id for (message_id, _), ok in zip(unbudgeted, granted, strict=True) if not ok]
+            if waiting:
+                await session.execute(
+                    update(Message).where(Message.id.in_(waiting)).values(retry_at=utc_midnight_after(now))
+                )
+            if held:
+                await session.execute(update(Message).where(Message.id.in_(held)).values(budget_day=utc_day(now)))
+                rows += (await session.execute(LEASE_SQL, values | {"limit": limit - len(rows)})).all()
+    return rows
 
 
-async def _prepare(session: AsyncSession, ids: list[uuid.UUID], account: EmailAccount, public_url: str) -> list[_Work]:
-    rows = (
-        await session.execute(
-            select(Message, Enrollment, Contact, CampaignStep)
-            .join(Enrollment, Enrollment.id == Message.enrollment_id)
-            .join(Contact, Contact.id == Message.contact_id)
-            .join(
-                CampaignStep,
-                and_(CampaignStep.campaign_id == Message.campaign_id, CampaignStep.position == Message.step),
-            )
-            .where(Message.id.in_(ids))
-            .order_by(Message.created_at)
-        )
-    ).all()
-    suppressed = set(
-        await session.scalars(
-            select(func.lower(Suppression.email)).where(
-                Suppression.workspace_id == account.workspace_id,
-                func.lower(Suppression.email).in_([c.email.lower() for _, _, c, _ in rows]),
-            )
-        )
+async def _reserve_today(
+    session: AsyncSession, account_id: uuid.UUID, steps: Sequence[int], now: datetime
+) -> list[bool]:
+    """Reserve today's sends for these messages (by step) in order, as far as the inbox's limits allow.
+
+    The usage row is locked for the transaction, so a concurrent pick (which re-checks the committed
+    row) never spends the same send."""
+    day = utc_day(now)
+    await session.execute(
+        insert(AccountDailyUsage)
+        .values(account_id=account_id, day=day, sends=0, new_contacts=0)
+        .on_conflict_do_nothing()
     )
+    usage = await session.scalar(
+        select(AccountDailyUsage)
+        .where(AccountDailyUsage.account_id == account_id, AccountDailyUsage.day == day)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    account = await session.get_one(EmailAccount, account_id)
+    assert usage is not None
+    granted: list[bool] = []
+    for step in steps:
+        new_limit = account.daily_new_contacts_limit if step == 0 else None
+        ok = usage.sends < account.daily_send_limit and (new_limit is None or usage.new_contacts < new_limit)
+        if ok:
+            usage.sends += 1
+            usage.new_contacts += 1 if step == 0 else 0
+        granted.append(ok)
+    return granted
+
+
+def _prepare(rows: Sequence[Row[Any]], account: EmailAccount, public_url: str) -> list[_Work]:
+    """Render each leased message (pure CPU: everything came with the lease)."""
     work: list[_Work] = []
-    for message, enrollment, contact, step in rows:
-        if enrollment.status != "active" or contact.email.lower() in suppressed:
-            work.append(_Work(message.id, enrollment.id, message.step, contact.email, None, None))
+    for row in rows:
+        next_delay = None
+        if row.next_delay is not None:
+            low, high = row.jitter_min, row.jitter_max
+            extra = random.randint(low, high) if low is not None and high is not None else 0  # noqa: S311
+            next_delay = timedelta(seconds=row.next_delay + extra)
+        base = _Work(row.id, row.enrollment_id, row.step, row.email, row.budget_day, None, None, next_delay)
+        if row.status != "active" or row.suppressed:
+            work.append(base)
             continue
-        url, mailto = unsubscribe_links(public_url, account.email, enrollment.unsubscribe_token)
+        url, mailto = unsubscribe_links(public_url, account.email, row.unsubscribe_token)
         try:
-            rendered = render_step(step, contact, url)
-        except TemplateProblem as exc:
-            work.append(_Work(message.id, enrollment.id, message.step, contact.email, None, None, f"template: {exc}"))
+            if row.text_template is None:
+                raise TemplateProblem("text", "the step no longer exists")
+            rendered = render_step(row, row, url)
+            raw = mime.render(
+                mime.OutgoingMail(
+                    from_email=account.email,
+                    from_name=account.from_name,
+                    to_email=row.email,
+                    to_name=" ".join(p for p in (row.first_name, row.last_name) if p) or None,
+                    reply_to=account.reply_to,
+                    subject=row.subject,
+                    text=rendered.text,
+                    html=rendered.html,
+                    message_id=row.message_id_header,
+                    in_reply_to=row.in_reply_to,
+                    references=(row.in_reply_to,) if row.in_reply_to else (),
+                    unsubscribe_url=url,
+                    unsubscribe_mailto=mailto,
+                )
+            )
+        except (TemplateProblem, mime.HeaderInjection) as exc:
+            work.append(_Work(row.id, row.enrollment_id, row.step, row.email, row.budget_day, None, f"template: {exc}"))
             continue
-        mail = mime.OutgoingMail(
-            from_email=account.email,
-            from_name=account.from_name,
-            to_email=contact.email,
-            to_name=" ".join(p for p in (contact.first_name, contact.last_name) if p) or None,
-            reply_to=account.reply_to,
-            subject=message.subject,
-            text=rendered.text,
-            html=rendered.html,
-            message_id=message.message_id_header,
-            in_reply_to=message.in_reply_to,
-            references=(message.in_reply_to,) if message.in_reply_to else (),
-            unsubscribe_url=url,
-            unsubscribe_mailto=mailto,
-        )
-        name = mail.to_name
-        work.append(
-            _Work(message.id, enrollment.id, message.step, contact.email, name, mime.to_bytes(mime.build(mail)))
-        )
+        work.append(_Work(row.id, row.enrollment_id, row.step, row.email, row.budget_day, raw, None, next_delay))
     return work
 
 
@@ -177,35 +311,33 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
         password = await deps.vault.reveal_for_account(
             session, account.id, "smtp_password", actor=SENDER_ACTOR, purpose="send"
         )
-    server = _server(account, password)
-    key = PoolKey(str(account.id), account.credentials_version)
     lanes = max(1, account.max_connections)
-    deadline = time.monotonic() + max_seconds
-    credential_failure: list[SmtpError] = []
-    while time.monotonic() < deadline and not credential_failure:
-        now = datetime.now(UTC)
-        async with deps.sessionmaker() as session, session.begin():
-            ids = await lease(
-                session, account.id, owner=deps.worker_id, now=now, limit=deps.batch, lease_seconds=deps.lease_seconds
-            )
-            work = await _prepare(session, ids, account, deps.public_url) if ids else []
-        if not work:
-            break
-        queue: asyncio.Queue[_Work] = asyncio.Queue()
-        for item in work:
-            queue.put_nowait(item)
+    chunk = min(deps.commit_every, deps.batch)
+    if deps.pacer is not None and deps.pacer.paced:
+        chunk = min(chunk, max(1, math.ceil(deps.pacer.rate)))  # at most about a second of sends per chunk
+    lane = _Lane(
+        deps,
+        account,
+        _server(account, password),
+        PoolKey(str(account.id), account.credentials_version),
+        lanes,
+        chunk,
+        time.monotonic() + max_seconds,
+        report,
+        [],
+    )
 
-        async def lane(queue: asyncio.Queue[_Work]) -> None:
-            if deps.pacer is None:
-                await _drain(deps, account, server, key, lanes, queue, None, report, credential_failure)
-                return
-            async with deps.pacer.slot(str(account.id), lanes) as slot:
-                await _drain(deps, account, server, key, lanes, queue, slot.wait_turn, report, credential_failure)
+    async def run_lane() -> None:
+        if deps.pacer is None:
+            await lane.run(None)
+            return
+        async with deps.pacer.slot(str(account.id), lanes) as slot:
+            await lane.run(slot.wait_turn)
 
-        await asyncio.gather(*(lane(queue) for _ in range(min(lanes, len(work)))))
-        if credential_failure:
-            await _hand_back(deps, account.id, credential_failure[0])
-            report.stopped_reason = credential_failure[0].code
+    await asyncio.gather(*(run_lane() for _ in range(lanes)))
+    if lane.credential_failure:
+        await _hand_back(deps, account.id, lane.credential_failure[0])
+        report.stopped_reason = lane.credential_failure[0].code
     return report
 
 
@@ -220,162 +352,203 @@ def _server(account: EmailAccount, password: Secret | None) -> SmtpServer:
     )
 
 
-async def _drain(
-    deps: SenderDeps,
-    account: EmailAccount,
-    server: SmtpServer,
-    key: PoolKey,
-    lanes: int,
-    queue: asyncio.Queue[_Work],
-    wait_turn: Callable[[], Awaitable[float]] | None,
-    report: SendReport,
-    credential_failure: list[SmtpError],
-) -> None:
-    while not queue.empty() and not credential_failure:
-        item = queue.get_nowait()
-        if item.raw is None:
-            skipped = "rendering_failed" if item.failure else "suppressed"
-            await _record(deps, account, item, skipped, None, None)
-            report.outcomes[skipped] += 1
-            continue
-        attempt_id = await _start_attempt(deps, item, account.id)
-        if attempt_id is None:
-            report.outcomes["lease_lost"] += 1
-            continue
-        reply: ServerReply | None = None
-        error: SmtpError | None = None
-        try:
-            async with deps.pool.connection(key, server, max_connections=lanes) as conn:
-                if wait_turn is not None:
-                    await wait_turn()
-                reply = await conn.transmit(sender=account.email, recipients=[item.to_email], message=item.raw)
-        except SmtpError as exc:
-            error = exc
-        outcome: Outcome | str = "sent" if error is None else classify(error.code, error.stage, _enhanced(error))
+@dataclass
+class _Lane:
+    """The inbox's sending, shared by its lanes (one per connection): each leases a chunk, sends it on
+    its connection and records it, until nothing is due, the time is up or the login failed."""
+
+    deps: SenderDeps
+    account: EmailAccount
+    server: SmtpServer
+    key: PoolKey
+    lanes: int
+    chunk: int
+    deadline: float
+    report: SendReport
+    credential_failure: list[SmtpError]
+
+    async def run(self, wait_turn: Callable[[], Awaitable[float]] | None) -> None:
+        deps = self.deps
+        while time.monotonic() < self.deadline and not self.credential_failure:
+            started = datetime.now(UTC)
+            async with deps.sessionmaker() as session, session.begin():
+                rows = await lease(
+                    session,
+                    self.account,
+                    owner=deps.worker_id,
+                    now=started,
+                    limit=self.chunk,
+                    lease_seconds=deps.lease_seconds,
+                )
+            if not rows:
+                return
+            items = _prepare(rows, self.account, deps.public_url)
+            results = [_Result(i, "rendering_failed" if i.failure else "suppressed") for i in items if i.raw is None]
+            pending = [i for i in items if i.raw is not None]
+            try:
+                await self._send_all(pending, wait_turn, results)
+            finally:
+                done = {r.item.message_id for r in results}
+                unsent = [i for i in pending if i.message_id not in done]
+                # Recorded even when the task is being cancelled: what was sent must not turn ``unknown``.
+                await asyncio.shield(_record_chunk(deps, self.account, started, results, unsent))
+            for result in results:
+                self.report.outcomes[result.outcome] += 1
+
+    async def _send_all(
+        self, pending: list[_Work], wait_turn: Callable[[], Awaitable[float]] | None, results: list[_Result]
+    ) -> None:
+        """Send the chunk on one leased connection; a connection that broke is replaced for the rest.
+        Stops at a credential-level failure (the rest is given back)."""
+        index = 0
+        while index < len(pending) and not self.credential_failure:
+            try:
+                async with self.deps.pool.connection(self.key, self.server, max_connections=self.lanes) as conn:
+                    while index < len(pending) and not self.credential_failure and not conn.discarded:
+                        item = pending[index]
+                        assert item.raw is not None
+                        if wait_turn is not None:
+                            await wait_turn()
+                        try:
+                            reply = await conn.transmit(
+                                sender=self.account.email, recipients=[item.to_email], message=item.raw
+                            )
+                        except SmtpError as exc:
+                            results.append(self._failed(item, exc))
+                        else:
+                            results.append(_Result(item, "sent", reply))
+                        index += 1
+            except SmtpError as exc:  # the connection could not be opened: this message's outcome
+                results.append(self._failed(pending[index], exc))
+                index += 1
+
+    def _failed(self, item: _Work, error: SmtpError) -> _Result:
+        outcome: Outcome = classify(error.code, error.stage, _enhanced(error))
         if outcome == "credential":
-            assert error is not None
-            credential_failure.append(error)
-        await _record(deps, account, item, outcome, reply, error, attempt_id=attempt_id)
-        report.outcomes[str(outcome)] += 1
+            self.credential_failure.append(error)
+        return _Result(item, outcome, None, error)
 
 
 def _enhanced(error: SmtpError) -> str | None:
     return error.reply.enhanced if error.reply else None
 
 
-async def _start_attempt(deps: SenderDeps, item: _Work, account_id: uuid.UUID) -> uuid.UUID | None:
-    """Commit the attempt before any SMTP traffic, if the lease is still ours and unexpired (the database's
-    clock decides). None: the sweeper has taken the message back; it must not be sent from here."""
-    async with deps.sessionmaker() as session, session.begin():
-        still_ours = await session.scalar(
-            update(Message)
-            .where(
-                Message.id == item.message_id,
-                Message.state == "leased",
-                Message.lease_owner == deps.worker_id,
-                Message.lease_expires_at > func.now(),
-            )
-            .values(attempts=Message.attempts + 1)
-            .returning(Message.id)
-        )
-        if still_ours is None:
-            return None
-        attempt_id = new_id()
-        session.add(SendAttempt(id=attempt_id, message_id=item.message_id, account_id=account_id, outcome="started"))
-    return attempt_id
-
-
-async def _record(
-    deps: SenderDeps,
-    account: EmailAccount,
-    item: _Work,
-    outcome: str,
-    reply: ServerReply | None,
-    error: SmtpError | None,
-    *,
-    attempt_id: uuid.UUID | None = None,
+async def _record_chunk(
+    deps: SenderDeps, account: EmailAccount, started: datetime, results: list[_Result], unsent: list[_Work]
 ) -> None:
+    """Every outcome of a chunk in one transaction, one attempt row each; messages that never reached
+    the wire are given back as ``queued``, their attempt not counted."""
     now = datetime.now(UTC)
-    shown = reply or (error.reply if error else None)
     async with deps.sessionmaker() as session, session.begin():
-        message = await session.get_one(Message, item.message_id, with_for_update=True)
-        enrollment = await session.get_one(Enrollment, item.enrollment_id, with_for_update=True)
-        if attempt_id is not None:
+        await session.execute(GENERIC_PLANS_SQL)
+        tried = [r for r in results if r.outcome not in ("suppressed", "rendering_failed")]
+        if tried:
+            await session.execute(INSERT_ATTEMPTS_SQL, _attempt_rows(tried, account.id, started, now))
+        sent = [r for r in results if r.outcome == "sent"]
+        if sent:
+            replies = [r.reply for r in sent]
             await session.execute(
-                update(SendAttempt)
-                .where(SendAttempt.id == attempt_id)
-                .values(
-                    outcome=outcome,
-                    finished_at=now,
-                    reply_code=shown.code if shown else None,
-                    reply_enhanced=shown.enhanced if shown else None,
-                    reply_text=shown.text if shown else None,
-                    error_code=error.code if error else None,
-                )
+                RECORD_SENT_SQL,
+                {
+                    "now": now,
+                    "ids": [r.item.message_id for r in sent],
+                    "enrollment_ids": [r.item.enrollment_id for r in sent],
+                    "steps": [r.item.step for r in sent],
+                    "next_send_at": [now + r.item.next_delay if r.item.next_delay is not None else None for r in sent],
+                    "codes": [x.code if x else None for x in replies],
+                    "enhanced": [x.enhanced if x else None for x in replies],
+                    "texts": [x.text if x else None for x in replies],
+                },
             )
-        if shown:
-            message.reply_code, message.reply_enhanced, message.reply_text = shown.code, shown.enhanced, shown.text
-        message.error_code = error.code if error else None
-        message.lease_owner = message.lease_expires_at = None
-        if outcome == "sent":
-            message.state, message.sent_at = "sent", now
-            await _advance(session, enrollment, message.campaign_id, now)
-        elif outcome == "suppressed":
-            message.state = "suppressed"
-            if enrollment.status == "active":
-                enrollment.status, enrollment.stop_reason = "stopped", "suppressed"
-            await release(session, account.id, first_step=message.step == 0, day=utc_day(message.created_at))
-        elif outcome == "transient":
-            retry_at = next_attempt(message.attempts, now, message.created_at)
-            if retry_at is None:
-                message.state = "expired"
-                enrollment.status, enrollment.stop_reason = "failed", "expired after retries"
-            else:
-                message.state, message.retry_at = "deferred", retry_at
-        elif outcome == "unknown":
-            message.state = "unknown"
-            enrollment.status, enrollment.stop_reason = "failed", "delivery unknown"
-        elif outcome == "hard_bounce":
-            message.state = "failed"
-            enrollment.status, enrollment.stop_reason = "bounced", "hard bounce"
+        for result in results:
+            if result.outcome != "sent":
+                await _record_one(session, account, result, now)
+        if unsent:
             await session.execute(
-                insert(Suppression)
-                .values(
-                    id=new_id(),
-                    workspace_id=message.workspace_id,
-                    email=message.to_email.lower(),
-                    reason="hard_bounce",
-                    detail=(shown.text[:500] if shown else None),
-                )
-                .on_conflict_do_nothing()
+                update(Message)
+                .where(Message.id.in_([item.message_id for item in unsent]), Message.lease_owner == deps.worker_id)
+                .values(state="queued", lease_owner=None, lease_expires_at=None, attempts=Message.attempts - 1)
             )
-        elif outcome == "rendering_failed":
-            message.state, message.error_code = "failed", "template"
-            enrollment.status, enrollment.stop_reason = "failed", (item.failure or "template")[:200]
-        elif outcome == "failed":
-            message.state = "failed"
-            enrollment.status, enrollment.stop_reason = "failed", error.code if error else "failed"
-        elif outcome == "credential":
-            message.state = "queued"  # not sent; handed back with the inbox's other queued messages
-            message.attempts = max(0, message.attempts - 1)
 
 
-async def _advance(session: AsyncSession, enrollment: Enrollment, campaign_id: uuid.UUID, sent_at: datetime) -> None:
-    """After a sent step: schedule the next one (its delay, plus the campaign's jitter) or complete."""
-    enrollment.next_step += 1
-    step = await session.scalar(
-        select(CampaignStep).where(
-            CampaignStep.campaign_id == campaign_id, CampaignStep.position == enrollment.next_step
+def _attempt_rows(results: list[_Result], account_id: uuid.UUID, started: datetime, now: datetime) -> dict[str, Any]:
+    shown = [r.reply or (r.error.reply if r.error else None) for r in results]
+    return {
+        "account_id": account_id,
+        "started": started,
+        "now": now,
+        "ids": [new_id() for _ in results],
+        "message_ids": [r.item.message_id for r in results],
+        "outcomes": [r.outcome for r in results],
+        "codes": [x.code if x else None for x in shown],
+        "enhanced": [x.enhanced if x else None for x in shown],
+        "texts": [x.text if x else None for x in shown],
+        "errors": [r.error.code if r.error else None for r in results],
+    }
+
+
+async def _record_one(session: AsyncSession, account: EmailAccount, result: _Result, now: datetime) -> None:
+    """An outcome other than ``sent`` (the rare path: one message at a time)."""
+    item, outcome, error = result.item, result.outcome, result.error
+    shown = result.reply or (error.reply if error else None)
+    message = await session.get_one(Message, item.message_id, with_for_update=True)
+    enrollment = await session.get_one(Enrollment, item.enrollment_id, with_for_update=True)
+    if shown:
+        message.reply_code, message.reply_enhanced, message.reply_text = shown.code, shown.enhanced, shown.text
+    message.error_code = error.code if error else None
+    message.lease_owner = message.lease_expires_at = None
+
+    async def give_back_budget() -> None:
+        if message.budget_day is not None:
+            await release(session, account.id, first_step=message.step == 0, day=message.budget_day)
+            message.budget_day = None
+
+    if outcome in ("suppressed", "rendering_failed"):
+        message.attempts = max(0, message.attempts - 1)  # leased, but never on the wire
+    if outcome == "suppressed":
+        message.state = "suppressed"
+        if enrollment.status == "active":
+            enrollment.status, enrollment.stop_reason = "stopped", "suppressed"
+        await give_back_budget()
+    elif outcome == "transient":
+        retry_at = next_attempt(message.attempts, now, message.created_at)
+        if retry_at is None:
+            message.state = "expired"
+            enrollment.status, enrollment.stop_reason = "failed", "expired after retries"
+        else:
+            message.state, message.retry_at = "deferred", retry_at
+            if message.budget_day is not None and utc_day(retry_at) != message.budget_day:
+                # The retry is a send of its own day: that day's budget is reserved when it is leased.
+                await give_back_budget()
+    elif outcome == "unknown":
+        message.state = "unknown"
+        enrollment.status, enrollment.stop_reason = "failed", "delivery unknown"
+    elif outcome == "hard_bounce":
+        message.state = "failed"
+        enrollment.status, enrollment.stop_reason = "bounced", "hard bounce"
+        await session.execute(
+            insert(Suppression)
+            .values(
+                id=new_id(),
+                workspace_id=message.workspace_id,
+                email=message.to_email.lower(),
+                reason="hard_bounce",
+                detail=(shown.text[:500] if shown else None),
+            )
+            .on_conflict_do_nothing()
         )
-    )
-    if step is None:
-        enrollment.status, enrollment.next_send_at = "completed", None
-        return
-    campaign = await session.get_one(Campaign, campaign_id)
-    jitter = 0
-    if campaign.randomize_delay_min_seconds is not None and campaign.randomize_delay_max_seconds is not None:
-        jitter = random.randint(campaign.randomize_delay_min_seconds, campaign.randomize_delay_max_seconds)  # noqa: S311
-    enrollment.next_send_at = sent_at + timedelta(seconds=step.delay_seconds + jitter)
+    elif outcome == "rendering_failed":
+        message.state, message.error_code = "failed", "template"
+        enrollment.status, enrollment.stop_reason = "failed", (item.failure or "template")[:200]
+        await give_back_budget()
+    elif outcome == "failed":
+        message.state = "failed"
+        enrollment.status, enrollment.stop_reason = "failed", error.code if error else "failed"
+    elif outcome == "credential":
+        # Not sent and not the recipient's doing: handed back with the inbox's other queued messages
+        # (the attempt stays on record, but does not count as one of the message's tries).
+        message.state = "queued"
+        message.attempts = max(0, message.attempts - 1)
 
 
 async def _hand_back(deps: SenderDeps, account_id: uuid.UUID, error: SmtpError) -> None:
@@ -400,7 +573,8 @@ async def _hand_back(deps: SenderDeps, account_id: uuid.UUID, error: SmtpError) 
         for message in firsts:
             enrollment = await session.get_one(Enrollment, message.enrollment_id)
             enrollment.account_id, enrollment.next_send_at = None, now
-            await release(session, account_id, first_step=True, day=utc_day(message.created_at))
+            if message.budget_day is not None:
+                await release(session, account_id, first_step=True, day=message.budget_day)
             await session.delete(message)
         await session.execute(
             update(Message)

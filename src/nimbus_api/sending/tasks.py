@@ -5,7 +5,7 @@ what the database says is due, and running one twice does no harm.
   wakes the sender of every inbox that got messages (enqueue after commit).
 * ``send_inbox(account_id)``: one inbox's sender; re-enqueues itself when its time slice ran out with
   work left. The job id is ``send:<inbox>``, so an inbox has at most one sender job queued or running.
-* ``sweep_tick`` (cron): expired leases back to work (or ``unknown``), and a wake-up for every inbox
+* ``sweep_tick`` (cron): expired leases marked ``unknown`` (never resent), and a wake-up for every inbox
   with due messages: a wiped Redis costs one sweep interval.
 
 Job arguments are ids only: never secrets.
@@ -85,6 +85,7 @@ async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
         worker_id=res.worker_id,
         lease_seconds=res.settings.send_lease_seconds,
         batch=res.settings.send_batch,
+        commit_every=res.settings.send_commit_every,
     )
     report = await run_inbox(deps, uuid.UUID(account_id), max_seconds=SEND_SLICE_SECONDS)
     if report.stopped_reason is None and report.outcomes.total():
@@ -111,6 +112,6 @@ async def sweep_tick(ctx: dict[str, Any]) -> dict[str, int]:
         await ctx["redis"].enqueue_job(
             "send_inbox", str(account_id), _job_id=f"send:{account_id}:swept:{stamp}", _queue_name=QUEUE_NAME
         )
-    if report.unknown or report.requeued:
-        log.warning("sweeper_recovered", unknown=report.unknown, requeued=report.requeued)
-    return {"unknown": report.unknown, "requeued": report.requeued, "inboxes": len(report.inboxes_with_work)}
+    if report.unknown:
+        log.warning("sweeper_recovered", unknown=report.unknown)
+    return {"unknown": report.unknown, "inboxes": len(report.inboxes_with_work)}

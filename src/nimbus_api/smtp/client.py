@@ -243,8 +243,13 @@ class SmtpConnection(aiosmtplib.SMTP):
 
         A cancellation closes the connection at once (see ``_promptly_cancellable``).
         """
+        return await self.inner_step(stage, _promptly_cancellable(awaitable, on_cancel=self.close))
+
+    async def inner_step(self, stage: Stage, awaitable: Awaitable[T]) -> T:
+        """``step`` without a task of its own: for steps run inside one ``_promptly_cancellable`` task
+        that covers several of them (``transmit``: one task per message instead of one per command)."""
         try:
-            result = await _promptly_cancellable(awaitable, on_cancel=self.close)
+            result = await awaitable
         except (SMTPException, OSError, TimeoutError) as exc:
             error = self.translate(exc, stage)
             if error is None:
@@ -495,10 +500,12 @@ async def transmit(conn: SmtpConnection, *, sender: str, recipients: Sequence[st
     Every recipient must be accepted. On ``SmtpError`` the connection's state is undefined: close it.
     DATA is driven here rather than with ``SMTP.data()`` so a refusal of the DATA command (stage
     ``data``) is told apart from a refusal of the content (stage ``dot``).
+
+    The whole transaction runs in one task (``_promptly_cancellable``): a cancellation closes the
+    connection at once, as with ``step``, for one task per message rather than one per command.
     """
     if not recipients:
         raise ValueError("transmit needs at least one recipient")
-    timeout = conn.net.command_timeout
     addresses = [sender, *recipients]
     mail_options: list[str] = []
     encoding = "ascii"
@@ -514,13 +521,27 @@ async def transmit(conn: SmtpConnection, *, sender: str, recipients: Sequence[st
     if not message.isascii() and conn.supports_extension("8bitmime"):
         mail_options.append("BODY=8BITMIME")
 
-    await conn.step("mail", conn.mail(sender, options=mail_options, encoding=encoding, timeout=timeout))
+    return await _promptly_cancellable(
+        _transaction(conn, sender, recipients, message, mail_options, encoding), on_cancel=conn.close
+    )
+
+
+async def _transaction(
+    conn: SmtpConnection,
+    sender: str,
+    recipients: Sequence[str],
+    message: bytes,
+    mail_options: list[str],
+    encoding: str,
+) -> ServerReply:
+    timeout = conn.net.command_timeout
+    await conn.inner_step("mail", conn.mail(sender, options=mail_options, encoding=encoding, timeout=timeout))
     for recipient in recipients:
-        await conn.step("rcpt", conn.rcpt(recipient, encoding=encoding, timeout=timeout))
-    start = await conn.step("data", conn.execute_command(b"DATA", timeout=timeout))
+        await conn.inner_step("rcpt", conn.rcpt(recipient, encoding=encoding, timeout=timeout))
+    start = await conn.inner_step("data", conn.execute_command(b"DATA", timeout=timeout))
     if start.code != 354:
         raise conn.reply_error("data", start.code, start.message)
-    final = await conn.step("dot", _send_body(conn, _dot_stuffed(message), timeout))
+    final = await conn.inner_step("dot", _send_body(conn, _dot_stuffed(message), timeout))
     if final.code != 250:
         raise conn.reply_error("dot", final.code, final.message)
     return parse_reply(final.code, final.message, conn.secret_forms)

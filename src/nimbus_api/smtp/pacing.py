@@ -1,12 +1,23 @@
-"""Per-connection send pacing across every worker of the deployment, in Redis: a schedule, not a bucket.
+"""Per-connection send pacing across every worker of the deployment, in Redis: a schedule, not a bucket;
+and, always, a deployment-wide bound on each inbox's open connections.
 
 Each inbox has ``max_connections`` *slots*. A worker leases a slot before it sends (``SET NX PX`` with a
 random token, renewed every third of ``lease_ttl`` while held, deleted on release), so across all
-workers an inbox never has more than ``max_connections`` paced connections sending. Hold a slot for as
-long as you use one SMTP connection for it (a "lane"); ``SmtpPool.send(before_send=slot.wait_turn)``
-works per message as well.
+workers an inbox never has more than ``max_connections`` connections sending. Hold a slot for as long as
+you use one SMTP connection for it (a "lane"); ``SmtpPool.send(before_send=slot.wait_turn)`` works per
+message as well.
 
-Per slot, one Lua script reserves the next send time on Redis's clock (``redis.call('TIME')``)::
+Lanes only (``rate_per_connection`` 0 or ``None``, i.e. ``NIMBUS_SMTP_RATE_PER_CONNECTION=0``, pacing
+off; ``Pacer.paced`` is False): slots are leased, renewed and released exactly as when paced, but there
+is no schedule: ``wait_turn`` reserves nothing, never sleeps and returns 0.0 at once. The mode exists
+because the in-process ``SmtpPool`` bounds connections per worker only: with no pacer at all, N workers
+could open N x ``max_connections`` connections to one inbox. A lanes-only ``wait_turn`` calls Redis only
+after the renewer found the lease lost (``slot.lost``): it checks the lease and, when it really is gone
+(expired while the worker was stalled, or Redis wiped), leases a slot again before returning, so the
+bound holds again (``SlotTimeout`` when every slot stays taken meanwhile).
+
+Paced (``rate_per_connection`` > 0): per slot, one Lua script reserves the next send time on Redis's
+clock (``redis.call('TIME')``)::
 
     t    = max(now, next, floor)          -- floor: from this holder's own recent turns, see below
     next = t + spacing                    -- spacing = (1 / rate) * (1 + slack)
@@ -34,7 +45,8 @@ The reservation script also checks the lease token (and extends the lease): a ho
 Redis is only the rate-limit store: nothing here is needed to know what was sent. If Redis is wiped
 mid-run, leases are taken again and schedules restart from "now"; the holder's floors still space its own
 next sends, so at worst one window resets for a slot that changed hands at that moment. If Redis is
-unreachable, ``wait_turn`` raises the client's ``RedisError``: the caller should defer the message.
+unreachable, ``slot()`` and a paced (or recovering) ``wait_turn`` raise the client's ``RedisError``: the
+caller should defer the message.
 """
 
 from __future__ import annotations
@@ -115,7 +127,7 @@ class SlotTimeout(TimeoutError):
 class PacerMetrics:
     turns: int = 0
     leases: int = 0
-    leases_lost: int = 0  # a reservation found the lease gone (expired or Redis wiped): leased again
+    leases_lost: int = 0  # the lease was found gone (expired or Redis wiped): leased again
     slot_timeouts: int = 0
     max_lateness: float = 0.0  # seconds a turn started after its reserved time (event-loop lag)
 
@@ -123,15 +135,17 @@ class PacerMetrics:
 class Pacer:
     """Paces sends per connection across workers: ``async with pacer.slot(account, n) as slot: await slot.wait_turn()``.
 
-    ``rate_per_connection`` sends per second per slot; ``lease_ttl`` seconds until a slot of a crashed
-    worker is free again (renewed every third of it while held); ``acquire_timeout`` bounds the wait for
-    a free slot (``SlotTimeout``); ``poll_interval`` is how often a waiting worker checks for one.
+    ``rate_per_connection`` sends per second per slot (0 or ``None``: lanes only, the slots still bound the
+    inbox's connections across workers but ``wait_turn`` never waits; see ``paced``); ``lease_ttl``
+    seconds until a slot of a crashed worker is free again (renewed every third of it while held);
+    ``acquire_timeout`` bounds the wait for a free slot (``SlotTimeout``); ``poll_interval`` is how often
+    a waiting worker checks for one.
     """
 
     def __init__(
         self,
         redis: Redis,
-        rate_per_connection: float = DEFAULT_RATE_PER_CONNECTION,
+        rate_per_connection: float | None = DEFAULT_RATE_PER_CONNECTION,
         *,
         prefix: str = DEFAULT_PREFIX,
         lease_ttl: float = 10.0,
@@ -139,20 +153,21 @@ class Pacer:
         poll_interval: float = 0.05,
         slack: float = 0.01,
     ) -> None:
-        if rate_per_connection <= 0:
-            raise ValueError("rate_per_connection must be positive")
+        rate = 0.0 if rate_per_connection is None else float(rate_per_connection)
+        if not rate >= 0 or math.isinf(rate):  # NaN fails ``>= 0``
+            raise ValueError("rate_per_connection must be positive, or 0/None for lanes only")
         if lease_ttl <= 0 or acquire_timeout < 0 or poll_interval <= 0 or not 0 <= slack < 1:
             raise ValueError("invalid pacer timing")
         self.redis = redis
-        self.rate = rate_per_connection
-        self.spacing = (1.0 / rate_per_connection) * (1.0 + slack)
+        self.rate = rate
+        self.spacing = (1.0 / rate) * (1.0 + slack) if rate > 0 else 0.0  # 0.0: lanes only, no schedule
         self.prefix = prefix
         self.lease_ttl = lease_ttl
         self.acquire_timeout = acquire_timeout
         self.poll_interval = poll_interval
         self.metrics = PacerMetrics()
         self._spacing_us = round(self.spacing * 1_000_000)
-        self.window_sends = max(1, math.ceil(rate_per_connection - 1e-9))  # most sends in any one-second window
+        self.window_sends = max(1, math.ceil(rate - 1e-9))  # most sends in any one-second window (when paced)
         # Keys outlive a lease: the next holder must still see the schedule.
         self._key_ttl_ms = max(round(lease_ttl * 1000), 2 * round(self.spacing * 1000) + 1000)
         self._lease_ttl_ms = round(lease_ttl * 1000)
@@ -160,6 +175,11 @@ class Pacer:
         self._reserve = redis.register_script(_RESERVE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+
+    @property
+    def paced(self) -> bool:
+        """True when turns are spaced by a rate; False in lanes-only mode (slots leased, no schedule)."""
+        return self.rate > 0
 
     def lease_key(self, account_id: str, index: int) -> str:
         return f"{self.prefix}:{{{account_id}}}:lease:{index}"  # hash tag: one inbox's keys on one cluster slot
@@ -200,10 +220,18 @@ class PaceSlot:
         self._closed = False
 
     async def wait_turn(self) -> float:
-        """Sleep until this slot's next turn; returns how late the turn started (seconds, >= 0)."""
+        """Sleep until this slot's next turn; returns how late the turn started (seconds, >= 0).
+
+        Lanes only (``not pacer.paced``): returns 0.0 at once, after leasing a slot again if the lease was lost.
+        """
         if self._closed:
             raise RuntimeError("this pacing slot was released")
         pacer = self.pacer
+        if not pacer.paced:
+            if self.lost:
+                await self._recover()
+            pacer.metrics.turns += 1
+            return 0.0
         loop = asyncio.get_running_loop()
         while True:
             floor = self._floor(pacer._spacing_us // 2)
@@ -232,6 +260,17 @@ class PaceSlot:
         pacer.metrics.turns += 1
         pacer.metrics.max_lateness = max(pacer.metrics.max_lateness, lateness)
         return lateness
+
+    async def _recover(self) -> None:
+        """Lanes only: the renewer saw the lease lost. Check it (a renewal that raced a re-lease may have
+        said so wrongly; this also extends it), and lease a slot again when it really is gone."""
+        pacer = self.pacer
+        key = pacer.lease_key(self.account_id, self.index)
+        if int(await pacer._call(pacer._renew, [key], [self.token, pacer._lease_ttl_ms])):
+            self.lost = False
+            return
+        pacer.metrics.leases_lost += 1
+        await self._lease(self.index)
 
     def _floor(self, gap_us: int) -> int:
         """Earliest next turn on Redis's clock: ``gap_us`` after our last turn, and one second after the

@@ -51,7 +51,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             sessionmaker=make_sessionmaker(engine),
             vault=Vault(keyring),
             pool=pool,
-            pacer=Pacer(ctx["redis"], rate) if rate > 0 else None,
+            pacer=Pacer(ctx["redis"], rate),
             mx=MxChecker(net.resolver),
             worker_id=f"worker-{uuid.uuid4().hex[:10]}",
         )
