@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nimbus_api.kit.db import SERVER_SETTINGS, make_engine, make_sessionmaker, utc_day
 from nimbus_api.kit.migrate import upgrade_head
-from nimbus_api.sending.rotation import PICK_SQL, PickRequest, pick_inbox
+from nimbus_api.sending.rotation import PICK_ONE_SQL, PickRequest, pick_inbox
 
 ADMIN = os.environ.get("NIMBUS_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 INBOXES = 1000
@@ -133,7 +133,7 @@ async def main() -> None:
                 print(f"  product: {i} picks", flush=True)
         await engine.dispose()
 
-        sql, names = as_asyncpg(str(PICK_SQL))
+        sql, names = as_asyncpg(str(PICK_ONE_SQL))
         conn = await asyncpg.connect(dsn, server_settings=SERVER_SETTINGS)  # the product's session settings
         stmt = await conn.prepare(sql)
         raw: list[float] = []

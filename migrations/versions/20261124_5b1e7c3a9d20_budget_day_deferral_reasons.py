@@ -32,6 +32,8 @@ def upgrade() -> None:
     # only what is due.
     op.drop_index('ix_messages_workspace_id', table_name='messages')
     op.drop_index('ix_enrollments_campaign_id', table_name='enrollments')
+    # The rotation stamps each pick past the newest stamp of all: one lookup in this index.
+    op.create_index(op.f('ix_email_accounts_last_sent_at'), 'email_accounts', ['last_sent_at'], unique=False)
     op.drop_index('ix_messages_work', table_name='messages')
     op.create_index(
         'ix_messages_work', 'messages', ['account_id', 'created_at'], unique=False,
@@ -45,6 +47,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_email_accounts_last_sent_at'), table_name='email_accounts')
     op.drop_index('ix_enrollments_due', table_name='enrollments')
     op.create_index('ix_enrollments_due', 'enrollments', ['status', 'next_send_at'], unique=False)
     op.drop_index('ix_messages_work', table_name='messages')

@@ -59,7 +59,8 @@ class EmailAccount(Base):
     daily_new_contacts_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     max_connections: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     min_send_interval_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    last_sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Indexed: each pick stamps ``max(last_sent_at) + n us`` (``sending.rotation``), one index lookup.
+    last_sent_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=120)
     campaign_types: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
     is_active: Mapped[bool] = mapped_column(default=True)
