@@ -32,7 +32,7 @@ from pathlib import Path
 
 import aiosmtplib
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,7 +42,7 @@ from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.egress import EgressPolicy, make_resolver
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.kit.net import NetContext, make_tls_context
-from nimbus_api.models import Campaign, CampaignAccount, CampaignStep, Domain, EmailAccount
+from nimbus_api.models import Campaign, CampaignAccount, CampaignStep, Domain, EmailAccount, Enrollment
 from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import dispatch_campaign
 from nimbus_api.sending.sender import SenderDeps, run_inbox
@@ -186,7 +186,17 @@ async def _worker(dsn, master_key, port, inboxes, campaign_id, dispatcher, go, d
                     session, campaign, now=datetime.now(UTC), public_url="https://nimbus.example", mx=None, batch=500
                 )
             if not result.queued:
-                break
+                async with sm() as session:
+                    waiting = await session.scalar(
+                        select(func.count()).where(
+                            Enrollment.campaign_id == cid,
+                            Enrollment.status == "active",
+                            Enrollment.next_send_at.is_not(None),
+                        )
+                    )
+                if not waiting:
+                    break
+                await asyncio.sleep(0.05)
         dispatch_seconds = time.perf_counter() - start
         done.set()
 

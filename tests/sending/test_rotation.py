@@ -272,3 +272,17 @@ async def test_picking_many_never_spends_a_budget_twice_under_concurrency(pool: 
         picked += batch
     assert Counter(picked) == dict.fromkeys(ids, 7)
     assert {a: u[0] for a, u in (await _usage(pool, ids)).items()} == dict.fromkeys(ids, 7)
+
+
+async def test_a_key_share_lock_on_the_inbox_does_not_make_it_busy(pool: Pool) -> None:
+    """A sender recording attempts takes foreign-key (key share) locks on the inbox row: the pick must
+    not skip the inbox for that, only for another pick's lock."""
+    from sqlalchemy import text
+
+    inbox = await pool.inbox()
+    async with pool.sessionmaker() as holder, holder.begin():
+        await holder.execute(text("SELECT 1 FROM email_accounts WHERE id = :id FOR KEY SHARE"), {"id": inbox})
+        assert await pool.pick() == inbox
+        async with pool.sessionmaker() as picker, picker.begin():
+            await picker.execute(text("SELECT 1 FROM email_accounts WHERE id = :id FOR NO KEY UPDATE"), {"id": inbox})
+            assert await pool.pick(now=NOW + timedelta(seconds=1)) is None  # a concurrent pick holds it

@@ -58,7 +58,9 @@ WITH candidate AS (
            OR a.last_sent_at <= CAST(:now AS timestamptz) - make_interval(secs => a.min_send_interval_seconds))
     ORDER BY a.last_sent_at ASC NULLS FIRST, a.id
     LIMIT :n
-    FOR UPDATE OF a SKIP LOCKED
+    -- NO KEY UPDATE: concurrent picks exclude each other, while the key-share locks that foreign keys
+    -- take on the inbox row (a sender recording attempts) do not make it look busy.
+    FOR NO KEY UPDATE OF a SKIP LOCKED
 )"""
 """The eligible inboxes of the pool, least recently used first, ``:n`` of them locked (``SKIP LOCKED``),
 each with its room today."""
