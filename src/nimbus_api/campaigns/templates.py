@@ -336,6 +336,17 @@ def render_step(step: StepTemplates, contact: ContactData, unsubscribe_url: str)
     )
 
 
+def render_body(step: StepTemplates, contact: ContactData, unsubscribe_url: str) -> tuple[str, str | None]:
+    """The step's text and HTML for one contact (the sender's part: the subject was rendered and stored
+    at dispatch). Raises ``TemplateProblem``."""
+    context = {"contact": _Contact(contact), "unsubscribe_url": unsubscribe_url}
+    html = step.html_template
+    return (
+        _render("text", _compile("text", step.text_template), context),
+        _render("html", _compile("html", html), context) if html is not None else None,
+    )
+
+
 def render_subject(step: StepTemplates, contact: ContactData, unsubscribe_url: str) -> str:
     """The step's subject for one contact (what dispatch stores on the message); raises ``TemplateProblem``."""
     template = _compile("subject", step.subject_template)
@@ -364,6 +375,7 @@ __all__ = [
     "TemplateProblem",
     "check_template",
     "compile_step",
+    "render_body",
     "render_step",
     "render_subject",
 ]

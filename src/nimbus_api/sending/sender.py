@@ -39,7 +39,7 @@ from sqlalchemy import Row, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nimbus_api.campaigns.templates import TemplateProblem, render_step
+from nimbus_api.campaigns.templates import TemplateProblem, render_body
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utc_day
@@ -275,7 +275,7 @@ def _prepare(rows: Sequence[Row[Any]], account: EmailAccount, public_url: str) -
         try:
             if row.text_template is None:
                 raise TemplateProblem("text", "the step no longer exists")
-            rendered = render_step(row, row, url)
+            text_body, html_body = render_body(row, row, url)
             raw = mime.render(
                 mime.OutgoingMail(
                     from_email=account.email,
@@ -284,8 +284,8 @@ def _prepare(rows: Sequence[Row[Any]], account: EmailAccount, public_url: str) -
                     to_name=" ".join(p for p in (row.first_name, row.last_name) if p) or None,
                     reply_to=account.reply_to,
                     subject=row.subject,
-                    text=rendered.text,
-                    html=rendered.html,
+                    text=text_body,
+                    html=html_body,
                     message_id=row.message_id_header,
                     in_reply_to=row.in_reply_to,
                     references=(row.in_reply_to,) if row.in_reply_to else (),
