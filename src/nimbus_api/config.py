@@ -72,7 +72,13 @@ class Settings(BaseSettings):
         ),
     )
     send_lease_seconds: int = Field(default=300, ge=10, le=3600)
-    send_batch: int = Field(default=100, ge=1, le=5000)
+    send_batch: int = Field(
+        default=1000,
+        ge=1,
+        le=5000,
+        description="Due enrollments a dispatch transaction takes from one campaign; a tick repeats full "
+        "batches (round-robin over campaigns) for up to 4 s, so this sets the size of a commit, not a rate.",
+    )
     send_commit_every: int = Field(
         default=25,
         ge=1,

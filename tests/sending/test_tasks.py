@@ -3,6 +3,7 @@ wiped Redis costs nothing but one sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,3 +80,21 @@ async def test_dispatch_wakes_senders_which_send_and_sweep_recovers_a_wiped_queu
     await dispatch_tick(ctx)
     assert len(await campaigns.messages(campaign_id)) == 6
     assert await send_inbox(ctx, str(inboxes[0])) == {}
+
+
+async def test_a_tick_feeds_a_campaign_batch_after_batch_and_wakes_senders_after_each(
+    ctx: dict[str, Any], campaigns: Campaigns, settings: Settings
+) -> None:
+    resources: WorkerResources = ctx["nimbus"]
+    ctx["nimbus"] = dataclasses.replace(resources, settings=settings.model_copy(update={"send_batch": 2}))
+    inboxes = [await campaigns.inbox(), await campaigns.inbox()]
+    big = await campaigns.campaign(inboxes, [f"b{i}-{secrets.token_hex(2)}@example.org" for i in range(7)])
+    small = await campaigns.campaign(inboxes, [f"s{i}-{secrets.token_hex(2)}@example.org" for i in range(1)])
+    # Seven due enrollments in batches of two: four transactions for the big campaign, in one tick,
+    # the small one served in the first round.
+    assert await dispatch_tick(ctx) >= 8
+    assert len(await campaigns.messages(big)) == 7
+    assert len(await campaigns.messages(small)) == 1
+    assert {f"send:{inbox}" for inbox in inboxes} <= await queued_jobs(ctx["redis"])
+    await dispatch_tick(ctx)  # nothing is due twice
+    assert (len(await campaigns.messages(big)), len(await campaigns.messages(small))) == (7, 1)

@@ -22,6 +22,8 @@ What a server can be told to do:
   sent: ``{login}``, ``{password}``, ``{password_b64}``, ``{blob}`` (the PLAIN blob).
 * ``silent=True``: accepts TCP and never sends a byte (no greeting).
 * ``stall_after_dot=True``: takes the whole message and never answers the final dot.
+* ``pipelining=False``: EHLO does not offer PIPELINING (RFC 2920), so clients send one command at a
+  time; by default it is offered, as most servers do (aiosmtpd reads pipelined commands in order).
 * ``deliver=async callable(envelope)``: every accepted message is appended to ``messages`` and then
   handed to ``deliver`` (e.g. to LMTP into Dovecot for a roundtrip); if it raises, the client gets 451.
 
@@ -76,7 +78,6 @@ class _ConnectionLog:
                 continue
             verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
             self.owner.commands.append(verb)
-            self.in_data = verb == "DATA"
 
 
 class _SilentProtocol(asyncio.Protocol):
@@ -112,6 +113,12 @@ class _RecordingSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         self.log.received(data)
         super().data_received(data)
+
+    async def push(self, status: Any) -> None:
+        # Content follows only a 354 (a pipelined DATA may be refused): from here to "." is not commands.
+        if str(status).startswith("354"):
+            self.log.in_data = True
+        await super().push(status)
 
     async def _handle_client(self) -> None:
         greeting = self.owner.replies.get("CONNECT")
@@ -149,6 +156,8 @@ class _Handler:
                 if self.owner.auth_mechanisms is not None:
                     line = line[:4] + " ".join(["AUTH", *self.owner.auth_mechanisms])
             lines.append(line)
+        if self.owner.pipelining:
+            lines.insert(len(lines) - 1, "250-PIPELINING")  # the last line ("250 HELP") ends the list
         return lines
 
     async def handle_MAIL(
@@ -205,6 +214,7 @@ class TestSmtpServer:
         silent: bool = False,
         stall_after_dot: bool = False,
         deliver: Deliver | None = None,
+        pipelining: bool = True,
         hostname: str = "mail.example.test",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -224,6 +234,7 @@ class TestSmtpServer:
         self.silent = silent
         self.stall_after_dot = stall_after_dot
         self.deliver = deliver
+        self.pipelining = pipelining
         self.hostname = hostname
         self.host = host
         self._port = port

@@ -414,6 +414,7 @@ async def test_server_reply_echoing_credentials_is_redacted(
         ({"EHLO": "550 5.7.1 Access denied"}, "smtp.rejected", "ehlo", 550),
     ],
 )
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-command-at-a-time"])
 async def test_scripted_refusals(
     serve: Serve,
     make_net: MakeNet,
@@ -422,8 +423,9 @@ async def test_scripted_refusals(
     code: str,
     stage: str,
     reply_code: int,
+    pipelining: bool,
 ) -> None:
-    server = await serve(**starttls_server(certs, replies=replies))
+    server = await serve(**starttls_server(certs, replies=replies), pipelining=pipelining)
     error = await failure(account(server.port), make_net(server.port))
     assert (error.code, error.stage) == (code, stage)
     assert error.reply is not None and error.reply.code == reply_code

@@ -24,6 +24,7 @@ subjects are single lines, whatever the template and the contact hold.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ ALLOWED_FILTERS = frozenset(
 MAX_OUTPUT_CHARS = {"subject": 1_000, "text": 1_000_000, "html": 2_000_000}
 # Everything ``str.splitlines`` breaks at, and NUL: none of them may reach a Subject header.
 LINE_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_LINE_BREAK = re.compile("[" + re.escape("".join(sorted(LINE_BREAKS))) + "]")
 _FORBIDDEN_NODES: tuple[tuple[type[nodes.Node], str], ...] = (
     (nodes.For, "loops are not supported"),
     (nodes.Macro, "macros are not supported"),
@@ -309,7 +311,7 @@ def _render(part: Part, template: Template, context: Mapping[str, Any]) -> str:
 
 
 def _single_line(part: Part, value: str) -> str:
-    if any(ch in LINE_BREAKS for ch in value):
+    if _LINE_BREAK.search(value):
         raise SubjectLineBreak(part, "the subject must be a single line (it renders a line break)")
     return value
 

@@ -45,10 +45,9 @@ from nimbus_api.models import (
     EmailAccount,
     Enrollment,
     Message,
-    Suppression,
     Workspace,
 )
-from nimbus_api.sending.mime import new_message_id
+from nimbus_api.sending.mime import new_message_ids
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.rotation import PickRequest, pick_inboxes
 
@@ -63,6 +62,7 @@ MIN_RETRY = timedelta(seconds=1)
 
 @dataclass
 class DispatchResult:
+    due: int = 0  # due enrollments looked at (the batch was full when this equals the batch size)
     queued: Counter[uuid.UUID] = field(default_factory=Counter)
     deferred: int = 0
     stopped: int = 0
@@ -175,12 +175,10 @@ async def dispatch_campaign(
     ]
     if not due:
         return result
+    result.due = len(due)
     suppressed = set(
         await session.scalars(
-            select(func.lower(Suppression.email)).where(
-                Suppression.workspace_id == campaign.workspace_id,
-                func.lower(Suppression.email).in_({d.email.lower() for d in due}),
-            )
+            SUPPRESSED_SQL, {"workspace_id": campaign.workspace_id, "emails": sorted({d.email.lower() for d in due})}
         )
     )
     threads = await _first_messages(session, [d.enrollment_id for d in due if d.next_step > 0])
@@ -256,7 +254,9 @@ async def dispatch_campaign(
                 select(EmailAccount.id, EmailAccount.email).where(EmailAccount.id.in_(missing))
             ):
                 domains[account_id] = email.rpartition("@")[2]
-        for (d, _step, subject, in_reply_to), account_id in zip(members, picked, strict=False):
+        placed = members[: len(picked)]
+        message_ids = new_message_ids([domains[account_id] for account_id in picked])
+        for (d, _step, subject, in_reply_to), account_id, message_id in zip(placed, picked, message_ids, strict=True):
             messages.append(
                 {
                     "id": new_id(),
@@ -268,7 +268,7 @@ async def dispatch_campaign(
                     "step": d.next_step,
                     "to_email": d.email,
                     "subject": subject,
-                    "message_id_header": new_message_id(domains[account_id]),
+                    "message_id_header": message_id,
                     "in_reply_to": in_reply_to,
                     "budget_day": day,
                 }
@@ -300,6 +300,15 @@ async def dispatch_campaign(
         )
     return result
 
+
+SUPPRESSED_SQL = text(
+    """
+SELECT lower(email) FROM suppressions
+WHERE workspace_id = :workspace_id AND lower(email) = ANY(CAST(:emails AS text[]))
+"""
+)
+"""Which of a batch's addresses are suppressed: one array parameter (an ``IN`` list of a thousand
+parameters is compiled anew for every batch size), matched on ``uq_suppressions_workspace_email``."""
 
 _MESSAGE_COLUMNS = (
     "id",

@@ -61,6 +61,7 @@ from __future__ import annotations
 import re
 import secrets
 from binascii import b2a_base64, b2a_qp
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from email import policy, quoprimime
@@ -82,6 +83,12 @@ def _clean(value: str, name: str) -> str:
 def new_message_id(domain: str) -> str:
     """``<random@sending-domain>``: unique, and matchable when replies and bounces quote it."""
     return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def new_message_ids(domains: Sequence[str]) -> list[str]:
+    """``new_message_id`` for many messages, from one read of the system's randomness."""
+    pool = secrets.token_hex(16 * len(domains))
+    return [f"<{pool[32 * i : 32 * i + 32]}@{domain}>" for i, domain in enumerate(domains)]
 
 
 @dataclass(frozen=True)

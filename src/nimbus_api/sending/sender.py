@@ -24,6 +24,7 @@ The inbox's password is decrypted once per run (audited, purpose ``send``) and n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -201,7 +202,6 @@ async def lease(
     A message holding no budget (a retry moved to a later day) first reserves a send of today's budget,
     within ``daily_send_limit`` (and ``daily_new_contacts_limit`` for step 1); what does not fit waits
     for the next UTC day."""
-    await session.execute(GENERIC_PLANS_SQL)
     values = {
         "account_id": account.id,
         "now": now,
@@ -368,32 +368,58 @@ class _Lane:
     credential_failure: list[SmtpError]
 
     async def run(self, wait_turn: Callable[[], Awaitable[float]] | None) -> None:
-        deps = self.deps
-        while time.monotonic() < self.deadline and not self.credential_failure:
+        """Lease, send, record, chunk after chunk. A chunk's outcomes are committed in the transaction
+        that leases the next chunk (one transaction per chunk); on an error or a cancellation they are
+        committed at once, and the unsent rest of the chunk is given back."""
+        sent: _Chunk | None = None
+        while True:
+            more = time.monotonic() < self.deadline and not self.credential_failure
             started = datetime.now(UTC)
-            async with deps.sessionmaker() as session, session.begin():
-                rows = await lease(
-                    session,
-                    self.account,
-                    owner=deps.worker_id,
-                    now=started,
-                    limit=self.chunk,
-                    lease_seconds=deps.lease_seconds,
-                )
+            rows = await self._commit(sent, started if more else None)
+            if sent is not None:
+                for result in sent.results:
+                    self.report.outcomes[result.outcome] += 1
             if not rows:
                 return
-            items = _prepare(rows, self.account, deps.public_url)
+            items = _prepare(rows, self.account, self.deps.public_url)
             results = [_Result(i, "rendering_failed" if i.failure else "suppressed") for i in items if i.raw is None]
             pending = [i for i in items if i.raw is not None]
             try:
                 await self._send_all(pending, wait_turn, results)
-            finally:
-                done = {r.item.message_id for r in results}
-                unsent = [i for i in pending if i.message_id not in done]
+            except BaseException:
                 # Recorded even when the task is being cancelled: what was sent must not turn ``unknown``.
-                await asyncio.shield(_record_chunk(deps, self.account, started, results, unsent))
-            for result in results:
-                self.report.outcomes[result.outcome] += 1
+                await self._commit(_Chunk(started, results, _unsent(pending, results)), None)
+                raise
+            sent = _Chunk(started, results, _unsent(pending, results))
+
+    async def _commit(self, sent: _Chunk | None, now: datetime | None) -> Sequence[Row[Any]]:
+        """``_record_and_lease``, run to its end even if this task is cancelled meanwhile: the outcomes
+        must be committed. A chunk it leased that nobody will now send is given back."""
+        task = asyncio.ensure_future(self._record_and_lease(sent, now))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                rows = await task
+                if rows:
+                    async with self.deps.sessionmaker() as session, session.begin():
+                        await _give_back_in(session, self.deps.worker_id, [row.id for row in rows])
+            raise
+
+    async def _record_and_lease(self, sent: _Chunk | None, now: datetime | None) -> Sequence[Row[Any]]:
+        """One transaction: record the chunk that was sent (if any), lease the next (unless ``now`` is None)."""
+        deps = self.deps
+        if sent is None and now is None:
+            return []
+        async with deps.sessionmaker() as session, session.begin():
+            await session.execute(GENERIC_PLANS_SQL)
+            if sent is not None:
+                await _record(session, deps.worker_id, self.account, sent)
+            if now is None:
+                return []
+            return await lease(
+                session, self.account, owner=deps.worker_id, now=now, limit=self.chunk, lease_seconds=deps.lease_seconds
+            )
 
     async def _send_all(
         self, pending: list[_Work], wait_turn: Callable[[], Awaitable[float]] | None, results: list[_Result]
@@ -433,42 +459,57 @@ def _enhanced(error: SmtpError) -> str | None:
     return error.reply.enhanced if error.reply else None
 
 
-async def _record_chunk(
-    deps: SenderDeps, account: EmailAccount, started: datetime, results: list[_Result], unsent: list[_Work]
-) -> None:
-    """Every outcome of a chunk in one transaction, one attempt row each; messages that never reached
-    the wire are given back as ``queued``, their attempt not counted."""
+@dataclass
+class _Chunk:
+    """What one lane did with a leased chunk: the outcomes, and what never reached the wire."""
+
+    started: datetime
+    results: list[_Result]
+    unsent: list[_Work]
+
+
+def _unsent(pending: list[_Work], results: list[_Result]) -> list[_Work]:
+    done = {r.item.message_id for r in results}
+    return [i for i in pending if i.message_id not in done]
+
+
+async def _record(session: AsyncSession, worker_id: str, account: EmailAccount, chunk: _Chunk) -> None:
+    """Every outcome of a chunk, one attempt row each; messages that never reached the wire are given
+    back as ``queued``, their attempt not counted."""
     now = datetime.now(UTC)
-    async with deps.sessionmaker() as session, session.begin():
-        await session.execute(GENERIC_PLANS_SQL)
-        tried = [r for r in results if r.outcome not in ("suppressed", "rendering_failed")]
-        if tried:
-            await session.execute(INSERT_ATTEMPTS_SQL, _attempt_rows(tried, account.id, started, now))
-        sent = [r for r in results if r.outcome == "sent"]
-        if sent:
-            replies = [r.reply for r in sent]
-            await session.execute(
-                RECORD_SENT_SQL,
-                {
-                    "now": now,
-                    "ids": [r.item.message_id for r in sent],
-                    "enrollment_ids": [r.item.enrollment_id for r in sent],
-                    "steps": [r.item.step for r in sent],
-                    "next_send_at": [now + r.item.next_delay if r.item.next_delay is not None else None for r in sent],
-                    "codes": [x.code if x else None for x in replies],
-                    "enhanced": [x.enhanced if x else None for x in replies],
-                    "texts": [x.text if x else None for x in replies],
-                },
-            )
-        for result in results:
-            if result.outcome != "sent":
-                await _record_one(session, account, result, now)
-        if unsent:
-            await session.execute(
-                update(Message)
-                .where(Message.id.in_([item.message_id for item in unsent]), Message.lease_owner == deps.worker_id)
-                .values(state="queued", lease_owner=None, lease_expires_at=None, attempts=Message.attempts - 1)
-            )
+    results, unsent = chunk.results, chunk.unsent
+    tried = [r for r in results if r.outcome not in ("suppressed", "rendering_failed")]
+    if tried:
+        await session.execute(INSERT_ATTEMPTS_SQL, _attempt_rows(tried, account.id, chunk.started, now))
+    sent = [r for r in results if r.outcome == "sent"]
+    if sent:
+        replies = [r.reply for r in sent]
+        await session.execute(
+            RECORD_SENT_SQL,
+            {
+                "now": now,
+                "ids": [r.item.message_id for r in sent],
+                "enrollment_ids": [r.item.enrollment_id for r in sent],
+                "steps": [r.item.step for r in sent],
+                "next_send_at": [now + r.item.next_delay if r.item.next_delay is not None else None for r in sent],
+                "codes": [x.code if x else None for x in replies],
+                "enhanced": [x.enhanced if x else None for x in replies],
+                "texts": [x.text if x else None for x in replies],
+            },
+        )
+    for result in results:
+        if result.outcome != "sent":
+            await _record_one(session, account, result, now)
+    if unsent:
+        await _give_back_in(session, worker_id, [item.message_id for item in unsent])
+
+
+async def _give_back_in(session: AsyncSession, worker_id: str, message_ids: list[uuid.UUID]) -> None:
+    await session.execute(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.lease_owner == worker_id, Message.state == "leased")
+        .values(state="queued", lease_owner=None, lease_expires_at=None, attempts=Message.attempts - 1)
+    )
 
 
 def _attempt_rows(results: list[_Result], account_id: uuid.UUID, started: datetime, now: datetime) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """arq jobs of the sending engine. Each is idempotent: Postgres holds every fact, a job only acts on
 what the database says is due, and running one twice does no harm.
 
-* ``dispatch_tick`` (cron): every active campaign's due enrollments -> queued messages; commits, then
-  wakes the sender of every inbox that got messages (enqueue after commit).
+* ``dispatch_tick`` (cron, every 5 s): every active campaign's due enrollments -> queued messages, a
+  batch (``NIMBUS_SEND_BATCH``) at a time, round-robin over the campaigns while batches come back full;
+  each batch commits, then wakes the sender of every inbox that got messages (enqueue after commit).
 * ``send_inbox(account_id)``: one inbox's sender; re-enqueues itself when its time slice ran out with
   work left. The job id is ``send:<inbox>``, so an inbox has at most one sender job queued or running.
 * ``sweep_tick`` (cron): expired leases marked ``unknown`` (never resent), and a wake-up for every inbox
@@ -13,6 +14,7 @@ Job arguments are ids only: never secrets.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns.pool import load_pools
 from nimbus_api.models import Campaign
-from nimbus_api.sending.dispatcher import dispatch_campaign, utc_midnight_after
+from nimbus_api.sending.dispatcher import DispatchResult, dispatch_campaign, utc_midnight_after
 from nimbus_api.sending.sender import SenderDeps, run_inbox
 from nimbus_api.sending.sweeper import sweep
 from nimbus_api.worker.context import resources, task_session
@@ -31,6 +33,8 @@ from nimbus_api.worker.context import resources, task_session
 log = structlog.get_logger(__name__)
 QUEUE_NAME = "nimbus:queue"
 SEND_SLICE_SECONDS = 60.0
+DISPATCH_TICK_SECONDS = 4.0
+"""How long one dispatch tick may go on feeding campaigns: under the cron interval (5 s)."""
 
 
 async def wake_senders(ctx: dict[str, Any], account_ids: list[uuid.UUID] | set[uuid.UUID]) -> None:
@@ -47,31 +51,48 @@ async def exhausted_pool(session: AsyncSession, campaign: Campaign, now: datetim
 
 
 async def dispatch_tick(ctx: dict[str, Any]) -> int:
+    """Every active campaign, a batch at a time, round-robin, each batch its own transaction followed by
+    the wake-up of the inboxes it fed: a campaign whose batch was full gets another, until none is full
+    or ``DISPATCH_TICK_SECONDS`` have passed (the rest waits for the next tick). So a campaign is fed as
+    fast as its inboxes send, not one batch per tick, and no campaign waits behind a big one."""
+    res = resources(ctx)
+    deadline = time.monotonic() + DISPATCH_TICK_SECONDS
+    async with res.sessionmaker() as session:
+        pending = list(await session.scalars(select(Campaign.id).where(Campaign.status == "active")))
+    queued = 0
+    while pending and time.monotonic() < deadline:
+        full: list[uuid.UUID] = []
+        for campaign_id in pending:
+            result = await _dispatch_batch(ctx, campaign_id)
+            if result is None:
+                continue
+            await wake_senders(ctx, set(result.queued))
+            queued += sum(result.queued.values())
+            if result.due >= res.settings.send_batch:
+                full.append(campaign_id)
+        pending = full
+    return queued
+
+
+async def _dispatch_batch(ctx: dict[str, Any], campaign_id: uuid.UUID) -> DispatchResult | None:
+    """One batch of one campaign, committed (None: the campaign is gone or another dispatcher has it)."""
     res = resources(ctx)
     now = datetime.now(UTC)
-    async with res.sessionmaker() as session:
-        campaign_ids = list(await session.scalars(select(Campaign.id).where(Campaign.status == "active")))
-    woken: set[uuid.UUID] = set()
-    queued = 0
-    for campaign_id in campaign_ids:
-        async with task_session(ctx) as session:
-            campaign = await session.get(Campaign, campaign_id, with_for_update={"skip_locked": True})
-            if campaign is None:
-                continue
-            result = await dispatch_campaign(
-                session, campaign, now=now, public_url=res.settings.public_url, mx=res.mx, batch=res.settings.send_batch
+    async with task_session(ctx) as session:
+        campaign = await session.get(Campaign, campaign_id, with_for_update={"skip_locked": True})
+        if campaign is None:
+            return None
+        result = await dispatch_campaign(
+            session, campaign, now=now, public_url=res.settings.public_url, mx=res.mx, batch=res.settings.send_batch
+        )
+        if result.deferred and not result.queued and await exhausted_pool(session, campaign, now):
+            campaign.exhausted_until = utc_midnight_after(now)
+            log.warning(
+                "campaign_budget_exhausted",
+                campaign_id=str(campaign.id),
+                until=campaign.exhausted_until.isoformat(),
             )
-            if result.deferred and not result.queued and await exhausted_pool(session, campaign, now):
-                campaign.exhausted_until = utc_midnight_after(now)
-                log.warning(
-                    "campaign_budget_exhausted",
-                    campaign_id=str(campaign.id),
-                    until=campaign.exhausted_until.isoformat(),
-                )
-        woken |= set(result.queued)
-        queued += sum(result.queued.values())
-    await wake_senders(ctx, woken)
-    return queued
+    return result
 
 
 async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:

@@ -41,6 +41,8 @@ from typing import Literal, TypeVar
 import aiosmtplib
 from aiosmtplib import (
     SMTPConnectError,
+    SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
     SMTPException,
     SMTPResponse,
     SMTPResponseException,
@@ -53,6 +55,7 @@ from nimbus_api.kit.egress import HostNotAllowed, HostUnresolvable, Target, open
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.classify import HINTS, auth_failed_hint, classify
 from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage, credential_forms, parse_reply, redact
+from nimbus_api.smtp.pipelining import PipeliningProtocol
 
 Mode = Literal["ssl", "starttls", "none"]
 MODES: tuple[Mode, ...] = ("ssl", "starttls", "none")
@@ -126,6 +129,39 @@ class SmtpConnection(aiosmtplib.SMTP):
         # Every form of the credential we put on the wire, to redact from replies. Filled at AUTH: a server
         # cannot echo a password it was never sent, so replies before AUTH need no redaction.
         self.secret_forms: list[str] = []
+
+    async def _create_connection(self, timeout: float | None) -> SMTPResponse:
+        """aiosmtplib's connection set-up on our pinned socket, with ``PipeliningProtocol`` as the
+        protocol (aiosmtplib builds its own here and offers no other way to choose it)."""
+        loop = self.loop
+        if loop is None or self.sock is None:  # pragma: no cover - connect() sets the loop; we always pass sock
+            raise RuntimeError("a pinned socket and a running loop are required")
+        protocol = PipeliningProtocol(loop=loop, connection_lost_callback=self._on_connection_lost)
+        tls = self.use_tls
+        opening = loop.create_connection(
+            lambda: protocol,
+            sock=self.sock,
+            ssl=await self._get_tls_context() if tls else None,
+            server_hostname=self.hostname if tls else None,
+            ssl_handshake_timeout=timeout if tls else None,
+        )
+        try:
+            transport, _ = await asyncio.wait_for(opening, timeout=timeout)
+        except TimeoutError as exc:
+            raise SMTPConnectTimeoutError(f"Timed out connecting to {self.hostname} on port {self.port}") from exc
+        except OSError as exc:
+            raise SMTPConnectError(f"Error connecting to {self.hostname} on port {self.port}: {exc}") from exc
+        self.protocol = protocol
+        self.transport = transport
+        try:
+            response = await protocol.read_response(timeout=timeout)
+        except SMTPServerDisconnected as exc:
+            raise SMTPConnectError(f"Error connecting to {self.hostname} on port {self.port}: {exc}") from exc
+        except SMTPTimeoutError as exc:
+            raise SMTPConnectTimeoutError("Timed out waiting for server ready message") from exc
+        if response.code != 220:
+            raise SMTPConnectResponseError(response.code, response.message)
+        return response
 
     @property
     def encrypted(self) -> bool:
@@ -476,6 +512,10 @@ _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 
 def _dot_stuffed(message: bytes) -> bytes:
     """The DATA payload: CRLF line endings, leading dots doubled (RFC 5321 4.5.2), final ``.`` line."""
+    if message.count(b"\n") == message.count(b"\r\n") == message.count(b"\r") and not (
+        message.startswith(b".") or b"\n." in message
+    ):  # already CRLF throughout and no line starts with a dot (what ``sending.mime`` writes)
+        return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
     body = _LINE_ENDINGS.sub(b"\r\n", message)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
@@ -535,16 +575,71 @@ async def _transaction(
     encoding: str,
 ) -> ServerReply:
     timeout = conn.net.command_timeout
-    await conn.inner_step("mail", conn.mail(sender, options=mail_options, encoding=encoding, timeout=timeout))
-    for recipient in recipients:
-        await conn.inner_step("rcpt", conn.rcpt(recipient, encoding=encoding, timeout=timeout))
-    start = await conn.inner_step("data", conn.execute_command(b"DATA", timeout=timeout))
-    if start.code != 354:
-        raise conn.reply_error("data", start.code, start.message)
+    mail = b"MAIL FROM:" + _path(sender, encoding, "mail") + b"".join(b" " + o.encode("ascii") for o in mail_options)
+    rcpts = [b"RCPT TO:" + _path(r, encoding, "rcpt") for r in recipients]
+    protocol = conn.protocol
+    if isinstance(protocol, PipeliningProtocol) and conn.supports_extension("pipelining"):
+        # RFC 2920: MAIL, every RCPT and DATA in one write, their replies read in order.
+        rcpt: Stage = "rcpt"
+        stages: list[Stage] = ["mail", *([rcpt] * len(rcpts)), "data"]
+        commands = [mail + b"\r\n", *(r + b"\r\n" for r in rcpts), b"DATA\r\n"]
+        replies = await _pipeline(conn, protocol, commands, stages, timeout)
+        for stage, reply in zip(stages, replies, strict=True):
+            accepted = (354,) if stage == "data" else (250, 251) if stage == "rcpt" else (250,)
+            if reply.code not in accepted:
+                if replies[-1].code == 354:
+                    conn.close()  # the server waits for content after a refusal: no known state to reuse
+                raise conn.reply_error(stage, reply.code, reply.message)
+    else:
+        await _expect(conn, "mail", mail, (250,), timeout)
+        for command in rcpts:
+            await _expect(conn, "rcpt", command, (250, 251), timeout)
+        await _expect(conn, "data", b"DATA", (354,), timeout)
     final = await conn.inner_step("dot", _send_body(conn, _dot_stuffed(message), timeout))
     if final.code != 250:
         raise conn.reply_error("dot", final.code, final.message)
     return parse_reply(final.code, final.message, conn.secret_forms)
+
+
+async def _pipeline(
+    conn: SmtpConnection, protocol: PipeliningProtocol, commands: list[bytes], stages: list[Stage], timeout: float
+) -> list[SMTPResponse]:
+    """The replies to a group of commands; a lost connection or a timeout is the error of the command
+    whose reply was awaited, and closes the connection (a reply given up on could pair with a later
+    command). A 421 closes it too, as aiosmtplib does."""
+    try:
+        replies = await protocol.pipeline(commands, timeout)
+    except (SMTPException, OSError, TimeoutError) as exc:
+        conn.close()
+        error = conn.translate(exc, stages[min(protocol.replies_read, len(stages) - 1)])
+        if error is None:
+            raise
+    else:
+        if any(reply.code == 421 for reply in replies):
+            conn.close()
+        return replies
+    raise error  # outside the except block: no __context__ carrying the raw reply
+
+
+async def _expect(
+    conn: SmtpConnection, stage: Stage, command: bytes, accepted: tuple[int, ...], timeout: float
+) -> None:
+    reply = await conn.inner_step(stage, conn.execute_command(command, timeout=timeout))
+    if reply.code not in accepted:
+        raise conn.reply_error(stage, reply.code, reply.message)
+
+
+_PLAIN_ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f<>()\[\]\\,;:\"@]+@[^\s\x00-\x1f\x7f<>()\[\]\\,;:\"@]+")
+
+
+def _path(address: str, encoding: str, stage: Stage) -> bytes:
+    """``<address>`` for MAIL FROM / RCPT TO. Addresses we send to were validated when they were saved
+    (dot-atom local parts); anything else, or anything that could end the command line, is refused here
+    rather than quoted, so no byte of an address can become a command of its own."""
+    if not _PLAIN_ADDRESS.fullmatch(address):
+        code = "smtp.sender_rejected" if stage == "mail" else "smtp.recipient_rejected"
+        raise SmtpError(code, "the address cannot be written in an SMTP command", stage, None, HINTS.get(code))
+    return b"<" + address.encode(encoding) + b">"
 
 
 async def reset(conn: SmtpConnection, *, timeout: float | None = None) -> bool:
