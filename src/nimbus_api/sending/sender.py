@@ -153,9 +153,18 @@ FOR UPDATE SKIP LOCKED
 """
 )
 
-RECORD_SENT_SQL = text(
+RECORD_SQL = text(
     """
-WITH sent AS (
+WITH attempts AS (
+    INSERT INTO send_attempts (id, message_id, account_id, outcome, reply_code, reply_enhanced, reply_text,
+                               error_code, started_at, finished_at)
+    SELECT a.id, a.message_id, :account_id, a.outcome, a.code, a.enhanced, a.reply_text, a.error_code, :started, :now
+    FROM unnest(CAST(:a_ids AS uuid[]), CAST(:a_message_ids AS uuid[]), CAST(:a_outcomes AS varchar[]),
+                CAST(:a_codes AS int[]), CAST(:a_enhanced AS varchar[]), CAST(:a_texts AS text[]),
+                CAST(:a_errors AS varchar[]))
+         AS a(id, message_id, outcome, code, enhanced, reply_text, error_code)
+    RETURNING 1
+), sent AS (
     SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:enrollment_ids AS uuid[]), CAST(:steps AS int[]),
                          CAST(:next_send_at AS timestamptz[]), CAST(:codes AS int[]), CAST(:enhanced AS varchar[]),
                          CAST(:texts AS text[]))
@@ -175,23 +184,12 @@ WITH sent AS (
     FROM sent WHERE e.id = sent.enrollment_id
     RETURNING e.id
 )
-SELECT (SELECT count(*) FROM messages_sent), (SELECT count(*) FROM advanced)
+SELECT (SELECT count(*) FROM attempts), (SELECT count(*) FROM messages_sent), (SELECT count(*) FROM advanced)
 """
 )
-"""The ``sent`` messages of a chunk, and their enrollments moved to the next step (or completed), in
-one statement."""
-
-
-INSERT_ATTEMPTS_SQL = text(
-    """
-INSERT INTO send_attempts (id, message_id, account_id, outcome, reply_code, reply_enhanced, reply_text, error_code,
-                           started_at, finished_at)
-SELECT v.id, v.message_id, :account_id, v.outcome, v.code, v.enhanced, v.reply_text, v.error_code, :started, :now
-FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[]), CAST(:outcomes AS varchar[]), CAST(:codes AS int[]),
-            CAST(:enhanced AS varchar[]), CAST(:texts AS text[]), CAST(:errors AS varchar[]))
-     AS v(id, message_id, outcome, code, enhanced, reply_text, error_code)
-"""
-)
+"""A chunk's record in one statement: an attempt row for every message that was tried, and the ``sent``
+ones with their enrollments moved to the next step (or completed). The rarer outcomes follow one by one
+(``_record_one``)."""
 
 
 async def lease(
@@ -480,14 +478,12 @@ async def _record(session: AsyncSession, worker_id: str, account: EmailAccount, 
     results, unsent = chunk.results, chunk.unsent
     tried = [r for r in results if r.outcome not in ("suppressed", "rendering_failed")]
     if tried:
-        await session.execute(INSERT_ATTEMPTS_SQL, _attempt_rows(tried, account.id, chunk.started, now))
-    sent = [r for r in results if r.outcome == "sent"]
-    if sent:
+        sent = [r for r in results if r.outcome == "sent"]
         replies = [r.reply for r in sent]
         await session.execute(
-            RECORD_SENT_SQL,
-            {
-                "now": now,
+            RECORD_SQL,
+            _attempt_rows(tried, account.id, chunk.started, now)
+            | {
                 "ids": [r.item.message_id for r in sent],
                 "enrollment_ids": [r.item.enrollment_id for r in sent],
                 "steps": [r.item.step for r in sent],
@@ -518,13 +514,13 @@ def _attempt_rows(results: list[_Result], account_id: uuid.UUID, started: dateti
         "account_id": account_id,
         "started": started,
         "now": now,
-        "ids": [new_id() for _ in results],
-        "message_ids": [r.item.message_id for r in results],
-        "outcomes": [r.outcome for r in results],
-        "codes": [x.code if x else None for x in shown],
-        "enhanced": [x.enhanced if x else None for x in shown],
-        "texts": [x.text if x else None for x in shown],
-        "errors": [r.error.code if r.error else None for r in results],
+        "a_ids": [new_id() for _ in results],
+        "a_message_ids": [r.item.message_id for r in results],
+        "a_outcomes": [r.outcome for r in results],
+        "a_codes": [x.code if x else None for x in shown],
+        "a_enhanced": [x.enhanced if x else None for x in shown],
+        "a_texts": [x.text if x else None for x in shown],
+        "a_errors": [r.error.code if r.error else None for r in results],
     }
 
 
