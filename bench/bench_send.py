@@ -161,6 +161,17 @@ async def database_counters(dsn: str) -> dict[str, int]:
     return dict(row)
 
 
+def sink_net(port: int) -> NetContext:
+    """The network context of a process that sends to the sink on loopback (allowlisted by port)."""
+    return NetContext(
+        policy=EgressPolicy.from_entries(["127.0.0.0/8", f":{port}"]),
+        resolver=make_resolver([], 2.0),
+        tls=make_tls_context(),
+        connect_timeout=5,
+        command_timeout=30,
+    )
+
+
 def machine_cpu() -> tuple[int, int]:
     """Jiffies of all CPUs: (total, idle + iowait), from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -185,13 +196,7 @@ def worker_process(
 
 async def _worker(dsn, master_key, port, inboxes, campaign_id, dispatcher, go, report) -> None:  # type: ignore[no-untyped-def]
     vault = Vault(MasterKeyring.from_strings([master_key]))
-    net = NetContext(
-        policy=EgressPolicy.from_entries(["127.0.0.0/8", f":{port}"]),
-        resolver=make_resolver([], 2.0),
-        tls=make_tls_context(),
-        connect_timeout=5,
-        command_timeout=30,
-    )
+    net = sink_net(port)
     engine = make_engine(dsn, pool_size=len(inboxes) + 2, max_overflow=5)
     sm = make_sessionmaker(engine)
     async with sm() as session:  # connections ready before the clock starts, as in a running worker
@@ -379,13 +384,7 @@ async def raw(port: int, messages: list[bytes]) -> float:
 
 async def client_only(port: int, messages: list[bytes]) -> float:
     """The product's SMTP client (``smtp.client.transmit``: pipelined) alone, pre-built messages."""
-    net = NetContext(
-        policy=EgressPolicy.from_entries(["127.0.0.0/8", f":{port}"]),
-        resolver=make_resolver([], 2.0),
-        tls=make_tls_context(),
-        connect_timeout=5,
-        command_timeout=30,
-    )
+    net = sink_net(port)
     server = SmtpServer(host="127.0.0.1", port=port, mode="none", username=None, password=None)
     conns = [await smtp_connect(server, net) for _ in range(INBOXES)]
 

@@ -327,15 +327,11 @@ def compile_step(step: StepTemplates) -> CompiledStep:
 
 
 def render_step(step: StepTemplates, contact: ContactData, unsubscribe_url: str) -> RenderedStep:
-    """The step for one contact. Raises ``TemplateProblem`` (``SubjectLineBreak`` for a subject with a
-    line break): a step saved through the API only fails here on contact data with a line break."""
-    compiled = compile_step(step)
-    context = {"contact": _Contact(contact), "unsubscribe_url": unsubscribe_url}
-    return RenderedStep(
-        subject=_single_line("subject", _render("subject", compiled.subject, context)),
-        text=_render("text", compiled.text, context),
-        html=_render("html", compiled.html, context) if compiled.html is not None else None,
-    )
+    """The step for one contact (``render_subject`` and ``render_body`` together). Raises ``TemplateProblem``
+    (``SubjectLineBreak`` for a subject with a line break): a step saved through the API only fails here on
+    contact data with a line break."""
+    text_body, html_body = render_body(step, contact, unsubscribe_url)
+    return RenderedStep(subject=render_subject(step, contact, unsubscribe_url), text=text_body, html=html_body)
 
 
 def render_body(step: StepTemplates, contact: ContactData, unsubscribe_url: str) -> tuple[str, str | None]:

@@ -82,7 +82,7 @@ def _clean(value: str, name: str) -> str:
 
 def new_message_id(domain: str) -> str:
     """``<random@sending-domain>``: unique, and matchable when replies and bounces quote it."""
-    return f"<{secrets.token_hex(16)}@{domain}>"
+    return new_message_ids([domain])[0]
 
 
 def new_message_ids(domains: Sequence[str]) -> list[str]:

@@ -159,37 +159,34 @@ WITH attempts AS (
     INSERT INTO send_attempts (id, message_id, account_id, outcome, reply_code, reply_enhanced, reply_text,
                                error_code, started_at, finished_at)
     SELECT a.id, a.message_id, :account_id, a.outcome, a.code, a.enhanced, a.reply_text, a.error_code, :started, :now
-    FROM unnest(CAST(:a_ids AS uuid[]), CAST(:a_message_ids AS uuid[]), CAST(:a_outcomes AS varchar[]),
-                CAST(:a_codes AS int[]), CAST(:a_enhanced AS varchar[]), CAST(:a_texts AS text[]),
-                CAST(:a_errors AS varchar[]))
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[]), CAST(:outcomes AS varchar[]),
+                CAST(:codes AS int[]), CAST(:enhanced AS varchar[]), CAST(:texts AS text[]),
+                CAST(:errors AS varchar[]))
          AS a(id, message_id, outcome, code, enhanced, reply_text, error_code)
-    RETURNING 1
-), sent AS (
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:enrollment_ids AS uuid[]), CAST(:steps AS int[]),
-                         CAST(:next_send_at AS timestamptz[]), CAST(:codes AS int[]), CAST(:enhanced AS varchar[]),
-                         CAST(:texts AS text[]))
-         AS v(id, enrollment_id, step, next_send_at, code, enhanced, reply_text)
+    RETURNING message_id, outcome, reply_code, reply_enhanced, reply_text
 ), messages_sent AS (
     UPDATE messages m
-    SET state = 'sent', sent_at = :now, reply_code = sent.code, reply_enhanced = sent.enhanced,
-        reply_text = sent.reply_text, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-    FROM sent WHERE m.id = sent.id
-    RETURNING m.id
+    SET state = 'sent', sent_at = :now, reply_code = a.reply_code, reply_enhanced = a.reply_enhanced,
+        reply_text = a.reply_text, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+    FROM attempts a WHERE m.id = a.message_id AND a.outcome = 'sent'
+    RETURNING m.id, m.enrollment_id, m.step
 ), advanced AS (
     UPDATE enrollments e
-    SET next_step = sent.step + 1,
-        status = CASE WHEN e.status = 'active' AND sent.next_send_at IS NULL THEN 'completed' ELSE e.status END,
-        next_send_at = CASE WHEN e.status = 'active' THEN sent.next_send_at END,
+    SET next_step = ms.step + 1,
+        status = CASE WHEN e.status = 'active' AND nxt.at IS NULL THEN 'completed' ELSE e.status END,
+        next_send_at = CASE WHEN e.status = 'active' THEN nxt.at END,
         updated_at = :now
-    FROM sent WHERE e.id = sent.enrollment_id
+    FROM messages_sent ms
+    JOIN unnest(CAST(:sent_ids AS uuid[]), CAST(:next_send_at AS timestamptz[])) AS nxt(id, at) ON nxt.id = ms.id
+    WHERE e.id = ms.enrollment_id
     RETURNING e.id
 )
 SELECT (SELECT count(*) FROM attempts), (SELECT count(*) FROM messages_sent), (SELECT count(*) FROM advanced)
 """
 )
 """A chunk's record in one statement: an attempt row for every message that was tried, and the ``sent``
-ones with their enrollments moved to the next step (or completed). The rarer outcomes follow one by one
-(``_record_one``)."""
+ones (their reply taken from the attempt) with their enrollments moved to the next step at the time
+given per message (or completed). The rarer outcomes follow one by one (``_record_one``)."""
 
 
 async def lease(
@@ -382,13 +379,16 @@ class _Lane:
             items = _prepare(rows, self.account, self.deps.public_url)
             results = [_Result(i, "rendering_failed" if i.failure else "suppressed") for i in items if i.raw is None]
             pending = [i for i in items if i.raw is not None]
+            failure: BaseException | None = None
             try:
                 await self._send_all(pending, wait_turn, results)
-            except BaseException:
-                # Recorded even when the task is being cancelled: what was sent must not turn ``unknown``.
-                await self._commit(_Chunk(started, results, _unsent(pending, results)), None)
-                raise
+            except BaseException as exc:
+                failure = exc
             sent = _Chunk(started, results, _unsent(pending, results))
+            if failure is not None:
+                # Recorded even when the task is being cancelled: what was sent must not turn ``unknown``.
+                await self._commit(sent, None)
+                raise failure
 
     async def _commit(self, sent: _Chunk | None, now: datetime | None) -> Sequence[Row[Any]]:
         """``_record_and_lease``, run to its end even if this task is cancelled meanwhile: the outcomes
@@ -478,19 +478,13 @@ async def _record(session: AsyncSession, worker_id: str, account: EmailAccount, 
     results, unsent = chunk.results, chunk.unsent
     tried = [r for r in results if r.outcome not in ("suppressed", "rendering_failed")]
     if tried:
-        sent = [r for r in results if r.outcome == "sent"]
-        replies = [r.reply for r in sent]
+        sent = [r for r in tried if r.outcome == "sent"]
         await session.execute(
             RECORD_SQL,
             _attempt_rows(tried, account.id, chunk.started, now)
             | {
-                "ids": [r.item.message_id for r in sent],
-                "enrollment_ids": [r.item.enrollment_id for r in sent],
-                "steps": [r.item.step for r in sent],
+                "sent_ids": [r.item.message_id for r in sent],
                 "next_send_at": [now + r.item.next_delay if r.item.next_delay is not None else None for r in sent],
-                "codes": [x.code if x else None for x in replies],
-                "enhanced": [x.enhanced if x else None for x in replies],
-                "texts": [x.text if x else None for x in replies],
             },
         )
     for result in results:
@@ -514,13 +508,13 @@ def _attempt_rows(results: list[_Result], account_id: uuid.UUID, started: dateti
         "account_id": account_id,
         "started": started,
         "now": now,
-        "a_ids": [new_id() for _ in results],
-        "a_message_ids": [r.item.message_id for r in results],
-        "a_outcomes": [r.outcome for r in results],
-        "a_codes": [x.code if x else None for x in shown],
-        "a_enhanced": [x.enhanced if x else None for x in shown],
-        "a_texts": [x.text if x else None for x in shown],
-        "a_errors": [r.error.code if r.error else None for r in results],
+        "ids": [new_id() for _ in results],
+        "message_ids": [r.item.message_id for r in results],
+        "outcomes": [r.outcome for r in results],
+        "codes": [x.code if x else None for x in shown],
+        "enhanced": [x.enhanced if x else None for x in shown],
+        "texts": [x.text if x else None for x in shown],
+        "errors": [r.error.code if r.error else None for r in results],
     }
 
 

@@ -16,8 +16,9 @@ holds its connection; on loopback it cut the client's CPU per message by more th
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiosmtplib import SMTPResponse, SMTPResponseException, SMTPServerDisconnected
 from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
@@ -26,8 +27,12 @@ from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
 class PipeliningProtocol(SMTPProtocol):
     """aiosmtplib's protocol that can read the replies of several commands written at once."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        connection_lost_callback: Callable[[SMTPProtocol], None] | None = None,
+    ) -> None:
+        super().__init__(loop=loop, connection_lost_callback=connection_lost_callback)
         self._pipelining = False
         self._replies: deque[SMTPResponse] = deque()
         self._reply_error: Exception | None = None
