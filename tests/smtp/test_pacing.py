@@ -128,6 +128,13 @@ async def test_late_turns_never_put_more_than_the_rate_in_a_window(make_pacer: M
                 loop.call_later(0.1, busy)  # blocks 0.10-0.25 s after this turn; the next is due at 0.2 s
     assert sum(late > 0.03 for late in lateness) == 2  # the lag really made two turns late
     assert max_in_any_window(times) <= RATE
+    # The turn after a late one's window is held a guard past the second, not pinned exactly to it: a send
+    # that leaves a moment after its turn still cannot share a window with the late one.
+    n = pacer.window_sends
+    assert (
+        min(later - earlier for earlier, later in zip(times, times[n:], strict=False))
+        >= 1.0 + pacer.window_guard - 0.001
+    )
     gaps = intervals(times)
     assert min(gaps) >= pacer.spacing / 2
     assert times[-1] - times[0] < 9 * pacer.spacing + 0.1  # late turns did not push the whole schedule back

@@ -6,10 +6,11 @@ dependency (``api.deps``) or the task wrapper (``worker``) owns the transaction.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -60,10 +61,69 @@ SERVER_SETTINGS = {
 }
 
 
+ARRAY_PARAMETER_TYPES = ("uuid[]", "varchar[]", "text[]", "int[]", "date[]", "timestamptz[]")
+"""The array types the bulk statements bind (one parameter per column, ``unnest``). asyncpg has no
+built-in codec for arrays: it looks each one up in the catalog (a recursive query costing PostgreSQL
+about 10 ms to plan) the first time a connection meets it, one query per statement that brings a new
+one. ``_learn_array_types`` teaches a new connection all of them in one such query instead."""
+
+LEARN_ARRAY_TYPES_SQL = "SELECT " + ", ".join(f"${n}::{t}" for n, t in enumerate(ARRAY_PARAMETER_TYPES, 1))
+
+
+async def _learn_array_types(connection: Any) -> None:
+    await connection.prepare(LEARN_ARRAY_TYPES_SQL)
+
+
+PING_AFTER_IDLE_SECONDS = 1.0
+"""A pooled connection idle for longer than this is checked (one round trip) before it is handed out;
+one returned more recently was working a moment ago and is handed out as it is."""
+
+
+async def _ping(connection: Any) -> None:
+    await connection.execute("SELECT 1")  # simple protocol: one round trip
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine whose pool checks connections that sat idle before handing them out.
+
+    SQLAlchemy's ``pool_pre_ping`` checks every checkout, and for asyncpg a check is three round trips
+    (BEGIN, a query, ROLLBACK): a sender that takes a connection for each chunk of messages paid as
+    many round trips for the check as for its work. Here a connection idle for less than
+    ``PING_AFTER_IDLE_SECONDS`` is not checked and an older one costs one round trip; one that fails the
+    check (PostgreSQL restarted, the socket closed) is replaced before anyone sees it. A connection that
+    breaks within that second fails its statement, and SQLAlchemy then discards it (and the pool's
+    older connections) as it does any connection it finds disconnected."""
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("server_settings", {}).update(SERVER_SETTINGS)
-    return create_async_engine(async_url(url), pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    engine = create_async_engine(async_url(url), connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def learn_array_types(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.run_async(_learn_array_types)
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def note_idle(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def check_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.run_async(_ping)
+        except Exception as error:  # any failure: the connection is replaced
+            raise exc.DisconnectionError("a pooled connection failed its check") from error
+
+    return engine
+
+
+async def open_connections(engine: AsyncEngine, count: int) -> None:
+    """Open ``count`` pooled connections at once (a worker that starts does this before it takes work,
+    so its first messages do not pay for connection set-up)."""
+    connections = [await engine.connect() for _ in range(count)]
+    for connection in connections:
+        await connection.close()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,4 +1,4 @@
-"""One email of one step to one contact, and every attempt to send it.
+"""One email of one step to one contact, and the attempts to send it that did not deliver.
 
 Message states (transitions only in ``sending.states``):
 
@@ -76,6 +76,12 @@ class Message(Base):
 
 
 class SendAttempt(Base):
+    """An attempt that did not deliver (deferred, failed, bounced, unknown, credential): the history of
+    a message's retries and why. The attempt that delivered is the message row itself (``sent_at``,
+    ``reply_code``/``reply_enhanced``/``reply_text``, ``attempts`` counts every try): a row per sent
+    message here (an insert and two foreign-key checks each) was a measurable share of the sender's
+    database work (bench/bench_send.py) and told nothing the message does not."""
+
     __tablename__ = "send_attempts"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

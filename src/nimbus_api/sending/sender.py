@@ -8,8 +8,8 @@ Crash safety, per chunk of at most ``commit_every`` messages of one lane:
    one whose attempt has begun); a retry moved to a later day first reserves a send of today's budget
    (``budget_day``), or waits for the next day;
 2. the chunk is rendered and sent on the lane's connection (no RSET between messages that went through);
-3. every outcome is committed in one transaction, with one attempt row per message (bulk statements
-   for the ``sent`` ones, the common case).
+3. every outcome is committed in one transaction: the ``sent`` ones in bulk (the common case; the
+   message row keeps the reply), the others with an attempt row each.
 
 A worker killed between 1 and 3 leaves leased messages whose lease expires: the sweeper marks them
 ``unknown`` (each may have been delivered) and never requeues them. So a crash loses nothing and
@@ -155,38 +155,42 @@ FOR UPDATE SKIP LOCKED
 
 RECORD_SQL = text(
     """
-WITH attempts AS (
-    INSERT INTO send_attempts (id, message_id, account_id, outcome, reply_code, reply_enhanced, reply_text,
-                               error_code, started_at, finished_at)
-    SELECT a.id, a.message_id, :account_id, a.outcome, a.code, a.enhanced, a.reply_text, a.error_code, :started, :now
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[]), CAST(:outcomes AS varchar[]),
-                CAST(:codes AS int[]), CAST(:enhanced AS varchar[]), CAST(:texts AS text[]),
-                CAST(:errors AS varchar[]))
-         AS a(id, message_id, outcome, code, enhanced, reply_text, error_code)
-    RETURNING message_id, outcome, reply_code, reply_enhanced, reply_text
-), messages_sent AS (
+WITH sent AS (
     UPDATE messages m
-    SET state = 'sent', sent_at = :now, reply_code = a.reply_code, reply_enhanced = a.reply_enhanced,
-        reply_text = a.reply_text, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-    FROM attempts a WHERE m.id = a.message_id AND a.outcome = 'sent'
-    RETURNING m.id, m.enrollment_id, m.step
+    SET state = 'sent', sent_at = :now, reply_code = r.code, reply_enhanced = r.enhanced, reply_text = r.reply_text,
+        error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]), CAST(:enhanced AS varchar[]), CAST(:texts AS text[]),
+                CAST(:next_send_at AS timestamptz[])) AS r(id, code, enhanced, reply_text, next_at)
+    WHERE m.id = r.id
+    RETURNING m.enrollment_id, m.step, r.next_at
 ), advanced AS (
     UPDATE enrollments e
-    SET next_step = ms.step + 1,
-        status = CASE WHEN e.status = 'active' AND nxt.at IS NULL THEN 'completed' ELSE e.status END,
-        next_send_at = CASE WHEN e.status = 'active' THEN nxt.at END,
+    SET next_step = s.step + 1,
+        status = CASE WHEN e.status = 'active' AND s.next_at IS NULL THEN 'completed' ELSE e.status END,
+        next_send_at = CASE WHEN e.status = 'active' THEN s.next_at END,
         updated_at = :now
-    FROM messages_sent ms
-    JOIN unnest(CAST(:sent_ids AS uuid[]), CAST(:next_send_at AS timestamptz[])) AS nxt(id, at) ON nxt.id = ms.id
-    WHERE e.id = ms.enrollment_id
+    FROM sent s
+    WHERE e.id = s.enrollment_id
     RETURNING e.id
 )
-SELECT (SELECT count(*) FROM attempts), (SELECT count(*) FROM messages_sent), (SELECT count(*) FROM advanced)
+SELECT (SELECT count(*) FROM sent), (SELECT count(*) FROM advanced)
 """
 )
-"""A chunk's record in one statement: an attempt row for every message that was tried, and the ``sent``
-ones (their reply taken from the attempt) with their enrollments moved to the next step at the time
-given per message (or completed). The rarer outcomes follow one by one (``_record_one``)."""
+"""A chunk's ``sent`` messages in one statement, each with its reply, and their enrollments moved to the
+next step at the time given per message (or completed). The other outcomes follow one by one
+(``_record_one``), after their attempt rows (``ATTEMPTS_SQL``)."""
+
+ATTEMPTS_SQL = text(
+    """
+INSERT INTO send_attempts (id, message_id, account_id, outcome, reply_code, reply_enhanced, reply_text, error_code,
+                           started_at, finished_at)
+SELECT a.id, a.message_id, :account_id, a.outcome, a.code, a.enhanced, a.reply_text, a.error_code, :started, :now
+FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[]), CAST(:outcomes AS varchar[]), CAST(:codes AS int[]),
+            CAST(:enhanced AS varchar[]), CAST(:texts AS text[]), CAST(:errors AS varchar[]))
+     AS a(id, message_id, outcome, code, enhanced, reply_text, error_code)
+"""
+)
+"""The attempts that did not deliver (``models.message``: the delivering attempt is the message row)."""
 
 
 async def lease(
@@ -472,21 +476,24 @@ def _unsent(pending: list[_Work], results: list[_Result]) -> list[_Work]:
 
 
 async def _record(session: AsyncSession, worker_id: str, account: EmailAccount, chunk: _Chunk) -> None:
-    """Every outcome of a chunk, one attempt row each; messages that never reached the wire are given
-    back as ``queued``, their attempt not counted."""
+    """Every outcome of a chunk: the ``sent`` ones in bulk, the others with an attempt row each;
+    messages that never reached the wire are given back as ``queued``, their attempt not counted."""
     now = datetime.now(UTC)
     results, unsent = chunk.results, chunk.unsent
-    tried = [r for r in results if r.outcome not in ("suppressed", "rendering_failed")]
-    if tried:
-        sent = [r for r in tried if r.outcome == "sent"]
+    sent = [r for r in results if r.outcome == "sent"]
+    if sent:
         await session.execute(
             RECORD_SQL,
-            _attempt_rows(tried, account.id, chunk.started, now)
+            _reply_columns([r.reply for r in sent])
             | {
-                "sent_ids": [r.item.message_id for r in sent],
+                "now": now,
+                "ids": [r.item.message_id for r in sent],
                 "next_send_at": [now + r.item.next_delay if r.item.next_delay is not None else None for r in sent],
             },
         )
+    undelivered = [r for r in results if r.outcome not in ("sent", "suppressed", "rendering_failed")]
+    if undelivered:
+        await session.execute(ATTEMPTS_SQL, _attempt_rows(undelivered, account.id, chunk.started, now))
     for result in results:
         if result.outcome != "sent":
             await _record_one(session, account, result, now)
@@ -502,18 +509,23 @@ async def _give_back_in(session: AsyncSession, worker_id: str, message_ids: list
     )
 
 
-def _attempt_rows(results: list[_Result], account_id: uuid.UUID, started: datetime, now: datetime) -> dict[str, Any]:
-    shown = [r.reply or (r.error.reply if r.error else None) for r in results]
+def _reply_columns(replies: Sequence[ServerReply | None]) -> dict[str, list[Any]]:
+    """The replies as the array parameters ``codes``, ``enhanced`` and ``texts``."""
     return {
+        "codes": [x.code if x else None for x in replies],
+        "enhanced": [x.enhanced if x else None for x in replies],
+        "texts": [x.text if x else None for x in replies],
+    }
+
+
+def _attempt_rows(results: list[_Result], account_id: uuid.UUID, started: datetime, now: datetime) -> dict[str, Any]:
+    return _reply_columns([r.reply or (r.error.reply if r.error else None) for r in results]) | {
         "account_id": account_id,
         "started": started,
         "now": now,
         "ids": [new_id() for _ in results],
         "message_ids": [r.item.message_id for r in results],
         "outcomes": [r.outcome for r in results],
-        "codes": [x.code if x else None for x in shown],
-        "enhanced": [x.enhanced if x else None for x in shown],
-        "texts": [x.text if x else None for x in shown],
         "errors": [r.error.code if r.error else None for r in results],
     }
 

@@ -27,17 +27,22 @@ up turns, so there is no burst after a pause, and consecutive sends of one slot 
 the schedule. Timing is never perfect (a turn wakes up a little late when the event loop is busy), so the
 guarantee is stated on what actually happened, with ``n = ceil(rate)`` (``rate`` for whole rates):
 
-* window floor: a send is never earlier than one second after the send ``n`` turns before it, so no
-  half-open one-second window holds more than ``n`` sends of one connection, however late turns were.
-  A late turn does not push the schedule back (the achieved rate stays ``1 / spacing``); it only
-  shortens the gap to the next turn, never below half a ``spacing`` (the gap floor).
+* window floor: a turn is never earlier than one second plus ``window_guard`` (default 5 ms) after the
+  turn ``n`` turns before it, so no half-open one-second window holds more than ``n`` sends of one
+  connection, however late turns were. The guard is for what happens between a turn and its send: the
+  caller sends a few microseconds after ``wait_turn`` returns, or milliseconds later when the OS
+  preempts the process in between, and with no guard a send pinned exactly one second after a late
+  one lands inside that second whenever the earlier send left a little later than the later one
+  (bench_pacing caught this: 6 sends in a window, once in a CI run). A late turn does not push the
+  schedule back (the achieved rate stays ``1 / spacing``) unless it is later than the slack minus the
+  guard; it only shortens the gap to the next turn, never below half a ``spacing`` (the gap floor).
 * both floors travel with the reservation (the holder's recent turns, mapped to Redis's clock), and on
   release a floor of ``last turn + spacing`` is written to the schedule, so the next holder of the slot
   (maybe another worker) starts no earlier than ``spacing`` after our last send. The same floors are
   also enforced on this process's monotonic clock (a local guard against reply-latency jitter).
 * ``slack`` (default 1%): on an exact ``1 / rate`` schedule, ``rate + 1`` sends span exactly one second,
-  and a fraction of a millisecond of jitter would put them in one window; 1% slack absorbs 10 ms per
-  window at 5/s and costs 1% of throughput.
+  and a fraction of a millisecond of jitter would put them in one window; 1% slack leaves 10 ms per
+  window at 5/s (5 ms of them for the guard, 5 ms to absorb a late turn) and costs 1% of throughput.
 
 The reservation script also checks the lease token (and extends the lease): a holder that lost its lease
 (expired while the worker was stalled, or Redis was wiped) cannot reserve, and leases a slot again.
@@ -139,7 +144,7 @@ class Pacer:
     inbox's connections across workers but ``wait_turn`` never waits; see ``paced``); ``lease_ttl``
     seconds until a slot of a crashed worker is free again (renewed every third of it while held);
     ``acquire_timeout`` bounds the wait for a free slot (``SlotTimeout``); ``poll_interval`` is how often
-    a waiting worker checks for one.
+    a waiting worker checks for one; ``slack`` and ``window_guard`` are explained in the module docstring.
     """
 
     def __init__(
@@ -152,11 +157,18 @@ class Pacer:
         acquire_timeout: float = 30.0,
         poll_interval: float = 0.05,
         slack: float = 0.01,
+        window_guard: float = 0.005,
     ) -> None:
         rate = 0.0 if rate_per_connection is None else float(rate_per_connection)
         if not rate >= 0 or math.isinf(rate):  # NaN fails ``>= 0``
             raise ValueError("rate_per_connection must be positive, or 0/None for lanes only")
-        if lease_ttl <= 0 or acquire_timeout < 0 or poll_interval <= 0 or not 0 <= slack < 1:
+        if (
+            lease_ttl <= 0
+            or acquire_timeout < 0
+            or poll_interval <= 0
+            or not 0 <= slack < 1
+            or not 0 <= window_guard < 1
+        ):
             raise ValueError("invalid pacer timing")
         self.redis = redis
         self.rate = rate
@@ -167,6 +179,8 @@ class Pacer:
         self.poll_interval = poll_interval
         self.metrics = PacerMetrics()
         self._spacing_us = round(self.spacing * 1_000_000)
+        self.window_guard = window_guard
+        self._window_us = 1_000_000 + round(window_guard * 1_000_000)  # the window floor's distance
         self.window_sends = max(1, math.ceil(rate - 1e-9))  # most sends in any one-second window (when paced)
         # Keys outlive a lease: the next holder must still see the schedule.
         self._key_ttl_ms = max(round(lease_ttl * 1000), 2 * round(self.spacing * 1000) + 1000)
@@ -249,7 +263,7 @@ class PaceSlot:
         if self._recent_local:  # the same floors on our own clock
             start = max(start, self._recent_local[-1] + pacer.spacing / 2)
             if len(self._recent_local) == pacer.window_sends:
-                start = max(start, self._recent_local[0] + 1.0)
+                start = max(start, self._recent_local[0] + pacer._window_us / 1_000_000)
         delay = start - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -273,13 +287,13 @@ class PaceSlot:
         await self._lease(self.index)
 
     def _floor(self, gap_us: int) -> int:
-        """Earliest next turn on Redis's clock: ``gap_us`` after our last turn, and one second after the
-        turn ``window_sends`` turns back (0 when we have no turns yet)."""
+        """Earliest next turn on Redis's clock: ``gap_us`` after our last turn, and one second plus the
+        window guard after the turn ``window_sends`` turns back (0 when we have no turns yet)."""
         if not self._recent_server:
             return 0
         floor = self._recent_server[-1] + gap_us
         if len(self._recent_server) == self.pacer.window_sends:
-            floor = max(floor, self._recent_server[0] + 1_000_000)
+            floor = max(floor, self._recent_server[0] + self.pacer._window_us)
         return floor
 
     async def _lease(self, preferred: int) -> None:

@@ -13,7 +13,7 @@ from arq.worker import Worker
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring
-from nimbus_api.kit.db import make_engine, make_sessionmaker
+from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_SLICE_SECONDS, dispatch_tick, send_inbox, sweep_tick
@@ -41,6 +41,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         engine = make_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        await open_connections(engine, settings.db_pool_size)
         net = build_net_context(settings)
         pool = SmtpPool(net)
         await pool.start()
