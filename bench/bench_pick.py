@@ -104,9 +104,10 @@ async def main() -> None:
         print(f"migrating {name} ...", flush=True)
         await asyncio.to_thread(upgrade_head, dsn)
         print(f"seeding {INBOXES} inboxes in one pool ...", flush=True)
-        _, campaign = await seed(dsn)
+        workspace, campaign = await seed(dsn)
         now = datetime.now(UTC)
         request = PickRequest(
+            workspace_id=uuid.UUID(workspace),
             campaign_id=uuid.UUID(campaign),
             campaign_type="cold",
             min_health_score=70.0,
@@ -143,6 +144,7 @@ async def main() -> None:
             await transaction.start()
             for _ in range(BATCH):
                 values = {
+                    "workspace_id": request.workspace_id,
                     "campaign_id": request.campaign_id,
                     "only_account": None,
                     "min_health": request.min_health_score,

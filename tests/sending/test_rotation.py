@@ -72,6 +72,7 @@ class Pool:
     def request(self, **overrides: Any) -> PickRequest:
         assert self.campaign_id
         values: dict[str, Any] = {
+            "workspace_id": self.workspace_id,
             "campaign_id": self.campaign_id,
             "campaign_type": "cold",
             "min_health_score": 70.0,

@@ -28,10 +28,17 @@ from nimbus_api.kit.ids import new_id
 
 class EmailAccount(Base):
     __tablename__ = "email_accounts"
-    __table_args__ = (Index("uq_email_accounts_workspace_email", "workspace_id", text("lower(email)"), unique=True),)
+    __table_args__ = (
+        Index("uq_email_accounts_workspace_email", "workspace_id", text("lower(email)"), unique=True),
+        # The rotation order of a workspace's inboxes, least recently used first (``sending.rotation``): a
+        # pick walks it from the front and stops at the first eligible inboxes of the pool instead of
+        # reading and sorting the whole pool, and each pick's stamp (``max(last_sent_at) + n us`` of the
+        # workspace) is one lookup at its back. It also serves as the workspace foreign key's index.
+        Index("ix_email_accounts_rotation", "workspace_id", text("last_sent_at NULLS FIRST"), "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     domain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("domains.id"), index=True)
 
     email: Mapped[str] = mapped_column(String(320))
@@ -59,8 +66,8 @@ class EmailAccount(Base):
     daily_new_contacts_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     max_connections: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     min_send_interval_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # Indexed: each pick stamps ``max(last_sent_at) + n us`` (``sending.rotation``), one index lookup.
-    last_sent_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    # The last pick's stamp (``sending.rotation``); indexed by ix_email_accounts_rotation.
+    last_sent_at: Mapped[datetime | None] = mapped_column(default=None)
     sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=120)
     campaign_types: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
     is_active: Mapped[bool] = mapped_column(default=True)

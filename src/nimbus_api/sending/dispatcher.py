@@ -239,6 +239,7 @@ async def dispatch_campaign(
         picked = await pick_inboxes(
             session,
             PickRequest(
+                workspace_id=campaign.workspace_id,
                 campaign_id=campaign.id,
                 campaign_type=campaign.type,
                 min_health_score=campaign.min_health_score,

@@ -6,12 +6,21 @@ domain not paused; under ``daily_send_limit`` today (UTC) and, for step 1, under
 ``daily_new_contacts_limit``; past ``min_send_interval_seconds`` since its last pick. Among eligible
 inboxes the least recently used goes first.
 
+The candidates are read in rotation order from ``ix_email_accounts_rotation`` (workspace, ``last_sent_at``
+NULLS FIRST, id): the plan walks the workspace's inboxes from the least recently used and stops at the
+first ``n`` eligible members of the pool, instead of reading and sorting the whole pool (among 1,000
+inboxes, a pick's median went from 2.5 ms to 1.2 ms on the benchmark machine). PostgreSQL still chooses
+by cost: for a pool that is a small part of its workspace it reads the pool first, as before. Inboxes
+that stay ineligible (disabled, below the health floor) keep their old stamps and so stay at the front;
+a walk passes them at a fraction of a microsecond each.
+
 One statement picks ``n`` sends at once (``pick_inboxes``; ``pick_inbox`` is ``n = 1``, a shorter
 statement): the ``n`` least recently used eligible inboxes are locked (``FOR UPDATE ... SKIP LOCKED``),
 the sends are dealt to them round-robin in that order, each inbox capped by its room today (a water
 level keeps the dealt slots under ``n`` plus the number of inboxes), today's usage rows are incremented,
 and ``last_sent_at`` is stamped in the order of each inbox's last slot (microseconds past the newest
-stamp of any inbox, one index lookup, so several picks at the same moment still rotate). The result
+stamp of any inbox of the workspace, one index lookup, so several picks at the same moment still rotate;
+pools never span workspaces, so only the order within a workspace matters). The result
 equals ``n`` consecutive single picks (an inbox with a ``min_send_interval_seconds`` takes one send per
 pick). The locks are held until the caller's transaction ends, so concurrent dispatchers never pick the
 same inbox at once and never spend a budget twice. A later statement in the same transaction sees the
@@ -44,6 +53,9 @@ WITH candidate AS (
     JOIN domains d ON d.id = a.domain_id
     LEFT JOIN account_daily_usage u ON u.account_id = a.id AND u.day = :day
     WHERE ca.campaign_id = :campaign_id
+      -- A pool's inboxes are its workspace's: this lets the plan walk ix_email_accounts_rotation (the
+      -- workspace's inboxes, least recently used first) and stop at the first :n eligible ones.
+      AND a.workspace_id = :workspace_id
       AND (CAST(:only_account AS uuid) IS NULL OR a.id = CAST(:only_account AS uuid))
       AND a.is_active AND a.disabled_at IS NULL
       AND a.overall_score >= :min_health
@@ -102,7 +114,8 @@ PICK_SQL = text(
 UPDATE email_accounts
 SET last_sent_at = stamp.base + make_interval(secs => allotted.last_position / 1e6)
 FROM reserved JOIN allotted ON allotted.id = reserved.account_id,
-     (SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at)) AS base FROM email_accounts) stamp
+     (SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at)) AS base
+      FROM email_accounts WHERE workspace_id = :workspace_id) stamp
 WHERE email_accounts.id = reserved.account_id
 RETURNING email_accounts.id, allotted.take, allotted.lru
 """
@@ -121,8 +134,8 @@ PICK_ONE_SQL = text(
     RETURNING account_id
 )
 UPDATE email_accounts
-SET last_sent_at = (SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at)) FROM email_accounts)
-                   + interval '1 microsecond'
+SET last_sent_at = (SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at))
+                    FROM email_accounts WHERE workspace_id = :workspace_id) + interval '1 microsecond'
 FROM reserved
 WHERE email_accounts.id = reserved.account_id
 RETURNING email_accounts.id, 1, 1
@@ -143,6 +156,7 @@ WHERE account_id = :account_id AND day = :day
 
 @dataclass(frozen=True)
 class PickRequest:
+    workspace_id: uuid.UUID
     campaign_id: uuid.UUID
     campaign_type: str
     min_health_score: float
@@ -165,6 +179,7 @@ async def pick_inboxes(session: AsyncSession, request: PickRequest, count: int) 
         await session.execute(
             PICK_ONE_SQL if count == 1 else PICK_SQL,
             {
+                "workspace_id": request.workspace_id,
                 "campaign_id": request.campaign_id,
                 "only_account": request.only_account,
                 "min_health": request.min_health_score,
