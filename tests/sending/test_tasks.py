@@ -3,8 +3,10 @@ wiped Redis costs nothing but one sweep."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +18,7 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.sending.mx import MxChecker
-from nimbus_api.sending.tasks import QUEUE_NAME, dispatch_tick, send_inbox, sweep_tick
+from nimbus_api.sending.tasks import QUEUE_NAME, dispatch_tick, send_inbox, sweep_tick, wakeups
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.worker.context import WorkerResources
@@ -52,6 +54,11 @@ async def queued_jobs(redis: ArqRedis) -> set[str]:
     return {job.job_id or "" for job in await redis.queued_jobs(queue_name=QUEUE_NAME)}
 
 
+async def sender_jobs(redis: ArqRedis, inbox: uuid.UUID) -> list[str]:
+    """The queued sender jobs of one inbox (each job has an id of its own: ``send:<inbox>:<token>``)."""
+    return sorted(job for job in await queued_jobs(redis) if job.startswith(f"send:{inbox}:"))
+
+
 async def test_dispatch_wakes_senders_which_send_and_sweep_recovers_a_wiped_queue(
     ctx: dict[str, Any], campaigns: Campaigns, mail_world: MailWorld
 ) -> None:
@@ -59,16 +66,19 @@ async def test_dispatch_wakes_senders_which_send_and_sweep_recovers_a_wiped_queu
     inboxes = [await campaigns.inbox(), await campaigns.inbox()]
     campaign_id = await campaigns.campaign(inboxes, [f"t{i}-{secrets.token_hex(2)}@example.org" for i in range(6)])
     assert await dispatch_tick(ctx) >= 6
-    jobs = await queued_jobs(redis)
-    assert {f"send:{inbox}" for inbox in inboxes} <= jobs
+    jobs = {inbox: await sender_jobs(redis, inbox) for inbox in inboxes}
+    assert all(len(j) == 1 for j in jobs.values())  # one sender per inbox
 
-    # Redis loses the queue: the sweeper finds the work in Postgres and wakes the senders again.
-    for job_id in jobs:
-        await redis.delete(f"arq:job:{job_id}")
+    # Redis loses the queue (the inboxes' active marks survive, naming jobs arq no longer holds): the
+    # sweeper finds the work in Postgres and enqueues new senders at once.
+    for inbox_jobs in jobs.values():
+        await redis.delete(f"arq:job:{inbox_jobs[0]}")
     await redis.delete(QUEUE_NAME)
     report = await sweep_tick(ctx)
     assert report["inboxes"] >= 2
-    assert {f"send:{inbox}" for inbox in inboxes} <= await queued_jobs(redis)
+    assert [len(await sender_jobs(redis, inbox)) for inbox in inboxes] == [1, 1]
+    await sweep_tick(ctx)  # a job that arq holds is not doubled
+    assert [len(await sender_jobs(redis, inbox)) for inbox in inboxes] == [1, 1]
 
     before = len(mail_world.smtp.messages)
     for inbox in inboxes:
@@ -95,6 +105,29 @@ async def test_a_tick_feeds_a_campaign_batch_after_batch_and_wakes_senders_after
     assert await dispatch_tick(ctx) >= 8
     assert len(await campaigns.messages(big)) == 7
     assert len(await campaigns.messages(small)) == 1
-    assert {f"send:{inbox}" for inbox in inboxes} <= await queued_jobs(ctx["redis"])
+    assert [len(await sender_jobs(ctx["redis"], inbox)) for inbox in inboxes] == [1, 1]  # woken, not doubled
     await dispatch_tick(ctx)  # nothing is due twice
     assert (len(await campaigns.messages(big)), len(await campaigns.messages(small))) == (7, 1)
+
+
+async def test_a_wake_while_the_sender_runs_is_served_by_that_sender(
+    ctx: dict[str, Any], campaigns: Campaigns, mail_world: MailWorld
+) -> None:
+    redis: ArqRedis = ctx["redis"]
+    inbox = await campaigns.inbox()
+    first = await campaigns.campaign([inbox], [f"w{i}-{secrets.token_hex(2)}@example.org" for i in range(20)])
+    await dispatch_tick(ctx)
+    assert len(await sender_jobs(redis, inbox)) == 1
+    running = asyncio.create_task(send_inbox(ctx, str(inbox)))  # paced at 50/s: 20 sends take 0.4 s
+    await asyncio.sleep(0.1)
+    second = await campaigns.campaign([inbox], [f"x{i}-{secrets.token_hex(2)}@example.org" for i in range(3)])
+    await dispatch_tick(ctx)  # commits and wakes while the sender runs
+    assert not running.done()
+    assert len(await sender_jobs(redis, inbox)) == 1  # no second sender for the inbox
+    assert await running == {"sent": 23}  # the running sender served the wake
+    for campaign_id in (first, second):
+        assert {m.state for m in await campaigns.messages(campaign_id)} == {"sent"}
+    await dispatch_tick(ctx)  # nothing due: no wake
+    assert len(await sender_jobs(redis, inbox)) == 1
+    await wakeups(ctx).wake([inbox])  # the sender stopped and left the inbox idle: a wake enqueues one
+    assert len(await sender_jobs(redis, inbox)) == 2

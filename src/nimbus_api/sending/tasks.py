@@ -4,8 +4,10 @@ what the database says is due, and running one twice does no harm.
 * ``dispatch_tick`` (cron, every 5 s): every active campaign's due enrollments -> queued messages, a
   batch (``NIMBUS_SEND_BATCH``) at a time, round-robin over the campaigns while batches come back full;
   each batch commits, then wakes the sender of every inbox that got messages (enqueue after commit).
-* ``send_inbox(account_id)``: one inbox's sender; re-enqueues itself when its time slice ran out with
-  work left. The job id is ``send:<inbox>``, so an inbox has at most one sender job queued or running.
+* ``send_inbox(account_id)``: one inbox's sender. When it finds nothing due it asks ``sending.wakeups``
+  whether a wake came meanwhile, and looks again if one did; when its time slice runs out it enqueues
+  its successor. An inbox has at most one sender job queued or running, and no wake is lost (see
+  ``sending.wakeups`` for why arq's job-id de-duplication alone lost some).
 * ``sweep_tick`` (cron): expired leases marked ``unknown`` (never resent), and a wake-up for every inbox
   with due messages: a wiped Redis costs one sweep interval.
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +32,7 @@ from nimbus_api.models import Campaign
 from nimbus_api.sending.dispatcher import DispatchResult, dispatch_campaign, utc_midnight_after
 from nimbus_api.sending.sender import SenderDeps, run_inbox
 from nimbus_api.sending.sweeper import sweep
+from nimbus_api.sending.wakeups import Wakeups
 from nimbus_api.worker.context import resources, task_session
 
 log = structlog.get_logger(__name__)
@@ -37,11 +42,21 @@ DISPATCH_TICK_SECONDS = 4.0
 """How long one dispatch tick may go on feeding campaigns: under the cron interval (5 s)."""
 
 
-async def wake_senders(ctx: dict[str, Any], account_ids: list[uuid.UUID] | set[uuid.UUID]) -> None:
-    for account_id in account_ids:
-        await ctx["redis"].enqueue_job(
-            "send_inbox", str(account_id), _job_id=f"send:{account_id}", _queue_name=QUEUE_NAME
-        )
+SEND_JOB_TIMEOUT = SEND_SLICE_SECONDS + 120
+"""arq's timeout for ``send_inbox``; also how long an inbox counts as having a sender after its worker died."""
+
+
+def wakeups(ctx: dict[str, Any]) -> Wakeups:
+    """The worker's ``Wakeups`` (one per worker context: its scripts are registered once)."""
+    found = ctx.get("nimbus_wakeups")
+    if not isinstance(found, Wakeups):
+        found = ctx["nimbus_wakeups"] = Wakeups(ctx["redis"], queue_name=QUEUE_NAME, active_ttl=SEND_JOB_TIMEOUT)
+    return found
+
+
+async def wake_senders(ctx: dict[str, Any], account_ids: Iterable[uuid.UUID]) -> None:
+    """After the commit that queued messages: each inbox's sender is enqueued, or told to look again."""
+    await wakeups(ctx).wake(account_ids)
 
 
 async def exhausted_pool(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
@@ -108,31 +123,35 @@ async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
         batch=res.settings.send_batch,
         commit_every=res.settings.send_commit_every,
     )
-    report = await run_inbox(deps, uuid.UUID(account_id), max_seconds=SEND_SLICE_SECONDS)
-    if report.stopped_reason is None and report.outcomes.total():
-        # The slice may have ended with work left: the job id is free again once this returns.
-        await ctx["redis"].enqueue_job(
-            "send_inbox",
-            account_id,
-            _job_id=f"send:{account_id}:{datetime.now(UTC).timestamp():.0f}",
-            _queue_name=QUEUE_NAME,
-        )
-    return dict(report.outcomes)
+    wake = wakeups(ctx)
+    deadline = time.monotonic() + SEND_SLICE_SECONDS
+    outcomes: Counter[str] = Counter()
+    while True:
+        report = await run_inbox(deps, uuid.UUID(account_id), max_seconds=max(0.0, deadline - time.monotonic()))
+        outcomes.update(report.outcomes)
+        if report.stopped_reason is not None:
+            # Not sending (disabled, or its login failed): a later wake or the sweeper starts it again.
+            await wake.release(account_id)
+            break
+        if time.monotonic() >= deadline:
+            # The slice ran out, maybe with work left: the successor takes over this inbox's active mark.
+            await wake.force(account_id)
+            break
+        if await wake.finish(account_id):
+            break  # nothing due and no wake meanwhile: the inbox is idle
+        # A wake came while this sender ran: what it announced was committed after our last look.
+    return dict(outcomes)
 
 
 async def sweep_tick(ctx: dict[str, Any]) -> dict[str, int]:
     async with task_session(ctx) as session:
         report = await sweep(session, datetime.now(UTC))
     recovered = set(report.recovered_inboxes)
-    await wake_senders(ctx, set(report.inboxes_with_work) - recovered)
-    # An inbox whose leases expired lost its sender, whose arq job still holds ``send:<inbox>`` (its
-    # in-progress key outlives the dead worker by the job timeout, minutes): a wake-up under that id
-    # would be dropped, so these inboxes get a sender under an id of this sweep's own.
-    stamp = f"{datetime.now(UTC).timestamp():.0f}"
+    await wakeups(ctx).wake(set(report.inboxes_with_work) - recovered, revive=True)
+    # An inbox whose leases expired lost its sender, whose active mark may outlive it by the job timeout
+    # (minutes): these get a sender at once.
     for account_id in recovered:
-        await ctx["redis"].enqueue_job(
-            "send_inbox", str(account_id), _job_id=f"send:{account_id}:swept:{stamp}", _queue_name=QUEUE_NAME
-        )
+        await wakeups(ctx).force(account_id)
     if report.unknown:
         log.warning("sweeper_recovered", unknown=report.unknown)
     return {"unknown": report.unknown, "inboxes": len(report.inboxes_with_work)}

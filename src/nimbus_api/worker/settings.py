@@ -16,7 +16,7 @@ from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.sending.mx import MxChecker
-from nimbus_api.sending.tasks import QUEUE_NAME, SEND_SLICE_SECONDS, dispatch_tick, send_inbox, sweep_tick
+from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.worker.context import WorkerResources
@@ -25,7 +25,7 @@ from nimbus_api.worker.tasks import purge_idempotency_keys
 log = structlog.get_logger(__name__)
 FUNCTIONS: list[Any] = [
     purge_idempotency_keys,
-    func(send_inbox, keep_result=0, timeout=SEND_SLICE_SECONDS + 120),
+    func(send_inbox, keep_result=0, timeout=SEND_JOB_TIMEOUT),
     func(dispatch_tick, keep_result=0),
     func(sweep_tick, keep_result=0),
 ]
