@@ -38,6 +38,10 @@ class Message(Base):
             "created_at",
             postgresql_where=text("state IN ('queued', 'deferred')"),
         ),
+        # What the sweeper reads every 30 s: leases that expired. Partial, so only messages in flight are
+        # in it (an entry at each lease; none at the update that records the outcome), where without it
+        # the sweep read the whole table (44 ms at 300,000 messages, and growing with every send).
+        Index("ix_messages_leased", "lease_expires_at", postgresql_where=text("state = 'leased'")),
         Index("ix_messages_campaign_state", "campaign_id", "state"),
         Index("ix_messages_workspace_sent_at", "workspace_id", "sent_at"),
     )
