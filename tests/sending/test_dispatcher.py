@@ -249,6 +249,30 @@ async def test_monthly_quota_caps_what_is_queued(world: World) -> None:
     assert len(await world.messages()) == 3
 
 
+async def test_the_quota_counts_this_months_sends_and_what_is_on_its_way(world: World) -> None:
+    await world.build(inboxes=1)
+    async with world.sm() as session, session.begin():
+        (await session.get_one(Workspace, world.workspace_id)).monthly_send_quota = 4
+    for i in range(8):
+        await world.enroll(f"m{i}@example.org")
+    assert sum((await world.dispatch()).queued.values()) == 4
+    last_month = datetime(NOW.year, NOW.month, 1, tzinfo=UTC) - timedelta(hours=1)
+    outcomes = [
+        ("sent", NOW),  # counts: sent this month
+        ("sent", last_month),  # last month's quota, not this one's
+        ("failed", None),  # never went out
+        ("deferred", None),  # counts: on its way
+    ]
+    async with world.sm() as session, session.begin():
+        messages = list(await session.scalars(select(Message).where(Message.campaign_id == world.campaign_id)))
+        for message, (state, sent_at) in zip(messages, outcomes, strict=True):
+            message.state, message.sent_at = state, sent_at
+    # Two of four used: two more are queued, then the quota is reached.
+    assert sum((await world.dispatch(now=NOW + timedelta(seconds=1))).queued.values()) == 2
+    assert (await world.dispatch(now=NOW + timedelta(seconds=2))).skipped_reason == "monthly send quota reached"
+    assert len(await world.messages()) == 6
+
+
 async def test_a_deferral_records_why_per_inbox_and_waits_until_an_inbox_could_send(world: World) -> None:
     await world.build(inboxes=3)
     cooled, spent, sick = world.inboxes

@@ -31,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns.pool import PoolInbox, load_pools
@@ -446,20 +446,32 @@ def _summary(reasons: Iterable[str]) -> str:
     return ", ".join(f"{reason} ({n})" for reason, n in counts.most_common()) or "the pool is empty"
 
 
+QUOTA_USED_SQL = text(
+    """
+SELECT (SELECT count(*) FROM messages m
+        WHERE m.workspace_id = :workspace_id AND m.state = 'sent' AND m.sent_at >= :month_start)
+     + (SELECT count(*) FROM messages m JOIN email_accounts a ON a.id = m.account_id
+        WHERE a.workspace_id = :workspace_id AND m.state IN ('queued', 'deferred'))
+     + (SELECT count(*) FROM messages m WHERE m.state = 'leased' AND m.workspace_id = :workspace_id)
+     + (SELECT count(*) FROM messages m JOIN campaigns c ON c.id = m.campaign_id
+        WHERE c.workspace_id = :workspace_id AND m.state = 'unknown' AND m.updated_at >= :month_start)
+"""
+)
+"""What a workspace's monthly quota has used: sent this month, plus everything on its way (queued,
+deferred or leased: it goes out soon), plus this month's ``unknown`` (it may have gone out). Each part
+reads an index that holds only what it counts (``ix_messages_workspace_sent_at`` from the month's start,
+the in-flight partial indexes, unknowns per campaign), so the count does not grow with the workspace's
+history; the dispatcher runs it before every batch of a workspace with a quota."""
+
+
 async def _monthly_remaining(session: AsyncSession, workspace_id: uuid.UUID, now: datetime) -> int | None:
     """What is left of the workspace's ``monthly_send_quota`` (None: no quota). Messages queued or in
-    flight this month count too, so the quota is never overshot by what is already on its way."""
+    flight count too, so the quota is never overshot by what is already on its way."""
     quota = await session.scalar(select(Workspace.monthly_send_quota).where(Workspace.id == workspace_id))
     if quota is None:
         return None
     month_start = datetime(now.year, now.month, 1, tzinfo=UTC)
-    used = await session.scalar(
-        select(func.count()).where(
-            Message.workspace_id == workspace_id,
-            Message.created_at >= month_start,
-            Message.state.in_(("queued", "leased", "deferred", "sent", "unknown")),
-        )
-    )
+    used = await session.scalar(QUOTA_USED_SQL, {"workspace_id": workspace_id, "month_start": month_start})
     return quota - (used or 0)
 
 
