@@ -115,16 +115,16 @@ async def test_a_wake_while_the_sender_runs_is_served_by_that_sender(
 ) -> None:
     redis: ArqRedis = ctx["redis"]
     inbox = await campaigns.inbox()
-    first = await campaigns.campaign([inbox], [f"w{i}-{secrets.token_hex(2)}@example.org" for i in range(20)])
+    first = await campaigns.campaign([inbox], [f"w{i}-{secrets.token_hex(2)}@example.org" for i in range(40)])
     await dispatch_tick(ctx)
     assert len(await sender_jobs(redis, inbox)) == 1
-    running = asyncio.create_task(send_inbox(ctx, str(inbox)))  # paced at 50/s: 20 sends take 0.4 s
+    running = asyncio.create_task(send_inbox(ctx, str(inbox)))  # paced at 50/s: 40 sends take 0.8 s
     await asyncio.sleep(0.1)
     second = await campaigns.campaign([inbox], [f"x{i}-{secrets.token_hex(2)}@example.org" for i in range(3)])
     await dispatch_tick(ctx)  # commits and wakes while the sender runs
     assert not running.done()
     assert len(await sender_jobs(redis, inbox)) == 1  # no second sender for the inbox
-    assert await running == {"sent": 23}  # the running sender served the wake
+    assert await running == {"sent": 43}  # the running sender served the wake
     for campaign_id in (first, second):
         assert {m.state for m in await campaigns.messages(campaign_id)} == {"sent"}
     await dispatch_tick(ctx)  # nothing due: no wake
