@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from nimbus_api.smtp.client import SmtpServer, _dot_stuffed, connect, transmit
+from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, _dot_stuffed, connect, transmit
 from nimbus_api.smtp.errors import SmtpError
 from nimbus_api.smtp.pipelining import PipeliningProtocol
 from tests.smtp.conftest import MakeNet
@@ -27,6 +27,8 @@ class ScriptedServer:
     pipelining: bool = True
     reply: Callable[[str], str] = lambda verb: {"DATA": "354 go ahead", "QUIT": "221 bye"}.get(verb, "250 ok")
     silent_on: str | None = None
+    dot: Callable[[int], str] = lambda n: "250 2.0.0 queued"  # the reply to the n-th message's final dot
+    hang_up_after_dot: int | None = None  # close the connection right after that message's dot reply
     lines: list[bytes] = field(default_factory=list)
     contents: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -57,7 +59,11 @@ class ScriptedServer:
                         await asyncio.sleep(0.02)  # the next reply in a segment of its own
                 if verb == "DATA" and answer.startswith(b"354"):
                     self.contents.append(await reader.readuntil(b"\r\n.\r\n"))
-                    writer.write(b"250 2.0.0 queued\r\n")
+                    n = len(self.contents) - 1
+                    writer.write((self.dot(n) + "\r\n").encode())
+                    if n == self.hang_up_after_dot:
+                        await writer.drain()
+                        break
                 if verb == "QUIT":
                     break
         finally:
@@ -221,3 +227,104 @@ def test_the_data_payload_is_crlf_dot_stuffed_and_terminated(message: bytes) -> 
     if not expected.endswith(b"\r\n"):
         expected += b"\r\n"
     assert unstuffed == expected
+
+
+def recording(conn: SmtpConnection) -> list[bytes]:
+    """What goes on the wire, write by write (then sent as ever)."""
+    protocol = conn.protocol
+    assert protocol is not None
+    writes: list[bytes] = []
+    write = protocol.write
+
+    def recording_write(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    protocol.write = recording_write  # type: ignore[method-assign]
+    return writes
+
+
+def chain(n: int) -> list[Outgoing]:
+    return [
+        Outgoing("ada@example.test", [f"r{i}@example.test"], b"Subject: %d\r\n\r\nHello.\r\n" % i) for i in range(n)
+    ]
+
+
+async def send_chained(conn: SmtpConnection, messages: list[Outgoing]) -> list[int | str]:
+    """Each message with the next one's envelope riding on its final dot; the reply code, or the error."""
+    results: list[int | str] = []
+    for i, m in enumerate(messages):
+        then = messages[i + 1] if i + 1 < len(messages) else None
+        try:
+            reply = await transmit(conn, sender=m.sender, recipients=m.recipients, message=m.message, then=then)
+        except SmtpError as exc:
+            results.append(f"{exc.stage} {exc.reply.code if exc.reply else exc.code}")
+        else:
+            results.append(reply.code)
+    return results
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-segment", "segment-per-reply"])
+async def test_the_next_envelope_rides_with_the_final_dot(
+    scripted: Callable[..., asyncio.Future[ScriptedServer]], make_net: MakeNet, split: bool
+) -> None:
+    server = await scripted(split=split)
+    conn = await connect(plain(server.port), make_net(server.port))
+    writes = recording(conn)
+    assert await send_chained(conn, chain(4)) == [250, 250, 250, 250]
+    assert conn.chained is None and conn.is_connected
+    conn.close()
+    assert [c.split(b"\r\n")[0] for c in server.contents] == [b"Subject: %d" % i for i in range(4)]
+    # One write for the first envelope, then one per message: its content, its dot, the next envelope.
+    assert len(writes) == 5
+    assert writes[1].startswith(b"Subject: 0") and writes[1].endswith(
+        b"\r\n.\r\nMAIL FROM:<ada@example.test>\r\nRCPT TO:<r1@example.test>\r\nDATA\r\n"
+    )
+    assert writes[4].endswith(b"\r\n.\r\n")  # the last message announces nothing
+
+
+async def test_a_refused_dot_fails_that_message_only_and_needs_no_reset(
+    scripted: Callable[..., asyncio.Future[ScriptedServer]], make_net: MakeNet
+) -> None:
+    server = await scripted(dot=lambda n: "554 5.7.1 content refused" if n == 1 else "250 2.0.0 queued")
+    conn = await connect(plain(server.port), make_net(server.port))
+    assert await send_chained(conn, chain(3)) == [250, "dot 554", 250]
+    conn.close()
+    assert len(server.contents) == 3
+    assert not any(line.upper().startswith(b"RSET") for line in server.lines)
+
+
+@pytest.mark.parametrize("hang_up", ["close", "421"])
+async def test_a_connection_lost_after_a_dot_keeps_that_reply_and_leaves_the_next_message_unsent(
+    scripted: Callable[..., asyncio.Future[ScriptedServer]], make_net: MakeNet, hang_up: str
+) -> None:
+    dot = (lambda n: "421 4.3.2 shutting down") if hang_up == "421" else (lambda n: "250 2.0.0 queued")
+    server = await scripted(hang_up_after_dot=0, dot=dot)
+    conn = await connect(plain(server.port), make_net(server.port))
+    first, second = chain(2)
+    if hang_up == "close":
+        # The dot's reply came: the message is sent, whatever happened to the envelope after it.
+        reply = await transmit(
+            conn, sender=first.sender, recipients=first.recipients, message=first.message, then=second
+        )
+        assert reply.code == 250
+    else:
+        with pytest.raises(SmtpError) as info:
+            await transmit(conn, sender=first.sender, recipients=first.recipients, message=first.message, then=second)
+        assert (info.value.stage, info.value.reply and info.value.reply.code) == ("dot", 421)
+    assert conn.chained is None and not conn.is_connected  # the next message goes on another connection
+    assert len(server.contents) == 1
+
+
+async def test_a_connection_is_only_good_for_the_announced_message(
+    scripted: Callable[..., asyncio.Future[ScriptedServer]], make_net: MakeNet
+) -> None:
+    server = await scripted()
+    conn = await connect(plain(server.port), make_net(server.port))
+    first, second, other = chain(3)
+    await transmit(conn, sender=first.sender, recipients=first.recipients, message=first.message, then=second)
+    assert conn.chained is not None  # the server waits for the second message's content
+    with pytest.raises(RuntimeError):
+        await transmit(conn, sender=other.sender, recipients=other.recipients, message=other.message)
+    assert not conn.is_connected
+    assert len(server.contents) == 1

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.net import NetContext
-from nimbus_api.smtp.client import Mode, SmtpServer
+from nimbus_api.smtp.client import Mode, Outgoing, SmtpServer
 from nimbus_api.smtp.errors import SmtpError
 from nimbus_api.smtp.pool import PoolClosed, PoolKey, PoolTimeout, SmtpPool, delivery_unknown
 from tests.servers import certs as test_certs
@@ -94,6 +94,35 @@ async def test_messages_reuse_one_connection_with_rset_between(
     m = pool.metrics
     assert (m.connections_opened, m.reused, m.discarded, m.tls_contexts_built) == (1, 4, 0, 0)
     assert pool.stats(KEY.account_id).idle == 1
+
+
+async def test_messages_chained_in_one_lease_share_their_writes_and_need_no_reset(
+    serve: Serve, make_net: MakeNet, make_pool: MakePool, certs: test_certs.TestCerts
+) -> None:
+    server = await serve(**starttls(certs))
+    pool = make_pool(make_net(server.port))
+    messages = [Outgoing(ADDRESS, [f"r{i}@example.test"], MESSAGE) for i in range(3)]
+    async with pool.connection(KEY, account(server.port), max_connections=1) as conn:
+        for i, m in enumerate(messages):
+            then = messages[i + 1] if i + 1 < len(messages) else None
+            await conn.transmit(sender=m.sender, recipients=m.recipients, message=m.message, then=then)
+    assert len(server.messages) == 3
+    assert [verb for verb in server.commands if verb in ("MAIL", "RSET")] == ["MAIL"] * 3
+    assert (pool.metrics.discarded, pool.stats(KEY.account_id).idle) == (0, 1)
+
+
+async def test_a_lease_that_ends_with_an_announced_envelope_discards_its_connection(
+    serve: Serve, make_net: MakeNet, make_pool: MakePool, certs: test_certs.TestCerts
+) -> None:
+    server = await serve(**starttls(certs))
+    pool = make_pool(make_net(server.port))
+    first, second = (Outgoing(ADDRESS, [f"r{i}@example.test"], MESSAGE) for i in range(2))
+    async with pool.connection(KEY, account(server.port), max_connections=1) as conn:
+        await conn.transmit(sender=first.sender, recipients=first.recipients, message=first.message, then=second)
+    # The server waits for the second message's content: that connection must never be reused.
+    assert pool.metrics.discarded == 1
+    assert await send(pool, account(server.port)) == "OK queued as T2"
+    assert (pool.metrics.connections_opened, len(server.messages)) == (2, 2)
 
 
 async def test_max_connections_bounds_concurrent_sends(

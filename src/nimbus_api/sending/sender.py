@@ -56,7 +56,7 @@ from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import unsubscribe_links, utc_midnight_after
 from nimbus_api.sending.outcomes import Outcome, classify, next_attempt
 from nimbus_api.sending.rotation import release
-from nimbus_api.smtp.client import SmtpServer
+from nimbus_api.smtp.client import Outgoing, SmtpServer
 from nimbus_api.smtp.errors import ServerReply, SmtpError
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import PoolKey, SmtpPool
@@ -324,6 +324,7 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
         time.monotonic() + max_seconds,
         report,
         [],
+        chain=deps.pacer is None or not deps.pacer.paced,
     )
 
     async def run_lane() -> None:
@@ -365,6 +366,8 @@ class _Lane:
     deadline: float
     report: SendReport
     credential_failure: list[SmtpError]
+    chain: bool = False
+    """Unpaced: each message's envelope goes with the previous one's final dot (``client.transmit``)."""
 
     async def run(self, wait_turn: Callable[[], Awaitable[float]] | None) -> None:
         """Lease, send, record, chunk after chunk. A chunk's outcomes are committed in the transaction
@@ -437,9 +440,15 @@ class _Lane:
                         assert item.raw is not None
                         if wait_turn is not None:
                             await wait_turn()
+                        then = None
+                        if self.chain and index + 1 < len(pending):
+                            # Unpaced: the next message's envelope rides with this one's final dot.
+                            following = pending[index + 1]
+                            assert following.raw is not None
+                            then = Outgoing(self.account.email, [following.to_email], following.raw)
                         try:
                             reply = await conn.transmit(
-                                sender=self.account.email, recipients=[item.to_email], message=item.raw
+                                sender=self.account.email, recipients=[item.to_email], message=item.raw, then=then
                             )
                         except SmtpError as exc:
                             results.append(self._failed(item, exc))

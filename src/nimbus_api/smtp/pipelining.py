@@ -11,7 +11,10 @@ Why: a message costs MAIL, RCPT, DATA and the content, four round trips one afte
 PIPELINING (offered by Postfix, Exchange/Office 365, Gmail, SES and most providers) MAIL, RCPT and DATA
 go in one write, so a message costs two round trips. On a distant server that halves the time a message
 holds its connection; on loopback it cut the client's CPU per message by more than half
-(``bench/bench_send.py`` prints both ways).
+(``bench/bench_send.py`` prints both ways). ``exchange`` goes one step further for a sender with no
+pacing wait between messages: a message's content and final dot, then the next message's MAIL, RCPT and
+DATA, in one write (RFC 2920 lets commands follow the end of data in a group; its own example sends QUIT
+after the dot), so a message costs one round trip (``client.transmit(then=)``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from aiosmtplib import SMTPResponse, SMTPResponseException, SMTPServerDisconnected
+from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException, SMTPServerDisconnected
 from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
 
 
@@ -74,6 +77,17 @@ class PipeliningProtocol(SMTPProtocol):
         """Write ``commands`` (each a full line ending in CRLF) in one go and return their replies, in
         order; each reply waits at most ``timeout``. Only for commands RFC 2920 lets a client group
         (MAIL, RCPT, and DATA as the last one), and only when the server offered PIPELINING."""
+        replies, error = await self.exchange(b"".join(commands), len(commands), timeout)
+        if error is not None:
+            raise error
+        return replies
+
+    async def exchange(
+        self, data: bytes, count: int, timeout: float | None
+    ) -> tuple[list[SMTPResponse], SMTPException | OSError | TimeoutError | None]:
+        """Write ``data`` in one go and read ``count`` replies: the replies read, and the error that
+        stopped the reading early (None when all came). The replies that did come are kept even so: after
+        a message's final dot and the next message's envelope, the dot's reply stands whatever follows."""
         if self._command_lock is None:
             raise SMTPServerDisconnected("Server not connected")
         async with self._command_lock:
@@ -81,18 +95,20 @@ class PipeliningProtocol(SMTPProtocol):
             self._replies.clear()
             self._reply_error = None
             self.replies_read = 0
+            replies: list[SMTPResponse] = []
             try:
                 self._response_pending = True
-                self.write(b"".join(commands))
-                replies: list[SMTPResponse] = []
-                for _ in commands:
+                self.write(data)
+                for _ in range(count):
                     replies.append(await self.read_response(timeout=timeout))
                     self.replies_read += 1
-                return replies
+            except (SMTPException, OSError, TimeoutError) as exc:
+                return replies, exc
             finally:
                 self._pipelining = False
                 self._replies.clear()  # nothing may outlive the group and pair with a later command
                 self._reply_error = None
+            return replies, None
 
 
 __all__ = ["PipeliningProtocol"]

@@ -66,7 +66,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from nimbus_api.kit.net import NetContext
-from nimbus_api.smtp.client import SmtpConnection, SmtpServer, close_gracefully, connect, reset, transmit
+from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, close_gracefully, connect, reset, transmit
 from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage
 
 _STAGE_WORDS: dict[Stage, str] = {
@@ -182,19 +182,24 @@ class PooledConnection:
             self.smtp.close()
             self._pool.metrics.discarded += 1
 
-    async def transmit(self, *, sender: str, recipients: Sequence[str], message: bytes) -> ServerReply:
+    async def transmit(
+        self, *, sender: str, recipients: Sequence[str], message: bytes, then: Outgoing | None = None
+    ) -> ServerReply:
         """Send one message (``client.transmit``); returns the reply to the final dot.
 
         Raises ``SmtpError``. A connection lost before the final dot is ``smtp.connection_lost`` at the
         stage it broke (transient); lost or timed out after it, stage ``dot`` (see ``delivery_unknown``).
         Errors without a reply, 421 and lost connections discard the connection; a refusal with a reply
-        keeps it (RSET before the next transaction).
+        keeps it (RSET before the next transaction; none after a refused final dot, which ends the
+        transaction). ``then``: the message sent next on this connection, without a wait, whose envelope
+        rides with this one's final dot (``client.transmit``); if it is not sent next here, the connection
+        is closed when the lease ends.
         """
         if not self._leased:
             raise RuntimeError("this connection is not leased: use it inside `async with pool.connection(...)`")
         if self.discarded:
             raise SmtpError("smtp.connection_lost", "the connection was discarded", "mail", None, LOST_BEFORE_DOT_HINT)
-        if self._dirty:
+        if self._dirty and self.smtp.chained is None:  # an announced envelope: its transaction is open
             if not await reset(self.smtp, timeout=self._pool.reset_timeout):
                 self.discard()
                 raise SmtpError(
@@ -202,7 +207,7 @@ class PooledConnection:
                 )
             self._dirty = False
         try:
-            reply = await transmit(self.smtp, sender=sender, recipients=recipients, message=message)
+            reply = await transmit(self.smtp, sender=sender, recipients=recipients, message=message, then=then)
         except SmtpError as exc:
             error = exc
         except BaseException:  # cancellation or a bug: the conversation is in an unknown state
@@ -211,11 +216,13 @@ class PooledConnection:
         else:
             self.messages += 1
             self.last_used = time.monotonic()
+            if not self.smtp.is_connected:  # what followed the dot broke: the next message needs another
+                self.discard()
             return reply
         if error.reply is None and error.code == "smtp.rejected" and not self.smtp.is_connected:
             error = _connection_lost(error)
         if _keeps_connection(error, self.smtp):
-            self._dirty = True
+            self._dirty = error.stage != "dot"  # the final dot's reply, even a refusal, ends the transaction
         else:
             self.discard()
         raise error
@@ -455,8 +462,10 @@ class SmtpPool:
         intact, conn._intact = conn._intact, False
         if conn.discarded:
             pass
-        elif not conn.smtp.is_connected or (
-            error is not None and not intact and not _keeps_connection(error, conn.smtp)
+        elif (
+            conn.smtp.chained is not None  # an envelope announced for a message that was never sent here
+            or not conn.smtp.is_connected
+            or (error is not None and not intact and not _keeps_connection(error, conn.smtp))
         ):
             conn.discard()
         elif self._closed:
