@@ -10,13 +10,24 @@ import os
 import time
 import uuid
 
+_VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
+_RAND_B = (1 << 62) - 1
+
+
+def _uuid7(head: int, rand: int) -> uuid.UUID:
+    """``head``: the 48-bit millisecond timestamp in place, with version and variant; ``rand``: 80 random bits."""
+    return uuid.UUID(int=head | (((rand >> 62) & 0xFFF) << 64) | (rand & _RAND_B))  # rand_a 12 bits, rand_b 62
+
+
+def _head() -> int:
+    return (((time.time_ns() // 1_000_000) & ((1 << 48) - 1)) << 80) | _VERSION_AND_VARIANT
+
 
 def new_id() -> uuid.UUID:
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
-    value |= 0b10 << 62  # variant
-    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
-    return uuid.UUID(int=value)
+    return _uuid7(_head(), int.from_bytes(os.urandom(10), "big"))
+
+
+def new_ids(count: int) -> list[uuid.UUID]:
+    """``count`` ids from one read of the system's randomness (a batch insert's primary keys)."""
+    head, pool = _head(), os.urandom(10 * count)
+    return [_uuid7(head, int.from_bytes(pool[10 * i : 10 * i + 10], "big")) for i in range(count)]

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api.campaigns.pool import PoolInbox, load_pools
 from nimbus_api.campaigns.templates import TemplateProblem, render_subject
 from nimbus_api.kit.db import utc_day, utcnow
-from nimbus_api.kit.ids import new_id
+from nimbus_api.kit.ids import new_ids
 from nimbus_api.models import (
     Campaign,
     CampaignStep,
@@ -257,10 +257,13 @@ async def dispatch_campaign(
                 domains[account_id] = email.rpartition("@")[2]
         placed = members[: len(picked)]
         message_ids = new_message_ids([domains[account_id] for account_id in picked])
-        for (d, _step, subject, in_reply_to), account_id, message_id in zip(placed, picked, message_ids, strict=True):
+        row_ids = new_ids(len(placed))
+        for (d, _step, subject, in_reply_to), account_id, message_id, row_id in zip(
+            placed, picked, message_ids, row_ids, strict=True
+        ):
             messages.append(
                 {
-                    "id": new_id(),
+                    "id": row_id,
                     "workspace_id": campaign.workspace_id,
                     "campaign_id": campaign.id,
                     "enrollment_id": d.enrollment_id,
