@@ -17,7 +17,8 @@ and PostgreSQL's transactions and rows per message. Target: the product with one
 least 0.60 of the raw rate.
 
 The product's SMTP client pipelines MAIL, RCPT and DATA (RFC 2920) when the server offers PIPELINING, as
-smtp-sink and most providers do; raw aiosmtplib sends one command at a time. So that the product's own
+smtp-sink and most providers do, and with pacing off sends them with the previous message's final dot (one
+round trip per message); raw aiosmtplib sends one command at a time. So that the product's own
 overhead stays visible, a second baseline sends the same bytes through the product's SMTP client alone
 (pipelined, the same 10 connections, no database) and the product's ratio to it is printed as well.
 """
@@ -56,7 +57,7 @@ from nimbus_api.models import Campaign, CampaignAccount, CampaignStep, Domain, E
 from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import dispatch_campaign
 from nimbus_api.sending.sender import SenderDeps, run_inbox
-from nimbus_api.smtp.client import SmtpServer, close_gracefully, transmit
+from nimbus_api.smtp.client import Outgoing, SmtpServer, close_gracefully, transmit
 from nimbus_api.smtp.client import connect as smtp_connect
 from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.workspaces import service as workspaces
@@ -383,16 +384,19 @@ async def raw(port: int, messages: list[bytes]) -> float:
 
 
 async def client_only(port: int, messages: list[bytes]) -> float:
-    """The product's SMTP client (``smtp.client.transmit``: pipelined) alone, pre-built messages."""
+    """The product's SMTP client (``smtp.client.transmit``: pipelined, each envelope riding with the
+    previous final dot, as the product's unpaced sender does) alone, pre-built messages."""
     net = sink_net(port)
     server = SmtpServer(host="127.0.0.1", port=port, mode="none", username=None, password=None)
     conns = [await smtp_connect(server, net) for _ in range(INBOXES)]
 
     async def connection(n: int) -> None:
-        for i in range(n, RECIPIENTS, INBOXES):
-            await transmit(
-                conns[n], sender=f"sender{n}@bench.example", recipients=[f"lead{i}@example.org"], message=messages[i]
-            )
+        mine = [
+            Outgoing(f"sender{n}@bench.example", [f"lead{i}@example.org"], messages[i])
+            for i in range(n, RECIPIENTS, INBOXES)
+        ]
+        for m, then in zip(mine, [*mine[1:], None], strict=True):
+            await transmit(conns[n], sender=m.sender, recipients=m.recipients, message=m.message, then=then)
 
     start = time.perf_counter()
     await asyncio.gather(*(connection(n) for n in range(INBOXES)))
