@@ -16,6 +16,8 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.models import (
+    CampaignStep,
+    Contact,
     CredentialAccess,
     EmailAccount,
     Enrollment,
@@ -270,3 +272,53 @@ async def test_a_retry_on_a_later_day_counts_against_that_days_budget(
             utc_day(tomorrow) + timedelta(days=1), datetime.min.time(), tzinfo=UTC
         )
         assert (await session.get_one(Message, first.id)).budget_day == utc_day(tomorrow)
+
+
+async def test_a_step_edited_while_the_campaign_runs_is_sent_as_edited(
+    campaigns: Campaigns, deps: SenderDeps, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The sender reads a step's templates once per process, by step id: an edit replaces the steps (new
+    ids), so the next message renders the edited text, never the one read before."""
+    inbox = await campaigns.inbox()
+    campaign_id = await campaigns.campaign([inbox], [f"before-{secrets.token_hex(3)}@example.org"])
+    await campaigns.dispatch(campaign_id)
+    before = len(mail_world.smtp.messages)
+    assert (await run_inbox(deps, inbox, max_seconds=10)).outcomes["sent"] == 1
+    async with sessionmaker() as session, session.begin():
+        old = list(await session.scalars(select(CampaignStep).where(CampaignStep.campaign_id == campaign_id)))
+        for step in old:
+            await session.delete(step)
+        await session.flush()
+        for step in old:
+            session.add(
+                CampaignStep(
+                    campaign_id=campaign_id,
+                    position=step.position,
+                    delay_seconds=step.delay_seconds,
+                    subject_template=step.subject_template,
+                    text_template="Edited, {{ contact.first_name }}\nunsubscribe: {{ unsubscribe_url }}",
+                    html_template=None,
+                )
+            )
+        contact = Contact(workspace_id=campaigns.tenant.workspace_id, email=f"after-{secrets.token_hex(3)}@example.org")
+        session.add(contact)
+        await session.flush()
+        session.add(
+            Enrollment(
+                workspace_id=campaigns.tenant.workspace_id,
+                campaign_id=campaign_id,
+                contact_id=contact.id,
+                next_send_at=datetime.now(UTC) - timedelta(seconds=1),
+                unsubscribe_token=secrets.token_urlsafe(24),
+            )
+        )
+    await campaigns.dispatch(campaign_id)
+    assert (await run_inbox(deps, inbox, max_seconds=10)).outcomes["sent"] == 1
+    first, second = (
+        email.message_from_bytes(m.original_content or b"", policy=policy.default)
+        for m in mail_world.smtp.messages[before:]
+    )
+    assert first.get_content_type() == "multipart/alternative"
+    assert "Hi Grace" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert second.get_content_type() == "text/plain"
+    assert second.get_content().startswith("Edited, ")

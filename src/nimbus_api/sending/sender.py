@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import Row, select, text, update
@@ -122,7 +122,7 @@ WITH due AS (
 )
 SELECT l.id, l.enrollment_id, l.campaign_id, l.step, l.subject, l.message_id_header, l.in_reply_to, l.budget_day,
        e.status, e.unsubscribe_token, c.email, c.first_name, c.last_name, c.company, c.fields,
-       s.subject_template, s.text_template, s.html_template, nxt.delay_seconds AS next_delay,
+       s.id AS step_id, nxt.delay_seconds AS next_delay,
        cp.randomize_delay_min_seconds AS jitter_min, cp.randomize_delay_max_seconds AS jitter_max,
        EXISTS (SELECT 1 FROM suppressions sp
                WHERE sp.workspace_id = c.workspace_id AND lower(sp.email) = lower(c.email)) AS suppressed
@@ -136,7 +136,42 @@ ORDER BY l.created_at
 """
 )
 """Lease and read a chunk in one statement: the due messages (holding a budget) become ``leased`` with
-their attempt counted, and come back with what rendering and recording need."""
+their attempt counted, and come back with what rendering and recording need. The step comes as its id:
+its templates (an HTML one can be tens of kilobytes) are read once per process (``_step_templates``),
+not with every message."""
+
+STEP_TEMPLATES_SQL = text(
+    """
+SELECT id, subject_template, text_template, html_template FROM campaign_steps WHERE id = ANY(CAST(:ids AS uuid[]))
+"""
+)
+
+
+@dataclass(frozen=True)
+class _StepTemplates:
+    subject_template: str
+    text_template: str
+    html_template: str | None
+
+
+_STEPS: dict[uuid.UUID, _StepTemplates] = {}
+"""Templates by step id, for this process. A step row never changes: a campaign's steps are replaced as a
+whole (new ids) when edited, so an entry is never stale; a deleted step's entry is only never asked for."""
+_STEPS_KEPT = 2048
+
+
+async def _step_templates(session: AsyncSession, step_ids: set[uuid.UUID]) -> dict[uuid.UUID, _StepTemplates]:
+    """The templates of these steps: from this process's cache, the missing ones in one query."""
+    found = {step_id: _STEPS[step_id] for step_id in step_ids if step_id in _STEPS}
+    missing = [step_id for step_id in step_ids if step_id not in found]
+    if missing:
+        rows = (await session.execute(STEP_TEMPLATES_SQL, {"ids": missing})).all()
+        if len(_STEPS) + len(rows) > _STEPS_KEPT:
+            _STEPS.clear()
+        for step_id, subject, text_body, html in rows:
+            found[step_id] = _STEPS[step_id] = _StepTemplates(subject, text_body, html)
+    return found
+
 
 GENERIC_PLANS_SQL = text("SET LOCAL plan_cache_mode = auto")
 """The engine forces a custom plan per run (``kit.db``); the sender's statements read one inbox's due
@@ -257,8 +292,10 @@ async def _reserve_today(
     return granted
 
 
-def _prepare(rows: Sequence[Row[Any]], account: EmailAccount, public_url: str) -> list[_Work]:
-    """Render each leased message (pure CPU: everything came with the lease)."""
+def _prepare(
+    rows: Sequence[Row[Any]], steps: dict[uuid.UUID, _StepTemplates], account: EmailAccount, public_url: str
+) -> list[_Work]:
+    """Render each leased message (pure CPU: everything came with the lease and ``_step_templates``)."""
     work: list[_Work] = []
     for row in rows:
         next_delay = None
@@ -272,9 +309,10 @@ def _prepare(rows: Sequence[Row[Any]], account: EmailAccount, public_url: str) -
             continue
         url, mailto = unsubscribe_links(public_url, account.email, row.unsubscribe_token)
         try:
-            if row.text_template is None:
+            step = steps.get(row.step_id) if row.step_id is not None else None
+            if step is None:
                 raise TemplateProblem("text", "the step no longer exists")
-            text_body, html_body = render_body(row, row, url)
+            text_body, html_body = render_body(step, row, url)
             raw = mime.render(
                 mime.OutgoingMail(
                     from_email=account.email,
@@ -377,13 +415,13 @@ class _Lane:
         while True:
             more = time.monotonic() < self.deadline and not self.credential_failure
             started = datetime.now(UTC)
-            rows = await self._commit(sent, started if more else None)
+            rows, steps = await self._commit(sent, started if more else None)
             if sent is not None:
                 for result in sent.results:
                     self.report.outcomes[result.outcome] += 1
             if not rows:
                 return
-            items = _prepare(rows, self.account, self.deps.public_url)
+            items = _prepare(rows, steps, self.account, self.deps.public_url)
             results = [_Result(i, "rendering_failed" if i.failure else "suppressed") for i in items if i.raw is None]
             pending = [i for i in items if i.raw is not None]
             failure: BaseException | None = None
@@ -397,7 +435,7 @@ class _Lane:
                 await self._commit(sent, None)
                 raise failure
 
-    async def _commit(self, sent: _Chunk | None, now: datetime | None) -> Sequence[Row[Any]]:
+    async def _commit(self, sent: _Chunk | None, now: datetime | None) -> _Leased:
         """``_record_and_lease``, run to its end even if this task is cancelled meanwhile: the outcomes
         must be committed. A chunk it leased that nobody will now send is given back."""
         task = asyncio.ensure_future(self._record_and_lease(sent, now))
@@ -405,26 +443,28 @@ class _Lane:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                rows = await task
+                rows, _ = await task
                 if rows:
                     async with self.deps.sessionmaker() as session, session.begin():
                         await _give_back_in(session, self.deps.worker_id, [row.id for row in rows])
             raise
 
-    async def _record_and_lease(self, sent: _Chunk | None, now: datetime | None) -> Sequence[Row[Any]]:
-        """One transaction: record the chunk that was sent (if any), lease the next (unless ``now`` is None)."""
+    async def _record_and_lease(self, sent: _Chunk | None, now: datetime | None) -> _Leased:
+        """One transaction: record the chunk that was sent (if any), lease the next (unless ``now`` is None)
+        with the templates of its steps."""
         deps = self.deps
         if sent is None and now is None:
-            return []
+            return _Leased([], {})
         async with deps.sessionmaker() as session, session.begin():
             await session.execute(GENERIC_PLANS_SQL)
             if sent is not None:
                 await _record(session, deps.worker_id, self.account, sent)
             if now is None:
-                return []
-            return await lease(
+                return _Leased([], {})
+            rows = await lease(
                 session, self.account, owner=deps.worker_id, now=now, limit=self.chunk, lease_seconds=deps.lease_seconds
             )
+            return _Leased(rows, await _step_templates(session, {r.step_id for r in rows if r.step_id is not None}))
 
     async def _send_all(
         self, pending: list[_Work], wait_turn: Callable[[], Awaitable[float]] | None, results: list[_Result]
@@ -468,6 +508,13 @@ class _Lane:
 
 def _enhanced(error: SmtpError) -> str | None:
     return error.reply.enhanced if error.reply else None
+
+
+class _Leased(NamedTuple):
+    """A leased chunk's rows, and the templates of their steps."""
+
+    rows: Sequence[Row[Any]]
+    steps: dict[uuid.UUID, _StepTemplates]
 
 
 @dataclass
