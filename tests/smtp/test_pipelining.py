@@ -114,16 +114,7 @@ async def test_without_the_offer_commands_go_one_at_a_time(
 ) -> None:
     server = await scripted(pipelining=False)
     conn = await connect(plain(server.port), make_net(server.port))
-    protocol = conn.protocol
-    assert protocol is not None
-    writes: list[bytes] = []
-    write = protocol.write
-
-    def recording_write(data: bytes) -> None:  # what goes on the wire, write by write (then sent as ever)
-        writes.append(data)
-        write(data)
-
-    protocol.write = recording_write  # type: ignore[method-assign]
+    writes = recording(conn)
     reply = await transmit(conn, sender="ada@example.test", recipients=["bob@example.test"], message=MESSAGE)
     conn.close()
     assert reply.code == 250 and len(server.contents) == 1
