@@ -7,7 +7,8 @@ a dispatcher that committed new messages at that moment lost its wake, and the m
 sweeper. Here the de-duplication is two Redis keys per inbox, each changed only by one Lua script:
 
 * ``active``: a sender job is queued or running; its value is that job's arq id, and its TTL the job's
-  timeout (refreshed by the running sender), so a worker that died holding it frees it by itself;
+  timeout (renewed each time the sender looks again, and for its successor), so a worker that died
+  holding it frees it by itself;
 * ``pending``: messages were committed since the sender last looked.
 
 The states and moves of one inbox::
