@@ -203,7 +203,7 @@ async def _worker(dsn, master_key, port, inboxes, campaign_id, dispatcher, go, r
     sm = make_sessionmaker(engine)
     await open_connections(engine, len(inboxes) + 2)  # as ``nimbus worker`` does when it starts
     # Wake-ups as in a deployment: the dispatcher commits a batch, then signals the inboxes that got
-    # messages (``wake_senders`` enqueues their arq jobs; here a Redis channel), and a woken sender runs
+    # messages (``sending.wakeups`` enqueues their arq jobs; here a Redis channel), and a woken sender runs
     # until its inbox has nothing due.
     redis = Redis.from_url(REDIS_URL)
     channel = f"{WAKE_CHANNEL}:{campaign_id}"

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.net import build_net_context
+from nimbus_api.sending import tasks
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, dispatch_tick, send_inbox, sweep_tick, wakeups
 from nimbus_api.smtp.pacing import Pacer
@@ -131,3 +132,31 @@ async def test_a_wake_while_the_sender_runs_is_served_by_that_sender(
     assert len(await sender_jobs(redis, inbox)) == 1
     await wakeups(ctx).wake([inbox])  # the sender stopped and left the inbox idle: a wake enqueues one
     assert len(await sender_jobs(redis, inbox)) == 2
+
+
+async def test_a_wake_between_the_senders_last_look_and_its_stop_is_not_lost(
+    ctx: dict[str, Any], campaigns: Campaigns, mail_world: MailWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the wake-up keys close, made to happen: the dispatcher commits and wakes after the sender
+    found nothing more due and before it stops. The sender must look again, and no second job is queued."""
+    redis: ArqRedis = ctx["redis"]
+    inbox = await campaigns.inbox()
+    first = await campaigns.campaign([inbox], [f"y{i}-{secrets.token_hex(2)}@example.org" for i in range(2)])
+    await dispatch_tick(ctx)
+    real_run_inbox = tasks.run_inbox
+    late: list[uuid.UUID] = []
+
+    async def run_then_dispatch(*args: Any, **kwargs: Any) -> Any:
+        report = await real_run_inbox(*args, **kwargs)  # ends with a lease that found nothing due
+        if not late:
+            late.append(
+                await campaigns.campaign([inbox], [f"z{i}-{secrets.token_hex(2)}@example.org" for i in range(3)])
+            )
+            await dispatch_tick(ctx)  # commits and wakes in the window
+        return report
+
+    monkeypatch.setattr(tasks, "run_inbox", run_then_dispatch)
+    assert await send_inbox(ctx, str(inbox)) == {"sent": 5}
+    for campaign_id in (first, *late):
+        assert {m.state for m in await campaigns.messages(campaign_id)} == {"sent"}
+    assert len(await sender_jobs(redis, inbox)) == 1  # the first wake's job only: the late one made no other

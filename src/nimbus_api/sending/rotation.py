@@ -77,6 +77,12 @@ WITH candidate AS (
 """The eligible inboxes of the pool, least recently used first, ``:n`` of them locked (``SKIP LOCKED``),
 each with its room today."""
 
+_NEWEST_STAMP = """
+SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at)) FROM email_accounts WHERE workspace_id = :workspace_id
+"""
+"""A pick's stamp base: now, or the newest stamp of the workspace's inboxes (one lookup at the back of
+``ix_email_accounts_rotation``) when that is later."""
+
 PICK_SQL = text(
     _CANDIDATES  # noqa: S608 - constant SQL text, values are bound parameters
     + """, ranked AS (
@@ -113,9 +119,9 @@ PICK_SQL = text(
 )
 UPDATE email_accounts
 SET last_sent_at = stamp.base + make_interval(secs => allotted.last_position / 1e6)
-FROM reserved JOIN allotted ON allotted.id = reserved.account_id,
-     (SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at)) AS base
-      FROM email_accounts WHERE workspace_id = :workspace_id) stamp
+FROM reserved JOIN allotted ON allotted.id = reserved.account_id, ("""
+    + _NEWEST_STAMP
+    + """) stamp(base)
 WHERE email_accounts.id = reserved.account_id
 RETURNING email_accounts.id, allotted.take, allotted.lru
 """
@@ -134,8 +140,9 @@ PICK_ONE_SQL = text(
     RETURNING account_id
 )
 UPDATE email_accounts
-SET last_sent_at = (SELECT GREATEST(CAST(:now AS timestamptz), max(last_sent_at))
-                    FROM email_accounts WHERE workspace_id = :workspace_id) + interval '1 microsecond'
+SET last_sent_at = ("""
+    + _NEWEST_STAMP
+    + """) + interval '1 microsecond'
 FROM reserved
 WHERE email_accounts.id = reserved.account_id
 RETURNING email_accounts.id, 1, 1

@@ -362,7 +362,6 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
         time.monotonic() + max_seconds,
         report,
         [],
-        chain=deps.pacer is None or not deps.pacer.paced,
     )
 
     async def run_lane() -> None:
@@ -404,8 +403,11 @@ class _Lane:
     deadline: float
     report: SendReport
     credential_failure: list[SmtpError]
-    chain: bool = False
-    """Unpaced: each message's envelope goes with the previous one's final dot (``client.transmit``)."""
+
+    @property
+    def chain(self) -> bool:
+        """Unpaced: each message's envelope goes with the previous one's final dot (``client.transmit``)."""
+        return self.deps.pacer is None or not self.deps.pacer.paced
 
     async def run(self, wait_turn: Callable[[], Awaitable[float]] | None) -> None:
         """Lease, send, record, chunk after chunk. A chunk's outcomes are committed in the transaction

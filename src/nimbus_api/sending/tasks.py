@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,11 +53,6 @@ def wakeups(ctx: dict[str, Any]) -> Wakeups:
     return found
 
 
-async def wake_senders(ctx: dict[str, Any], account_ids: Iterable[uuid.UUID]) -> None:
-    """After the commit that queued messages: each inbox's sender is enqueued, or told to look again."""
-    await wakeups(ctx).wake(account_ids)
-
-
 async def exhausted_pool(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
     """Every inbox of the pool has used its day: stop queueing the campaign until the next UTC day."""
     inboxes = (await load_pools(session, [campaign.id], now)).get(campaign.id, [])
@@ -81,7 +75,7 @@ async def dispatch_tick(ctx: dict[str, Any]) -> int:
             result = await _dispatch_batch(ctx, campaign_id)
             if result is None:
                 continue
-            await wake_senders(ctx, set(result.queued))
+            await wakeups(ctx).wake(result.queued)  # after the batch's commit
             queued += sum(result.queued.values())
             if result.due >= res.settings.send_batch:
                 full.append(campaign_id)

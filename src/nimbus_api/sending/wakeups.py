@@ -4,7 +4,8 @@ while it runs makes it look at the database again before it stops.
 arq's own de-duplication (a fixed job id per inbox) drops a wake that arrives while the job with that id
 is still in progress. A sender that has just found nothing due and is returning is still in progress, so
 a dispatcher that committed new messages at that moment lost its wake, and the messages waited for the
-sweeper. Here the de-duplication is two Redis keys per inbox, each changed only by one Lua script:
+sweeper. Here the de-duplication is two Redis keys per inbox, and each move below is one atomic Redis
+step (a Lua script where it reads a key before it writes):
 
 * ``active``: a sender job is queued or running; its value is that job's arq id, and its TTL the job's
   timeout (renewed each time the sender looks again, and for its successor), so a worker that died
@@ -65,18 +66,6 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS: active, pending. A sender stopped for good (the inbox is not sending): the inbox is idle.
-_RELEASE = """
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
-"""
-
-# KEYS: active, pending. ARGV: active ttl (ms), job id. A sender is about to be enqueued: mark it active.
-_HOLD = """
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
-return 1
-"""
-
 
 class Wakeups:
     """Wakes inbox senders through arq: ``wake`` after a commit, ``finish`` when a sender found nothing due."""
@@ -94,11 +83,9 @@ class Wakeups:
         self.queue_name = queue_name
         self.function = function
         self.prefix = prefix
-        self._ttl_ms = str(round(active_ttl * 1000))
+        self._ttl_ms = round(active_ttl * 1000)
         self._wake = redis.register_script(_WAKE)
         self._finish = redis.register_script(_FINISH)
-        self._hold = redis.register_script(_HOLD)
-        self._release = redis.register_script(_RELEASE)
 
     def _keys(self, account_id: uuid.UUID | str) -> list[str]:
         base = f"{self.prefix}:{{{account_id}}}"  # hash tag: one inbox's keys on one cluster slot
@@ -124,7 +111,7 @@ class Wakeups:
         """Enqueue a sender whatever the keys say (its successor, from a sender whose slice ran out; the
         sweeper, for an inbox whose sender died); the inbox's active mark names the new job."""
         job_id = _new_job_id(account_id)
-        await self._hold(keys=self._keys(account_id), args=[self._ttl_ms, job_id])
+        await self.redis.set(self._keys(account_id)[0], job_id, px=self._ttl_ms)
         await self._enqueue(account_id, job_id)
 
     async def finish(self, account_id: uuid.UUID | str) -> bool:
@@ -135,7 +122,7 @@ class Wakeups:
     async def release(self, account_id: uuid.UUID | str) -> None:
         """A sender stopped without finishing its work (the inbox was disabled or its login failed): the
         inbox is idle, so the next wake (or the sweeper, once it sends again) enqueues a sender."""
-        await self._release(keys=self._keys(account_id), args=[])
+        await self.redis.delete(*self._keys(account_id))
 
     async def _enqueue(self, account_id: uuid.UUID | str, job_id: str) -> None:
         await self.redis.enqueue_job(self.function, str(account_id), _job_id=job_id, _queue_name=self.queue_name)

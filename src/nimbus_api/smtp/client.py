@@ -590,14 +590,16 @@ async def transmit(
     """
     envelope = _envelope(conn, sender, recipients, message)
     following: _Envelope | None = None
-    if then is not None and _can_pipeline(conn):
+    if then is not None and _pipelining(conn) is not None:
         with contextlib.suppress(SmtpError):  # an envelope this server refuses fails when it is sent alone
             following = _envelope(conn, then.sender, then.recipients, then.message)
     return await _promptly_cancellable(_transaction(conn, envelope, message, following), on_cancel=conn.close)
 
 
-def _can_pipeline(conn: SmtpConnection) -> bool:
-    return isinstance(conn.protocol, PipeliningProtocol) and conn.supports_extension("pipelining")
+def _pipelining(conn: SmtpConnection) -> PipeliningProtocol | None:
+    """The connection's protocol when commands may be grouped (RFC 2920: the server offered PIPELINING)."""
+    protocol = conn.protocol
+    return protocol if isinstance(protocol, PipeliningProtocol) and conn.supports_extension("pipelining") else None
 
 
 def _envelope(conn: SmtpConnection, sender: str, recipients: Sequence[str], message: bytes) -> _Envelope:
@@ -630,23 +632,23 @@ async def _transaction(
 ) -> ServerReply:
     timeout = conn.net.command_timeout
     chained, conn.chained = conn.chained, None
-    protocol = conn.protocol
+    pipelined = _pipelining(conn)
     if chained is not None:
         if chained.envelope != envelope:  # a caller bug: the server waits for another message's content
             conn.close()
             raise RuntimeError("transmit was called for another message than the one announced with `then`")
         _check_envelope(conn, envelope, chained.replies)
-    elif isinstance(protocol, PipeliningProtocol) and conn.supports_extension("pipelining"):
+    elif pipelined is not None:
         # RFC 2920: MAIL, every RCPT and DATA in one write, their replies read in order.
         _check_envelope(
-            conn, envelope, await _pipeline(conn, protocol, list(envelope.lines), list(envelope.stages), timeout)
+            conn, envelope, await _pipeline(conn, pipelined, list(envelope.lines), list(envelope.stages), timeout)
         )
     else:
         for line, stage in zip(envelope.lines, envelope.stages, strict=True):
             await _expect(conn, stage, line[:-2], _ACCEPTED[stage], timeout)
     payload = _dot_stuffed(message)
-    if following is not None and isinstance(protocol, PipeliningProtocol):
-        final = await conn.inner_step("dot", _send_body_then(conn, protocol, payload, following, timeout))
+    if following is not None and pipelined is not None:
+        final = await conn.inner_step("dot", _send_body_then(conn, pipelined, payload, following, timeout))
     else:
         final = await conn.inner_step("dot", _send_body(conn, payload, timeout))
     if final.code != 250:

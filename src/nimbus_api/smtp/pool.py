@@ -199,7 +199,7 @@ class PooledConnection:
             raise RuntimeError("this connection is not leased: use it inside `async with pool.connection(...)`")
         if self.discarded:
             raise SmtpError("smtp.connection_lost", "the connection was discarded", "mail", None, LOST_BEFORE_DOT_HINT)
-        if self._dirty and self.smtp.chained is None:  # an announced envelope: its transaction is open
+        if self._dirty:
             if not await reset(self.smtp, timeout=self._pool.reset_timeout):
                 self.discard()
                 raise SmtpError(
