@@ -74,7 +74,7 @@ async def test_queued_messages_are_sent_with_correct_mime_and_the_sequence_advan
     assert all(e.next_step == 1 and e.status == "active" for e in enrollments)
     assert all(e.next_send_at and e.next_send_at > datetime.now(UTC) + timedelta(minutes=59) for e in enrollments)
     assert attempts == []  # the delivering attempt is the message row (its reply, above); no attempt rows
-    assert audits == 2  # one decrypt per sender run, not per message
+    assert audits == 2  # one decrypt per connection opened (one per inbox), not per message
 
 
 async def test_hard_bounce_suppresses_and_transient_defers(
@@ -322,3 +322,38 @@ async def test_a_step_edited_while_the_campaign_runs_is_sent_as_edited(
     assert "Hi Grace" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert second.get_content_type() == "text/plain"
     assert second.get_content().startswith("Edited, ")
+
+
+async def test_the_password_is_decrypted_only_when_a_connection_logs_in(
+    campaigns: Campaigns, deps: SenderDeps, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Every decrypt is audited, so a sender woken again while its pooled connection is still logged in
+    decrypts nothing; a run that must open a connection decrypts once."""
+    inbox = await campaigns.inbox()
+
+    async def audits() -> int:
+        async with sessionmaker() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(CredentialAccess)
+                .where(CredentialAccess.account_id == inbox, CredentialAccess.purpose == "send")
+            )
+        return count or 0
+
+    async def send_one(sender_deps: SenderDeps) -> None:
+        campaign_id = await campaigns.campaign([inbox], [f"lead-{secrets.token_hex(3)}@example.org"])
+        await campaigns.dispatch(campaign_id)
+        assert (await run_inbox(sender_deps, inbox, max_seconds=10)).outcomes["sent"] == 1
+
+    opened, delivered = deps.pool.metrics.connections_opened, len(mail_world.smtp.messages)
+    await send_one(deps)
+    assert (deps.pool.metrics.connections_opened - opened, await audits()) == (1, 1)
+    await send_one(deps)  # the pooled connection, still logged in
+    assert (deps.pool.metrics.connections_opened - opened, await audits()) == (1, 1)
+    assert (await run_inbox(deps, inbox, max_seconds=10)).outcomes == {}  # nothing due: no connection either
+    assert await audits() == 1
+    async with SmtpPool(deps.pool.net, idle_timeout=5) as fresh:  # a worker without that connection
+        await send_one(dataclasses.replace(deps, pool=fresh))
+        assert fresh.metrics.connections_opened == 1
+    assert await audits() == 2
+    assert len(mail_world.smtp.messages) - delivered == 3

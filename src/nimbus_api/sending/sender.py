@@ -18,7 +18,8 @@ is that up to ``commit_every`` messages per lane that were not yet sent are reco
 error that is not an SMTP outcome (Redis down for the pacer, a pool timeout) records what was sent and
 gives the unsent rest of the chunk back at once. With pacing on, a chunk is at most one second of sends.
 
-The inbox's password is decrypted once per run (audited, purpose ``send``) and never leaves this process.
+The inbox's password is decrypted (audited, purpose ``send``) only when a run opens a connection, at most once
+per run (``_PasswordOnDemand``), and never leaves this process.
 """
 
 from __future__ import annotations
@@ -345,9 +346,6 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
         if account is None or not account.is_active or account.disabled_at is not None:
             report.stopped_reason = "inbox not sending"
             return report
-        password = await deps.vault.reveal_for_account(
-            session, account.id, "smtp_password", actor=SENDER_ACTOR, purpose="send"
-        )
     lanes = max(1, account.max_connections)
     chunk = min(deps.commit_every, deps.batch)
     if deps.pacer is not None and deps.pacer.paced:
@@ -355,7 +353,7 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
     lane = _Lane(
         deps,
         account,
-        _server(account, password),
+        _server(account, _PasswordOnDemand(deps, account.id)),
         PoolKey(str(account.id), account.credentials_version),
         lanes,
         chunk,
@@ -378,15 +376,39 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
     return report
 
 
-def _server(account: EmailAccount, password: Secret | None) -> SmtpServer:
+def _server(account: EmailAccount, password: _PasswordOnDemand) -> SmtpServer:
     return SmtpServer(
         host=account.smtp_host,
         port=account.smtp_port,
         mode=account.smtp_mode,  # type: ignore[arg-type]
         username=account.smtp_username,
-        password=password,
+        password=None,
         allow_plaintext_auth=account.smtp_allow_plaintext_auth,
+        password_source=password,
     )
+
+
+class _PasswordOnDemand:
+    """The inbox's SMTP password, decrypted (audited, purpose ``send``) the first time this run opens a
+    connection, then kept for the run's other connections. A run whose pooled connection is still
+    logged in never decrypts it: a sender woken every few seconds does not write an audit row each time,
+    only when it logs in."""
+
+    def __init__(self, deps: SenderDeps, account_id: uuid.UUID) -> None:
+        self._deps, self._account_id = deps, account_id
+        self._lock = asyncio.Lock()
+        self._fetched = False
+        self._secret: Secret | None = None
+
+    async def __call__(self) -> Secret | None:
+        async with self._lock:
+            if not self._fetched:
+                async with self._deps.sessionmaker() as session, session.begin():
+                    self._secret = await self._deps.vault.reveal_for_account(
+                        session, self._account_id, "smtp_password", actor=SENDER_ACTOR, purpose="send"
+                    )
+                self._fetched = True
+            return self._secret
 
 
 @dataclass

@@ -35,7 +35,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 import aiosmtplib
@@ -77,7 +77,11 @@ _STAGE_WORDS: dict[Stage, str] = {
 
 @dataclass(frozen=True)
 class SmtpServer:
-    """How to reach and log in to one account's SMTP server. Credentials are used only when both are set."""
+    """How to reach and log in to one account's SMTP server. Credentials are used only when both are set.
+
+    ``password_source`` instead of ``password``: the password is fetched only when a connection is opened
+    (``connect``), so a sender whose pooled connection is still logged in decrypts nothing (every decrypt
+    is audited); the caller's source may cache it for as long as it holds it."""
 
     host: str
     port: int
@@ -85,6 +89,7 @@ class SmtpServer:
     username: str | None
     password: Secret | None
     allow_plaintext_auth: bool = False
+    password_source: Callable[[], Awaitable[Secret | None]] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -94,7 +99,13 @@ class SmtpServer:
 
     @property
     def has_credentials(self) -> bool:
-        return self.username is not None and self.password is not None
+        return self.username is not None and (self.password is not None or self.password_source is not None)
+
+    async def with_password(self) -> SmtpServer:
+        """This server with its password fetched from ``password_source`` (only when a login needs it)."""
+        if self.password is not None or self.password_source is None or self.username is None:
+            return self
+        return replace(self, password=await self.password_source(), password_source=None)
 
 
 @dataclass
@@ -413,6 +424,7 @@ async def connect(server: SmtpServer, net: NetContext, *, local_hostname: str | 
     Raises ``SmtpError``. The caller owns the returned connection and must ``close()`` (or ``quit()``) it.
     """
     _require_verifying(net.tls)
+    server = await server.with_password()
     target, sock = await _promptly_cancellable(
         _open(server, net), on_cancel=lambda: None, discard=lambda opened: opened[1].close()
     )
