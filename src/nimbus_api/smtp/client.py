@@ -560,10 +560,12 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class _Envelope:
-    """A message's MAIL, RCPT and DATA lines, as written, and the stage of each."""
+    """A message's MAIL, RCPT and DATA lines, as written, and the stage of each; ``of`` is the message
+    they were built for (sender, recipients, content)."""
 
     lines: tuple[bytes, ...]
     stages: tuple[Stage, ...]
+    of: tuple[str, tuple[str, ...], bytes]
 
 
 @dataclass(frozen=True)
@@ -600,7 +602,11 @@ async def transmit(
     The whole transaction runs in one task (``_promptly_cancellable``): a cancellation closes the
     connection at once, as with ``step``, for one task per message rather than one per command.
     """
-    envelope = _envelope(conn, sender, recipients, message)
+    chained = conn.chained
+    if chained is not None and chained.envelope.of == (sender, tuple(recipients), message):
+        envelope = chained.envelope  # built when this message was announced (``then``)
+    else:
+        envelope = _envelope(conn, sender, recipients, message)
     following: _Envelope | None = None
     if then is not None and _pipelining(conn) is not None:
         with contextlib.suppress(SmtpError):  # an envelope this server refuses fails when it is sent alone
@@ -635,7 +641,9 @@ def _envelope(conn: SmtpConnection, sender: str, recipients: Sequence[str], mess
     rcpts = [b"RCPT TO:" + _path(r, encoding, "rcpt") for r in recipients]
     rcpt: Stage = "rcpt"
     return _Envelope(
-        (mail + b"\r\n", *(r + b"\r\n" for r in rcpts), b"DATA\r\n"), ("mail", *([rcpt] * len(rcpts)), "data")
+        (mail + b"\r\n", *(r + b"\r\n" for r in rcpts), b"DATA\r\n"),
+        ("mail", *([rcpt] * len(rcpts)), "data"),
+        (sender, tuple(recipients), message),
     )
 
 
