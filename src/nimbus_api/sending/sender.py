@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Row, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -141,6 +141,41 @@ their attempt counted, and come back with what rendering and recording need. The
 its templates (an HTML one can be tens of kilobytes) are read once per process (``_step_templates``),
 not with every message."""
 
+
+class LeasedRow(NamedTuple):
+    """A row of ``LEASE_SQL``, in its column order (checked at every lease). A plain tuple: rendering
+    and recording read some thirty fields per message, and each read of an SQLAlchemy ``Row`` attribute
+    costs about 0.7 µs, a tuple's a few dozen nanoseconds."""
+
+    id: uuid.UUID
+    enrollment_id: uuid.UUID
+    campaign_id: uuid.UUID
+    step: int
+    subject: str
+    message_id_header: str
+    in_reply_to: str | None
+    budget_day: date | None
+    status: str
+    unsubscribe_token: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    fields: dict[str, Any]
+    step_id: uuid.UUID | None
+    next_delay: int | None
+    jitter_min: int | None
+    jitter_max: int | None
+    suppressed: bool
+
+
+async def _lease_rows(session: AsyncSession, values: dict[str, Any]) -> list[LeasedRow]:
+    result = await session.execute(LEASE_SQL, values)
+    if tuple(result.keys()) != LeasedRow._fields:
+        raise RuntimeError(f"LEASE_SQL returns {tuple(result.keys())}, LeasedRow expects {LeasedRow._fields}")
+    return [LeasedRow._make(row) for row in result]
+
+
 STEP_TEMPLATES_SQL = text(
     """
 SELECT id, subject_template, text_template, html_template FROM campaign_steps WHERE id = ANY(CAST(:ids AS uuid[]))
@@ -231,7 +266,7 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[]), CAST(:outcomes A
 
 async def lease(
     session: AsyncSession, account: EmailAccount, *, owner: str, now: datetime, limit: int, lease_seconds: int
-) -> Sequence[Row[Any]]:
+) -> list[LeasedRow]:
     """Lease up to ``limit`` due messages of the inbox, oldest first: their attempt begins (counted).
 
     A message holding no budget (a retry moved to a later day) first reserves a send of today's budget,
@@ -244,7 +279,7 @@ async def lease(
         "owner": owner,
         "expires": now + timedelta(seconds=lease_seconds),
     }
-    rows = list((await session.execute(LEASE_SQL, values)).all())
+    rows = await _lease_rows(session, values)
     if len(rows) < limit:
         unbudgeted = (await session.execute(UNBUDGETED_SQL, values | {"limit": limit - len(rows)})).all()
         if unbudgeted:
@@ -257,7 +292,7 @@ async def lease(
                 )
             if held:
                 await session.execute(update(Message).where(Message.id.in_(held)).values(budget_day=utc_day(now)))
-                rows += (await session.execute(LEASE_SQL, values | {"limit": limit - len(rows)})).all()
+                rows += await _lease_rows(session, values | {"limit": limit - len(rows)})
     return rows
 
 
@@ -294,9 +329,10 @@ async def _reserve_today(
 
 
 def _prepare(
-    rows: Sequence[Row[Any]], steps: dict[uuid.UUID, _StepTemplates], account: EmailAccount, public_url: str
+    rows: Sequence[LeasedRow], steps: dict[uuid.UUID, _StepTemplates], account: EmailAccount, public_url: str
 ) -> list[_Work]:
     """Render each leased message (pure CPU: everything came with the lease and ``_step_templates``)."""
+    sender, from_name, reply_to = account.email, account.from_name, account.reply_to
     work: list[_Work] = []
     for row in rows:
         next_delay = None
@@ -304,11 +340,10 @@ def _prepare(
             low, high = row.jitter_min, row.jitter_max
             extra = random.randint(low, high) if low is not None and high is not None else 0  # noqa: S311
             next_delay = timedelta(seconds=row.next_delay + extra)
-        base = _Work(row.id, row.enrollment_id, row.step, row.email, row.budget_day, None, None, next_delay)
         if row.status != "active" or row.suppressed:
-            work.append(base)
+            work.append(_Work(row.id, row.enrollment_id, row.step, row.email, row.budget_day, None, None, next_delay))
             continue
-        url, mailto = unsubscribe_links(public_url, account.email, row.unsubscribe_token)
+        url, mailto = unsubscribe_links(public_url, sender, row.unsubscribe_token)
         try:
             step = steps.get(row.step_id) if row.step_id is not None else None
             if step is None:
@@ -316,11 +351,11 @@ def _prepare(
             text_body, html_body = render_body(step, row, url)
             raw = mime.render(
                 mime.OutgoingMail(
-                    from_email=account.email,
-                    from_name=account.from_name,
+                    from_email=sender,
+                    from_name=from_name,
                     to_email=row.email,
                     to_name=" ".join(p for p in (row.first_name, row.last_name) if p) or None,
-                    reply_to=account.reply_to,
+                    reply_to=reply_to,
                     subject=row.subject,
                     text=text_body,
                     html=html_body,
@@ -537,7 +572,7 @@ def _enhanced(error: SmtpError) -> str | None:
 class _Leased(NamedTuple):
     """A leased chunk's rows, and the templates of their steps."""
 
-    rows: Sequence[Row[Any]]
+    rows: Sequence[LeasedRow]
     steps: dict[uuid.UUID, _StepTemplates]
 
 
