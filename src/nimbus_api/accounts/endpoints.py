@@ -185,6 +185,8 @@ async def email_accounts_list_events(
     "/{account_id}",
     name="email_accounts_delete",
     summary="Delete an email account and its stored secrets",
+    description="Its messages not yet sent go back to their campaigns' pools: each is placed on another "
+    "inbox at once, a threaded follow-up still answering its step 1. Messages already sent keep their record.",
     status_code=204,
     responses=_NOT_FOUND,
 )

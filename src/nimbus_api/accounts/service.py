@@ -39,6 +39,7 @@ from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount
+from nimbus_api.sending.sweeper import hand_back_orphans
 from nimbus_api.validation.schemas import VerificationResult
 from nimbus_api.validation.service import VerificationFailed, VerificationLocked, Verifier
 
@@ -264,6 +265,8 @@ async def delete_account(session: AsyncSession, workspace_id: uuid.UUID, account
     await session.execute(delete(Credential).where(Credential.account_id == account.id))
     await session.delete(account)
     await session.flush()
+    # Its messages not yet sent lost their inbox (the foreign key set it NULL): to the rest of the pool.
+    await hand_back_orphans(session, utcnow(), workspace_id=workspace_id)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 States: ``active`` (a step is due at ``next_send_at``, or its message is in flight) -> ``completed``
 (every step sent) | ``stopped`` (suppressed, unsubscribed, replied, paused by a person) | ``bounced``
 (hard bounce, or the MX check at dispatch failed) | ``failed`` (a step's message failed permanently).
-``account_id`` is the inbox that sent step 1: follow-ups go through it, or wait for it.
+``account_id`` is the inbox that sent step 1: follow-ups go through it, or wait for it. If that inbox is
+deleted, what it had not sent goes back to the dispatcher (``sending.sweeper.hand_back_orphans``) and the
+inbox the next send is placed on carries the thread from then on.
 """
 
 from __future__ import annotations

@@ -283,7 +283,8 @@ async def dispatch_campaign(
                     "status": "active",
                     "stop_reason": None,
                     "next_send_at": None,  # in flight: the sender schedules the next step
-                    "account_id": account_id if first else d.account_id,
+                    # Step 1 sets the thread's inbox; an enrollment whose inbox was deleted takes the new one.
+                    "account_id": account_id if first or d.account_id is None else d.account_id,
                     "defer_reason": None,
                 }
             )

@@ -3,6 +3,11 @@
 * A ``leased`` message whose lease expired: its attempt had begun (a lease is taken right before a
   chunk is sent, ``sending.sender``), so the SMTP transaction may have completed -> ``unknown``, with an
   attempt row saying so; it is never resent.
+* A message still to be sent (``queued``, or ``deferred``: refused for now, so not delivered) whose inbox
+  was deleted (``account_id`` NULL; ``hand_back_orphans``, which deleting an inbox also runs at once):
+  the row is deleted and its enrollment is due again, so the dispatcher places the send on another inbox
+  of the pool. A chunk that was being sent when the inbox went is recorded by its sender; what it
+  recorded ``deferred`` is handed back here.
 * Every inbox with due messages (``queued``, or ``deferred`` past ``retry_at``) is returned so the caller
   can wake its sender: a lost queue entry in Redis costs one sweep interval, nothing more.
 """
@@ -13,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.kit.ids import new_id
@@ -23,6 +28,7 @@ from nimbus_api.models import Enrollment, Message, SendAttempt
 @dataclass
 class SweepReport:
     unknown: int = 0
+    handed_back: int = 0
     inboxes_with_work: list[uuid.UUID] = field(default_factory=list)
     recovered_inboxes: list[uuid.UUID] = field(default_factory=list)
     """Inboxes whose expired leases were returned: their sender died (see ``tasks.sweep_tick``)."""
@@ -62,9 +68,29 @@ async def sweep(session: AsyncSession, now: datetime) -> SweepReport:
             .values(status="failed", stop_reason="delivery unknown")
         )
     report.unknown = len(lost_rows)
+    report.handed_back = await hand_back_orphans(session, now)
     report.recovered_inboxes = sorted({account_id for _, _, account_id in lost_rows if account_id is not None})
     due = or_(Message.state == "queued", and_(Message.state == "deferred", Message.retry_at <= now))
     report.inboxes_with_work = list(
         await session.scalars(select(Message.account_id).where(due, Message.account_id.is_not(None)).distinct())
     )
     return report
+
+
+async def hand_back_orphans(session: AsyncSession, now: datetime, *, workspace_id: uuid.UUID | None = None) -> int:
+    """Sends that lost their inbox (it was deleted) go back to the dispatcher: the message rows are
+    deleted (none was delivered: ``queued`` was never tried, ``deferred`` was refused for now) and their
+    active enrollments are due at once, at the same step. A threaded follow-up keeps its thread: the
+    step-1 message it answers is untouched, and the enrollment, left without an inbox, takes the one the
+    dispatcher picks. Returns how many sends were handed back."""
+    where: list[ColumnElement[bool]] = [Message.account_id.is_(None), Message.state.in_(("queued", "deferred"))]
+    if workspace_id is not None:
+        where.append(Message.workspace_id == workspace_id)
+    enrollment_ids = list(await session.scalars(delete(Message).where(*where).returning(Message.enrollment_id)))
+    if enrollment_ids:
+        await session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(enrollment_ids), Enrollment.status == "active")
+            .values(next_send_at=now, account_id=None, defer_reason=None, updated_at=now)
+        )
+    return len(enrollment_ids)
