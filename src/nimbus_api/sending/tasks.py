@@ -148,4 +148,6 @@ async def sweep_tick(ctx: dict[str, Any]) -> dict[str, int]:
         await wakeups(ctx).force(account_id)
     if report.unknown:
         log.warning("sweeper_recovered", unknown=report.unknown)
-    return {"unknown": report.unknown, "inboxes": len(report.inboxes_with_work)}
+    if report.handed_back:
+        log.info("sweeper_handed_back", sends=report.handed_back)
+    return {"unknown": report.unknown, "handed_back": report.handed_back, "inboxes": len(report.inboxes_with_work)}
