@@ -11,10 +11,10 @@ The product runs as a deployment does: worker processes (``nimbus worker`` runs 
 ``dispatch_campaign`` and ``run_inbox``), one of them dispatching as ``dispatch_tick`` does (a batch of
 ``NIMBUS_SEND_BATCH``, commit, wake the inboxes it fed through Redis, next batch) while every process
 sends for its share of the inboxes when woken; the clock runs from the start signal until every message
-is sent. It is measured with one worker process and with one per core; printed: the rates, the ratios to
-raw, where the CPU went (worker processes vs. PostgreSQL, smtp-sink and the kernel on the same machine)
-and PostgreSQL's transactions and rows per message. Target: the product with one process per core at
-least 0.60 of the raw rate.
+is sent. It is measured with one worker process and with one per core (three runs: the ratio is their
+median); printed: the rates, the ratios to raw, where the CPU went (worker processes vs. PostgreSQL,
+smtp-sink and the kernel on the same machine) and PostgreSQL's transactions and rows per message.
+Target: the product with one process per core at least 0.60 of the raw rate.
 
 The product's SMTP client pipelines MAIL, RCPT and DATA (RFC 2920) when the server offers PIPELINING, as
 smtp-sink and most providers do, and with pacing off sends them with the previous message's final dot (one
@@ -71,6 +71,7 @@ SINK = "/usr/sbin/smtp-sink"
 DEFAULTS = Settings.model_construct()  # the settings' defaults: the bench runs the shipped configuration
 BATCH = DEFAULTS.send_batch  # NIMBUS_SEND_BATCH
 COMMIT_EVERY = DEFAULTS.send_commit_every  # NIMBUS_SEND_COMMIT_EVERY
+TARGET_RUNS = 3
 
 
 def free_port() -> int:
@@ -434,31 +435,35 @@ async def main() -> None:
             flush=True,
         )
         processes = max(1, min(os.cpu_count() or 1, INBOXES))
-        rates: dict[int, float] = {}
-        raw_rates: dict[int, float] = {}
-        for count in sorted({1, processes}):
-            label = f"bench{count}"
+        # The target configuration runs three times (each on its own freshly seeded campaign) and its
+        # ratio is the median of the three runs' ratios: on shared cores a single run moves by +-15%.
+        runs = ([1] if processes > 1 else []) + [processes] * TARGET_RUNS
+        results: dict[int, list[tuple[float, float]]] = {}  # processes -> [(product rate, raw rate around it)]
+        for n, count in enumerate(runs):
+            label = f"bench{n}"
             print(f"seeding {INBOXES} inboxes and {RECIPIENTS} enrolled contacts ({label}) ...", flush=True)
             campaign_id, inboxes = await seed(dsn, vault, port, label)
             print(f"product: dispatcher + database + rendering + pooled sender, {count} process(es) ...", flush=True)
-            rates[count] = RECIPIENTS / await product(dsn, master_key, port, campaign_id, inboxes, count)
+            rate = RECIPIENTS / await product(dsn, master_key, port, campaign_id, inboxes, count)
             # The baseline is measured right before and right after each product run (the median of the
             # raw runs around it), so a machine whose speed drifts during the run (shared cores) moves
             # both sides of the ratio alike.
             raw_times.append(await raw(port, messages))
-            raw_rates[count] = RECIPIENTS / statistics.median(raw_times[-3:])
-            print(f"  raw aiosmtplib around this run: {raw_rates[count]:8.0f} msgs/s", flush=True)
+            raw_rate = RECIPIENTS / statistics.median(raw_times[-3:])
+            print(f"  raw aiosmtplib around this run: {raw_rate:8.0f} msgs/s; ratio {rate / raw_rate:.2f}", flush=True)
+            results.setdefault(count, []).append((rate, raw_rate))
 
-        for count, rate in rates.items():
+        for count, measured in results.items():
             print(
-                f"product pipeline, {count} worker process{'es' if count > 1 else ''}: {rate:8.0f} msgs/s, "
-                f"ratio to raw {rate / raw_rates[count]:.2f}"
+                f"product pipeline, {count} worker process{'es' if count > 1 else ''}: "
+                + ", ".join(f"{rate:.0f} msgs/s (ratio {rate / raw_rate:.2f})" for rate, raw_rate in measured)
             )
-        ratio = rates[processes] / raw_rates[processes]
+        target = results[processes]
+        ratio = statistics.median(rate / raw_rate for rate, raw_rate in target)
         print(
-            f"ratio product/raw: {ratio:.2f} (target >= 0.60; product with one worker process per core, "
-            f"{processes} here, as a deployment runs `nimbus worker`); "
-            f"product/its SMTP client alone: {rates[processes] / client_rate:.2f}"
+            f"ratio product/raw: {ratio:.2f}, the median of {len(target)} runs (target >= 0.60; product with one "
+            f"worker process per core, {processes} here, as a deployment runs `nimbus worker`); "
+            f"product/its SMTP client alone: {statistics.median(rate for rate, _ in target) / client_rate:.2f}"
         )
         if ratio >= 0.60:
             print("OK")
