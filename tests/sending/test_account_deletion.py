@@ -114,3 +114,4 @@ async def test_the_sweeper_hands_back_what_a_sender_recorded_after_its_inbox_was
     (enrollment,) = await _enrollments(sessionmaker, campaign_id)
     assert enrollment.status == "active" and enrollment.next_send_at is not None
     assert enrollment.next_send_at <= datetime.now(UTC)
+    assert enrollment.account_id == inbox  # its thread's inbox still exists: the hand-back leaves it

@@ -81,8 +81,9 @@ async def hand_back_orphans(session: AsyncSession, now: datetime, *, workspace_i
     """Sends that lost their inbox (it was deleted) go back to the dispatcher: the message rows are
     deleted (none was delivered: ``queued`` was never tried, ``deferred`` was refused for now) and their
     active enrollments are due at once, at the same step. A threaded follow-up keeps its thread: the
-    step-1 message it answers is untouched, and the enrollment, left without an inbox, takes the one the
-    dispatcher picks. Returns how many sends were handed back."""
+    step-1 message it answers is untouched, and an enrollment whose thread's inbox was the deleted one
+    (its foreign key set ``account_id`` NULL) takes the inbox the dispatcher picks; one whose thread's inbox
+    still exists keeps it. Returns how many sends were handed back."""
     where: list[ColumnElement[bool]] = [Message.account_id.is_(None), Message.state.in_(("queued", "deferred"))]
     if workspace_id is not None:
         where.append(Message.workspace_id == workspace_id)
@@ -91,6 +92,6 @@ async def hand_back_orphans(session: AsyncSession, now: datetime, *, workspace_i
         await session.execute(
             update(Enrollment)
             .where(Enrollment.id.in_(enrollment_ids), Enrollment.status == "active")
-            .values(next_send_at=now, account_id=None, defer_reason=None, updated_at=now)
+            .values(next_send_at=now, defer_reason=None, updated_at=now)
         )
     return len(enrollment_ids)

@@ -602,16 +602,20 @@ async def transmit(
     The whole transaction runs in one task (``_promptly_cancellable``): a cancellation closes the
     connection at once, as with ``step``, for one task per message rather than one per command.
     """
-    chained = conn.chained
-    if chained is not None and chained.envelope.of == (sender, tuple(recipients), message):
-        envelope = chained.envelope  # built when this message was announced (``then``)
-    else:
+    chained, conn.chained = conn.chained, None
+    if chained is None:
         envelope = _envelope(conn, sender, recipients, message)
+    elif chained.envelope.of == (sender, tuple(recipients), message):
+        envelope = chained.envelope  # built, written and answered when this message was announced (``then``)
+    else:  # a caller bug: the server waits for another message's content
+        conn.close()
+        raise RuntimeError("transmit was called for another message than the one announced with `then`")
     following: _Envelope | None = None
     if then is not None and _pipelining(conn) is not None:
         with contextlib.suppress(SmtpError):  # an envelope this server refuses fails when it is sent alone
             following = _envelope(conn, then.sender, then.recipients, then.message)
-    return await _promptly_cancellable(_transaction(conn, envelope, message, following), on_cancel=conn.close)
+    answered = chained.replies if chained is not None else None
+    return await _promptly_cancellable(_transaction(conn, envelope, message, following, answered), on_cancel=conn.close)
 
 
 def _pipelining(conn: SmtpConnection) -> PipeliningProtocol | None:
@@ -648,16 +652,17 @@ def _envelope(conn: SmtpConnection, sender: str, recipients: Sequence[str], mess
 
 
 async def _transaction(
-    conn: SmtpConnection, envelope: _Envelope, message: bytes, following: _Envelope | None
+    conn: SmtpConnection,
+    envelope: _Envelope,
+    message: bytes,
+    following: _Envelope | None,
+    answered: list[SMTPResponse] | None,
 ) -> ServerReply:
+    """``answered``: the envelope's replies when it went with the previous final dot (``then``)."""
     timeout = conn.net.command_timeout
-    chained, conn.chained = conn.chained, None
     pipelined = _pipelining(conn)
-    if chained is not None:
-        if chained.envelope != envelope:  # a caller bug: the server waits for another message's content
-            conn.close()
-            raise RuntimeError("transmit was called for another message than the one announced with `then`")
-        _check_envelope(conn, envelope, chained.replies)
+    if answered is not None:
+        _check_envelope(conn, envelope, answered)
     elif pipelined is not None:
         # RFC 2920: MAIL, every RCPT and DATA in one write, their replies read in order.
         _check_envelope(
