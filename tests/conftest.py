@@ -73,8 +73,10 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis database index of this run's own (1..15), flushed before and after."""
-    index = 1 + secrets.randbelow(15)
+    """A Redis database index of this run's own (1..15, or ``NIMBUS_TEST_REDIS_INDEX`` when several runs share
+    one Redis and must not meet), flushed before and after."""
+    chosen = os.environ.get("NIMBUS_TEST_REDIS_INDEX")
+    index = int(chosen) if chosen else 1 + secrets.randbelow(15)
     url = f"{REDIS_BASE}/{index}"
 
     async def flush() -> None:
