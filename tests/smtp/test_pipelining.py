@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, _dot_stuffed, connect, transmit
+from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, connect, transmit
 from nimbus_api.smtp.errors import SmtpError
 from nimbus_api.smtp.pipelining import PipeliningProtocol
+from nimbus_api.smtp.transaction import _dot_stuffed
 from tests.smtp.conftest import MakeNet
 
 GROUP = ("MAIL", "RCPT", "DATA")
