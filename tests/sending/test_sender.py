@@ -200,7 +200,7 @@ async def test_reply_held_past_the_timeout_is_unknown_and_never_resent(
 async def test_a_lease_counts_the_attempt_and_is_never_taken_twice(
     campaigns: Campaigns, deps: SenderDeps, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    from nimbus_api.sending.sender import lease
+    from nimbus_api.sending.lease import lease
 
     inbox = await campaigns.inbox()
     campaign_id = await campaigns.campaign([inbox], ["late@example.org"])
@@ -227,7 +227,8 @@ async def test_a_retry_on_a_later_day_counts_against_that_days_budget(
     it goes out on; when that day is spent, it waits for the next one."""
     from nimbus_api.kit.db import utc_day
     from nimbus_api.models import AccountDailyUsage
-    from nimbus_api.sending.sender import _record_one, _Result, _Work, lease
+    from nimbus_api.sending.lease import lease
+    from nimbus_api.sending.record import Result, Work, record_one
 
     inbox = await campaigns.inbox()
     campaign_id = await campaigns.campaign([inbox], ["d1@example.org", "d2@example.org"])
@@ -248,8 +249,8 @@ async def test_a_retry_on_a_later_day_counts_against_that_days_budget(
         for message in (first, second):
             row = await session.get_one(Message, message.id)
             row.state, row.attempts = "leased", 2  # the second transient failure: retried in 5 minutes
-            item = _Work(row.id, row.enrollment_id, 0, row.to_email, row.budget_day, b"x")
-            await _record_one(session, account, _Result(item, "transient"), late)
+            item = Work(row.id, row.enrollment_id, 0, row.to_email, row.budget_day, b"x")
+            await record_one(session, account, Result(item, "transient"), late)
     async with sessionmaker() as session:
         rows = [await session.get_one(Message, m.id) for m in (first, second)]
     assert all(r.state == "deferred" and r.budget_day is None for r in rows)
