@@ -12,7 +12,11 @@ from nimbus_api.sending.outcomes import TABLE, classify, next_attempt
 
 @pytest.mark.parametrize("row", TABLE, ids=[f"{r.code}@{r.stage}/{r.enhanced}" for r in TABLE])
 def test_each_row_decides_its_case(row: outcomes.Row) -> None:
-    stage = "rcpt" if row.stage == "*" and row.code == "smtp.recipient_rejected" else row.stage
+    stage = (
+        "rcpt"
+        if row.stage == "*" and row.code in ("smtp.recipient_rejected", "smtp.smtputf8_unsupported")
+        else row.stage
+    )
     stage = "mail" if stage == "*" else stage
     enhanced = {"*": "4.0.0", "5.1.": "5.1.1"}[row.enhanced]
     if row.code == "smtp.recipient_rejected" and row.enhanced == "*":

@@ -20,6 +20,11 @@ What a server can be told to do:
   (greeting, then the server hangs up), ``EHLO``, ``STARTTLS``, ``AUTH``, ``MAIL``, ``RCPT``, and
   ``DATA`` (the reply to the final dot). ``AUTH`` is a format string that may quote what the client
   sent: ``{login}``, ``{password}``, ``{password_b64}``, ``{blob}`` (the PLAIN blob).
+* ``refuse={"erin@xn--bcher-kva.test": "550 5.7.1 <...>: Recipient address rejected: Access denied"}``:
+  a reply to RCPT for one recipient (compared lower-case, as the client wrote it), accepting the others;
+  a dict tests may change while the server runs.
+* ``smtputf8=False``: EHLO does not offer SMTPUTF8 (RFC 6531), and a non-ASCII command is a 500, as with
+  a server that never heard of it; by default it is offered, as Postfix, Exchange and Gmail do.
 * ``silent=True``: accepts TCP and never sends a byte (no greeting).
 * ``stall_after_dot=True``: takes the whole message and never answers the final dot.
 * ``pipelining=False``: EHLO does not offer PIPELINING (RFC 2920), so clients send one command at a
@@ -173,7 +178,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        scripted = self.owner.replies.get("RCPT")
+        scripted = self.owner.replies.get("RCPT") or self.owner.refuse.get(address.lower())
         if scripted is not None:
             return scripted
         envelope.rcpt_tos.append(address)
@@ -215,6 +220,8 @@ class TestSmtpServer:
         stall_after_dot: bool = False,
         deliver: Deliver | None = None,
         pipelining: bool = True,
+        refuse: Mapping[str, str] | None = None,
+        smtputf8: bool = True,
         hostname: str = "mail.example.test",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -235,6 +242,8 @@ class TestSmtpServer:
         self.stall_after_dot = stall_after_dot
         self.deliver = deliver
         self.pipelining = pipelining
+        self.refuse = {address.lower(): reply for address, reply in (refuse or {}).items()}
+        self.smtputf8 = smtputf8
         self.hostname = hostname
         self.host = host
         self._port = port
@@ -301,6 +310,7 @@ class TestSmtpServer:
             # Under implicit TLS aiosmtpd does not know the connection is encrypted: AUTH would stay hidden.
             auth_require_tls=self.auth_require_tls and self.ssl_context is None,
             authenticator=self._authenticate,
+            enable_SMTPUTF8=self.smtputf8,
             loop=asyncio.get_running_loop(),
         )
 

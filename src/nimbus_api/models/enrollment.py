@@ -49,6 +49,9 @@ class Enrollment(Base):
         ForeignKey("email_accounts.id", ondelete="SET NULL"), default=None, index=True
     )
     stop_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    inbox_handoffs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """How often a send of this enrollment paused its inbox and was handed to another one
+    (``sending.record.pause_inbox``: once at most, then the send fails)."""
     defer_reason: Mapped[str | None] = mapped_column(String(200), default=None)
     """Why the last dispatch could not place the next step (no eligible inbox), cleared when queued."""
     unsubscribe_token: Mapped[str] = mapped_column(String(64), unique=True)

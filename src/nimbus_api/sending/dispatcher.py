@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns.pool import PoolInbox, load_pools
 from nimbus_api.campaigns.templates import TemplateProblem, render_subject
+from nimbus_api.kit.addresses import ascii_domain
 from nimbus_api.kit.db import utc_day, utcnow
 from nimbus_api.kit.ids import new_ids
 from nimbus_api.models import (
@@ -95,7 +97,11 @@ def next_window_start(campaign: Campaign, now: datetime) -> datetime:
 
 
 def unsubscribe_links(public_url: str, account_email: str, token: str) -> tuple[str, str]:
-    return f"{public_url.rstrip('/')}/u/{token}", f"mailto:{account_email}?subject=unsubscribe-{token}"
+    """The one-click URL and the mailto of ``List-Unsubscribe``; the mailto's domain in A-labels and a
+    non-ASCII local part percent-encoded (RFC 6068), so the header stays ASCII."""
+    local, _, domain = account_email.rpartition("@")
+    mailto = f"mailto:{quote(local, safe='!$&*+-.=^_`{|}~')}@{ascii_domain(domain)}?subject=unsubscribe-{token}"
+    return f"{public_url.rstrip('/')}/u/{token}", mailto
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,7 @@ async def dispatch_campaign(
         step = steps[d.next_step]
         first = d.next_step == 0
         check_mx = first and campaign.verify_email_mx and mx is not None
-        if check_mx and mx is not None and not await mx.accepts_mail(d.email.rpartition("@")[2]):
+        if check_mx and mx is not None and not await mx.accepts_mail(ascii_domain(d.email.rpartition("@")[2])):
             settle(d, "bounced", "MX check failed at dispatch")
             result.bounced += 1
             continue
@@ -254,7 +260,7 @@ async def dispatch_campaign(
             for account_id, email in await session.execute(
                 select(EmailAccount.id, EmailAccount.email).where(EmailAccount.id.in_(missing))
             ):
-                domains[account_id] = email.rpartition("@")[2]
+                domains[account_id] = ascii_domain(email.rpartition("@")[2])
         placed = members[: len(picked)]
         message_ids = new_message_ids([domains[account_id] for account_id in picked])
         row_ids = new_ids(len(placed))

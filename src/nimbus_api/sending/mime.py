@@ -44,8 +44,13 @@ inside an encoded word; in addresses, ids and links they send the message to the
 which refuses them in ids and links (``ValueError``). Contact data can change what a header
 *says*, never which headers exist.
 
+Internationalized addresses: domains are written as IDNA A-labels (``kit.addresses``), as in the
+envelope, so ``erin@bücher.test`` is the ASCII ``erin@xn--bcher-kva.test`` on the fast path. A local part
+that is not ASCII (``zoë@``) cannot be encoded at all: the message gets UTF-8 header fields (RFC 6532,
+the reference path with ``policy.SMTPUTF8``) and can only be sent with SMTPUTF8.
+
 Rare inputs are handed to the reference path (``to_bytes(build(mail))``, CRLF-normalised): an
-address that is not an ASCII ``dot-atom@dot-atom`` (non-ASCII is SMTPUTF8 territory) or contains
+address that is not an ASCII ``dot-atom@dot-atom`` (a non-ASCII local part, see above) or contains
 ``=?``, and a Message-ID / In-Reply-To / References / unsubscribe value that is not printable ASCII
 without spaces or would not fit on a 998-octet line.
 
@@ -62,12 +67,14 @@ import re
 import secrets
 from binascii import b2a_base64, b2a_qp
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from email import policy, quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+
+from nimbus_api.kit.addresses import ascii_domain, needs_smtputf8, wire_address
 
 
 class HeaderInjection(ValueError):
@@ -110,7 +117,13 @@ class OutgoingMail:
 
 def _address(email: str, name: str | None) -> Address:
     local, _, domain = _clean(email, "address").rpartition("@")
-    return Address(display_name=_clean(name or "", "display name"), username=local, domain=domain)
+    return Address(display_name=_clean(name or "", "display name"), username=local, domain=ascii_domain(domain))
+
+
+def needs_utf8_headers(mail: OutgoingMail) -> bool:
+    """Whether an address of the message has a non-ASCII local part: its header fields are then UTF-8
+    (RFC 6532), and the message can only go with SMTPUTF8 (``kit.addresses``)."""
+    return any(needs_smtputf8(a) for a in (mail.from_email, mail.to_email, mail.reply_to or ""))
 
 
 def build(mail: OutgoingMail, *, now: datetime | None = None) -> EmailMessage:
@@ -135,8 +148,8 @@ def build(mail: OutgoingMail, *, now: datetime | None = None) -> EmailMessage:
     return msg
 
 
-def to_bytes(message: EmailMessage) -> bytes:
-    return message.as_bytes(policy=policy.SMTP)
+def to_bytes(message: EmailMessage, *, utf8: bool = False) -> bytes:
+    return message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
 
 
 # --- fast path -------------------------------------------------------------------------------------
@@ -340,7 +353,7 @@ def _part_head(subtype: str, cte: str) -> str:
 
 
 def _slow(mail: OutgoingMail, now: datetime | None) -> bytes:
-    raw = to_bytes(build(mail, now=now))
+    raw = to_bytes(build(mail, now=now), utf8=needs_utf8_headers(mail))
     return re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
 
 
@@ -350,6 +363,8 @@ def render(mail: OutgoingMail, *, now: datetime | None = None) -> bytes:
     Raises ``HeaderInjection`` when any header input carries CR, LF or NUL.
     """
     _check_injection(mail)
+    if not (mail.from_email.isascii() and mail.to_email.isascii() and (mail.reply_to or "").isascii()):
+        mail = _with_wire_addresses(mail)
     try:
         head = _headers(mail, now)
     except _SlowPath:
@@ -374,6 +389,17 @@ def render(mail: OutgoingMail, *, now: datetime | None = None) -> bytes:
             html,
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
+    )
+
+
+def _with_wire_addresses(mail: OutgoingMail) -> OutgoingMail:
+    """The addresses with IDNA A-label domains, as in the envelope: an address whose local part is ASCII
+    is then ASCII throughout, and takes the fast path."""
+    return replace(
+        mail,
+        from_email=wire_address(mail.from_email),
+        to_email=wire_address(mail.to_email),
+        reply_to=wire_address(mail.reply_to) if mail.reply_to else mail.reply_to,
     )
 
 

@@ -14,7 +14,9 @@ decides. ``*`` matches anything.
     smtp.tls_certificate_invalid *      *         credential   (TLS verification failed: not the recipient's fault)
     smtp.tls_handshake_failed    *      *         transient
     smtp.sender_rejected         *      *         credential   (the server will not send as this address)
-    smtp.relay_denied            *      *         credential   (5.7.1 relay: the login may not send this address)
+    smtp.smtputf8_unsupported    mail   *         credential   (the inbox's own address needs SMTPUTF8)
+    smtp.smtputf8_unsupported    *      *         failed       (this recipient's address needs SMTPUTF8)
+    smtp.relay_denied            *      *         relay_denied (about this recipient, or the login: see below)
     smtp.host_not_allowed        *      *         credential   (the operator's egress policy refuses the host)
     smtp.host_unresolvable       *      *         transient
     smtp.connection_refused      *      *         transient
@@ -30,6 +32,10 @@ A code the table does not know is transient before the final dot and failed afte
 ``credential`` pauses the inbox with the code as the reason and hands its queued messages back for other
 inboxes, without blaming the recipient. ``transient`` defers on the backoff schedule up to the maximum
 lifetime, then ``expired``.
+
+``relay_denied`` is decided by what else the connection saw (``sending.relay``): a relay refusal of one
+recipient while others are accepted is about that recipient (``failed``, that message only); only refusals
+of every recipient a run tried, across several domains, or of the inbox's own address, pause the inbox.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-Outcome = Literal["sent", "unknown", "credential", "transient", "hard_bounce", "failed"]
+Outcome = Literal["sent", "unknown", "credential", "transient", "hard_bounce", "failed", "relay_denied"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,9 @@ TABLE: tuple[Row, ...] = (
     Row("smtp.tls_certificate_invalid", "*", "*", "credential"),
     Row("smtp.tls_handshake_failed", "*", "*", "transient"),
     Row("smtp.sender_rejected", "*", "*", "credential"),
-    Row("smtp.relay_denied", "*", "*", "credential"),
+    Row("smtp.smtputf8_unsupported", "mail", "*", "credential"),
+    Row("smtp.smtputf8_unsupported", "*", "*", "failed"),
+    Row("smtp.relay_denied", "*", "*", "relay_denied"),
     Row("smtp.host_not_allowed", "*", "*", "credential"),
     Row("smtp.host_unresolvable", "*", "*", "transient"),
     Row("smtp.connection_refused", "*", "*", "transient"),

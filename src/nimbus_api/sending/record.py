@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_id
-from nimbus_api.models import EmailAccount, Enrollment, Message, Suppression
+from nimbus_api.models import AccountEvent, EmailAccount, Enrollment, Message, Suppression
 from nimbus_api.sending.outcomes import next_attempt
 from nimbus_api.sending.rotation import release
 from nimbus_api.smtp.errors import ServerReply, SmtpError
@@ -214,34 +214,105 @@ async def record_one(session: AsyncSession, account: EmailAccount, result: Resul
         message.attempts = max(0, message.attempts - 1)
 
 
-async def pause_inbox(sessionmaker: async_sessionmaker[AsyncSession], account_id: uuid.UUID, error: SmtpError) -> None:
-    """Credential-level failure: pause the inbox and give its unsent step-1 messages to other inboxes.
+MAX_HANDOFFS = 1
+"""How often one send may be handed to another inbox after its send paused one: a send that pauses a
+second inbox fails instead (a recipient no inbox can reach must not pause the pool one by one)."""
 
-    Follow-ups stay: they must go through this inbox, so they wait for a person to fix it.
+
+@dataclass
+class PauseReport:
+    handed_back: int = 0
+    failed: list[uuid.UUID] = field(default_factory=list)
+
+
+async def pause_inbox(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    account_id: uuid.UUID,
+    error: SmtpError,
+    culprits: Sequence[Work] = (),
+) -> PauseReport:
+    """A failure that cannot be about the recipient (login, TLS, the sender address, relay refused for
+    every recipient): pause the inbox, say why in an account event, and give its unsent step-1 messages
+    to other inboxes of their pools.
+
+    ``culprits`` are the messages whose sends met the failure: each is handed over at most
+    ``MAX_HANDOFFS`` times (counted on its enrollment), then fails with the reason. Follow-ups stay: they
+    must go through this inbox (the thread), so they wait for a person to fix it.
     """
     now = datetime.now(UTC)
+    report = PauseReport()
     async with sessionmaker() as session, session.begin():
         account = await session.get_one(EmailAccount, account_id, with_for_update=True)
-        account.disabled_at, account.disabled_reason = now, error.code
-        firsts = list(
-            await session.scalars(
-                select(Message).where(
-                    Message.account_id == account_id,
-                    Message.step == 0,
-                    Message.state.in_(("queued", "leased", "deferred")),
-                    Message.attempts == 0,
-                )
-            )
-        )
-        for message in firsts:
-            enrollment = await session.get_one(Enrollment, message.enrollment_id)
-            enrollment.account_id, enrollment.next_send_at = None, now
-            if message.budget_day is not None:
-                await release(session, account_id, first_step=True, day=message.budget_day)
-            await session.delete(message)
+        first_pause = account.disabled_at is None
+        if first_pause:
+            account.disabled_at, account.disabled_reason = now, error.code
         await session.execute(
             update(Message)
             .where(Message.account_id == account_id, Message.state == "leased")
             .values(state="queued", lease_owner=None, lease_expires_at=None)
         )
-    log.warning("inbox_paused", account_id=str(account_id), reason=error.code, handed_back=len(firsts))
+        for item in culprits:
+            message = await session.get(Message, item.message_id, with_for_update=True)
+            if message is None or message.account_id != account_id or message.state not in ("queued", "deferred"):
+                continue
+            enrollment = await session.get_one(Enrollment, message.enrollment_id, with_for_update=True)
+            if message.step == 0 and enrollment.inbox_handoffs < MAX_HANDOFFS:
+                enrollment.inbox_handoffs += 1
+                continue  # handed over below, with the inbox's other step-1 messages
+            if enrollment.inbox_handoffs >= MAX_HANDOFFS:
+                message.state, message.error_code = "failed", error.code
+                if enrollment.status == "active":
+                    enrollment.status = "failed"
+                    enrollment.stop_reason = f"paused {enrollment.inbox_handoffs + 1} inboxes: {error.code}"[:200]
+                if message.budget_day is not None:
+                    await release(session, account_id, first_step=message.step == 0, day=message.budget_day)
+                    message.budget_day = None
+                report.failed.append(message.id)
+        await session.flush()  # the failed culprits are not handed back below
+        firsts = list(
+            await session.scalars(
+                select(Message).where(
+                    Message.account_id == account_id,
+                    Message.step == 0,
+                    Message.state.in_(("queued", "deferred")),
+                )
+            )
+        )
+        for message in firsts:
+            enrollment = await session.get_one(Enrollment, message.enrollment_id)
+            if enrollment.status == "active":
+                enrollment.account_id, enrollment.next_send_at, enrollment.defer_reason = None, now, None
+            if message.budget_day is not None:
+                await release(session, account_id, first_step=True, day=message.budget_day)
+            await session.delete(message)
+        report.handed_back = len(firsts)
+        culprit = culprits[0] if culprits else None
+        reply = error.reply
+        event = AccountEvent(
+            workspace_id=account.workspace_id,
+            account_id=account_id,
+            kind="paused",
+            actor="system:sender",
+            detail={
+                "reason": error.code,
+                "stage": error.stage,
+                "detail": error.detail,
+                "server_reply": {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
+                if reply is not None
+                else None,
+                "message_id": str(culprit.message_id) if culprit else None,
+                "recipient": culprit.to_email if culprit else None,
+                "handed_back": report.handed_back,
+                "failed": [str(m) for m in report.failed],
+            },
+        )
+        if first_pause:  # a run that lost a race with another one's pause adds nothing
+            session.add(event)
+    log.warning(
+        "inbox_paused",
+        account_id=str(account_id),
+        reason=error.code,
+        handed_back=report.handed_back,
+        failed=len(report.failed),
+    )
+    return report

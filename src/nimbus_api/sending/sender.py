@@ -50,6 +50,7 @@ from nimbus_api.sending.dispatcher import unsubscribe_links
 from nimbus_api.sending.lease import GENERIC_PLANS_SQL, LeasedRow, StepTemplates, lease, step_templates
 from nimbus_api.sending.outcomes import Outcome, classify
 from nimbus_api.sending.record import Chunk, Result, Work, give_back, pause_inbox, record_chunk
+from nimbus_api.sending.relay import RelayEvidence
 from nimbus_api.smtp.client import Outgoing, SmtpServer
 from nimbus_api.smtp.errors import SmtpError
 from nimbus_api.smtp.pacing import Pacer
@@ -144,7 +145,6 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
         chunk,
         time.monotonic() + max_seconds,
         report,
-        [],
     )
 
     async def run_lane() -> None:
@@ -154,10 +154,18 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
         async with deps.pacer.slot(str(account.id), lanes) as slot:
             await lane.run(slot.wait_turn)
 
-    await asyncio.gather(*(run_lane() for _ in range(lanes)))
+    try:
+        await asyncio.gather(*(run_lane() for _ in range(lanes)))
+        if lane.evidence.suspects and not lane.credential_failure:
+            await lane.probe()
+    finally:
+        if lane.evidence.suspects:  # the run failed before a verdict: retried later, never left leased
+            lane.evidence.defer()
+        await lane.record_decided()
     if lane.credential_failure:
-        await pause_inbox(deps.sessionmaker, account.id, lane.credential_failure[0])
-        report.stopped_reason = lane.credential_failure[0].code
+        error = lane.credential_failure[0]
+        await pause_inbox(deps.sessionmaker, account.id, error, lane.culprits)
+        report.stopped_reason = error.code
     return report
 
 
@@ -209,7 +217,10 @@ class _Lane:
     chunk: int
     deadline: float
     report: SendReport
-    credential_failure: list[SmtpError]
+    credential_failure: list[SmtpError] = field(default_factory=list)
+    culprits: list[Work] = field(default_factory=list)
+    """The messages whose sends paused the inbox (``record.pause_inbox`` hands each over at most once)."""
+    evidence: RelayEvidence = field(default_factory=RelayEvidence)
 
     @property
     def chain(self) -> bool:
@@ -238,7 +249,8 @@ class _Lane:
                 await self._send_all(pending, wait_turn, results)
             except BaseException as exc:
                 failure = exc
-            sent = Chunk(started, results, _unsent(pending, results))
+            results += self.evidence.take_decided()
+            sent = Chunk(started, results, _unsent(pending, results, self.evidence.suspects))
             if failure is not None:
                 # Recorded even when the task is being cancelled: what was sent must not turn ``unknown``.
                 await self._commit(sent, None)
@@ -300,19 +312,71 @@ class _Lane:
                                 sender=self.account.email, recipients=[item.to_email], message=item.raw, then=then
                             )
                         except SmtpError as exc:
-                            results.append(self._failed(item, exc))
+                            self._failed(item, exc, results)
                         else:
+                            self.evidence.saw_accepted()
                             results.append(Result(item, "sent", reply))
                         index += 1
             except SmtpError as exc:  # the connection could not be opened: this message's outcome
-                results.append(self._failed(pending[index], exc))
+                self._failed(pending[index], exc, results)
                 index += 1
 
-    def _failed(self, item: Work, error: SmtpError) -> Result:
+    def _failed(self, item: Work, error: SmtpError, results: list[Result]) -> None:
+        """Record a refused send in ``results``, unless it is a relay refusal held as a suspect
+        (``sending.relay``); a credential-level failure stops the run (the inbox is paused after it)."""
         outcome: Outcome = classify(error.code, error.stage, _enhanced(error))
+        if error.stage in ("data", "dot"):
+            self.evidence.saw_accepted()  # the recipient was accepted: relay works
+        result = Result(item, outcome, None, error)
+        if outcome == "relay_denied":
+            decided = self.evidence.refused(result)
+            if decided is not None:
+                results.append(decided)
+            elif self.evidence.verdict == "inbox":
+                self._inbox_cannot_relay()
+            return
         if outcome == "credential":
             self.credential_failure.append(error)
-        return Result(item, outcome, None, error)
+            self.culprits.append(item)
+        results.append(result)
+
+    def _inbox_cannot_relay(self) -> None:
+        decided = self.evidence.decided
+        if decided and decided[0].error is not None and not self.credential_failure:
+            self.credential_failure.append(decided[0].error)
+        self.culprits += [r.item for r in decided if r.outcome == "credential"]
+
+    async def probe(self) -> None:
+        """The run ended with relay refusals and nothing accepted: ask the server whether it would take
+        mail for the inbox's own address (nothing is sent), and decide the suspects by its answer."""
+        own = self.account.email
+        try:
+            async with self.deps.pool.connection(self.key, self.server, max_connections=self.lanes) as conn:
+                refusal = await conn.probe(sender=own, recipient=own)
+        except SmtpError as exc:
+            outcome: Outcome = classify(exc.code, exc.stage, _enhanced(exc))
+            if outcome == "credential":  # the login or the sender itself is refused: not the recipients'
+                self.evidence.decide("inbox")
+                self.credential_failure.append(exc)
+                self.culprits += [r.item for r in self.evidence.decided]
+            else:
+                self.evidence.defer()
+            return
+        if refusal is not None and classify(refusal.code, refusal.stage, _enhanced(refusal)) == "relay_denied":
+            self.evidence.decide("inbox")
+            self._inbox_cannot_relay()
+        else:
+            self.evidence.decide("recipient")
+
+    async def record_decided(self) -> None:
+        """Record the suspects decided after the lanes stopped (by the probe, or deferred)."""
+        decided = self.evidence.take_decided()
+        if not decided:
+            return
+        async with self.deps.sessionmaker() as session, session.begin():
+            await record_chunk(session, self.deps.worker_id, self.account, Chunk(datetime.now(UTC), decided, []))
+        for result in decided:
+            self.report.outcomes[result.outcome] += 1
 
 
 def _enhanced(error: SmtpError) -> str | None:
@@ -326,6 +390,6 @@ class _Leased(NamedTuple):
     steps: dict[uuid.UUID, StepTemplates]
 
 
-def _unsent(pending: list[Work], results: list[Result]) -> list[Work]:
-    done = {r.item.message_id for r in results}
+def _unsent(pending: list[Work], results: list[Result], held: list[Result]) -> list[Work]:
+    done = {r.item.message_id for r in results} | {r.item.message_id for r in held}
     return [i for i in pending if i.message_id not in done]

@@ -16,22 +16,23 @@ Columns:
 
 The table (rendered from ``TABLE`` by ``render_table``; a test keeps the two identical):
 
-    stage  basic  enhanced  link       text                      code
-    -----  -----  --------  ---------  ------------------------  -------------------------
-    *      530    *         cleartext  starttls|tls|ssl|encrypt  smtp.starttls_required
-    *      538    *         cleartext                            smtp.starttls_required
-    *      530    *         *                                    smtp.auth_failed
-    tls    454    *         *                                    smtp.tls_handshake_failed
-    tls    5xx    *         *                                    smtp.starttls_unsupported
-    auth   50x    *         *                                    smtp.auth_unsupported
-    auth   5xx    *         *                                    smtp.auth_failed
-    mail   5xx    *         *                                    smtp.sender_rejected
-    rcpt   5xx    5.7.1     *                                    smtp.relay_denied
-    rcpt   5xx    *         *          relay                     smtp.relay_denied
-    rcpt   5xx    *         *                                    smtp.recipient_rejected
-    *      4xx    *         *                                    smtp.throttled
-    *      5xx    *         *                                    smtp.rejected
-    *      *      *         *                                    smtp.rejected
+    stage  basic  enhanced  link       text                                                  code
+    -----  -----  --------  ---------  ----------------------------------------------------  -------------------------
+    *      530    *         cleartext  starttls|tls|ssl|encrypt                              smtp.starttls_required
+    *      538    *         cleartext                                                        smtp.starttls_required
+    *      530    *         *                                                                smtp.auth_failed
+    tls    454    *         *                                                                smtp.tls_handshake_failed
+    tls    5xx    *         *                                                                smtp.starttls_unsupported
+    auth   50x    *         *                                                                smtp.auth_unsupported
+    auth   5xx    *         *                                                                smtp.auth_failed
+    mail   5xx    *         *                                                                smtp.sender_rejected
+    rcpt   5xx    *         *          relay                                                 smtp.relay_denied
+    rcpt   5xx    *         *          recipient address rejected|user unknown|no such user  smtp.recipient_rejected
+    rcpt   5xx    5.7.1     *                                                                smtp.relay_denied
+    rcpt   5xx    *         *                                                                smtp.recipient_rejected
+    *      4xx    *         *                                                                smtp.throttled
+    *      5xx    *         *                                                                smtp.rejected
+    *      *      *         *                                                                smtp.rejected
 
 Notes on the rows, top to bottom: 530 is both RFC 3207's "Must issue a STARTTLS command first" and
 RFC 4954's "Authentication required" (Gmail and Postfix send ``5.7.0`` for both), so the text and
@@ -39,7 +40,9 @@ whether we are encrypted decide; 538 ``5.7.11`` is "encryption required for this
 STARTTLS is "TLS not available now", a 5xx to it means the command is not really supported; 500/502/504
 to AUTH mean the mechanism or command is unknown, any other 5xx (535 ``5.7.8``, Gmail's 534 ``5.7.9``
 "application-specific password required", Microsoft's 535 ``5.7.139``) is a refused login; ``5.7.1``
-or the word "relay" at RCPT is a relay refusal ("554 5.7.1 Relay access denied"); any 4xx is a
+or the word "relay" at RCPT is a relay refusal ("554 5.7.1 Relay access denied"), unless the text names
+the recipient as the problem (Postfix's "550 5.7.1 <x>: Recipient address rejected: Access denied" is a
+policy refusal of that one address, not of the login: the word "relay" still wins when both appear); any 4xx is a
 temporary refusal (rate limits, greylisting, 421 closing); the last row takes replies no step expects
 (a 250 to DATA, a malformed line).
 
@@ -67,6 +70,11 @@ class Row(NamedTuple):
     code: str
 
 
+_ABOUT_RECIPIENT = r"recipient address rejected|user unknown|no such user"
+"""Reply texts that name the recipient as the problem: Postfix's ``check_recipient_access`` and
+``smtpd_recipient_restrictions`` say ``550 5.7.1 <x>: Recipient address rejected: ...`` with the same
+enhanced code as a relay refusal, and only the text tells them apart."""
+
 TABLE: tuple[Row, ...] = (
     Row("*", "530", "*", "cleartext", r"starttls|tls|ssl|encrypt", "smtp.starttls_required"),
     Row("*", "538", "*", "cleartext", "", "smtp.starttls_required"),
@@ -76,8 +84,9 @@ TABLE: tuple[Row, ...] = (
     Row("auth", "50x", "*", "*", "", "smtp.auth_unsupported"),
     Row("auth", "5xx", "*", "*", "", "smtp.auth_failed"),
     Row("mail", "5xx", "*", "*", "", "smtp.sender_rejected"),
-    Row("rcpt", "5xx", "5.7.1", "*", "", "smtp.relay_denied"),
     Row("rcpt", "5xx", "*", "*", r"relay", "smtp.relay_denied"),
+    Row("rcpt", "5xx", "*", "*", _ABOUT_RECIPIENT, "smtp.recipient_rejected"),
+    Row("rcpt", "5xx", "5.7.1", "*", "", "smtp.relay_denied"),
     Row("rcpt", "5xx", "*", "*", "", "smtp.recipient_rejected"),
     Row("*", "4xx", "*", "*", "", "smtp.throttled"),
     Row("*", "5xx", "*", "*", "", "smtp.rejected"),
@@ -183,6 +192,10 @@ HINTS: dict[str, str] = {
         "address (check 'send as' permissions, or use the address the login belongs to)."
     ),
     "smtp.recipient_rejected": "The server refused the account's own address as recipient: check the address.",
+    "smtp.smtputf8_unsupported": (
+        "The address has characters outside ASCII before the @, which only servers offering SMTPUTF8 "
+        "(RFC 6531) can carry, and this server does not: send to this contact through another provider."
+    ),
     "smtp.relay_denied": (
         "The server does not relay for this connection: it usually needs a login (username and password), and "
         "the sender address must belong to that login."

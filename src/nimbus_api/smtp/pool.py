@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, close_gracefully, connect, reset, transmit
 from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage
+from nimbus_api.smtp.transaction import probe_recipient
 
 _STAGE_WORDS: dict[Stage, str] = {
     "connect": "the connection",
@@ -226,6 +227,29 @@ class PooledConnection:
         else:
             self.discard()
         raise error
+
+    async def probe(self, *, sender: str, recipient: str) -> SmtpError | None:
+        """Whether the server would take mail for ``recipient`` (``transaction.probe_recipient``): the
+        refusal, or None. Nothing is sent; the connection stays usable unless the probe failed."""
+        if not self._leased:
+            raise RuntimeError("this connection is not leased: use it inside `async with pool.connection(...)`")
+        if self.discarded:
+            raise SmtpError("smtp.connection_lost", "the connection was discarded", "mail", None, LOST_BEFORE_DOT_HINT)
+        if self._dirty:
+            if not await reset(self.smtp, timeout=self._pool.reset_timeout):
+                self.discard()
+                raise SmtpError(
+                    "smtp.connection_lost", "RSET failed before the probe", "mail", None, LOST_BEFORE_DOT_HINT
+                )
+            self._dirty = False
+        try:
+            answer = await probe_recipient(self.smtp, sender=sender, recipient=recipient)
+        except BaseException:
+            self.discard()
+            raise
+        if not self.smtp.is_connected:
+            self.discard()
+        return answer
 
 
 @dataclass(eq=False)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from aiosmtplib import SMTPException, SMTPResponse, SMTPServerDisconnected, SMTPTimeoutError
 
+from nimbus_api.kit.addresses import UnencodableAddress, wire_address
 from nimbus_api.smtp.classify import HINTS
-from nimbus_api.smtp.connection import SmtpConnection, _promptly_cancellable
+from nimbus_api.smtp.connection import SmtpConnection, _promptly_cancellable, reset
 from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage, parse_reply
 from nimbus_api.smtp.pipelining import PipeliningProtocol
 
@@ -124,24 +125,37 @@ def _pipelining(conn: SmtpConnection) -> PipeliningProtocol | None:
 
 
 def _envelope(conn: SmtpConnection, sender: str, recipients: Sequence[str], message: bytes) -> _Envelope:
+    """The MAIL, RCPT and DATA lines of one message. Domains go as IDNA A-labels (``kit.addresses``), so
+    only a non-ASCII local part needs SMTPUTF8 (RFC 6531); a server without it fails this message with
+    ``smtp.smtputf8_unsupported`` at the address's stage, before anything is written."""
     if not recipients:
         raise ValueError("transmit needs at least one recipient")
-    addresses = [sender, *recipients]
     mail_options: list[str] = []
     encoding = "ascii"
-    if not all(a.isascii() for a in addresses):
+    try:
+        wire_sender = wire_address(sender)
+        wire_recipients = [wire_address(r) for r in recipients]
+    except UnencodableAddress as exc:
+        raise SmtpError(
+            "smtp.recipient_rejected", str(exc), "rcpt", None, HINTS.get("smtp.recipient_rejected")
+        ) from None
+    if not (wire_sender.isascii() and all(r.isascii() for r in wire_recipients)):
         if not conn.supports_extension("smtputf8"):
+            stage: Stage = "mail" if not wire_sender.isascii() else "rcpt"
             raise conn.fail(
-                "smtp.sender_rejected" if not sender.isascii() else "smtp.recipient_rejected",
-                "the server does not accept non-ASCII addresses (no SMTPUTF8)",
-                "mail" if not sender.isascii() else "rcpt",
+                "smtp.smtputf8_unsupported",
+                f"the server does not offer SMTPUTF8, which the {'sender' if stage == 'mail' else 'recipient'} "
+                "address needs (its part before the @ is not ASCII)",
+                stage,
             )
         mail_options.append("SMTPUTF8")
         encoding = "utf-8"
     if not message.isascii() and conn.supports_extension("8bitmime"):
         mail_options.append("BODY=8BITMIME")
-    mail = b"MAIL FROM:" + _path(sender, encoding, "mail") + b"".join(b" " + o.encode("ascii") for o in mail_options)
-    rcpts = [b"RCPT TO:" + _path(r, encoding, "rcpt") for r in recipients]
+    mail = (
+        b"MAIL FROM:" + _path(wire_sender, encoding, "mail") + b"".join(b" " + o.encode("ascii") for o in mail_options)
+    )
+    rcpts = [b"RCPT TO:" + _path(r, encoding, "rcpt") for r in wire_recipients]
     rcpt: Stage = "rcpt"
     return _Envelope(
         (mail + b"\r\n", *(r + b"\r\n" for r in rcpts), b"DATA\r\n"),
@@ -237,7 +251,7 @@ async def _expect(
         raise conn.reply_error(stage, reply.code, reply.message)
 
 
-_PLAIN_ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f<>()\[\]\\,;:\"@]+@[^\s\x00-\x1f\x7f<>()\[\]\\,;:\"@]+")
+_PLAIN_ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f<>()\[\]\\,;:\"@]+@[^\s\x00-\x1f\x7f-\x9f<>()\[\]\\,;:\"@]+")
 
 
 def _path(address: str, encoding: str, stage: Stage) -> bytes:
@@ -248,3 +262,32 @@ def _path(address: str, encoding: str, stage: Stage) -> bytes:
         code = "smtp.sender_rejected" if stage == "mail" else "smtp.recipient_rejected"
         raise SmtpError(code, "the address cannot be written in an SMTP command", stage, None, HINTS.get(code))
     return b"<" + address.encode(encoding) + b">"
+
+
+async def probe_recipient(conn: SmtpConnection, *, sender: str, recipient: str) -> SmtpError | None:
+    """Would the server take mail from ``sender`` for ``recipient``? MAIL FROM and RCPT TO, then RSET:
+    nothing is sent. Returns the refusal of the recipient, or None when it was accepted.
+
+    Raises ``SmtpError`` when the question could not be asked (MAIL refused, the connection lost, a
+    timeout, no reply); the connection is then closed. After an answer it is left reset (or closed, when
+    RSET failed). A cancellation closes it at once."""
+    envelope = _envelope(conn, sender, [recipient], b"")
+    timeout = conn.net.command_timeout
+
+    async def ask() -> SmtpError | None:
+        await _expect(conn, "mail", envelope.lines[0][:-2], _ACCEPTED["mail"], timeout)
+        try:
+            await _expect(conn, "rcpt", envelope.lines[1][:-2], _ACCEPTED["rcpt"], timeout)
+        except SmtpError as exc:
+            if exc.reply is None:
+                raise
+            return exc
+        return None
+
+    try:
+        answer = await _promptly_cancellable(ask(), on_cancel=conn.close)
+    except SmtpError:
+        conn.close()
+        raise
+    await reset(conn, timeout=timeout)
+    return answer

@@ -23,12 +23,15 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 
 from nimbus_api.dns_checks.checks import run_dns_checks
 from nimbus_api.imap.client import ImapServer, find_message, imap_session
 from nimbus_api.imap.errors import ImapError
+from nimbus_api.kit.addresses import ascii_domain, needs_smtputf8
 from nimbus_api.kit.egress import EgressError, resolve_addresses
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.client import SmtpServer, send_test_message
@@ -61,10 +64,16 @@ def _ms(start: float) -> int:
 
 
 def build_test_message(mailbox: MailboxUnderTest, token: str) -> bytes:
-    """A one-line message from the account to itself. ``Auto-Submitted`` keeps vacation responders quiet."""
-    msg = EmailMessage()
-    msg["From"] = formataddr((mailbox.from_name or "", mailbox.email))
-    msg["To"] = mailbox.email
+    """A one-line message from the account to itself. ``Auto-Submitted`` keeps vacation responders quiet.
+
+    The address's domain is written in IDNA A-labels; a non-ASCII local part makes the header fields UTF-8
+    (RFC 6532), and the SMTP check then needs the server's SMTPUTF8 (``kit.addresses``)."""
+    utf8 = needs_smtputf8(mailbox.email)
+    local, _, domain = mailbox.email.rpartition("@")
+    address = Address(username=local, domain=ascii_domain(domain))
+    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    msg["From"] = Address(display_name=mailbox.from_name or "", username=address.username, domain=address.domain)
+    msg["To"] = address
     msg["Subject"] = f"nimbus_api connection test {token}"
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = f"<nimbus-verify-{token}@{mailbox.domain}>"
