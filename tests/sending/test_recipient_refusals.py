@@ -11,14 +11,17 @@ import secrets
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.models import AccountEvent, CampaignAccount, Contact, EmailAccount, Enrollment, Message
+from nimbus_api.models.message import AccountDailyUsage
 from nimbus_api.sending.relay import RELAY_DOMAINS_TO_PAUSE
 from nimbus_api.sending.sender import SenderDeps, run_inbox
+from nimbus_api.sending.sweeper import sweep
 from tests.conftest import Tenant
 from tests.sending.conftest import Campaigns
 from tests.servers.mail_world import MailWorld
@@ -270,3 +273,29 @@ async def test_one_poison_recipient_among_100_over_3_inboxes_pauses_no_inbox(
     assert [(await account(sessionmaker, i)).disabled_at for i in inboxes] == [None, None, None]
     sent_to = [r for env in mail_world.smtp.messages for r in env.rcpt_tos if r.endswith(f"-{t}@example.org")]
     assert sorted(sent_to) == sorted(a for a in contacts if a != poison)  # each exactly once
+
+
+async def test_the_sweeper_hands_back_step_1_sends_left_on_a_paused_inbox(
+    campaigns: Campaigns, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A sender that recorded a chunk after the pause (another lane, another worker) leaves queued or
+    deferred step-1 messages on the paused inbox: the next sweep hands them back, budget released."""
+    inbox = await campaigns.inbox()
+    campaign_id = await campaigns.campaign([inbox], [f"s{i}-{tag()}@example.org" for i in range(2)])
+    await campaigns.dispatch(campaign_id)
+    now = datetime.now(UTC)
+    async with sessionmaker() as session, session.begin():
+        (await session.get_one(EmailAccount, inbox)).disabled_at = now
+        _, second = list(await session.scalars(select(Message).where(Message.campaign_id == campaign_id)))
+        second.state, second.retry_at = "deferred", now + timedelta(hours=1)
+        used = await session.scalar(select(AccountDailyUsage.sends).where(AccountDailyUsage.account_id == inbox))
+    assert used == 2
+    async with sessionmaker() as session, session.begin():
+        report = await sweep(session, now)
+    assert report.handed_back >= 2
+    assert await campaigns.messages(campaign_id) == []
+    by_address = await enrollments(sessionmaker, campaign_id)
+    assert all(e.status == "active" and e.account_id is None and e.next_send_at == now for e in by_address.values())
+    async with sessionmaker() as session:
+        used = await session.scalar(select(AccountDailyUsage.sends).where(AccountDailyUsage.account_id == inbox))
+    assert used == 0

@@ -8,7 +8,9 @@ message is appended to the log file *before* the final dot is answered, one line
 
 so a worker killed between the server's acceptance and its own bookkeeping leaves a line for a message
 the product must record as ``unknown``. ``delay`` (seconds) is slept between writing the line and
-answering 250, widening that window on purpose.
+answering 250, widening that window on purpose. ``refuse={address: reply}`` answers RCPT for that one
+recipient with the reply (a policy refusal such as Postfix's ``550 5.7.1 ... Recipient address
+rejected``), accepting every other recipient on the same connection.
 
 Use from a test (synchronous; the child is always terminated by ``stop``/the context manager)::
 
@@ -56,10 +58,12 @@ class SinkProcess:
         *,
         delay: float = 0.0,
         users: dict[str, str] | None = None,
+        refuse: dict[str, str] | None = None,
     ) -> None:
         self.cert, self.key, self.log_file = cert, key, log_file
         self.delay = delay
         self.users = users
+        self.refuse = refuse or {}
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -78,6 +82,8 @@ class SinkProcess:
         ]
         for login, password in (self.users or {}).items():
             args += ["--user", f"{login}:{password}"]
+        for address, reply in self.refuse.items():
+            args += ["--refuse", f"{address}={reply}"]
         ready = self.log_file.with_name(self.log_file.name + ".port")
         ready.unlink(missing_ok=True)
         args += ["--ready", str(ready)]
@@ -126,7 +132,15 @@ class SinkProcess:
 # --- the child process -------------------------------------------------------------------------------
 
 
-def _serve(cert: str, key: str, log_path: str, ready: str, delay: float, users: dict[str, str] | None) -> None:
+def _serve(
+    cert: str,
+    key: str,
+    log_path: str,
+    ready: str,
+    delay: float,
+    users: dict[str, str] | None,
+    refuse: dict[str, str] | None = None,
+) -> None:
     from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -148,6 +162,15 @@ def _serve(cert: str, key: str, log_path: str, ready: str, delay: float, users: 
             envelope.mail_from = address
             envelope.mail_options.extend(options)
             session.mail_at = time.time()  # type: ignore[attr-defined]
+            return "250 OK"
+
+        async def handle_RCPT(
+            self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        ) -> str:
+            refused = (refuse or {}).get(address.lower())
+            if refused is not None:
+                return refused
+            envelope.rcpt_tos.append(address)
             return "250 OK"
 
         async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -199,9 +222,11 @@ def _main() -> None:
     parser.add_argument("--ready", required=True, help="file the listening port is written to")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--user", action="append", default=[], help="LOGIN:PASSWORD (default: accept any)")
+    parser.add_argument("--refuse", action="append", default=[], help="ADDRESS=REPLY: refuse that recipient")
     args = parser.parse_args()
     users = dict(u.split(":", 1) for u in args.user) or None
-    _serve(args.cert, args.key, args.log, args.ready, args.delay, users)
+    refuse = {a.lower(): r for a, _, r in (entry.partition("=") for entry in args.refuse)}
+    _serve(args.cert, args.key, args.log, args.ready, args.delay, users, refuse)
 
 
 if __name__ == "__main__":

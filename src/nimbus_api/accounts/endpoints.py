@@ -165,7 +165,7 @@ async def email_accounts_verify(
 @router.get(
     "/{account_id}/events",
     name="email_accounts_list_events",
-    summary="List an email account's events (stage changes)",
+    summary="List an email account's events (stage changes, pauses)",
     responses=_NOT_FOUND,
 )
 async def email_accounts_list_events(
@@ -176,7 +176,10 @@ async def email_accounts_list_events(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AccountEventPage:
     """What people and the platform did to the account, newest first: `stage_changed` when a PATCH sets
-    `current_stage` (with the API key that did it)."""
+    `current_stage` (with the API key that did it); `paused` when the sender paused the inbox (actor
+    `system:sender`; `detail` has `reason`, `stage`, `detail`, `server_reply` `{code, enhanced, text}`, the
+    `message_id` and `recipient` of the send that met the failure, `handed_back` (sends given to other
+    inboxes) and `failed` (sends that had already paused another inbox))."""
     data, next_cursor = await service.list_events(session, auth.workspace_id, account_id, cursor, limit)
     return AccountEventPage(data=data, next_cursor=next_cursor)
 

@@ -238,7 +238,7 @@ class EmailAccountPage(BaseModel):
 class AccountEventRead(BaseModel):
     id: uuid.UUID
     account_id: uuid.UUID
-    kind: str = Field(description="`stage_changed`.")
+    kind: str = Field(description="`stage_changed` or `paused`.")
     actor: str = Field(description="`api_key:<id>` or `system:<task>`.")
     detail: dict[str, Any] = Field(description='`stage_changed`: `{"from": 1, "to": 4}`.')
     created_at: datetime

@@ -8,6 +8,10 @@
   the row is deleted and its enrollment is due again, so the dispatcher places the send on another inbox
   of the pool. A chunk that was being sent when the inbox went is recorded by its sender; what it
   recorded ``deferred`` is handed back here.
+* A step-1 message still to be sent on an inbox the platform paused (``disabled_at``: its login or relay
+  failed, ``record.pause_inbox``), which a sender recorded after the pause handed the inbox's work back:
+  handed back the same way, its reservation of the inbox's day released (``hand_back_from_paused``).
+  Follow-ups stay: they belong to the thread's inbox and wait for it to be fixed.
 * Every inbox with due messages (``queued``, or ``deferred`` past ``retry_at``) is returned so the caller
   can wake its sender: a lost queue entry in Redis costs one sweep interval, nothing more.
 """
@@ -18,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.kit.ids import new_id
@@ -68,7 +72,7 @@ async def sweep(session: AsyncSession, now: datetime) -> SweepReport:
             .values(status="failed", stop_reason="delivery unknown")
         )
     report.unknown = len(lost_rows)
-    report.handed_back = await hand_back_orphans(session, now)
+    report.handed_back = await hand_back_orphans(session, now) + await hand_back_from_paused(session, now)
     report.recovered_inboxes = sorted({account_id for _, _, account_id in lost_rows if account_id is not None})
     due = or_(Message.state == "queued", and_(Message.state == "deferred", Message.retry_at <= now))
     report.inboxes_with_work = list(
@@ -95,3 +99,33 @@ async def hand_back_orphans(session: AsyncSession, now: datetime, *, workspace_i
             .values(next_send_at=now, defer_reason=None, updated_at=now)
         )
     return len(enrollment_ids)
+
+
+HAND_BACK_FROM_PAUSED_SQL = text(
+    """
+WITH gone AS (
+    DELETE FROM messages m
+    USING email_accounts a
+    WHERE m.account_id = a.id AND a.disabled_at IS NOT NULL AND m.step = 0 AND m.state IN ('queued', 'deferred')
+    RETURNING m.enrollment_id, m.account_id, m.budget_day
+), released AS (
+    UPDATE account_daily_usage u
+    SET sends = GREATEST(u.sends - g.n, 0), new_contacts = GREATEST(u.new_contacts - g.n, 0)
+    FROM (SELECT account_id, budget_day, count(*) AS n FROM gone WHERE budget_day IS NOT NULL
+          GROUP BY account_id, budget_day) g
+    WHERE u.account_id = g.account_id AND u.day = g.budget_day
+), due AS (
+    UPDATE enrollments e
+    SET account_id = NULL, next_send_at = :now, defer_reason = NULL, updated_at = :now
+    FROM gone
+    WHERE e.id = gone.enrollment_id AND e.status = 'active'
+)
+SELECT count(*) FROM gone
+"""
+)
+
+
+async def hand_back_from_paused(session: AsyncSession, now: datetime) -> int:
+    """Step-1 sends left on an inbox the platform paused go back to the dispatcher (see the module
+    docstring). Returns how many."""
+    return int(await session.scalar(HAND_BACK_FROM_PAUSED_SQL, {"now": now}) or 0)
