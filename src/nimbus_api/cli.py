@@ -90,10 +90,12 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.kit.special_use import configure_process
     from nimbus_api.worker.settings import create_worker
 
     _require_stores(settings)
     _require_master_keys(settings)
+    configure_process(settings, "worker")
     create_worker(settings).run()
 
 

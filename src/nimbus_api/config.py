@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour ----------------------------------------------------------------------------
+    allow_special_use_domains: bool = Field(
+        default=False,
+        description="Accept addresses under .test, .invalid and .localhost (RFC 6761), for a staging or local "
+        "mail world; logged as a warning at start. Off in production.",
+    )
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
