@@ -141,6 +141,35 @@ def cmd_workspace_list(settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(_with_db(settings, run))
 
 
+def _account_limit(value: str) -> int | None:
+    if value == "default":
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if not 0 <= limit <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected a number 0..1000000 or `default`, not {value!r}")
+    return limit
+
+
+def cmd_workspace_set_limit(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.accounts.limits import account_count, account_limit
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+        async with sm() as session, session.begin():
+            workspace = await service.set_account_limit(session, args.name, args.max_accounts)
+            limit = await account_limit(session, workspace.id, settings.max_accounts_per_workspace)
+            count = await account_count(session, workspace.id)
+        over = f"; {count - limit.limit} over it: they stay, new ones are refused" if count > limit.limit else ""
+        return f"workspace {args.name}: at most {limit.describe()}; it holds {count}{over}"
+
+    print(asyncio.run(_with_db(settings, run)))
+
+
 def cmd_api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     from nimbus_api.workspaces import service
 
@@ -269,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     ws_create.add_argument("--key-name", default="default")
     ws_create.set_defaults(fn=cmd_workspace_create)
     ws.add_parser("list", help="list workspaces").set_defaults(fn=cmd_workspace_list)
+    ws_limit = ws.add_parser(
+        "set-limit",
+        help="set how many email accounts a workspace may hold (`default`: NIMBUS_MAX_ACCOUNTS_PER_WORKSPACE)",
+    )
+    ws_limit.add_argument("name")
+    ws_limit.add_argument("--max-accounts", type=_account_limit, required=True, metavar="N|default")
+    ws_limit.set_defaults(fn=cmd_workspace_set_limit)
 
     keys = sub.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="create an API key and print it once")

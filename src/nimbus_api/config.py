@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour ----------------------------------------------------------------------------
+    max_accounts_per_workspace: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Email accounts a workspace may hold, unless `nimbus workspace set-limit` gave it its own.",
+    )
     allow_special_use_domains: bool = Field(
         default=False,
         description="Accept addresses under .test, .invalid and .localhost (RFC 6761), for a staging or local "
