@@ -10,12 +10,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings, get_settings
 from nimbus_api.credentials.vault import Vault
@@ -23,6 +24,9 @@ from nimbus_api.kit.crypto import KeyringError, MasterKeyring, generate_master_k
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
+
+if TYPE_CHECKING:
+    from nimbus_api.credentials.status import DataKeyStatus
 
 log = structlog.get_logger("nimbus")
 T = TypeVar("T")
@@ -58,10 +62,16 @@ def _require_stores(settings: Settings) -> None:
 
 
 async def _with_db(settings: Settings, fn: Callable[[async_sessionmaker[AsyncSession], Vault], Awaitable[T]]) -> T:
+    return await _with_engine(settings, lambda engine, sm, vault: fn(sm, vault))
+
+
+async def _with_engine(
+    settings: Settings, fn: Callable[[AsyncEngine, async_sessionmaker[AsyncSession], Vault], Awaitable[T]]
+) -> T:
     assert settings.database_url
     engine = make_engine(settings.database_url)
     try:
-        return await fn(make_sessionmaker(engine), Vault(_require_master_keys(settings)))
+        return await fn(engine, make_sessionmaker(engine), Vault(_require_master_keys(settings)))
     finally:
         await engine.dispose()
 
@@ -221,14 +231,15 @@ def cmd_keys_generate(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from nimbus_api.credentials import rotation
+    from nimbus_api.credentials import rotation, schedule
+    from nimbus_api.kit.locks import session_lock
     from nimbus_api.workspaces import service
 
     _require_stores(settings)
     if args.data_key and not args.workspace:
         raise CliError("--data-key needs --workspace NAME")
 
-    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+    async def run(engine: AsyncEngine, sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
         with tqdm(desc="re-wrapping data keys", unit="key", file=sys.stderr) as bar:
 
             def rewrap_progress(done: int, total: int) -> None:
@@ -242,23 +253,85 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
             return
         async with sm() as session:
             workspace = await service.get_workspace_by_name(session, args.workspace)
-        with tqdm(desc=f"re-encrypting secrets of {args.workspace}", unit="secret", file=sys.stderr) as bar:
+        async with session_lock(engine, schedule.LOCK_NAMESPACE, workspace.id) as got:
+            if not got:
+                raise CliError(
+                    f"the data key of workspace {args.workspace} is being rotated elsewhere (a worker's scheduled "
+                    "rotation or another `nimbus keys rotate`): run this again when it is done"
+                )
+            with tqdm(desc=f"re-encrypting secrets of {args.workspace}", unit="secret", file=sys.stderr) as bar:
 
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
 
-            result = await rotation.rotate_data_key(
-                sm, vault, workspace.id, batch_size=args.batch_size, progress=progress
-            )
+                result = await rotation.rotate_data_key(
+                    sm, vault, workspace.id, batch_size=args.batch_size, progress=progress
+                )
         resumed = " (resumed an interrupted rotation)" if result.resumed else ""
         print(
             f"workspace {args.workspace}: new data key {result.data_key_id}{resumed}; "
             f"{result.reencrypted} secret(s) re-encrypted, {result.retired} old key(s) retired"
         )
 
-    asyncio.run(_with_db(settings, run))
+    asyncio.run(_with_engine(settings, run))
+
+
+def _rotation_column(status: DataKeyStatus, max_age_days: int, now: datetime) -> str:
+    if status.retiring_keys:
+        return f"in progress: {status.secrets_on_retiring} secret(s) still on a retiring key (the next run finishes it)"
+    due = status.due_at(max_age_days)
+    if due is None:
+        return "not scheduled" if status.created_at is not None else "-"
+    if due <= now:
+        return "due now (the next hourly run)"
+    return f"due {due:%Y-%m-%d} (in {(due - now).days} days)"
+
+
+def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.credentials.status import data_key_status
+    from nimbus_api.kit.db import utcnow
+
+    _require_stores(settings)
+    configured = _require_master_keys(settings).key_ids
+    max_age = settings.data_key_max_age_days
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> list[DataKeyStatus]:
+        async with sm() as session:
+            return await data_key_status(session)
+
+    statuses = asyncio.run(_with_db(settings, run))
+    now = utcnow()
+    print(
+        "master keys (NIMBUS_MASTER_KEYS): "
+        + ", ".join(f"{key} (primary)" if index == 0 else key for index, key in enumerate(configured))
+    )
+    print(
+        f"scheduled rotation: the worker rotates a data key older than {max_age} days (hourly)"
+        if max_age
+        else "scheduled rotation: off (NIMBUS_DATA_KEY_MAX_AGE_DAYS=0)"
+    )
+    rows = [("WORKSPACE", "DATA KEY", "VERSION", "AGE", "MASTER KEY", "ROTATION")]
+    for status in statuses:
+        master = status.master_key_id or "-"
+        if status.master_key_id and status.master_key_id not in configured:
+            master += " (not configured!)"
+        age = status.age_days(now)
+        rows.append(
+            (
+                status.workspace,
+                str(status.data_key_id or "(none)"),
+                f"v{status.version}" if status.version else "-",
+                f"{age} days" if age is not None else "-",
+                master,
+                _rotation_column(status, max_age, now),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
 
 
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
@@ -329,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--data-key", action="store_true")
     rotate.add_argument("--batch-size", type=int, default=200)
     rotate.set_defaults(fn=cmd_keys_rotate)
+    master.add_parser(
+        "status",
+        help="each workspace's data key (id, version, age, when it is rotated, the master key wrapping it) "
+        "and the configured master keys (ids only)",
+    ).set_defaults(fn=cmd_keys_status)
 
     export = sub.add_parser("openapi", help="print or write the OpenAPI document")
     export.add_argument("--out", default="-")

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour ----------------------------------------------------------------------------
+    data_key_max_age_days: int = Field(
+        default=90,
+        ge=0,
+        le=3650,
+        description="The worker rotates a workspace's data key (hourly check) once it is older than this; "
+        "0 turns scheduled rotation off.",
+    )
     max_accounts_per_workspace: int = Field(
         default=1000,
         ge=0,
