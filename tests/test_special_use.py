@@ -119,8 +119,8 @@ async def test_on_every_validation_accepts_them(tenant: Tenant) -> None:
     assert r.json()["reply_to"] == "r@mail.localhost"
 
 
-def test_the_policy_outside_a_request() -> None:
-    # The suite's process default is on (tests/conftest.py sets it from the run's settings).
+def test_the_policy_outside_a_request(settings: Settings) -> None:
+    # The process default is on: the run's settings fixture set it, as a worker does at start.
     assert ADDRESS.validate_python("Ada@Mail.TEST") == "Ada@mail.test"
     with special_use.policy(False):
         for address in ("a@mail.test", "a@test", "a@localhost", "a@x.y.invalid", "a@xn--bcher-kva.test"):

@@ -10,9 +10,8 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import structlog
 from sqlalchemy import select
@@ -24,9 +23,6 @@ from nimbus_api.kit.crypto import KeyringError, MasterKeyring, generate_master_k
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
-
-if TYPE_CHECKING:
-    from nimbus_api.credentials.status import DataKeyStatus
 
 log = structlog.get_logger("nimbus")
 T = TypeVar("T")
@@ -278,60 +274,18 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(_with_engine(settings, run))
 
 
-def _rotation_column(status: DataKeyStatus, max_age_days: int, now: datetime) -> str:
-    if status.retiring_keys:
-        return f"in progress: {status.secrets_on_retiring} secret(s) still on a retiring key (the next run finishes it)"
-    due = status.due_at(max_age_days)
-    if due is None:
-        return "not scheduled" if status.created_at is not None else "-"
-    if due <= now:
-        return "due now (the next hourly run)"
-    return f"due {due:%Y-%m-%d} (in {(due - now).days} days)"
-
-
 def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> None:
-    from nimbus_api.credentials.status import data_key_status
+    from nimbus_api.credentials.status import data_key_status, render_status
     from nimbus_api.kit.db import utcnow
 
     _require_stores(settings)
-    configured = _require_master_keys(settings).key_ids
-    max_age = settings.data_key_max_age_days
 
-    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> list[DataKeyStatus]:
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> list[str]:
         async with sm() as session:
-            return await data_key_status(session)
+            statuses = await data_key_status(session)
+        return render_status(statuses, vault.keyring.key_ids, max_age_days=settings.data_key_max_age_days, now=utcnow())
 
-    statuses = asyncio.run(_with_db(settings, run))
-    now = utcnow()
-    print(
-        "master keys (NIMBUS_MASTER_KEYS): "
-        + ", ".join(f"{key} (primary)" if index == 0 else key for index, key in enumerate(configured))
-    )
-    print(
-        f"scheduled rotation: the worker rotates a data key older than {max_age} days (hourly)"
-        if max_age
-        else "scheduled rotation: off (NIMBUS_DATA_KEY_MAX_AGE_DAYS=0)"
-    )
-    rows = [("WORKSPACE", "DATA KEY", "VERSION", "AGE", "MASTER KEY", "ROTATION")]
-    for status in statuses:
-        master = status.master_key_id or "-"
-        if status.master_key_id and status.master_key_id not in configured:
-            master += " (not configured!)"
-        age = status.age_days(now)
-        rows.append(
-            (
-                status.workspace,
-                str(status.data_key_id or "(none)"),
-                f"v{status.version}" if status.version else "-",
-                f"{age} days" if age is not None else "-",
-                master,
-                _rotation_column(status, max_age, now),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    print()
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    print("\n".join(asyncio.run(_with_db(settings, run))))
 
 
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
