@@ -123,7 +123,8 @@ def test_the_policy_outside_a_request(settings: Settings) -> None:
     # The process default is on: the run's settings fixture set it, as a worker does at start.
     assert ADDRESS.validate_python("Ada@Mail.TEST") == "Ada@mail.test"
     with special_use.policy(False):
-        for address in ("a@mail.test", "a@test", "a@localhost", "a@x.y.invalid", "a@xn--bcher-kva.test"):
+        refused = ("a@mail.test", "a@test", "a@localhost", "a@x.y.invalid", "a@xn--bcher-kva.test", "a@m.ＴＥＳＴ")
+        for address in refused:
             with pytest.raises(ValidationError, match=SETTING):
                 ADDRESS.validate_python(address)
         # .example is never special (RFC 6761 asks applications not to treat it so), nor example.com.

@@ -39,7 +39,13 @@ async def test_all_day_round_trips_and_is_stored_as_start_equal_end(
     assert (row.send_start, row.send_end) == (time(0), time(0))
     assert (await tenant.client.get(f"/v1/campaigns/{campaign['id']}")).json()["schedule"] == ALL_DAY
 
-    # `00:00` as an end is the same midnight, answered as `24:00`; so is an evening window until midnight.
+    # `00:00` as an end is the same midnight, answered as `24:00`: 00:00-00:00 is all day too, and an
+    # evening window can end at either spelling of midnight.
+    r = await tenant.client.patch(
+        f"/v1/campaigns/{campaign['id']}", json={"schedule": {**ALL_DAY, "start": "00:00", "end": "00:00"}}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["schedule"] == ALL_DAY
     r = await tenant.client.patch(
         f"/v1/campaigns/{campaign['id']}", json={"schedule": {**ALL_DAY, "start": "18:30", "end": "00:00"}}
     )

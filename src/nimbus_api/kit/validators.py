@@ -56,7 +56,8 @@ def _validated(value: str) -> tuple[str, str, str | None]:
     if name is not None and name != "test":
         normalized = normalized.removesuffix("test") + name
         ascii_domain = ascii_domain.removesuffix("test") + name
-    return normalized, ascii_domain, name
+    # A label that only normalizes to ``test`` (full-width letters, say) is under .test all the same.
+    return normalized, ascii_domain, name or _special_use_name(ascii_domain)
 
 
 def _email(value: str) -> str:
