@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
-import email_validator
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -33,14 +32,10 @@ from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring, generate_master_key
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
+from nimbus_api.kit.special_use import set_process_default
 from nimbus_api.validation.service import build_verifier
 from nimbus_api.workspaces import service as workspaces
 from tests.servers.mail_world import MailWorld
-
-# The mail world's domains are under ``.test`` (RFC 2606), which email_validator refuses as special-use
-# unless told it runs in a test environment. Product code passes no ``test_environment``, so this
-# module-level switch is what it reads; deliverability checks stay off as in production.
-email_validator.TEST_ENVIRONMENT = True
 
 PG_ADMIN_DSN = os.environ.get("NIMBUS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("NIMBUS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -110,7 +105,12 @@ async def mail_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
-    return Settings(
+    """The run's settings. The mail world's domains are under ``.test`` (RFC 2606), so special-use names
+    are allowed, as an operator of a staging mail world would: the apps built from these settings accept
+    them in requests, and the process default (what a worker sets at start) covers validation outside
+    a request (``kit.special_use``)."""
+    settings = Settings(
+        allow_special_use_domains=True,
         database_url=database_url,
         redis_url=redis_url,
         master_keys=[SecretStr(master_key)],
@@ -122,6 +122,8 @@ def settings(database_url: str, redis_url: str, master_key: str, mail_world: Mai
         verify_limit_per_workspace=10_000,
         **mail_world.settings_overrides(),
     )
+    set_process_default(settings.allow_special_use_domains)
+    return settings
 
 
 @pytest.fixture(scope="session")

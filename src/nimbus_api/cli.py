@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings, get_settings
 from nimbus_api.credentials.vault import Vault
@@ -58,10 +58,16 @@ def _require_stores(settings: Settings) -> None:
 
 
 async def _with_db(settings: Settings, fn: Callable[[async_sessionmaker[AsyncSession], Vault], Awaitable[T]]) -> T:
+    return await _with_engine(settings, lambda engine, sm, vault: fn(sm, vault))
+
+
+async def _with_engine(
+    settings: Settings, fn: Callable[[AsyncEngine, async_sessionmaker[AsyncSession], Vault], Awaitable[T]]
+) -> T:
     assert settings.database_url
     engine = make_engine(settings.database_url)
     try:
-        return await fn(make_sessionmaker(engine), Vault(_require_master_keys(settings)))
+        return await fn(engine, make_sessionmaker(engine), Vault(_require_master_keys(settings)))
     finally:
         await engine.dispose()
 
@@ -90,10 +96,12 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.kit.special_use import configure_process
     from nimbus_api.worker.settings import create_worker
 
     _require_stores(settings)
     _require_master_keys(settings)
+    configure_process(settings, "worker")
     create_worker(settings).run()
 
 
@@ -137,6 +145,35 @@ def cmd_workspace_list(settings: Settings, args: argparse.Namespace) -> None:
                 print(f"{ws.id}  {ws.name}  {ws.created_at:%Y-%m-%d}")
 
     asyncio.run(_with_db(settings, run))
+
+
+def _account_limit(value: str) -> int | None:
+    if value == "default":
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if not 0 <= limit <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected a number 0..1000000 or `default`, not {value!r}")
+    return limit
+
+
+def cmd_workspace_set_limit(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.accounts.limits import account_count, account_limit
+    from nimbus_api.workspaces import service
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+        async with sm() as session, session.begin():
+            workspace = await service.set_account_limit(session, args.name, args.max_accounts)
+            limit = await account_limit(session, workspace.id, settings.max_accounts_per_workspace)
+            count = await account_count(session, workspace.id)
+        over = f"; {count - limit.limit} over it: they stay, new ones are refused" if count > limit.limit else ""
+        return f"workspace {args.name}: at most {limit.describe()}; it holds {count}{over}"
+
+    print(asyncio.run(_with_db(settings, run)))
 
 
 def cmd_api_key_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -190,14 +227,15 @@ def cmd_keys_generate(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from nimbus_api.credentials import rotation
+    from nimbus_api.credentials import rotation, schedule
+    from nimbus_api.kit.locks import session_lock
     from nimbus_api.workspaces import service
 
     _require_stores(settings)
     if args.data_key and not args.workspace:
         raise CliError("--data-key needs --workspace NAME")
 
-    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+    async def run(engine: AsyncEngine, sm: async_sessionmaker[AsyncSession], vault: Vault) -> None:
         with tqdm(desc="re-wrapping data keys", unit="key", file=sys.stderr) as bar:
 
             def rewrap_progress(done: int, total: int) -> None:
@@ -211,23 +249,43 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
             return
         async with sm() as session:
             workspace = await service.get_workspace_by_name(session, args.workspace)
-        with tqdm(desc=f"re-encrypting secrets of {args.workspace}", unit="secret", file=sys.stderr) as bar:
+        async with session_lock(engine, schedule.LOCK_NAMESPACE, workspace.id) as got:
+            if not got:
+                raise CliError(
+                    f"the data key of workspace {args.workspace} is being rotated elsewhere (a worker's scheduled "
+                    "rotation or another `nimbus keys rotate`): run this again when it is done"
+                )
+            with tqdm(desc=f"re-encrypting secrets of {args.workspace}", unit="secret", file=sys.stderr) as bar:
 
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
 
-            result = await rotation.rotate_data_key(
-                sm, vault, workspace.id, batch_size=args.batch_size, progress=progress
-            )
+                result = await rotation.rotate_data_key(
+                    sm, vault, workspace.id, batch_size=args.batch_size, progress=progress
+                )
         resumed = " (resumed an interrupted rotation)" if result.resumed else ""
         print(
             f"workspace {args.workspace}: new data key {result.data_key_id}{resumed}; "
             f"{result.reencrypted} secret(s) re-encrypted, {result.retired} old key(s) retired"
         )
 
-    asyncio.run(_with_db(settings, run))
+    asyncio.run(_with_engine(settings, run))
+
+
+def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.credentials.status import data_key_status, render_status
+    from nimbus_api.kit.db import utcnow
+
+    _require_stores(settings)
+
+    async def run(sm: async_sessionmaker[AsyncSession], vault: Vault) -> list[str]:
+        async with sm() as session:
+            statuses = await data_key_status(session)
+        return render_status(statuses, vault.keyring.key_ids, max_age_days=settings.data_key_max_age_days, now=utcnow())
+
+    print("\n".join(asyncio.run(_with_db(settings, run))))
 
 
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
@@ -267,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     ws_create.add_argument("--key-name", default="default")
     ws_create.set_defaults(fn=cmd_workspace_create)
     ws.add_parser("list", help="list workspaces").set_defaults(fn=cmd_workspace_list)
+    ws_limit = ws.add_parser(
+        "set-limit",
+        help="set how many email accounts a workspace may hold (`default`: NIMBUS_MAX_ACCOUNTS_PER_WORKSPACE)",
+    )
+    ws_limit.add_argument("name")
+    ws_limit.add_argument("--max-accounts", type=_account_limit, required=True, metavar="N|default")
+    ws_limit.set_defaults(fn=cmd_workspace_set_limit)
 
     keys = sub.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="create an API key and print it once")
@@ -291,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--data-key", action="store_true")
     rotate.add_argument("--batch-size", type=int, default=200)
     rotate.set_defaults(fn=cmd_keys_rotate)
+    master.add_parser(
+        "status",
+        help="each workspace's data key (id, version, age, when it is rotated, the master key wrapping it) "
+        "and the configured master keys (ids only)",
+    ).set_defaults(fn=cmd_keys_status)
 
     export = sub.add_parser("openapi", help="print or write the OpenAPI document")
     export.add_argument("--out", default="-")

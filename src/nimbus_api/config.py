@@ -89,6 +89,24 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour ----------------------------------------------------------------------------
+    data_key_max_age_days: int = Field(
+        default=90,
+        ge=0,
+        le=3650,
+        description="The worker rotates a workspace's data key (hourly check) once it is older than this; "
+        "0 turns scheduled rotation off.",
+    )
+    max_accounts_per_workspace: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Email accounts a workspace may hold, unless `nimbus workspace set-limit` gave it its own.",
+    )
+    allow_special_use_domains: bool = Field(
+        default=False,
+        description="Accept addresses under .test, .invalid and .localhost (RFC 6761), for a staging or local "
+        "mail world; logged as a warning at start. Off in production.",
+    )
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"

@@ -22,6 +22,7 @@ from nimbus_api.embedded import ensure_dev_master_key, resolve_dev_stores
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
+from nimbus_api.kit.special_use import configure_process
 from nimbus_api.worker.settings import create_worker
 from nimbus_api.workspaces.service import ensure_default_workspace
 
@@ -66,6 +67,7 @@ async def run_dev(settings: Settings, *, host: str | None = None, port: int | No
                 create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None
             )
         )
+        configure_process(settings, "worker")
         worker = create_worker(settings, handle_signals=False)
         worker_task = asyncio.create_task(worker.async_run())
         log.info("dev_ready", mode=stores.mode, url=f"http://{host or settings.host}:{port or settings.port}")

@@ -88,7 +88,12 @@ async def _seed_workspace(
         for _ in range(accounts_count):
             smtp_pw, imap_pw = f"smtp-{secrets.token_hex(8)}", f"imap-{secrets.token_hex(8)}"
             account, result = await accounts.create(
-                session, vault, verifier, workspace.id, EmailAccountCreate.model_validate(_payload(smtp_pw, imap_pw))
+                session,
+                vault,
+                verifier,
+                workspace.id,
+                EmailAccountCreate.model_validate(_payload(smtp_pw, imap_pw)),
+                max_accounts=1000,
             )
             assert result.status == "passed", result
             stored += [Stored(account.id, "smtp_password", smtp_pw), Stored(account.id, "imap_password", imap_pw)]

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import email_validator
 import httpx
 import pytest
 from aiosmtpd.smtp import Envelope
@@ -60,14 +59,6 @@ LIMITED = {
     "auth_failure_limit": 2,
     "auth_failure_window_seconds": 60,
 }
-
-
-@pytest.fixture(autouse=True)
-def _test_domains_are_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The mail world's addresses end in ``.test``, a special-use name the product (rightly) refuses as an
-    email domain; email-validator's documented test switch lets them through (tests/conftest.py may set it
-    for the whole run too; this keeps these tests independent of that)."""
-    monkeypatch.setattr(email_validator, "TEST_ENVIRONMENT", True)
 
 
 def _state(

@@ -14,7 +14,7 @@ from nimbus_api.accounts.schemas import (
     EmailAccountRead,
     EmailAccountUpdate,
 )
-from nimbus_api.api.deps import AuthContext, Session, VaultDep, VerifierDep
+from nimbus_api.api.deps import AuthContext, Session, SettingsDep, VaultDep, VerifierDep
 from nimbus_api.api.idempotency import IdempotencyDep
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from nimbus_api.kit.problems import problem_responses
@@ -40,7 +40,7 @@ _VERIFY_429 = {429: ["verification.rate_limited"]}
         422,
         429,
         codes={
-            409: ["email_account.exists"],
+            409: ["email_account.exists", "email_account.limit_reached"],
             422: ["validation_error", *_IDEMPOTENCY_CODES, *ALL_CODES],
             **_VERIFY_429,
         },
@@ -53,13 +53,20 @@ async def email_accounts_create(
     vault: VaultDep,
     verifier: VerifierDep,
     idem: IdempotencyDep,
+    settings: SettingsDep,
 ) -> Response:
     """Connect a mailbox: DNS, SMTP login and test send, IMAP login, and reading the test message back
     are checked first; any failed check answers 422 with every check (`checks`) and saves nothing.
-    Passwords are encrypted at once and never returned (`password_set: true`)."""
+    Passwords are encrypted at once and never returned (`password_set: true`).
+
+    A workspace holds at most 1,000 email accounts unless the operator set another limit (for the
+    deployment or for this workspace): beyond it, 409 `email_account.limit_reached`, answered before any
+    check is run."""
 
     async def operation() -> EmailAccountRead:
-        account, _ = await service.create(session, vault, verifier, auth.workspace_id, payload)
+        account, _ = await service.create(
+            session, vault, verifier, auth.workspace_id, payload, max_accounts=settings.max_accounts_per_workspace
+        )
         return (await service.to_read(session, vault, [account]))[0]
 
     response: Response = await idem.run(201, operation)

@@ -8,6 +8,11 @@ class AccountNotFound(NotFound):
     title = "No such email account in this workspace"
 
 
+class EmailAccountLimitReached(Conflict):
+    code = "email_account.limit_reached"
+    title = "The workspace holds as many email accounts as it may"
+
+
 class EmailAccountExists(Conflict):
     code = "email_account.exists"
     title = "This address is already connected in this workspace"

@@ -1,8 +1,10 @@
 """Email-account rules: create, update, verify, delete, read. Flushes, never commits.
 
-Create: draft from the payload -> address must be free -> live verification of the draft -> insert
-(domain get-or-create, row, encrypted secrets, the verification result). A failed check raises
-``VerificationFailed`` (422) before anything is written.
+Create: draft from the payload -> address must be free -> the workspace must be below its account limit
+(``accounts.limits``) -> live verification of the draft -> the limit again, under the workspace's create
+lock -> insert (domain get-or-create, row, encrypted secrets, the verification result). A failed check
+raises ``VerificationFailed`` (422) before anything is written; a workspace at its limit answers 409
+``email_account.limit_reached`` without any network work.
 
 Update: draft from the row merged with the patch. When the connection changed (hosts, modes, users,
 secrets, folder, DKIM selector) the merged draft is verified first, stored secrets it still uses being
@@ -21,7 +23,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nimbus_api.accounts import drafts
+from nimbus_api.accounts import drafts, limits
 from nimbus_api.accounts.drafts import AccountDraft, ServerDraft, is_stored
 from nimbus_api.accounts.errors import AccountNotFound, EmailAccountExists
 from nimbus_api.accounts.schemas import (
@@ -47,10 +49,18 @@ from nimbus_api.validation.service import VerificationFailed, VerificationLocked
 
 
 async def create(
-    session: AsyncSession, vault: Vault, verifier: Verifier, workspace_id: uuid.UUID, payload: EmailAccountCreate
+    session: AsyncSession,
+    vault: Vault,
+    verifier: Verifier,
+    workspace_id: uuid.UUID,
+    payload: EmailAccountCreate,
+    *,
+    max_accounts: int,
 ) -> tuple[EmailAccount, VerificationResult]:
+    """``max_accounts``: the deployment's limit per workspace (a workspace's own limit overrides it)."""
     draft = drafts.from_create(payload)
     await _ensure_unique_email(session, workspace_id, draft.email)
+    await limits.ensure_room(session, workspace_id, max_accounts, lock=False)
     result = await verifier.verify(
         drafts.mailbox_under_test(draft),
         workspace_id=workspace_id,
@@ -58,6 +68,7 @@ async def create(
     )
     if result.status == "failed":
         raise VerificationFailed(result)
+    await limits.ensure_room(session, workspace_id, max_accounts, lock=True)
     domain = await domains.get_or_create(session, workspace_id, draft.domain)
     account = EmailAccount(workspace_id=workspace_id, domain_id=domain.id, email=draft.email, **draft.fields)
     _apply_servers(account, draft)

@@ -31,6 +31,7 @@ from nimbus_api.enrollments.endpoints import unsubscribe_router
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemDetail, ValidationProblem
+from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         own = state is None
         app.state.nimbus = state or build_state(settings)
         log.info("api_started", version=__version__)
+        announce(settings, "api")
         try:
             yield
         finally:
@@ -161,6 +163,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             expose_headers=["Retry-After", "Idempotent-Replayed"],
             max_age=600,
         )
+    app.add_middleware(SpecialUseMiddleware, allow=settings.allow_special_use_domains)
     _install_error_handlers(app)
     for router in (
         health_router,

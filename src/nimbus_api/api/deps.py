@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.api.state import AppState
+from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.problems import Unauthorized
 from nimbus_api.validation.service import Verifier
@@ -76,3 +77,10 @@ def _verifier(request: Request) -> Verifier:
 
 
 VerifierDep = Annotated[Verifier, Depends(_verifier)]
+
+
+def _settings(request: Request) -> Settings:
+    return app_state(request).settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -25,17 +25,31 @@ MAX_STEPS = 20
 MAX_DELAY_SECONDS = 365 * 86_400
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 ClockTime = Annotated[str, Field(pattern=_HH_MM.pattern, examples=["09:00"], description="`HH:MM`, 24-hour clock.")]
+END_OF_DAY = "24:00"
+_END = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+EndClockTime = Annotated[
+    str,
+    Field(
+        pattern=_END.pattern,
+        examples=["17:00", "24:00"],
+        description="`HH:MM`, 24-hour clock, or `24:00`: the midnight that ends the day. `00:00` means the same "
+        "midnight and is answered as `24:00`.",
+    ),
+]
 Weekday = Annotated[int, Field(ge=0, le=6, description="0 is Monday, 6 is Sunday.")]
 
 
 class Schedule(StrictModel):
-    """When the campaign may send: on these weekdays, between ``start`` and ``end`` local time. An ``end``
-    before ``start`` is a window over midnight (``22:00``-``06:00``)."""
+    """When the campaign may send: on these weekdays, from ``start`` up to (not including) ``end``, local
+    time. ``00:00``-``24:00`` sends around the clock on those days; an ``end`` before ``start`` is a
+    window over midnight (``22:00``-``06:00``). ``start`` and ``end`` must differ. The weekday is that of
+    the moment of sending (a ``22:00``-``06:00`` window on Fridays only sends Friday 00:00-06:00 and
+    22:00-24:00)."""
 
     timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["Europe/Berlin"])] = "UTC"
     days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = [0, 1, 2, 3, 4]
     start: ClockTime = "09:00"
-    end: ClockTime = "17:00"
+    end: EndClockTime = "17:00"
 
     @field_validator("timezone")
     @classmethod
@@ -53,10 +67,18 @@ class Schedule(StrictModel):
             raise ValueError("days must not repeat")
         return sorted(value)
 
+    @field_validator("end")
+    @classmethod
+    def _midnight_is_24(cls, value: str) -> str:
+        return END_OF_DAY if value == "00:00" else value
+
     @model_validator(mode="after")
     def _window(self) -> Schedule:
         if self.start == self.end:
-            raise ValueError("start and end must differ (an empty window never sends)")
+            raise ValueError(
+                "start and end must differ (an empty window never sends); for a window around the clock "
+                "use start 00:00 and end 24:00"
+            )
         return self
 
 

@@ -31,6 +31,7 @@ from nimbus_api.campaigns.errors import (
     CampaignNotFound,
 )
 from nimbus_api.campaigns.schemas import (
+    END_OF_DAY,
     CampaignCreate,
     CampaignRead,
     CampaignUpdate,
@@ -49,8 +50,12 @@ _NOT_NULLABLE = {"name", "type", "min_health_score", "bounce_rate_threshold", "v
 
 
 def _clock(value: str) -> time:
+    """``HH:MM`` as a time of day; ``24:00`` (an ``end`` only) is stored as ``00:00``, the same midnight.
+
+    So an all-day window is stored ``00:00``-``00:00``: start == end, which the dispatcher's window test
+    (``sending.dispatcher.in_window``) reads as "always" (every moment is at or after ``start``)."""
     hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
+    return time(int(hours) % 24, int(minutes))
 
 
 def _check_steps(steps: Sequence[StepIn]) -> None:
@@ -225,7 +230,7 @@ def schedule_of(campaign: Campaign) -> Schedule:
         timezone=campaign.timezone,
         days=sorted(campaign.send_days),
         start=campaign.send_start.strftime("%H:%M"),
-        end=campaign.send_end.strftime("%H:%M"),
+        end=END_OF_DAY if campaign.send_end == time(0) else campaign.send_end.strftime("%H:%M"),
     )
 
 

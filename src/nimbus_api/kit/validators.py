@@ -13,6 +13,8 @@ from typing import Annotated
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from nimbus_api.kit import special_use
+
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
@@ -29,13 +31,45 @@ def _no_line_breaks(value: str) -> str:
     return value
 
 
+def _special_use_name(domain: str) -> str | None:
+    """The special-use top-level name (``kit.special_use``) the domain is under, if any."""
+    name = domain.rsplit(".", 1)[-1].casefold()
+    return name if name in special_use.REFUSED_BY_DEFAULT else None
+
+
+def _validated(value: str) -> tuple[str, str, str | None]:
+    """(normalized address, ASCII domain, special-use name or None), syntax checked by email-validator.
+
+    The library refuses ``.invalid`` and ``.localhost`` outright and ``.test`` unless told it runs in a
+    test environment, through a module-level list, with no per-call switch. So the special-use name is
+    set aside here: the address is checked with that last label read as ``test`` (which the per-call
+    ``test_environment`` lets through; every other rule, IDNA included, still applies) and the label is
+    put back after normalization. Whether the name is accepted is the caller's decision."""
+    local, _, domain = value.rpartition("@")
+    name = _special_use_name(domain) if local else None
+    candidate = value
+    if name is not None and name != "test":
+        parent, dot, _ = domain.rpartition(".")
+        candidate = f"{local}@{parent}{dot}test"
+    result = validate_email(candidate, check_deliverability=False, test_environment=True)
+    normalized, ascii_domain = result.normalized, result.ascii_domain.lower()
+    if name is not None and name != "test":
+        normalized = normalized.removesuffix("test") + name
+        ascii_domain = ascii_domain.removesuffix("test") + name
+    # A label that only normalizes to ``test`` (full-width letters, say) is under .test all the same.
+    return normalized, ascii_domain, name or _special_use_name(ascii_domain)
+
+
 def _email(value: str) -> str:
     _no_line_breaks(value)
     try:
-        result = validate_email(value, check_deliverability=False)
+        normalized, _, name = _validated(value)
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from exc
-    return result.normalized
+    if name is not None and not special_use.allowed():
+        domain = normalized.rpartition("@")[2]
+        raise ValueError(f"not a valid email address: {special_use.refusal(domain, name)}")
+    return normalized
 
 
 def _hostname(value: str) -> str:
@@ -76,5 +110,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def email_domain(address: str) -> str:
-    """The ASCII (IDNA) domain of a normalized address, lower-case."""
-    return validate_email(address, check_deliverability=False).ascii_domain.lower()
+    """The ASCII (IDNA) domain of an address already validated (so whatever the special-use policy says now:
+    a stored address stays usable when the setting is turned off), lower-case."""
+    return _validated(address)[1]

@@ -18,4 +18,7 @@ class Workspace(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     monthly_send_quota: Mapped[int | None] = mapped_column(default=None)
+    max_email_accounts: Mapped[int | None] = mapped_column(default=None)
+    """The operator's limit on this workspace's email accounts (``nimbus workspace set-limit``); None:
+    ``NIMBUS_MAX_ACCOUNTS_PER_WORKSPACE``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

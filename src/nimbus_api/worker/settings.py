@@ -11,6 +11,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from nimbus_api.config import Settings
+from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
@@ -70,6 +71,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(purge_idempotency_keys, minute={7, 37}, run_at_startup=True, unique=True),
             cron(dispatch_tick, second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(sweep_tick, second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
+            cron(rotate_data_keys, minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,

@@ -46,6 +46,15 @@ async def get_workspace_by_name(session: AsyncSession, name: str) -> Workspace:
     return workspace
 
 
+async def set_account_limit(session: AsyncSession, name: str, limit: int | None) -> Workspace:
+    """The workspace's own limit on email accounts (None: the deployment's default again). Accounts it
+    already holds beyond a lowered limit stay; only new ones are refused."""
+    workspace = await get_workspace_by_name(session, name)
+    workspace.max_email_accounts = limit
+    await session.flush()
+    return workspace
+
+
 async def create_api_key(session: AsyncSession, workspace_id: uuid.UUID, name: str = "default") -> tuple[ApiKey, str]:
     """Create a key; the returned token is shown once and never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
