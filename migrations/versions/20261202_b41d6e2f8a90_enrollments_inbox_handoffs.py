@@ -1,7 +1,7 @@
 """enrollments: how often a send paused its inbox and was handed to another one
 
 Revision ID: b41d6e2f8a90
-Revises: a7e3c9d1f0b2
+Revises: 4b8e1d2f6a90
 Create Date: 2026-12-02 08:30:00.000000+00:00
 
 A send whose failure paused an inbox is handed to another inbox of the pool at most once; the count lives
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b41d6e2f8a90"
-down_revision: str | None = "a7e3c9d1f0b2"
+down_revision: str | None = "4b8e1d2f6a90"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
