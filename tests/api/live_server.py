@@ -53,3 +53,35 @@ async def raw_exchange(host: str, port: int, head: bytes, body: bytes = b"") -> 
             received += chunk
     finally:
         writer.close()
+
+
+def stream_until_answered(host: str, port: int, head: bytes, chunk: bytes, most: int) -> tuple[bytes, int]:
+    """Blocking (run it in a thread): send ``head``, then ``chunk`` as HTTP/1.1 chunks until the server
+    answers or ``most`` bytes went out; then read the answer until the server closes. Returns the bytes
+    received and how many body bytes were sent.
+
+    A plain socket, because an asyncio client that fails to write stops reading, and so loses an answer
+    that a server sent before closing on a body it refused."""
+    import select
+
+    sent = 0
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(head)
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        try:
+            while sent < most:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break
+                sock.sendall(framed)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        sock.settimeout(30)
+        try:
+            while data := sock.recv(65536):
+                received += data
+        except ConnectionResetError:
+            pass
+    return received, sent
