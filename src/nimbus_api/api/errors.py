@@ -29,6 +29,9 @@ from nimbus_api.kit.problems import (
     ValidationProblem,
 )
 
+# pydantic's error types for a body that is not an object at all (a rule of the whole body, a model
+# validator's error, also has the location ``("body",)`` and stays a 422).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
 # FastAPI's wording when reading the body raised something other than a JSON syntax error.
 _FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 
@@ -63,9 +66,9 @@ def _malformed_body(exc: RequestValidationError) -> MalformedRequest | None:
             reason = str((err.get("ctx") or {}).get("error") or "syntax error")
             where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
             return MalformedRequest(f"the body is not valid JSON: {reason}{where}")
-        if loc == ("body",):
-            if err.get("type") == "missing":
-                return MalformedRequest("this operation takes a JSON object as its body; the body is empty")
+        if loc == ("body",) and err.get("type") == "missing":  # FastAPI: no body, or `null`
+            return MalformedRequest("this operation takes a JSON object as its body; none (or `null`) was sent")
+        if loc == ("body",) and err.get("type") in _NOT_AN_OBJECT:
             return MalformedRequest("the body must be a JSON object")
     return None
 
