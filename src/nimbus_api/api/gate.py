@@ -40,7 +40,7 @@ def _is_text(raw: bytes) -> bool:
 
 def url_problem(scope: Scope) -> MalformedRequest | None:
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-    if not _is_text(unquote_to_bytes(raw_path)):
+    if not _is_text(unquote_to_bytes(raw_path.split(b"?", 1)[0])):  # some servers leave the query on it
         return MalformedRequest("the URL path is not valid UTF-8 or contains a NUL character")
     query: bytes = scope.get("query_string", b"")
     for pair in query.split(b"&"):
