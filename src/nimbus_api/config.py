@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted (bytes); a larger one is a 413 before it is read.",
+    )
+    max_import_body_bytes: int = Field(
+        default=20 * 1_048_576,
+        ge=1024,
+        description="Largest body of the contact imports (`/v1/contacts/import`, `/v1/contacts/import/csv`).",
+    )
 
     # --- outbound connections to user-supplied hosts ------------------------------------------
     egress_allow: Annotated[list[str], NoDecode] = Field(

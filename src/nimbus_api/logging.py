@@ -50,7 +50,12 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # JSON: the traceback as an `exception` string (the console renderer prints exc_info itself).
+            *([structlog.processors.format_exc_info] if fmt == "json" else []),
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

@@ -207,11 +207,11 @@ async def test_bad_input_is_422_naming_the_field_and_saves_nothing(
     assert mail_world.smtp.connections_total == connections
 
 
-async def test_malformed_json_is_422(tenant: Tenant) -> None:
+async def test_malformed_json_is_400(tenant: Tenant) -> None:
     r = await tenant.client.post(
         "/v1/email-accounts", content=b'{"email": ', headers={"content-type": "application/json"}
     )
-    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    assert r.status_code == 400 and r.json()["code"] == "request.malformed"
 
 
 async def _smtp_ciphertext(sessionmaker: async_sessionmaker[AsyncSession], account_id: str) -> bytes | None:

@@ -7,18 +7,20 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nimbus_api import __version__
 from nimbus_api.accounts.endpoints import router as accounts_router
+from nimbus_api.api.body_limit import BodyLimitMiddleware
+from nimbus_api.api.errors import install_error_handlers
+from nimbus_api.api.gate import RequestGateMiddleware
 from nimbus_api.api.health import router as health_router
+from nimbus_api.api.internal_errors import InternalErrorMiddleware
+from nimbus_api.api.openapi_edge import document_edge_responses
 from nimbus_api.api.state import AppState
 from nimbus_api.audit.endpoints import router as audit_router
 from nimbus_api.campaigns.endpoints import router as campaigns_router
@@ -30,7 +32,7 @@ from nimbus_api.enrollments.endpoints import router as enrollments_router
 from nimbus_api.enrollments.endpoints import unsubscribe_router
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
-from nimbus_api.kit.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemDetail, ValidationProblem
+from nimbus_api.kit.problems import ProblemDetail
 from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
@@ -44,68 +46,13 @@ nimbus_api connects your own SMTP and IMAP mailboxes and sends outbound email th
 
 Authenticate with `Authorization: Bearer <API key>`. Errors are `application/problem+json`
 (RFC 9457) with a stable `code`. Lists use cursor pagination (`cursor`, `limit`, `next_cursor`).
-POST requests accept an `Idempotency-Key` header.
+POST requests accept an `Idempotency-Key` header. Request bodies are JSON objects (`Content-Type:
+application/json`) unless an operation says otherwise, of at most 1 MB (the contact imports: 20 MB;
+the operator may change both).
 """
 
-
-def _problem_response(problem: Problem, request: Request) -> JSONResponse:
-    return JSONResponse(
-        problem.to_body(instance=request.url.path),
-        status_code=problem.status,
-        headers=problem.headers,
-        media_type=PROBLEM_MEDIA_TYPE,
-    )
-
-
-def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
-        parts = parts[1:] or parts
-    return ".".join(parts)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
-        return _problem_response(exc, request)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Only location, message and type are passed on: never the rejected input (it may be a password).
-        errors = [
-            FieldError(
-                field=_field_of(tuple(err.get("loc", ()))),
-                message=str(err.get("msg", "")).removeprefix("Value error, "),
-                type=err["type"],
-            )
-            for err in exc.errors()
-        ]
-        return _problem_response(ValidationProblem(errors), request)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        problem = Problem(str(exc.detail) if exc.detail else None, headers=dict(exc.headers or {}))
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        body = {
-            "type": f"urn:nimbus:problem:{code}",
-            "title": problem.detail or "HTTP error",
-            "status": exc.status_code,
-            "code": code,
-            "instance": request.url.path,
-        }
-        return JSONResponse(body, status_code=exc.status_code, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE)
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-        body = {
-            "type": "urn:nimbus:problem:internal_error",
-            "title": "Internal error",
-            "status": 500,
-            "code": "internal_error",
-            "instance": request.url.path,
-        }
-        return JSONResponse(body, status_code=500, media_type=PROBLEM_MEDIA_TYPE)
+# The contact imports take a larger body than the other operations (``max_import_body_bytes``).
+IMPORT_PATHS = ("/v1/contacts/import", "/v1/contacts/import/csv")
 
 
 def build_state(settings: Settings) -> AppState:
@@ -154,6 +101,14 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     )
     if state is not None:
         app.state.nimbus = state
+    # Innermost first: each ``add_middleware`` wraps what was added before it.
+    app.add_middleware(RequestGateMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        per_path=dict.fromkeys(IMPORT_PATHS, settings.max_import_body_bytes),
+    )
+    app.add_middleware(InternalErrorMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -164,7 +119,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             max_age=600,
         )
     app.add_middleware(SpecialUseMiddleware, allow=settings.allow_special_use_domains)
-    _install_error_handlers(app)
+    install_error_handlers(app)
     for router in (
         health_router,
         workspace_router,
@@ -192,6 +147,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             ):
                 components.setdefault(name, sub)
             components["ProblemDetail"].pop("$defs", None)
+            document_edge_responses(schema, settings, IMPORT_PATHS)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from nimbus_api.api.deps import AuthContext, Session
+from nimbus_api.api.query import IsoDateTime
 from nimbus_api.audit import service
 from nimbus_api.audit.schemas import AuditPage
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -21,8 +21,8 @@ async def audit_log_list(
     session: Session,
     account_id: uuid.UUID | None = None,
     purpose: Literal["verify", "send", "imap_sync", "key_rotation", "support"] | None = None,
-    since: Annotated[datetime | None, Query(description="Inclusive lower bound (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Exclusive upper bound (ISO 8601).")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Inclusive lower bound (ISO 8601).")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Exclusive upper bound (ISO 8601).")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AuditPage:

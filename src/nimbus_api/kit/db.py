@@ -95,7 +95,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     older connections) as it does any connection it finds disconnected."""
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("server_settings", {}).update(SERVER_SETTINGS)
-    engine = create_async_engine(async_url(url), connect_args=connect_args, **kwargs)
+    # hide_parameters: a database error's message (logged, maybe raised to a 500) never carries the values.
+    engine = create_async_engine(async_url(url), connect_args=connect_args, hide_parameters=True, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def learn_array_types(dbapi_connection: Any, _record: Any) -> None:

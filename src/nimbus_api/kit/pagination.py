@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
@@ -21,6 +22,7 @@ T = TypeVar("T")
 S = TypeVar("S", bound="Select[*tuple[Any, ...]]")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 class Page(BaseModel, Generic[T]):
@@ -33,9 +35,15 @@ def encode_cursor(last_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> uuid.UUID:
+    """Only what ``encode_cursor`` makes is a cursor: 22 url-safe base64 characters of a version-7 id
+    (any other 16 bytes would decode to a UUID too, and silently page from a made-up position)."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return uuid.UUID(bytes=raw)
+        if not _CURSOR.fullmatch(cursor):
+            raise ValueError("not the shape of a cursor")
+        decoded = uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=="))
+        if decoded.version != 7 or decoded.variant != uuid.RFC_4122 or encode_cursor(decoded) != cursor:
+            raise ValueError("not an id of this API")
+        return decoded
     except (ValueError, binascii.Error) as exc:
         raise ValidationProblem(
             [FieldError(field="cursor", message="not a cursor returned by this API", type="value_error")]

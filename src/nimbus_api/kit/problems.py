@@ -68,6 +68,15 @@ class Problem(Exception):
         return body
 
 
+class MalformedRequest(Problem):
+    """The request cannot be read at all: a body that is not JSON, not UTF-8, nested too deeply or not an
+    object, or a URL that is not UTF-8 or carries NUL. The detail says which, never echoing the input."""
+
+    status = 400
+    code = "request.malformed"
+    title = "The request cannot be parsed"
+
+
 class Unauthorized(Problem):
     status = 401
     code = "auth.invalid_api_key"
@@ -87,6 +96,31 @@ class Conflict(Problem):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class MethodNotAllowed(Problem):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+    def __init__(self, allowed: list[str]) -> None:
+        allow = ", ".join(allowed)
+        super().__init__(f"this path allows {allow}", headers={"Allow": allow})
+
+
+class RequestTooLarge(Problem):
+    status = 413
+    code = "request.too_large"
+    title = "The request body is too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is limited to {limit} bytes", extra={"max_body_bytes": limit})
+
+
+class UnsupportedMediaType(Problem):
+    status = 415
+    code = "request.unsupported_media_type"
+    title = "The request body's Content-Type is not accepted here"
 
 
 class ValidationProblem(Problem):
@@ -111,6 +145,12 @@ class RateLimited(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, extra={"retry_after": retry_after})
 
 
+class InternalError(Problem):
+    status = 500
+    code = "internal_error"
+    title = "Internal error"
+
+
 class ServiceUnavailable(Problem):
     status = 503
     code = "service_unavailable"
@@ -118,22 +158,28 @@ class ServiceUnavailable(Problem):
 
 
 _STATUS_DESCRIPTIONS = {
-    400: "Bad request",
+    400: "The request cannot be parsed (body or URL); nothing was changed",
     401: "Missing, unknown or revoked API key",
     404: "No such object in this workspace",
     409: "Conflict with the current state",
+    413: "The request body is larger than the limit; nothing was read past it",
+    415: "The body's Content-Type is not the one this operation takes",
     422: "Invalid input; nothing was changed",
     429: "Rate limited; see Retry-After",
+    500: "An unexpected error; nothing was changed",
     503: "A dependency is not reachable",
 }
 # The code a status carries when a route lists none of its own (the generic ``Problem`` subclasses').
 _DEFAULT_CODES = {
-    400: [Problem.code],
+    400: [MalformedRequest.code],
     401: [Unauthorized.code],
     404: [NotFound.code],
     409: [Conflict.code],
+    413: [RequestTooLarge.code],
+    415: [UnsupportedMediaType.code],
     422: [ValidationProblem.code],
     429: [RateLimited.code],
+    500: [InternalError.code],
     503: [ServiceUnavailable.code],
 }
 
