@@ -16,7 +16,7 @@ from nimbus_api.accounts.schemas import (
 )
 from nimbus_api.api.deps import AuthContext, Session, VaultDep, VerifierDep
 from nimbus_api.api.idempotency import IdempotencyDep
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.codes import ALL_CODES
@@ -71,8 +71,8 @@ async def email_accounts_list(
     auth: AuthContext,
     session: Session,
     vault: VaultDep,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     is_active: bool | None = None,
     provider: ProviderId | None = None,
     domain: Annotated[str | None, Query(max_length=253)] = None,
@@ -172,8 +172,8 @@ async def email_accounts_list_events(
     account_id: uuid.UUID,
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> AccountEventPage:
     """What people and the platform did to the account, newest first: `stage_changed` when a PATCH sets
     `current_stage` (with the API key that did it)."""

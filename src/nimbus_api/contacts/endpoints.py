@@ -16,7 +16,7 @@ from nimbus_api.contacts.schemas import (
     ContactUpdate,
     ImportReport,
 )
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"], responses=problem_responses(401))
@@ -51,8 +51,8 @@ async def contacts_create(
 async def contacts_list(
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     email: Annotated[str | None, Query(max_length=320, description="Exact address, any case.")] = None,
 ) -> ContactPage:
     contacts, next_cursor = await service.list_page(session, auth.workspace_id, email=email, cursor=cursor, limit=limit)
