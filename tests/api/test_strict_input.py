@@ -304,3 +304,27 @@ def test_declared_formats_patterns_and_limits(document: dict[str, Any]) -> None:
                     assert schema["pattern"] == KEY_PATTERN, where
     form = schemas["Body_unsubscribe_one_click"]["properties"]["List-Unsubscribe"]
     assert form.get("const") == "One-Click" and "anyOf" not in form, form
+
+
+@pytest.mark.parametrize(
+    ("url", "param"),
+    [
+        ("/v1/contacts", "email"),
+        ("/v1/suppressions", "email"),
+        ("/v1/domains", "name"),
+        ("/v1/email-accounts", "domain"),
+        ("/v1/email-accounts", "q"),
+    ],
+)
+async def test_search_text_in_the_query_is_one_line(tenant: Tenant, url: str, param: str) -> None:
+    # A NUL reached PostgreSQL and answered 500; the document says one line, and so does the server.
+    for value in ("a\x00b", "a\nb"):
+        assert _fields(await tenant.client.get(url, params={param: value})) == [param]
+    assert (await tenant.client.get(url, params={param: "zoë"})).status_code == 200
+
+
+async def test_an_unsubscribe_token_is_url_safe_base64(http: Any) -> None:
+    assert (await http.get("/u/abc_-1")).status_code == 404
+    for token in ("a%00b", "a.b", "x" * 129):
+        r = await http.get(f"/u/{token}")
+        assert _fields(r) == ["token"], token

@@ -18,6 +18,7 @@ from nimbus_api.api.deps import AuthContext, Session, VaultDep, VerifierDep
 from nimbus_api.api.idempotency import IdempotencyDep
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.codes import ALL_CODES
 from nimbus_api.validation.schemas import VerificationResult
@@ -75,10 +76,12 @@ async def email_accounts_list(
     limit: Limit = DEFAULT_LIMIT,
     is_active: bool | None = None,
     provider: ProviderId | None = None,
-    domain: Annotated[str | None, Query(max_length=253)] = None,
+    domain: Annotated[str | None, Query(max_length=253, pattern=ANY_LINE_PATTERN)] = None,
     campaign_type: CampaignType | None = None,
     disabled: bool | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="Search in email and label.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=ANY_LINE_PATTERN, description="Search in email and label.")
+    ] = None,
 ) -> EmailAccountPage:
     filters = service.AccountFilters(
         is_active=is_active,

@@ -4,7 +4,7 @@ import html
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Response
+from fastapi import APIRouter, Form, Path, Response
 from fastapi.responses import HTMLResponse
 
 from nimbus_api.api.deps import AuthContext, Session
@@ -90,6 +90,8 @@ async def enrollments_stop(
 # --- the public unsubscribe link -----------------------------------------------------------------------
 
 unsubscribe_router = APIRouter(prefix="/u", tags=["unsubscribe"])
+# Tokens are url-safe base64 (``new_unsubscribe_token``); anything else cannot name an enrollment.
+Token = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 _UNSUBSCRIBE_404 = problem_responses(404, 422, codes={404: ["unsubscribe.not_found"]})
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -115,7 +117,7 @@ def _page(title: str, body: str) -> HTMLResponse:
     response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}}, **_UNSUBSCRIBE_404},
 )
-async def unsubscribe_page(token: str, session: Session) -> HTMLResponse:
+async def unsubscribe_page(token: Token, session: Session) -> HTMLResponse:
     """The link of the `List-Unsubscribe` header, opened by a person: a page with one button that POSTs
     the one-click form back. Opening it (or a link scanner fetching it) unsubscribes nothing."""
     if not await service.token_known(session, token):
@@ -139,7 +141,7 @@ async def unsubscribe_page(token: str, session: Session) -> HTMLResponse:
     },
 )
 async def unsubscribe_one_click(
-    token: str,
+    token: Token,
     session: Session,
     list_unsubscribe: Annotated[
         Literal["One-Click"],

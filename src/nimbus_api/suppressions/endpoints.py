@@ -9,6 +9,7 @@ from nimbus_api.api.deps import AuthContext, Session
 from nimbus_api.api.idempotency import IdempotencyDep
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 from nimbus_api.suppressions import service
 from nimbus_api.suppressions.schemas import SuppressionCreate, SuppressionPage, SuppressionRead, SuppressionReason
 
@@ -22,7 +23,9 @@ async def suppressions_list(
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
     reason: SuppressionReason | None = None,
-    email: Annotated[str | None, Query(max_length=320, description="Exact address, any case.")] = None,
+    email: Annotated[
+        str | None, Query(max_length=320, pattern=ANY_LINE_PATTERN, description="Exact address, any case.")
+    ] = None,
 ) -> SuppressionPage:
     rows, next_cursor = await service.list_page(
         session, auth.workspace_id, reason=reason, email=email, cursor=cursor, limit=limit
