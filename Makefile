@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-LINT_PATHS := src tests $(wildcard bench)
+LINT_PATHS := src tests $(wildcard bench) $(wildcard scripts)
 
 .DEFAULT_GOAL := help
 
@@ -46,6 +46,10 @@ check: lint test ## Lint, type-check and test
 format: install ## Format and auto-fix
 	$(BIN)/ruff format $(LINT_PATHS)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+.PHONY: contract
+contract: install ## Property-based API contract test: schemathesis against a real `nimbus api` (fresh database)
+	$(PY) scripts/contract.py
 
 .PHONY: openapi
 openapi: install ## Export the OpenAPI document to openapi/openapi.json

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import os
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from aiosmtpd.smtp import Envelope
 
 from nimbus_api.api.openapi_export import export_openapi
 from nimbus_api.kit.problems import ProblemDetail
+from tests.api.sdk import generate_client
 from tests.conftest import Tenant, account_payload
 from tests.servers.mail_world import MailWorld
 
@@ -173,36 +172,8 @@ async def test_real_errors_match_problem_detail(
 @pytest.fixture(scope="module")
 def generated_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Generate a client from the committed document with openapi-python-client, offline, and import it."""
-    bin_dir = Path(sys.executable).parent
-    generator = bin_dir / "openapi-python-client"
-    if not generator.exists():
-        pytest.fail(f"{generator} is missing: install the dev extra (`make install`)")
     out = tmp_path_factory.mktemp("client")
-    package = out / CLIENT_PACKAGE
-    # The generator runs `ruff` as a post-hook: put the venv's on PATH; no network is needed.
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(
-        [
-            str(generator),
-            "generate",
-            "--path",
-            str(COMMITTED),
-            "--output-path",
-            str(package),
-            "--meta",
-            "none",
-            "--fail-on-warning",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"openapi-python-client failed:\n{output}"
-    assert "warning" not in output.lower(), f"openapi-python-client warned about the document:\n{output}"
-    assert (package / "client.py").exists(), output
+    generate_client(out / CLIENT_PACKAGE)
 
     sys.path.insert(0, str(out))
     try:
@@ -262,20 +233,20 @@ async def test_generated_client_creates_and_reads_an_account(
         smtp=models.SmtpSettingsIn(
             host=smtp["host"],
             port=smtp["port"],
-            mode=models.SmtpSettingsInMode.STARTTLS,
+            mode=models.TlsMode.STARTTLS,
             username=smtp["username"],
             password="pw-1",
         ),
         imap=models.ImapSettingsIn(
             host=imap["host"],
             port=imap["port"],
-            mode=models.ImapSettingsInMode.SSL,
+            mode=models.TlsMode.SSL,
             username=imap["username"],
             password="pw-2",
             folder="Posteingang",
         ),
         dkim_selector=posteingang["dkim_selector"],
-        campaign_types=[models.EmailAccountCreateCampaignTypesItem.COLD],
+        campaign_types=[models.CampaignType.COLD],
     )
     async with _client(gen, app, tenant.token) as client:
         created = await create.asyncio_detailed(client=client, body=body, idempotency_key="gen-1")
@@ -286,7 +257,7 @@ async def test_generated_client_creates_and_reads_an_account(
         assert account.email == body.email
         assert account.domain == "client.example"
         assert account.smtp.password_set is True
-        assert account.smtp.mode == models.SmtpSettingsOutMode.STARTTLS
+        assert account.smtp.mode == models.TlsMode.STARTTLS
         assert account.imap.folder == "Posteingang"
         assert account.imap.password_set is True
         assert [t.value for t in account.campaign_types] == ["cold"]

@@ -16,8 +16,9 @@ from nimbus_api.accounts.schemas import (
 )
 from nimbus_api.api.deps import AuthContext, Session, SettingsDep, VaultDep, VerifierDep
 from nimbus_api.api.idempotency import IdempotencyDep
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.codes import ALL_CODES
 from nimbus_api.validation.schemas import VerificationResult
@@ -78,14 +79,16 @@ async def email_accounts_list(
     auth: AuthContext,
     session: Session,
     vault: VaultDep,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     is_active: bool | None = None,
     provider: ProviderId | None = None,
-    domain: Annotated[str | None, Query(max_length=253)] = None,
+    domain: Annotated[str | None, Query(max_length=253, pattern=ANY_LINE_PATTERN)] = None,
     campaign_type: CampaignType | None = None,
     disabled: bool | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="Search in email and label.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=ANY_LINE_PATTERN, description="Search in email and label.")
+    ] = None,
 ) -> EmailAccountPage:
     filters = service.AccountFilters(
         is_active=is_active,
@@ -179,8 +182,8 @@ async def email_accounts_list_events(
     account_id: uuid.UUID,
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> AccountEventPage:
     """What people and the platform did to the account, newest first: `stage_changed` when a PATCH sets
     `current_stage` (with the API key that did it); `paused` when the sender paused the inbox (actor

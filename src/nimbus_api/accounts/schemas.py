@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from typing_extensions import TypeAliasType
 
+from nimbus_api.kit.schemas import SINGLE_LINE_PATTERN, UNIQUE_ITEMS, PatchModel, TlsMode, as_sent, not_null
 from nimbus_api.kit.validators import (
     DnsLabel,
     EmailAddress,
@@ -25,10 +27,11 @@ from nimbus_api.kit.validators import (
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.schemas import VerificationResult
 
-Mode = Literal["ssl", "starttls", "none"]
-CampaignType = Literal["cold", "nurture"]
+Mode = TlsMode
+CampaignType = TypeAliasType("CampaignType", Literal["cold", "nurture"])
+CampaignTypes = Annotated[list[CampaignType], Field(min_length=1, max_length=2, json_schema_extra=UNIQUE_ITEMS)]
 Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
-Folder = Annotated[SingleLine, Field(max_length=200)]
+Folder = Annotated[str, Field(min_length=1, max_length=200, pattern=SINGLE_LINE_PATTERN), as_sent(200)]
 NewContactsLimit = Annotated[int, Field(ge=1, le=100_000)]
 MaxConnections = Annotated[int, Field(ge=1, le=10)]
 SendInterval = Annotated[int, Field(ge=0, le=86_400)]
@@ -83,10 +86,10 @@ class ImapSettingsIn(StrictModel):
     _mode = field_validator("mode")(_mode_matches_port)
 
 
-class SmtpSettingsPatch(StrictModel):
-    host: Hostname | None = None
-    port: Port | None = None
-    mode: Mode | None = None
+class SmtpSettingsPatch(PatchModel):
+    host: Hostname | None = not_null()
+    port: Port | None = not_null()
+    mode: Mode | None = not_null()
     username: SingleLine | None = None
     password: Password | None = None
     allow_plaintext_auth: bool | None = None
@@ -94,12 +97,12 @@ class SmtpSettingsPatch(StrictModel):
     _mode = field_validator("mode")(_mode_matches_port)
 
 
-class ImapSettingsPatch(StrictModel):
-    host: Hostname | None = None
-    port: Port | None = None
-    mode: Mode | None = None
-    username: SingleLine | None = None
-    password: Password | None = None
+class ImapSettingsPatch(PatchModel):
+    host: Hostname | None = not_null()
+    port: Port | None = not_null()
+    mode: Mode | None = not_null()
+    username: SingleLine | None = not_null()
+    password: Password | None = not_null()
     folder: Folder | None = None
     allow_plaintext_auth: bool | None = None
 
@@ -113,7 +116,9 @@ class _AccountFields(StrictModel):
     description: Annotated[str, Field(max_length=2000)] | None = None
     dkim_selector: DnsLabel | None = Field(default=None, description="Selector of the DKIM key in DNS.")
     sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] = 120
-    campaign_types: Annotated[list[CampaignType], Field(min_length=1, max_length=2)] = ["cold", "nurture"]
+    campaign_types: CampaignTypes = Field(
+        default=["cold", "nurture"], description="The kinds of campaign the inbox sends for; each at most once."
+    )
     is_active: bool = True
     daily_new_contacts_limit: NewContactsLimit | None = Field(
         default=None, description="Step-1 sends (first contact with a person) per UTC day; null: no limit of its own."
@@ -139,26 +144,25 @@ class EmailAccountCreate(_AccountFields):
     )
 
 
-class EmailAccountUpdate(StrictModel):
+class EmailAccountUpdate(PatchModel):
     """Partial update: only the fields given change. ``imap: null`` removes the IMAP settings."""
 
     from_name: HeaderText | None = None
     reply_to: EmailAddress | None = None
     label: HeaderText | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
-    provider: ProviderId | None = None
-    smtp: SmtpSettingsPatch | None = None
+    provider: ProviderId | None = not_null()
+    smtp: SmtpSettingsPatch | None = not_null()
     imap: ImapSettingsPatch | None = None
     dkim_selector: DnsLabel | None = None
-    daily_send_limit: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] | None = None
-    campaign_types: Annotated[list[CampaignType], Field(min_length=1, max_length=2)] | None = None
-    is_active: bool | None = None
+    daily_send_limit: Annotated[int, Field(ge=1, le=100_000)] | None = not_null()
+    sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] | None = not_null()
+    campaign_types: CampaignTypes | None = not_null(description="Each at most once.")
+    is_active: bool | None = not_null()
     daily_new_contacts_limit: NewContactsLimit | None = Field(default=None, description="null removes the limit.")
-    max_connections: MaxConnections | None = None
-    min_send_interval_seconds: SendInterval | None = None
-    current_stage: Stage | None = Field(
-        default=None,
+    max_connections: MaxConnections | None = not_null()
+    min_send_interval_seconds: SendInterval | None = not_null()
+    current_stage: Stage | None = not_null(
         description="Set the warm-up stage of an inbox warmed elsewhere; recorded as a `stage_changed` event.",
     )
 
@@ -201,7 +205,7 @@ class EmailAccountRead(BaseModel):
     reply_to: str | None
     label: str | None
     description: str | None
-    provider: str
+    provider: ProviderId
     smtp: SmtpSettingsOut
     imap: ImapSettingsOut | None
     dkim_selector: str | None

@@ -11,11 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.responses import Response
+from typing_extensions import TypeAliasType
 
 from nimbus_api.api.deps import app_state
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 2.0
+DependencyStatus = TypeAliasType("DependencyStatus", Literal["ok", "unavailable"])
 
 
 class Liveness(BaseModel):
@@ -23,9 +25,9 @@ class Liveness(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "unavailable"]
-    postgres: Literal["ok", "unavailable"]
-    redis: Literal["ok", "unavailable"]
+    status: DependencyStatus
+    postgres: DependencyStatus
+    redis: DependencyStatus
 
 
 @router.get("/healthz", name="health_live", summary="Liveness")
@@ -50,7 +52,7 @@ async def health_ready(request: Request) -> JSONResponse:
     async def redis() -> None:
         await state.redis.ping()
 
-    async def probe(check: object) -> Literal["ok", "unavailable"]:
+    async def probe(check: object) -> DependencyStatus:
         try:
             await asyncio.wait_for(check(), CHECK_TIMEOUT)  # type: ignore[operator]
         except Exception:

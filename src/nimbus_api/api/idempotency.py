@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -30,6 +31,9 @@ from nimbus_api.kit.problems import Problem
 from nimbus_api.models import IdempotencyRecord
 
 REPLAY_HEADER = "Idempotent-Replayed"
+# 1 to 255 printable ASCII characters, not starting or ending with a space (HTTP trims those).
+KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 class IdempotencyKeyMismatch(Problem):
@@ -41,7 +45,7 @@ class IdempotencyKeyMismatch(Problem):
 class IdempotencyKeyInvalid(Problem):
     status = 422
     code = "idempotency_key.invalid"
-    title = "Idempotency-Key must be 1 to 255 printable ASCII characters"
+    title = "Idempotency-Key must be 1 to 255 printable ASCII characters, without a space at either end"
 
 
 class Idempotency:
@@ -85,7 +89,7 @@ class Idempotency:
         upload's content); by default the raw body."""
         if self.key is None:
             return JSONResponse((await operation()).model_dump(mode="json"), status_code=status_code)
-        if not (1 <= len(self.key) <= 255) or not self.key.isascii() or not self.key.isprintable():
+        if not _KEY.fullmatch(self.key):
             raise IdempotencyKeyInvalid()
         request_hash = await self._request_hash(request_body)
         existing = await self._find()
@@ -120,6 +124,12 @@ class Idempotency:
         return JSONResponse(body, status_code=status_code)
 
 
+def _key_schema(schema: dict[str, Any]) -> None:
+    """The header as the server checks it (``Idempotency.run``): an optional string, never null."""
+    schema.pop("anyOf", None)
+    schema.update(type="string", minLength=1, maxLength=255, pattern=KEY_PATTERN)
+
+
 def _idempotency(
     request: Request,
     session: Session,
@@ -127,8 +137,10 @@ def _idempotency(
     idempotency_key: Annotated[
         str | None,
         Header(
-            description="Retry-safe POST: the same key and body replay the first response (24 h by default).",
-            max_length=255,
+            description="Retry-safe POST: the same key and body replay the first response (24 h by default); "
+            "the same key with another request is a 422 `idempotency_key.mismatch`, a key off the pattern a 422 "
+            "`idempotency_key.invalid`.",
+            json_schema_extra=_key_schema,
         ),
     ] = None,
 ) -> Idempotency:

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from nimbus_api.api.deps import AuthContext, Session
 from nimbus_api.api.query import IsoDateTime
 from nimbus_api.audit import service
-from nimbus_api.audit.schemas import AuditPage
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.audit.schemas import AuditPage, DecryptPurpose
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 
 router = APIRouter(prefix="/v1/audit-log", tags=["audit"], responses=problem_responses(401))
@@ -20,11 +20,11 @@ async def audit_log_list(
     auth: AuthContext,
     session: Session,
     account_id: uuid.UUID | None = None,
-    purpose: Literal["verify", "send", "imap_sync", "key_rotation", "support"] | None = None,
+    purpose: DecryptPurpose | None = None,
     since: Annotated[IsoDateTime | None, Query(description="Inclusive lower bound (ISO 8601).")] = None,
     until: Annotated[IsoDateTime | None, Query(description="Exclusive upper bound (ISO 8601).")] = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> AuditPage:
     """Every decrypt of a mailbox secret in this workspace, newest first."""
     filters = service.AuditFilters(account_id=account_id, purpose=purpose, since=since, until=until)

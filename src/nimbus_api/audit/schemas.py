@@ -4,14 +4,20 @@ import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeAliasType
+
+from nimbus_api.credentials import vault
+
+DecryptPurpose = TypeAliasType("DecryptPurpose", vault.Purpose)
+CredentialKind = TypeAliasType("CredentialKind", vault.CredentialKind)
 
 
 class AuditEntry(BaseModel):
     id: uuid.UUID
     account_id: uuid.UUID
-    credential: str = Field(description="`smtp_password` or `imap_password`.")
+    credential: CredentialKind
     actor: str = Field(description="`api_key:<id>` or `system:<task>`.")
-    purpose: str = Field(description="Why it was decrypted: `verify`, `send`, `imap_sync`, `key_rotation`.")
+    purpose: DecryptPurpose = Field(description="Why it was decrypted.")
     created_at: datetime
 
 

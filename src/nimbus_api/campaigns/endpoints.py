@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from nimbus_api.accounts.schemas import CampaignType
 from nimbus_api.api.deps import AuthContext, Session
@@ -21,7 +20,7 @@ from nimbus_api.campaigns.schemas import (
 )
 from nimbus_api.campaigns.stats import campaign_stats
 from nimbus_api.kit.db import utcnow
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=problem_responses(401))
@@ -57,8 +56,8 @@ async def campaigns_create(
 async def campaigns_list(
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     status: CampaignStatus | None = None,
     type: CampaignType | None = None,
 ) -> CampaignPage:
@@ -201,8 +200,8 @@ async def campaign_accounts_list(
     campaign_id: uuid.UUID,
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PoolPage:
     campaign = await service.get(session, auth.workspace_id, campaign_id)
     data, next_cursor = await pool.list_page(session, campaign, cursor, limit, utcnow())

@@ -13,14 +13,26 @@ from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from typing_extensions import TypeAliasType
 
 from nimbus_api.accounts.schemas import CampaignType
-from nimbus_api.campaigns.eligibility import IneligibleReason
+from nimbus_api.campaigns import eligibility
 from nimbus_api.campaigns.templates import check_template
-from nimbus_api.kit.validators import HeaderText, StrictModel
+from nimbus_api.kit.schemas import (
+    SINGLE_LINE_PATTERN,
+    UNIQUE_ITEMS,
+    InputModel,
+    JsonUuid,
+    PatchModel,
+    StrictModel,
+    as_sent,
+    not_null,
+)
+from nimbus_api.kit.validators import HeaderText
 
-CampaignStatus = Literal["draft", "active", "paused", "completed"]
+CampaignStatus = TypeAliasType("CampaignStatus", Literal["draft", "active", "paused", "completed"])
+IneligibleReason = TypeAliasType("IneligibleReason", eligibility.IneligibleReason)
 MAX_STEPS = 20
 MAX_DELAY_SECONDS = 365 * 86_400
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -46,8 +58,16 @@ class Schedule(StrictModel):
     the moment of sending (a ``22:00``-``06:00`` window on Fridays only sends Friday 00:00-06:00 and
     22:00-24:00)."""
 
-    timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["Europe/Berlin"])] = "UTC"
-    days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = [0, 1, 2, 3, 4]
+    timezone: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            examples=["Europe/Berlin"],
+            description="An IANA time zone name (`Europe/Berlin`, `UTC`) known to the server's time zone database.",
+        ),
+    ] = "UTC"
+    days: Annotated[list[Weekday], Field(min_length=1, max_length=7, json_schema_extra=UNIQUE_ITEMS)] = [0, 1, 2, 3, 4]
     start: ClockTime = "09:00"
     end: EndClockTime = "17:00"
 
@@ -86,7 +106,7 @@ class DelayRange(StrictModel):
     """A random pause of ``min``..``max`` seconds between two sends of the campaign."""
 
     min: Annotated[int, Field(ge=0, le=86_400)]
-    max: Annotated[int, Field(ge=0, le=86_400)]
+    max: Annotated[int, Field(ge=0, le=86_400, description="At least `min` (else a 422 naming this field).")]
 
     @model_validator(mode="after")
     def _ordered(self) -> DelayRange:
@@ -95,16 +115,16 @@ class DelayRange(StrictModel):
         return self
 
 
-class StepIn(BaseModel):
+class StepIn(InputModel):
     """One email of the sequence. Bodies are kept as written (whitespace is not stripped)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     delay_seconds: Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)] = Field(
         description="Wait after the previous step (after enrollment for step 1, which may be 0)."
     )
-    subject: Annotated[str, Field(min_length=1, max_length=500)] = Field(
-        description="Template; must render to a single line. Ignored for threaded follow-ups (`Re:` step 1's)."
+    subject: Annotated[str, Field(min_length=1, max_length=500, pattern=SINGLE_LINE_PATTERN), as_sent(500)] = Field(
+        description="Template; must render to a single line. Ignored for threaded follow-ups (`Re:` step 1's). "
+        "Templates must compile and render for a sample contact (known variables and filters only), "
+        "else a 422 naming `steps.N.subject|text|html`."
     )
     text: Annotated[str, Field(min_length=1, max_length=100_000)] = Field(description="Plain-text body template.")
     html: Annotated[str, Field(min_length=1, max_length=500_000)] | None = Field(
@@ -147,17 +167,17 @@ class CampaignCreate(StrictModel):
     )
 
 
-class CampaignUpdate(StrictModel):
+class CampaignUpdate(PatchModel):
     """Partial update; ``steps`` and ``schedule`` are replaced as a whole."""
 
-    name: HeaderText | None = None
-    type: CampaignType | None = None
-    min_health_score: Annotated[float, Field(ge=0, le=100)] | None = None
-    bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0)] | None = None
-    verify_email_mx: bool | None = None
-    schedule: Schedule | None = None
+    name: HeaderText | None = not_null()
+    type: CampaignType | None = not_null()
+    min_health_score: Annotated[float, Field(ge=0, le=100)] | None = not_null()
+    bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0)] | None = not_null()
+    verify_email_mx: bool | None = not_null()
+    schedule: Schedule | None = not_null()
     randomize_delay_seconds: DelayRange | None = None
-    steps: Steps | None = None
+    steps: Steps | None = not_null()
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -224,7 +244,9 @@ class CampaignPage(BaseModel):
 
 
 class PoolAttach(StrictModel):
-    account_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=500)]
+    account_ids: Annotated[list[JsonUuid], Field(min_length=1, max_length=500)] = Field(
+        description="Email account ids; one given twice is added once."
+    )
 
 
 class PoolAccountRead(BaseModel):

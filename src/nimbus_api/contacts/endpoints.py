@@ -16,8 +16,9 @@ from nimbus_api.contacts.schemas import (
     ContactUpdate,
     ImportReport,
 )
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"], responses=problem_responses(401))
 
@@ -51,9 +52,11 @@ async def contacts_create(
 async def contacts_list(
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    email: Annotated[str | None, Query(max_length=320, description="Exact address, any case.")] = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+    email: Annotated[
+        str | None, Query(max_length=320, pattern=ANY_LINE_PATTERN, description="Exact address, any case.")
+    ] = None,
 ) -> ContactPage:
     contacts, next_cursor = await service.list_page(session, auth.workspace_id, email=email, cursor=cursor, limit=limit)
     return ContactPage(data=await service.to_read(session, auth.workspace_id, contacts), next_cursor=next_cursor)

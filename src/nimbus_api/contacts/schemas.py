@@ -12,20 +12,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
-from nimbus_api.kit.validators import EmailAddress, StrictModel
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN, PatchModel, StrictModel, as_sent, names_by_pattern, not_null
+from nimbus_api.kit.validators import EmailAddress
+from nimbus_api.suppressions.schemas import SuppressionReason
 
 MAX_FIELDS = 50
 MAX_IMPORT_ROWS = 10_000
 FIELD_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 NOT_AN_OBJECT = "__not_an_object__"
-
-
-def _no_line_breaks(value: str) -> str:
-    if any(ch in value for ch in "\r\n\x00"):
-        raise ValueError("must not contain CR, LF or NUL characters")
-    return value
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -35,9 +31,11 @@ def _blank_is_none(value: Any) -> Any:
 
 
 FieldKey = Annotated[str, Field(pattern=FIELD_KEY_PATTERN)]
-FieldValue = Annotated[str, Field(max_length=1000), AfterValidator(_no_line_breaks)]
+FieldValue = Annotated[str, Field(max_length=1000, pattern=ANY_LINE_PATTERN), as_sent(1000)]
 PersonText = Annotated[
-    Annotated[str, Field(max_length=200), AfterValidator(_no_line_breaks)] | None, BeforeValidator(_blank_is_none)
+    Annotated[str, Field(max_length=200, pattern=ANY_LINE_PATTERN), as_sent(200)] | None,
+    BeforeValidator(_blank_is_none),
+    Field(description="Empty or blank: not given."),
 ]
 
 
@@ -47,18 +45,23 @@ class ContactCreate(StrictModel):
     last_name: PersonText = None
     company: PersonText = None
     fields: Annotated[dict[FieldKey, FieldValue], Field(max_length=MAX_FIELDS)] = Field(
-        default_factory=dict, description='Custom fields, e.g. `{"city": "Berlin"}`: `contact.fields.city`.'
+        default_factory=dict,
+        json_schema_extra=names_by_pattern,
+        description='Custom fields, e.g. `{"city": "Berlin"}`: `contact.fields.city`.',
     )
 
 
-class ContactUpdate(StrictModel):
+class ContactUpdate(PatchModel):
     """Partial update. ``fields`` is merged into the stored ones; a field set to null is removed."""
 
-    email: EmailAddress | None = None
+    email: EmailAddress | None = not_null()
     first_name: PersonText = None
     last_name: PersonText = None
     company: PersonText = None
-    fields: Annotated[dict[FieldKey, FieldValue | None], Field(max_length=MAX_FIELDS)] | None = None
+    fields: (
+        Annotated[dict[FieldKey, FieldValue | None], Field(max_length=MAX_FIELDS, json_schema_extra=names_by_pattern)]
+        | None
+    ) = Field(default=None, description="Merged into the stored fields; a field set to null is removed.")
 
 
 class ContactRead(BaseModel):
@@ -79,9 +82,10 @@ class ContactPage(BaseModel):
 
 
 class ContactImport(StrictModel):
-    contacts: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_IMPORT_ROWS)] = Field(
+    contacts: Annotated[list[Any], Field(min_length=1, max_length=MAX_IMPORT_ROWS)] = Field(
         description="Up to 10,000 contacts, each as in `ContactCreate`. Rows are validated one by one: a bad "
-        "row is reported in `rejected` and the others are imported."
+        "row (one that is not a `ContactCreate`, or not an object) is reported in `rejected` and the others "
+        "are imported, so any JSON value is accepted as a row."
     )
 
     @field_validator("contacts", mode="before")
@@ -103,7 +107,7 @@ class ImportRejection(BaseModel):
 class ImportSuppressed(BaseModel):
     row: int
     email: str
-    reason: str = Field(description="Why the address is suppressed: `unsubscribed`, `hard_bounce`, ...")
+    reason: SuppressionReason = Field(description="Why the address is suppressed.")
 
 
 class ImportReport(BaseModel):

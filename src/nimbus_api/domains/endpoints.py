@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from nimbus_api.api.deps import AuthContext, Session
 from nimbus_api.domains import service
 from nimbus_api.domains.schemas import DomainPage, DomainRead
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"], responses=problem_responses(401))
 
@@ -18,9 +19,9 @@ router = APIRouter(prefix="/v1/domains", tags=["domains"], responses=problem_res
 async def domains_list(
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    name: Annotated[str | None, Query(max_length=253)] = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+    name: Annotated[str | None, Query(max_length=253, pattern=ANY_LINE_PATTERN)] = None,
 ) -> DomainPage:
     items, next_cursor = await service.list_page(session, auth.workspace_id, name=name, cursor=cursor, limit=limit)
     return DomainPage(data=items, next_cursor=next_cursor)

@@ -4,7 +4,7 @@ import html
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, Response
+from fastapi import APIRouter, Form, Path, Response
 from fastapi.responses import HTMLResponse
 
 from nimbus_api.api.deps import AuthContext, Session
@@ -13,7 +13,7 @@ from nimbus_api.campaigns import service as campaigns
 from nimbus_api.enrollments import service
 from nimbus_api.enrollments.errors import UnsubscribeTokenNotFound
 from nimbus_api.enrollments.schemas import EnrollmentPage, EnrollmentRead, EnrollmentStatus, EnrollReport, EnrollRequest
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 
 router = APIRouter(
@@ -63,8 +63,8 @@ async def enrollments_list(
     campaign_id: uuid.UUID,
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     status: EnrollmentStatus | None = None,
 ) -> EnrollmentPage:
     campaign = await campaigns.get(session, auth.workspace_id, campaign_id)
@@ -90,6 +90,8 @@ async def enrollments_stop(
 # --- the public unsubscribe link -----------------------------------------------------------------------
 
 unsubscribe_router = APIRouter(prefix="/u", tags=["unsubscribe"])
+# Tokens are url-safe base64 (``new_unsubscribe_token``); anything else cannot name an enrollment.
+Token = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 _UNSUBSCRIBE_404 = problem_responses(404, 422, codes={404: ["unsubscribe.not_found"]})
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -115,7 +117,7 @@ def _page(title: str, body: str) -> HTMLResponse:
     response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}}, **_UNSUBSCRIBE_404},
 )
-async def unsubscribe_page(token: str, session: Session) -> HTMLResponse:
+async def unsubscribe_page(token: Token, session: Session) -> HTMLResponse:
     """The link of the `List-Unsubscribe` header, opened by a person: a page with one button that POSTs
     the one-click form back. Opening it (or a link scanner fetching it) unsubscribes nothing."""
     if not await service.token_known(session, token):
@@ -139,12 +141,12 @@ async def unsubscribe_page(token: str, session: Session) -> HTMLResponse:
     },
 )
 async def unsubscribe_one_click(
-    token: str,
+    token: Token,
     session: Session,
     list_unsubscribe: Annotated[
-        Literal["One-Click"] | None,
-        Form(alias="List-Unsubscribe", description="`One-Click`, as RFC 8058 mail clients send it."),
-    ] = None,
+        Literal["One-Click"],
+        Form(alias="List-Unsubscribe", description="`One-Click`, as RFC 8058 mail clients send it; may be left out."),
+    ] = "One-Click",
 ) -> HTMLResponse:
     """What a mail client's unsubscribe button POSTs (`List-Unsubscribe=One-Click`, form-encoded): the
     address goes on the workspace's suppression list (`unsubscribed`) and all the contact's active

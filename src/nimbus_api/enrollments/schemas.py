@@ -5,21 +5,25 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeAliasType
 
-from nimbus_api.kit.validators import StrictModel
+from nimbus_api.kit.schemas import JsonUuid, StrictModel
+from nimbus_api.suppressions.schemas import SuppressionReason
 
-EnrollmentStatus = Literal["active", "completed", "stopped", "bounced", "failed"]
+EnrollmentStatus = TypeAliasType("EnrollmentStatus", Literal["active", "completed", "stopped", "bounced", "failed"])
 MAX_ENROLL = 10_000
 
 
 class EnrollRequest(StrictModel):
-    contact_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_ENROLL)]
+    contact_ids: Annotated[list[JsonUuid], Field(min_length=1, max_length=MAX_ENROLL)] = Field(
+        description="Contact ids; one given twice is enrolled once."
+    )
 
 
 class EnrollSuppressed(BaseModel):
     contact_id: uuid.UUID
     email: str
-    reason: str = Field(description="Why the address is suppressed (`unsubscribed`, `hard_bounce`, ...).")
+    reason: SuppressionReason = Field(description="Why the address is suppressed.")
 
 
 class EnrollReport(BaseModel):

@@ -11,8 +11,9 @@ import binascii
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Select
 
@@ -22,7 +23,19 @@ T = TypeVar("T")
 S = TypeVar("S", bound="Select[*tuple[Any, ...]]")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-_CURSOR = re.compile(r"[A-Za-z0-9_-]{22}")
+# A cursor is the 16 bytes of an id in url-safe base64 without padding: always 22 characters.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=22,
+        max_length=22,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page; leave out for the first page.",
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 class Page(BaseModel, Generic[T]):

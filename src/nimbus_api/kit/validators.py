@@ -11,18 +11,14 @@ import re
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from nimbus_api.kit import special_use
+from nimbus_api.kit.schemas import SINGLE_LINE_PATTERN, as_sent
+from nimbus_api.kit.schemas import StrictModel as StrictModel
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
-
-
-class StrictModel(BaseModel):
-    """Input model: unknown fields are an error, strings are stripped."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 def _no_line_breaks(value: str) -> str:
@@ -97,15 +93,55 @@ def _dns_label(value: str) -> str:
     return value.lower()
 
 
-HeaderText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_line_breaks)]
-SingleLine = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_no_line_breaks)]
+def _any_case(word: str) -> str:
+    return "".join(f"[{ch}{ch.upper()}]" for ch in word)
+
+
+# The domains email_validator refuses as special-use (its SPECIAL_USE_DOMAIN_NAMES, written out so that
+# the document does not change with the library's run-time switches), as a pattern that ECMA-262, Python
+# and Rust read alike (no inline flags).
+SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+SPECIAL_USE_PATTERN = r"[.@](" + "|".join(_any_case(name) for name in SPECIAL_USE_DOMAINS) + r")\.?$"
+
+# A DNS label as the validator checks it, said without look-arounds (ECMA-262, Python and Rust alike).
+DNS_LABEL_PATTERN = r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$"
+
+HeaderText = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=SINGLE_LINE_PATTERN, description="One line, at most 200 characters."),
+    as_sent(200),
+]
+SingleLine = Annotated[str, Field(min_length=1, max_length=320, pattern=SINGLE_LINE_PATTERN), as_sent(320)]
 EmailAddress = Annotated[
     str,
-    Field(max_length=320, examples=["ada@example.com"]),
+    Field(
+        max_length=254,
+        examples=["ada@example.com"],
+        description="An email address; internationalized addresses (RFC 6531, `zoë@bücher.example`) are accepted "
+        "and kept as given (the domain lower-cased). Addresses under the special-use domains `arpa`, `invalid`, "
+        "`local`, `localhost`, `onion` and `test` are refused.",
+        json_schema_extra={"format": "email", "not": {"pattern": SPECIAL_USE_PATTERN}},
+    ),
+    as_sent(254),
     AfterValidator(_email),
 ]
-Hostname = Annotated[str, Field(max_length=255, examples=["smtp.example.com"]), AfterValidator(_hostname)]
-DnsLabel = Annotated[str, Field(max_length=63, examples=["s1"]), AfterValidator(_dns_label)]
+Hostname = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        examples=["smtp.example.com"],
+        description="A host name (internationalized names are accepted) or an IP address.",
+    ),
+    as_sent(255),
+    AfterValidator(_hostname),
+]
+DnsLabel = Annotated[
+    str,
+    Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN, examples=["s1"]),
+    as_sent(63, pattern=DNS_LABEL_PATTERN),
+    AfterValidator(_dns_label),
+]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

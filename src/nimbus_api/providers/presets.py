@@ -10,18 +10,34 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeAliasType
 
-Mode = Literal["ssl", "starttls", "none"]
+from nimbus_api.kit.schemas import TlsMode
+
+ProviderId = TypeAliasType(
+    "ProviderId",
+    Literal[
+        "custom",
+        "amazon_ses",
+        "sendgrid",
+        "postmark",
+        "mailgun",
+        "smtp2go",
+        "office365",
+        "gmail",
+        "google_workspace",
+    ],
+)
 
 
 class ServerPreset(BaseModel):
     host: str
     port: int
-    mode: Mode
+    mode: TlsMode
 
 
 class ProviderPreset(BaseModel):
-    id: str
+    id: ProviderId
     name: str
     smtp: ServerPreset
     imap: ServerPreset | None = Field(description="Null when the service has no mailbox to read.")
@@ -116,18 +132,7 @@ PRESETS: list[ProviderPreset] = [
     ),
 ]
 
-PRESETS_BY_ID = {preset.id: preset for preset in PRESETS}
-ProviderId = Literal[
-    "custom",
-    "amazon_ses",
-    "sendgrid",
-    "postmark",
-    "mailgun",
-    "smtp2go",
-    "office365",
-    "gmail",
-    "google_workspace",
-]
+PRESETS_BY_ID: dict[str, ProviderPreset] = {preset.id: preset for preset in PRESETS}
 DEFAULT_DAILY_SEND_LIMIT = 100
 
 

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Query, Response
 
 from nimbus_api.api.deps import AuthContext, Session
 from nimbus_api.api.idempotency import IdempotencyDep
-from nimbus_api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
+from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 from nimbus_api.suppressions import service
 from nimbus_api.suppressions.schemas import SuppressionCreate, SuppressionPage, SuppressionRead, SuppressionReason
 
@@ -19,10 +20,12 @@ router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"], responses=p
 async def suppressions_list(
     auth: AuthContext,
     session: Session,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     reason: SuppressionReason | None = None,
-    email: Annotated[str | None, Query(max_length=320, description="Exact address, any case.")] = None,
+    email: Annotated[
+        str | None, Query(max_length=320, pattern=ANY_LINE_PATTERN, description="Exact address, any case.")
+    ] = None,
 ) -> SuppressionPage:
     rows, next_cursor = await service.list_page(
         session, auth.workspace_id, reason=reason, email=email, cursor=cursor, limit=limit

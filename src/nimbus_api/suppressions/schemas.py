@@ -5,15 +5,18 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeAliasType
 
-from nimbus_api.kit.validators import EmailAddress, SingleLine, StrictModel
+from nimbus_api.kit.schemas import SINGLE_LINE_PATTERN, StrictModel, as_sent
+from nimbus_api.kit.validators import EmailAddress
 
-SuppressionReason = Literal["unsubscribed", "hard_bounce", "complaint", "manual"]
+SuppressionReason = TypeAliasType("SuppressionReason", Literal["unsubscribed", "hard_bounce", "complaint", "manual"])
+Detail = Annotated[str, Field(min_length=1, max_length=500, pattern=SINGLE_LINE_PATTERN), as_sent(500)]
 
 
 class SuppressionCreate(StrictModel):
     email: EmailAddress
-    detail: Annotated[SingleLine, Field(max_length=500)] | None = Field(default=None, description="Why, for people.")
+    detail: Detail | None = Field(default=None, description="Why, for people.")
 
 
 class SuppressionRead(BaseModel):

@@ -4,9 +4,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeAliasType
 
-CheckName = Literal["dns", "smtp", "imap", "roundtrip"]
-CheckStatus = Literal["passed", "failed", "skipped"]
+CheckName = TypeAliasType("CheckName", Literal["dns", "smtp", "imap", "roundtrip"])
+CheckStatus = TypeAliasType("CheckStatus", Literal["passed", "failed", "skipped"])
+VerificationStatus = TypeAliasType("VerificationStatus", Literal["passed", "failed"])
 CHECK_ORDER: tuple[CheckName, ...] = ("dns", "smtp", "imap", "roundtrip")
 
 
@@ -29,7 +31,7 @@ class CheckResult(BaseModel):
 
 
 class VerificationResult(BaseModel):
-    status: Literal["passed", "failed"]
+    status: VerificationStatus
     code: str | None = Field(description="Code of the first failure in the order dns, smtp, imap, roundtrip.")
     check: CheckName | None = Field(description="Name of the first failed check.")
     checks: list[CheckResult]

@@ -1,35 +1,18 @@
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.api.deps import AuthContext, Session
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.problems import problem_responses
-from nimbus_api.kit.validators import StrictModel
 from nimbus_api.models import Workspace
 from nimbus_api.workspaces import service
+from nimbus_api.workspaces.schemas import WorkspaceRead, WorkspaceUpdate
 
 router = APIRouter(prefix="/v1/workspace", tags=["workspace"], responses=problem_responses(401))
-
-
-class WorkspaceRead(BaseModel):
-    id: uuid.UUID
-    name: str
-    monthly_send_quota: int | None = Field(description="Sends per calendar month (UTC); null: no quota.")
-    sent_this_month: int = Field(description="Messages sent since the start of this month (UTC).")
-    created_at: datetime
-
-
-class WorkspaceUpdate(StrictModel):
-    monthly_send_quota: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = Field(
-        default=None, description="Sends per calendar month (UTC); null removes the quota."
-    )
 
 
 async def _read(session: AsyncSession, workspace: Workspace) -> WorkspaceRead:
