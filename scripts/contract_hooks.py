@@ -8,6 +8,7 @@ invalid (negative) requests go out as generated:
   a 422 ``idempotency_key.mismatch`` by design (the header's description says so), and schemathesis
   would otherwise reuse one generated key across different requests.
 - ``randomize_delay_seconds``: ``max`` is at least ``min`` (cross-field; the field's description).
+- ``steps``: a step after the first has ``delay_seconds`` of at least 1 (cross-field; the description).
 - ``schedule.timezone``: a name from the time zone database (a list that changes with the database).
 - step templates: they must compile and render (the template language's grammar; the field's description).
 - ``contacts_import_csv``: the file is a UTF-8 CSV with an ``email`` column (file content; the field's
@@ -51,9 +52,12 @@ def _fix_campaign(body: dict[str, Any]) -> None:
     schedule = body.get("schedule")
     if isinstance(schedule, dict) and "timezone" in schedule and not _valid_zone(schedule["timezone"]):
         schedule["timezone"] = "UTC"
-    for step in body.get("steps") or []:
+    for index, step in enumerate(body.get("steps") or []):
         if not isinstance(step, dict):
             continue
+        # Cross-field (the field's description): a step after the first waits at least 1 s.
+        if index > 0 and isinstance(step.get("delay_seconds"), int) and step["delay_seconds"] < 1:
+            step["delay_seconds"] = 1
         for part in _TEMPLATE_PARTS:
             source = step.get(part)
             if not isinstance(source, str):

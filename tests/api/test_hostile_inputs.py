@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -294,8 +293,6 @@ CURSORS = {
     "10_kb": "A" * 10_240,
     "non_base64": "%%%%%%%%%%%%%%%%%%%%%%",
     "base64_of_garbage": base64.urlsafe_b64encode(b"hello, cursor").decode(),
-    "base64_of_16_random_bytes": base64.urlsafe_b64encode(uuid.UUID(int=(1 << 128) - 1).bytes).decode().rstrip("="),
-    "uuid4_as_cursor": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
     "padded": base64.urlsafe_b64encode(new_id().bytes).decode(),
     "whitespace": " ",
 }
