@@ -134,14 +134,15 @@ async def sending_campaign(
     campaigns: Campaigns,
     sink: SinkProcess,
     *,
-    inboxes: int,
-    contacts: int,
+    inboxes: int | list[uuid.UUID],
+    contacts: int | list[str],
     daily_send_limit: int,
     max_connections: int,
 ) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    """Inboxes connected through the API, then pointed at the sink; a campaign with ``contacts`` due now."""
+    """Inboxes connected through the API (or those given), then pointed at the sink; a campaign with
+    ``contacts`` (that many, or these addresses) due now."""
     sm, workspace_id = campaigns.sm, campaigns.tenant.workspace_id
-    accounts = [await campaigns.inbox() for _ in range(inboxes)]
+    accounts = [await campaigns.inbox() for _ in range(inboxes)] if isinstance(inboxes, int) else inboxes
     campaign_id = await campaigns.campaign(accounts, [])
     async with sm() as session, session.begin():
         # Only this test's campaign is active: the workers dispatch every active campaign of the database.
@@ -162,14 +163,9 @@ async def sending_campaign(
             )
         )
         tag = secrets.token_hex(3)
+        addresses = [f"c{i}-{tag}@example.org" for i in range(contacts)] if isinstance(contacts, int) else contacts
         rows = [
-            {
-                "id": uuid.uuid4(),
-                "workspace_id": workspace_id,
-                "email": f"c{i}-{tag}@example.org",
-                "first_name": "Grace",
-            }
-            for i in range(contacts)
+            {"id": uuid.uuid4(), "workspace_id": workspace_id, "email": a, "first_name": "Grace"} for a in addresses
         ]
         await session.execute(insert(Contact), rows)
         due = datetime.now(UTC) - timedelta(seconds=1)

@@ -12,18 +12,26 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
-from nimbus_api.models import AccountEvent, Campaign, Contact, EmailAccount, Enrollment, Message
+from nimbus_api.models import AccountEvent, EmailAccount, Message
 from tests.sending.conftest import Campaigns
-from tests.sending.test_faults import Workers, all_terminal, arq, deliveries, enqueue, states, wait_until
+from tests.sending.test_faults import (
+    Workers,
+    all_terminal,
+    arq,
+    deliveries,
+    enqueue,
+    sending_campaign,
+    states,
+    wait_until,
+)
 from tests.servers.mail_world import SMTP_PASSWORD, MailWorld
 from tests.servers.sink_process import SinkProcess
 
@@ -36,46 +44,12 @@ async def _campaign(
     campaigns: Campaigns, inboxes: list[uuid.UUID], sink: SinkProcess, poison: str
 ) -> tuple[uuid.UUID, list[str]]:
     """A campaign over ``inboxes`` (pointed at the sink) with 99 ordinary contacts and ``poison`` among them."""
-    sm, workspace_id = campaigns.sm, campaigns.tenant.workspace_id
-    campaign_id = await campaigns.campaign(inboxes, [])
     tag = secrets.token_hex(3)
     addresses = [f"c{i}-{tag}@example.org" for i in range(CONTACTS - 1)]
     addresses.insert(CONTACTS // 2, poison)
-    async with sm() as session, session.begin():
-        await session.execute(
-            update(Campaign).where(Campaign.status == "active", Campaign.id != campaign_id).values(status="paused")
-        )
-        await session.execute(
-            update(EmailAccount)
-            .where(EmailAccount.id.in_(inboxes))
-            .values(
-                smtp_host="127.0.0.1",
-                smtp_port=sink.port,
-                daily_send_limit=10_000,
-                daily_new_contacts_limit=None,
-                min_send_interval_seconds=0,
-                max_connections=1,
-                credentials_version=EmailAccount.credentials_version + 1,
-            )
-        )
-        rows = [
-            {"id": uuid.uuid4(), "workspace_id": workspace_id, "email": a, "first_name": "Grace"} for a in addresses
-        ]
-        await session.execute(insert(Contact), rows)
-        due = datetime.now(UTC) - timedelta(seconds=1)
-        await session.execute(
-            insert(Enrollment),
-            [
-                {
-                    "workspace_id": workspace_id,
-                    "campaign_id": campaign_id,
-                    "contact_id": row["id"],
-                    "next_send_at": due,
-                    "unsubscribe_token": secrets.token_urlsafe(24),
-                }
-                for row in rows
-            ],
-        )
+    campaign_id, _ = await sending_campaign(
+        campaigns, sink, inboxes=inboxes, contacts=addresses, daily_send_limit=10_000, max_connections=1
+    )
     return campaign_id, addresses
 
 

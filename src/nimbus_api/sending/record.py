@@ -286,28 +286,8 @@ async def pause_inbox(
                 await release(session, account_id, first_step=True, day=message.budget_day)
             await session.delete(message)
         report.handed_back = len(firsts)
-        culprit = culprits[0] if culprits else None
-        reply = error.reply
-        event = AccountEvent(
-            workspace_id=account.workspace_id,
-            account_id=account_id,
-            kind="paused",
-            actor="system:sender",
-            detail={
-                "reason": error.code,
-                "stage": error.stage,
-                "detail": error.detail,
-                "server_reply": {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
-                if reply is not None
-                else None,
-                "message_id": str(culprit.message_id) if culprit else None,
-                "recipient": culprit.to_email if culprit else None,
-                "handed_back": report.handed_back,
-                "failed": [str(m) for m in report.failed],
-            },
-        )
         if first_pause:  # a run that lost a race with another one's pause adds nothing
-            session.add(event)
+            session.add(_pause_event(account, error, culprits[0] if culprits else None, report))
     log.warning(
         "inbox_paused",
         account_id=str(account_id),
@@ -316,3 +296,24 @@ async def pause_inbox(
         failed=len(report.failed),
     )
     return report
+
+
+def _pause_event(account: EmailAccount, error: SmtpError, culprit: Work | None, report: PauseReport) -> AccountEvent:
+    """The account event ``paused``: why, and which send met it (shown by the account's events route)."""
+    reply = error.reply
+    return AccountEvent(
+        workspace_id=account.workspace_id,
+        account_id=account.id,
+        kind="paused",
+        actor="system:sender",
+        detail={
+            "reason": error.code,
+            "stage": error.stage,
+            "detail": error.detail,
+            "server_reply": {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text} if reply else None,
+            "message_id": str(culprit.message_id) if culprit else None,
+            "recipient": culprit.to_email if culprit else None,
+            "handed_back": report.handed_back,
+            "failed": [str(m) for m in report.failed],
+        },
+    )

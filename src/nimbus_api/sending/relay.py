@@ -44,7 +44,6 @@ class RelayEvidence:
     suspects: list[Result] = field(default_factory=list)
     decided: list[Result] = field(default_factory=list)
     """Suspects whose verdict is in, with their final outcome: recorded with the lane's next chunk."""
-    verdict: Verdict | None = None
 
     def saw_accepted(self) -> None:
         """An RCPT was accepted: every suspect so far was refused for itself."""
@@ -52,25 +51,25 @@ class RelayEvidence:
         if self.suspects:
             self.decide("recipient")
 
-    def refused(self, result: Result) -> Result | None:
-        """A relay refusal. Returns the result to record now (the recipient's, ``failed``), or None when
-        it is held as a suspect (``decided`` gets it once the verdict is in)."""
+    def refused(self, result: Result) -> tuple[Result | None, list[Result]]:
+        """A relay refusal. Returns the result to record now (the recipient's, ``failed``; None when it
+        is held as a suspect), and the suspects this refusal proved to be the inbox's (``credential``;
+        empty unless it reached ``RELAY_DOMAINS_TO_PAUSE`` domains)."""
         if self.accepted:
             result.outcome = "failed"
-            return result
+            return result, []
         self.suspects.append(result)
         domains = {s.item.to_email.rpartition("@")[2].lower() for s in self.suspects}
-        if len(domains) >= RELAY_DOMAINS_TO_PAUSE:
-            self.decide("inbox")
-        return None
+        return None, self.decide("inbox") if len(domains) >= RELAY_DOMAINS_TO_PAUSE else []
 
-    def decide(self, verdict: Verdict) -> None:
-        """``recipient``: the suspects fail; ``inbox``: they are handed to other inboxes (``credential``)."""
-        self.verdict = verdict if verdict == "inbox" else self.verdict
-        for suspect in self.suspects:
+    def decide(self, verdict: Verdict) -> list[Result]:
+        """``recipient``: the suspects fail; ``inbox``: they are handed to other inboxes (``credential``).
+        Returns them (``decided`` holds them too, for recording)."""
+        suspects, self.suspects = self.suspects, []
+        for suspect in suspects:
             suspect.outcome = "failed" if verdict == "recipient" else "credential"
-        self.decided += self.suspects
-        self.suspects = []
+        self.decided += suspects
+        return suspects
 
     def defer(self) -> None:
         """No verdict could be reached (the probe failed): the suspects are retried later."""

@@ -329,22 +329,24 @@ class _Lane:
             self.evidence.saw_accepted()  # the recipient was accepted: relay works
         result = Result(item, outcome, None, error)
         if outcome == "relay_denied":
-            decided = self.evidence.refused(result)
-            if decided is not None:
-                results.append(decided)
-            elif self.evidence.verdict == "inbox":
-                self._inbox_cannot_relay()
+            now, the_inboxes = self.evidence.refused(result)
+            if now is not None:
+                results.append(now)
+            self._inbox_at_fault(the_inboxes)
             return
         if outcome == "credential":
-            self.credential_failure.append(error)
-            self.culprits.append(item)
+            self._inbox_at_fault([result])
         results.append(result)
 
-    def _inbox_cannot_relay(self) -> None:
-        decided = self.evidence.decided
-        if decided and decided[0].error is not None and not self.credential_failure:
-            self.credential_failure.append(decided[0].error)
-        self.culprits += [r.item for r in decided if r.outcome == "credential"]
+    def _inbox_at_fault(self, met: list[Result], error: SmtpError | None = None) -> None:
+        """The inbox cannot send: the run stops with ``error`` (else the first of these sends' errors), and
+        these sends are the ones that met it (``record.pause_inbox`` hands each over at most once)."""
+        if not met and error is None:
+            return
+        first = error or next((r.error for r in met if r.error is not None), None)
+        if first is not None and not self.credential_failure:
+            self.credential_failure.append(first)
+        self.culprits += [r.item for r in met]
 
     async def probe(self) -> None:
         """The run ended with relay refusals and nothing accepted: ask the server whether it would take
@@ -354,17 +356,13 @@ class _Lane:
             async with self.deps.pool.connection(self.key, self.server, max_connections=self.lanes) as conn:
                 refusal = await conn.probe(sender=own, recipient=own)
         except SmtpError as exc:
-            outcome: Outcome = classify(exc.code, exc.stage, _enhanced(exc))
-            if outcome == "credential":  # the login or the sender itself is refused: not the recipients'
-                self.evidence.decide("inbox")
-                self.credential_failure.append(exc)
-                self.culprits += [r.item for r in self.evidence.decided]
+            if classify(exc.code, exc.stage, _enhanced(exc)) == "credential":  # the login or sender is refused
+                self._inbox_at_fault(self.evidence.decide("inbox"), exc)
             else:
                 self.evidence.defer()
             return
         if refusal is not None and classify(refusal.code, refusal.stage, _enhanced(refusal)) == "relay_denied":
-            self.evidence.decide("inbox")
-            self._inbox_cannot_relay()
+            self._inbox_at_fault(self.evidence.decide("inbox"))
         else:
             self.evidence.decide("recipient")
 

@@ -50,7 +50,7 @@ from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.egress import HostNotAllowed, HostUnresolvable, Target, open_socket, resolve_target
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.classify import HINTS, auth_failed_hint, classify
-from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage, credential_forms, parse_reply, redact
+from nimbus_api.smtp.errors import STAGE_WORDS, ServerReply, SmtpError, Stage, credential_forms, parse_reply, redact
 from nimbus_api.smtp.pipelining import PipeliningProtocol
 
 if TYPE_CHECKING:
@@ -61,17 +61,6 @@ MODES: tuple[Mode, ...] = ("ssl", "starttls", "none")
 AUTH_MECHANISMS = ("plain", "login")  # preference order; CRAM-MD5 is obsolete, XOAUTH2 needs OAuth tokens
 
 T = TypeVar("T")
-
-_STAGE_WORDS: dict[Stage, str] = {
-    "connect": "the connection",
-    "tls": "the TLS negotiation",
-    "ehlo": "EHLO",
-    "auth": "AUTH",
-    "mail": "MAIL FROM",
-    "rcpt": "RCPT TO",
-    "data": "DATA",
-    "dot": "the end of the message",
-}
 
 
 @dataclass(frozen=True)
@@ -220,7 +209,7 @@ class SmtpConnection(aiosmtplib.SMTP):
             return self.reply_error(stage, exc.code, exc.message)
         if isinstance(exc, SMTPResponseException):  # aiosmtplib's -1: a line that is not SMTP
             text = redact(exc.message, self.secret_forms)[:200]
-            return self.fail("smtp.rejected", f"the answer during {_STAGE_WORDS[stage]} is not SMTP: {text}", stage)
+            return self.fail("smtp.rejected", f"the answer during {STAGE_WORDS[stage]} is not SMTP: {text}", stage)
         if isinstance(exc, SMTPConnectError) and stage == "connect":
             return self._translate_connect(exc)
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -231,7 +220,7 @@ class SmtpConnection(aiosmtplib.SMTP):
             seconds = self.net.connect_timeout if stage in ("connect", "tls") else self.net.command_timeout
             return self.fail(
                 "smtp.timeout",
-                f"no answer within {seconds:g} s during {_STAGE_WORDS[stage]}",
+                f"no answer within {seconds:g} s during {STAGE_WORDS[stage]}",
                 stage,
                 self._hint("smtp.timeout", stage),
             )
@@ -241,11 +230,11 @@ class SmtpConnection(aiosmtplib.SMTP):
                     "smtp.connection_refused", "the server closed the connection before its greeting", stage
                 )
             return self.fail(
-                "smtp.rejected", f"the connection was lost during {_STAGE_WORDS[stage]} without a reply", stage
+                "smtp.rejected", f"the connection was lost during {STAGE_WORDS[stage]} without a reply", stage
             )
         if isinstance(exc, SMTPException):
             detail = redact(exc.message, self.secret_forms)
-            return self.fail("smtp.rejected", f"{_STAGE_WORDS[stage]} failed: {detail}", stage)
+            return self.fail("smtp.rejected", f"{STAGE_WORDS[stage]} failed: {detail}", stage)
         return None
 
     def _translate_connect(self, exc: SMTPConnectError) -> SmtpError:
@@ -339,7 +328,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _reply_detail(code: str, stage: Stage, reply: ServerReply) -> str:
-    where = _STAGE_WORDS[stage]
+    where = STAGE_WORDS[stage]
     what = {
         "smtp.starttls_required": f"the server requires STARTTLS before {where}",
         "smtp.auth_failed": "the server refused the login"

@@ -23,6 +23,17 @@ from typing import Literal
 
 Stage = Literal["connect", "tls", "ehlo", "auth", "mail", "rcpt", "data", "dot"]
 STAGES: tuple[Stage, ...] = ("connect", "tls", "ehlo", "auth", "mail", "rcpt", "data", "dot")
+STAGE_WORDS: dict[Stage, str] = {
+    "connect": "the connection",
+    "tls": "the TLS negotiation",
+    "ehlo": "EHLO",
+    "auth": "AUTH",
+    "mail": "MAIL FROM",
+    "rcpt": "RCPT TO",
+    "data": "DATA",
+    "dot": "the end of the message",
+}
+"""How a detail sentence names each stage."""
 
 REDACTED = "[redacted]"
 MAX_REPLY_TEXT = 2000
@@ -130,6 +141,7 @@ __all__ = [
     "MAX_REPLY_TEXT",
     "REDACTED",
     "STAGES",
+    "STAGE_WORDS",
     "ServerReply",
     "SmtpError",
     "Stage",

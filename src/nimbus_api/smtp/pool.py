@@ -67,19 +67,8 @@ from dataclasses import dataclass, field
 
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, close_gracefully, connect, reset, transmit
-from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage
+from nimbus_api.smtp.errors import STAGE_WORDS, ServerReply, SmtpError
 from nimbus_api.smtp.transaction import probe_recipient
-
-_STAGE_WORDS: dict[Stage, str] = {
-    "connect": "the connection",
-    "tls": "the TLS negotiation",
-    "ehlo": "EHLO",
-    "auth": "AUTH",
-    "mail": "MAIL FROM",
-    "rcpt": "RCPT TO",
-    "data": "DATA",
-    "dot": "the end of the message",
-}
 
 LOST_BEFORE_DOT_HINT = "The connection broke before the message was complete; nothing was accepted: retry."
 LOST_AFTER_DOT_HINT = (
@@ -143,7 +132,7 @@ def _connection_lost(error: SmtpError) -> SmtpError:
     if stage == "dot":
         detail = "the connection was lost after the message was sent, before the server confirmed it"
         return SmtpError("smtp.connection_lost", detail, stage, None, LOST_AFTER_DOT_HINT)
-    detail = f"the connection was lost during {_STAGE_WORDS[stage]}, before the message was complete"
+    detail = f"the connection was lost during {STAGE_WORDS[stage]}, before the message was complete"
     return SmtpError("smtp.connection_lost", detail, stage, None, LOST_BEFORE_DOT_HINT)
 
 
@@ -183,6 +172,20 @@ class PooledConnection:
             self.smtp.close()
             self._pool.metrics.discarded += 1
 
+    async def _ready(self, what: str) -> None:
+        """Before a transaction or a probe: the lease is live, and a refusal's leftover state is reset (RSET)."""
+        if not self._leased:
+            raise RuntimeError("this connection is not leased: use it inside `async with pool.connection(...)`")
+        if self.discarded:
+            raise SmtpError("smtp.connection_lost", "the connection was discarded", "mail", None, LOST_BEFORE_DOT_HINT)
+        if self._dirty:
+            if not await reset(self.smtp, timeout=self._pool.reset_timeout):
+                self.discard()
+                raise SmtpError(
+                    "smtp.connection_lost", f"RSET failed before the {what}", "mail", None, LOST_BEFORE_DOT_HINT
+                )
+            self._dirty = False
+
     async def transmit(
         self, *, sender: str, recipients: Sequence[str], message: bytes, then: Outgoing | None = None
     ) -> ServerReply:
@@ -196,17 +199,7 @@ class PooledConnection:
         rides with this one's final dot (``client.transmit``); if it is not sent next here, the connection
         is closed when the lease ends.
         """
-        if not self._leased:
-            raise RuntimeError("this connection is not leased: use it inside `async with pool.connection(...)`")
-        if self.discarded:
-            raise SmtpError("smtp.connection_lost", "the connection was discarded", "mail", None, LOST_BEFORE_DOT_HINT)
-        if self._dirty:
-            if not await reset(self.smtp, timeout=self._pool.reset_timeout):
-                self.discard()
-                raise SmtpError(
-                    "smtp.connection_lost", "RSET failed before the next message", "mail", None, LOST_BEFORE_DOT_HINT
-                )
-            self._dirty = False
+        await self._ready("next message")
         try:
             reply = await transmit(self.smtp, sender=sender, recipients=recipients, message=message, then=then)
         except SmtpError as exc:
@@ -231,17 +224,7 @@ class PooledConnection:
     async def probe(self, *, sender: str, recipient: str) -> SmtpError | None:
         """Whether the server would take mail for ``recipient`` (``transaction.probe_recipient``): the
         refusal, or None. Nothing is sent; the connection stays usable unless the probe failed."""
-        if not self._leased:
-            raise RuntimeError("this connection is not leased: use it inside `async with pool.connection(...)`")
-        if self.discarded:
-            raise SmtpError("smtp.connection_lost", "the connection was discarded", "mail", None, LOST_BEFORE_DOT_HINT)
-        if self._dirty:
-            if not await reset(self.smtp, timeout=self._pool.reset_timeout):
-                self.discard()
-                raise SmtpError(
-                    "smtp.connection_lost", "RSET failed before the probe", "mail", None, LOST_BEFORE_DOT_HINT
-                )
-            self._dirty = False
+        await self._ready("probe")
         try:
             answer = await probe_recipient(self.smtp, sender=sender, recipient=recipient)
         except BaseException:
