@@ -103,8 +103,7 @@ async def mail_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     await world.stop()
 
 
-@pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
+def build_settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
     """The run's settings. The mail world's domains are under ``.test`` (RFC 2606), so special-use names
     are allowed, as an operator of a staging mail world would: the apps built from these settings accept
     them in requests, and the process default (what a worker sets at start) covers validation outside
@@ -124,6 +123,11 @@ def settings(database_url: str, redis_url: str, master_key: str, mail_world: Mai
     )
     set_process_default(settings.allow_special_use_domains)
     return settings
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
+    return build_settings(database_url, redis_url, master_key, mail_world)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.config import Settings
 from nimbus_api.models import AccountEvent, EmailAccount, Message
 from tests.sending.conftest import Campaigns
-from tests.sending.test_faults import (
+from tests.sending.fleet import (
     Workers,
     all_terminal,
     arq,

@@ -18,6 +18,11 @@ is that up to ``commit_every`` messages per lane that were not yet sent are reco
 error that is not an SMTP outcome (Redis down for the pacer, a pool timeout) records what was sent and
 gives the unsent rest of the chunk back at once. With pacing on, a chunk is at most one second of sends.
 
+PostgreSQL going away between 2 and 3 (a restart, a failover) does not turn what was sent ``unknown``:
+step 3 is tried again with backoff (``kit.outage``) while the lease lasts (up to half of it, at most
+``RECORD_RIDE_OUT_SECONDS``), and a try after one whose commit may have gone through first checks
+whether it did (the chunk's messages are no longer leased by this worker), so nothing is recorded twice.
+
 The inbox's password is decrypted (audited, purpose ``send``) only when a run opens a connection, at most once
 per run (``_PasswordOnDemand``), and never leaves this process.
 """
@@ -37,14 +42,14 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import structlog
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.campaigns.templates import TemplateProblem, render_body
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import Secret
-from nimbus_api.models import (
-    EmailAccount,
-)
+from nimbus_api.kit.outage import Outages, ride_out
+from nimbus_api.models import EmailAccount, Message
 from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import unsubscribe_links
 from nimbus_api.sending.lease import GENERIC_PLANS_SQL, LeasedRow, StepTemplates, lease, step_templates
@@ -58,6 +63,8 @@ from nimbus_api.smtp.pool import PoolKey, SmtpPool
 
 log = structlog.get_logger(__name__)
 SENDER_ACTOR = Actor.system("sender")
+RECORD_RIDE_OUT_SECONDS = 60.0
+"""How long a lane waits for PostgreSQL to come back to record a chunk it sent (at most half the lease)."""
 
 
 @dataclass
@@ -71,6 +78,7 @@ class SenderDeps:
     lease_seconds: int = 300
     batch: int = 100
     commit_every: int = 25
+    outages: Outages = field(default_factory=Outages)
 
 
 @dataclass
@@ -259,7 +267,7 @@ class _Lane:
     async def _commit(self, sent: Chunk | None, now: datetime | None) -> _Leased:
         """``_record_and_lease``, run to its end even if this task is cancelled meanwhile: the outcomes
         must be committed. A chunk it leased that nobody will now send is given back."""
-        task = asyncio.ensure_future(self._record_and_lease(sent, now))
+        task = asyncio.ensure_future(self._record_and_lease_riding_out(sent, now))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -269,6 +277,36 @@ class _Lane:
                     async with self.deps.sessionmaker() as session, session.begin():
                         await give_back(session, self.deps.worker_id, [row.id for row in rows])
             raise
+
+    async def _record_and_lease_riding_out(self, sent: Chunk | None, now: datetime | None) -> _Leased:
+        """``_record_and_lease``, tried again while PostgreSQL is away (see the module docstring)."""
+        deadline = time.monotonic() + min(RECORD_RIDE_OUT_SECONDS, self.deps.lease_seconds / 2)
+        tries = 0
+
+        async def attempt() -> _Leased:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and sent is not None and await self._recorded(sent):
+                return await self._record_and_lease(None, now)
+            return await self._record_and_lease(sent, now)
+
+        return await ride_out(attempt, self.deps.outages.postgres, deadline=deadline)
+
+    async def _recorded(self, sent: Chunk) -> bool:
+        """Whether an earlier try committed ``sent`` (its transaction moves every message of the chunk out
+        of this worker's lease, so one still leased means it did not)."""
+        ids = [r.item.message_id for r in sent.results] + [item.message_id for item in sent.unsent]
+        if not ids:
+            return True
+        async with self.deps.sessionmaker() as session:
+            still_leased = await session.scalar(
+                select(
+                    exists().where(
+                        Message.id.in_(ids), Message.state == "leased", Message.lease_owner == self.deps.worker_id
+                    )
+                )
+            )
+        return not still_leased
 
     async def _record_and_lease(self, sent: Chunk | None, now: datetime | None) -> _Leased:
         """One transaction: record the chunk that was sent (if any), lease the next (unless ``now`` is None)

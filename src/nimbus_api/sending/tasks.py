@@ -116,6 +116,7 @@ async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
         lease_seconds=res.settings.send_lease_seconds,
         batch=res.settings.send_batch,
         commit_every=res.settings.send_commit_every,
+        outages=res.outages,
     )
     wake = wakeups(ctx)
     deadline = time.monotonic() + SEND_SLICE_SECONDS

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.outage import Outages
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
@@ -26,6 +27,7 @@ class WorkerResources:
     pacer: Pacer | None
     mx: MxChecker
     worker_id: str
+    outages: Outages = field(default_factory=Outages)
 
 
 def resources(ctx: dict[str, Any]) -> WorkerResources:

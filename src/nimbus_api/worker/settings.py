@@ -1,4 +1,8 @@
-"""arq worker configuration, built from ``Settings`` (arq wants a class; we build its arguments)."""
+"""arq worker configuration, built from ``Settings`` (arq wants a class; we build its arguments).
+
+Every task is wrapped by ``resilience.rides_out`` and the worker is a ``ResilientWorker``: a Redis or
+PostgreSQL outage is waited out, never the end of the process.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from typing import Any
 import structlog
 from arq import cron, func
 from arq.connections import RedisSettings
-from arq.worker import Worker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
@@ -16,19 +19,21 @@ from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
+from nimbus_api.kit.outage import Outages
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.worker.context import WorkerResources
+from nimbus_api.worker.resilience import OUTAGES_KEY, ResilientWorker, rides_out
 from nimbus_api.worker.tasks import purge_idempotency_keys
 
 log = structlog.get_logger(__name__)
 FUNCTIONS: list[Any] = [
-    purge_idempotency_keys,
-    func(send_inbox, keep_result=0, timeout=SEND_JOB_TIMEOUT),
-    func(dispatch_tick, keep_result=0),
-    func(sweep_tick, keep_result=0),
+    func(rides_out(purge_idempotency_keys)),
+    func(rides_out(send_inbox), keep_result=0, timeout=SEND_JOB_TIMEOUT),
+    func(rides_out(dispatch_tick), keep_result=0),
+    func(rides_out(sweep_tick), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -41,8 +46,13 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
     database_url = settings.database_url
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        # Tried again until PostgreSQL answers (``ResilientWorker``): the engine is disposed of each time.
         engine = make_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
-        await open_connections(engine, settings.db_pool_size)
+        try:
+            await open_connections(engine, settings.db_pool_size)
+        except BaseException:
+            await engine.dispose()
+            raise
         net = build_net_context(settings)
         pool = SmtpPool(net)
         await pool.start()
@@ -56,6 +66,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             pacer=Pacer(ctx["redis"], rate),
             mx=MxChecker(net.resolver),
             worker_id=f"worker-{uuid.uuid4().hex[:10]}",
+            outages=ctx[OUTAGES_KEY],
         )
         log.info("worker_started", queue=QUEUE_NAME)
 
@@ -68,10 +79,10 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         "functions": FUNCTIONS,
         "cron_jobs": [
-            cron(purge_idempotency_keys, minute={7, 37}, run_at_startup=True, unique=True),
-            cron(dispatch_tick, second=_EVERY_5_SECONDS, unique=True, keep_result=0),
-            cron(sweep_tick, second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
-            cron(rotate_data_keys, minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            cron(rides_out(purge_idempotency_keys), minute={7, 37}, run_at_startup=True, unique=True),
+            cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
+            cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
+            cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
@@ -83,5 +94,5 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    return Worker(**{**worker_kwargs(settings), **overrides})
+def create_worker(settings: Settings, **overrides: Any) -> ResilientWorker:
+    return ResilientWorker(**{**worker_kwargs(settings), "outages": Outages(), **overrides})
