@@ -1,6 +1,6 @@
 """The answers of the edge (``gate``, ``body_limit``, the body parsing in ``errors``), declared on the
-operations they can come from: 400 on every operation (a URL can be malformed), 413 and 415 on every
-operation that takes a body."""
+operations they can come from: 400 on every operation (a URL can be malformed), 500 and 503 on every
+operation (``internal_errors``), 413 and 415 on every operation that takes a body."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 from nimbus_api.config import Settings
 from nimbus_api.kit.problems import (
     PROBLEM_MEDIA_TYPE,
+    InternalError,
     MalformedRequest,
     RequestTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 
@@ -41,6 +43,18 @@ def document_edge_responses(schema: dict[str, Any], settings: Settings, import_p
             if "400" not in responses:
                 why = f"{_BODY}, or {_URL}" if has_body else _URL
                 responses["400"] = _response(f"The request cannot be parsed: {why}", MalformedRequest.code)
+            responses.setdefault("500", _response("An unexpected error; nothing was changed", InternalError.code))
+            responses.setdefault(
+                "503",
+                {
+                    **_response(
+                        "A data store (PostgreSQL or Redis) is not reachable; nothing was changed. Try again after "
+                        "`Retry-After` seconds",
+                        ServiceUnavailable.code,
+                    ),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}},
+                },
+            )
             if not has_body:
                 continue
             media = ", ".join(f"`{m}`" for m in operation["requestBody"].get("content", {}))

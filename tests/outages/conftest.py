@@ -1,8 +1,8 @@
 """The outage tests' own PostgreSQL and Redis (``tests/servers/private_stores.py``), which they restart.
 
 Every store-facing fixture of the root conftest is redefined here, so that the tests of this package, and
-the fixtures they use from the conftests above (``make_tenant``, ``campaigns``), see the private servers
-and nothing of theirs touches the shared ones. They are package-scoped: the servers are stopped when
+the fixtures they use from elsewhere (``make_tenant``, and ``campaigns`` from the sending tests), see the
+private servers and nothing of theirs touches the shared ones. They are package-scoped: the servers are stopped when
 the package's tests are done.
 """
 
@@ -25,8 +25,11 @@ from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.validation.service import build_verifier
 from tests.conftest import build_settings
+from tests.sending.conftest import campaigns
 from tests.servers.mail_world import MailWorld
 from tests.servers.private_stores import PrivatePostgres, PrivateRedis
+
+__all__ = ["campaigns"]  # the fixture, for the tests of this package
 
 
 @pytest.fixture(scope="package")
