@@ -125,6 +125,24 @@ def build_settings(database_url: str, redis_url: str, master_key: str, mail_worl
     return settings
 
 
+def build_app_state(
+    settings: Settings,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    vault: Vault,
+) -> AppState:
+    """What the app holds, built from the test's stores (the real verifier, rate-limited in ``redis``)."""
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        redis=redis,
+        vault=vault,
+        verifier=build_verifier(settings, redis),
+    )
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
     return build_settings(database_url, redis_url, master_key, mail_world)
@@ -159,14 +177,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def app_state(
     settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, vault: Vault
 ) -> AppState:
-    return AppState(
-        settings=settings,
-        engine=engine,
-        sessionmaker=sessionmaker,
-        redis=redis,
-        vault=vault,
-        verifier=build_verifier(settings, redis),
-    )
+    return build_app_state(settings, engine, sessionmaker, redis, vault)
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,7 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
-from nimbus_api.validation.service import build_verifier
-from tests.conftest import build_settings
+from tests.conftest import build_app_state, build_settings
 from tests.sending.conftest import campaigns
 from tests.servers.mail_world import MailWorld
 from tests.servers.private_stores import PrivatePostgres, PrivateRedis
@@ -91,14 +90,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def app_state(
     settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, vault: Vault
 ) -> AppState:
-    return AppState(
-        settings=settings,
-        engine=engine,
-        sessionmaker=sessionmaker,
-        redis=redis,
-        vault=vault,
-        verifier=build_verifier(settings, redis),
-    )
+    return build_app_state(settings, engine, sessionmaker, redis, vault)
 
 
 @pytest.fixture(scope="package")

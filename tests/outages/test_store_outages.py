@@ -93,21 +93,78 @@ async def _exactly_once(
     return dict(Counter(by_header.values()))
 
 
-async def _start_campaign(
-    campaigns: Campaigns, sink: SinkProcess, settings: Settings, tmp_path: Path
-) -> tuple[uuid.UUID, Workers]:
-    campaign_id, _ = await sending_campaign(
-        campaigns, sink, inboxes=2, contacts=CONTACTS, daily_send_limit=10_000, max_connections=1
-    )
-    workers = Workers(settings, tmp_path, NIMBUS_SMTP_RATE_PER_CONNECTION=RATE, NIMBUS_LOG_FORMAT="json")
-    return campaign_id, workers
+Disruption = Callable[[], Awaitable[None]]
 
 
-async def _under_way(sink: SinkProcess, workers: Workers, count: int) -> None:
-    async def enough() -> bool:
-        return len(sink.records()) >= count
+class Run:
+    """A campaign of ``CONTACTS`` over 2 inboxes, sent by real workers, across ``disruptions``."""
 
-    await _eventually(enough, 40, f"{count} sends", workers)
+    def __init__(
+        self,
+        campaigns: Campaigns,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        sink: SinkProcess,
+        arq: ArqRedis,
+        tmp_path: Path,
+    ) -> None:
+        self.campaigns, self.sm, self.sink, self.arq, self.tmp_path = campaigns, sessionmaker, sink, arq, tmp_path
+        self.workers = Workers(settings, tmp_path, NIMBUS_SMTP_RATE_PER_CONNECTION=RATE, NIMBUS_LOG_FORMAT="json")
+        self.delivered_at: list[int] = []
+
+    async def across(self, disruptions: list[tuple[int, Disruption]], *, workers: int = 2) -> dict[str, int]:
+        """Start ``workers``, then run each disruption once the sink holds that many messages; wait for
+        every message to be sent, check that it was delivered exactly once and recorded ``sent``, and
+        that no worker exited (the states seen are returned)."""
+        campaign_id, _ = await sending_campaign(
+            self.campaigns, self.sink, inboxes=2, contacts=CONTACTS, daily_send_limit=10_000, max_connections=1
+        )
+        try:
+            for _ in range(workers):
+                self.workers.start()
+            await enqueue(self.arq, "dispatch_tick")
+            for count, disrupt in disruptions:
+                await self._delivered(count)
+                _all_alive(self.workers)
+                await disrupt()
+                self.delivered_at.append(len(self.sink.records()))
+
+            async def finished() -> bool:
+                return await all_terminal(self.sm, campaign_id, CONTACTS) and len(self.sink.records()) >= CONTACTS
+
+            await _eventually(finished, 90, "every message to be sent", self.workers)
+            await asyncio.sleep(1.0)  # a worker that exits on an outage would be gone by now
+            _all_alive(self.workers)
+        finally:
+            self.workers.kill_all()
+        await assert_every_enrollment_has_a_terminal_first_message(self.sm, campaign_id, CONTACTS)
+        by_header = await message_states(self.sm, campaign_id)
+        counts = deliveries(self.sink.records())
+        assert Counter(by_header.values()) == {"sent": CONTACTS}, Counter(by_header.values())
+        assert set(counts) == set(by_header), "the sink and the database disagree on what was sent"
+        assert set(counts.values()) == {1}, "a message was delivered twice"
+        return dict(Counter(by_header.values()))
+
+    async def _delivered(self, count: int) -> None:
+        async def enough() -> bool:
+            return len(self.sink.records()) >= count
+
+        await _eventually(enough, 40, f"{count} sends", self.workers)
+
+    def events(self) -> list[Counter[tuple[str, str]]]:
+        return _events(self.workers, self.tmp_path)
+
+
+@pytest.fixture
+def run(
+    campaigns: Campaigns,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    sink: SinkProcess,
+    arq: ArqRedis,
+    tmp_path: Path,
+) -> Run:
+    return Run(campaigns, sessionmaker, settings, sink, arq, tmp_path)
 
 
 def _all_alive(workers: Workers) -> None:
@@ -115,144 +172,63 @@ def _all_alive(workers: Workers) -> None:
     assert not exited, f"workers exited: {exited}\n{workers.logs()}"
 
 
+def restart_redis(server: PrivateRedis, down_for: float) -> Disruption:
+    """Gone with everything it held (queue, wake-ups, pace schedules) for ``down_for``, then back empty."""
+    return lambda: asyncio.to_thread(server.restart, down_for)
+
+
+def restart_postgres(server: PrivatePostgres, down_for: float, mode: str) -> Disruption:
+    """``immediate``: every backend killed at once, crash recovery at start; ``fast``: a clean shutdown."""
+    return lambda: asyncio.to_thread(server.restart, down_for, mode)  # type: ignore[arg-type]
+
+
 async def test_a_redis_restart_mid_campaign_is_ridden_out(
-    campaigns: Campaigns,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    private_redis: PrivateRedis,
-    sink: SinkProcess,
-    arq: ArqRedis,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    run: Run, private_redis: PrivateRedis, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    campaign_id, workers = await _start_campaign(campaigns, sink, settings, tmp_path)
-    try:
-        workers.start(), workers.start()
-        await enqueue(arq, "dispatch_tick")
-        await _under_way(sink, workers, 30)
-        # Gone with everything it held (queue, wake-ups, pace schedules), for 3 s, then empty.
-        await asyncio.to_thread(private_redis.restart, 3.0)
-        at_restart = len(sink.records())
-
-        async def finished() -> bool:
-            return await all_terminal(sessionmaker, campaign_id, CONTACTS) and len(sink.records()) >= CONTACTS
-
-        await _eventually(finished, 90, "every message to be sent after the restart", workers)
-        await asyncio.sleep(1.0)  # a worker that exits on the outage would be gone by now
-        _all_alive(workers)
-    finally:
-        workers.kill_all()
-    seen = await _exactly_once(sessionmaker, campaign_id, sink)
-    for events in _events(workers, tmp_path):
+    seen = await run.across([(30, restart_redis(private_redis, 3.0))])
+    for events in run.events():
         assert events[("store_unavailable", "redis")] == 1, events
         assert events[("store_recovered", "redis")] == 1, events
     with capsys.disabled():
-        print(f"\n[redis restart] delivered_before={at_restart} states={seen}")
+        print(f"\n[redis restart] delivered_before={run.delivered_at} states={seen}")
 
 
 async def test_a_postgres_crash_mid_campaign_is_ridden_out(
-    campaigns: Campaigns,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    private_postgres: PrivatePostgres,
-    sink: SinkProcess,
-    arq: ArqRedis,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    run: Run, private_postgres: PrivatePostgres, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    campaign_id, workers = await _start_campaign(campaigns, sink, settings, tmp_path)
-    try:
-        workers.start(), workers.start()
-        await enqueue(arq, "dispatch_tick")
-        await _under_way(sink, workers, 30)
-        # Every backend killed at once (``pg_ctl stop -m immediate``), 3 s down, crash recovery at start.
-        await asyncio.to_thread(private_postgres.restart, 3.0, "immediate")
-        at_restart = len(sink.records())
-
-        async def finished() -> bool:
-            return await all_terminal(sessionmaker, campaign_id, CONTACTS) and len(sink.records()) >= CONTACTS
-
-        await _eventually(finished, 90, "every message to be sent after the restart", workers)
-        await asyncio.sleep(1.0)
-        _all_alive(workers)
-    finally:
-        workers.kill_all()
-    seen = await _exactly_once(sessionmaker, campaign_id, sink)
-    for events in _events(workers, tmp_path):
-        assert events[("store_unavailable", "postgres")] <= 1, events
-        assert events[("store_recovered", "postgres")] == events[("store_unavailable", "postgres")], events
-    assert any(e[("store_unavailable", "postgres")] for e in _events(workers, tmp_path))
+    seen = await run.across([(30, restart_postgres(private_postgres, 3.0, "immediate"))])
+    events = run.events()
+    for one in events:
+        assert one[("store_unavailable", "postgres")] <= 1, one
+        assert one[("store_recovered", "postgres")] == one[("store_unavailable", "postgres")], one
+    assert any(one[("store_unavailable", "postgres")] for one in events)
     with capsys.disabled():
-        print(f"\n[postgres crash] delivered_before={at_restart} states={seen}")
-
-
-async def test_a_worker_started_while_both_stores_are_down_waits_for_them(
-    campaigns: Campaigns,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    private_postgres: PrivatePostgres,
-    private_redis: PrivateRedis,
-    sink: SinkProcess,
-    arq: ArqRedis,
-    tmp_path: Path,
-) -> None:
-    campaign_id, workers = await _start_campaign(campaigns, sink, settings, tmp_path)
-    try:
-        await enqueue(arq, "dispatch_tick")
-        private_redis.stop()
-        await asyncio.to_thread(private_postgres.stop, "fast")
-        try:
-            workers.start()
-            await asyncio.sleep(4.0)  # a few backoff rounds against nothing
-            _all_alive(workers)
-        finally:
-            private_redis.start()
-            await asyncio.to_thread(private_postgres.start)
-
-        async def finished() -> bool:
-            return await all_terminal(sessionmaker, campaign_id, CONTACTS) and len(sink.records()) >= CONTACTS
-
-        await _eventually(finished, 90, "every message to be sent once the stores are up", workers)
-        _all_alive(workers)
-    finally:
-        workers.kill_all()
-    await _exactly_once(sessionmaker, campaign_id, sink)
-    (events,) = _events(workers, tmp_path)
-    assert events[("store_unavailable", "redis")] == 1, events
-    assert events[("store_recovered", "redis")] == 1, events
+        print(f"\n[postgres crash] delivered_before={run.delivered_at} states={seen}")
 
 
 async def test_a_campaign_across_a_redis_restart_and_then_a_postgres_restart(
-    campaigns: Campaigns,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    private_redis: PrivateRedis,
-    private_postgres: PrivatePostgres,
-    sink: SinkProcess,
-    arq: ArqRedis,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    run: Run, private_redis: PrivateRedis, private_postgres: PrivatePostgres, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    campaign_id, workers = await _start_campaign(campaigns, sink, settings, tmp_path)
-    try:
-        workers.start(), workers.start()
-        await enqueue(arq, "dispatch_tick")
-        await _under_way(sink, workers, 20)
-        await asyncio.to_thread(private_redis.restart, 2.0)
-        at_redis = len(sink.records())
-        await _under_way(sink, workers, at_redis + 20)
-        _all_alive(workers)
-        await asyncio.to_thread(private_postgres.restart, 2.0, "fast")
-        at_postgres = len(sink.records())
-
-        async def finished() -> bool:
-            return await all_terminal(sessionmaker, campaign_id, CONTACTS) and len(sink.records()) >= CONTACTS
-
-        await _eventually(finished, 90, "every message to be sent after both restarts", workers)
-        await asyncio.sleep(1.0)
-        _all_alive(workers)
-    finally:
-        workers.kill_all()
-    seen = await _exactly_once(sessionmaker, campaign_id, sink)
+    seen = await run.across(
+        [(20, restart_redis(private_redis, 2.0)), (50, restart_postgres(private_postgres, 2.0, "fast"))]
+    )
     with capsys.disabled():
-        print(f"\n[redis then postgres] delivered_at_redis={at_redis} at_postgres={at_postgres} states={seen}")
+        print(f"\n[redis then postgres] delivered_before={run.delivered_at} states={seen}")
+
+
+async def test_a_worker_started_while_both_stores_are_down_waits_for_them(
+    run: Run, private_postgres: PrivatePostgres, private_redis: PrivateRedis
+) -> None:
+    private_redis.stop()
+    await asyncio.to_thread(private_postgres.stop, "fast")
+    try:
+        run.workers.start()
+        await asyncio.sleep(4.0)  # a few backoff rounds against nothing
+        _all_alive(run.workers)
+    finally:
+        private_redis.start()
+        await asyncio.to_thread(private_postgres.start)
+    await run.across([], workers=0)
+    (events,) = run.events()
+    assert events[("store_unavailable", "redis")] == 1, events
+    assert events[("store_recovered", "redis")] == 1, events

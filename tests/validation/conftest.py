@@ -29,18 +29,15 @@ import pytest
 from aiosmtpd.smtp import Envelope
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from redis.asyncio import Redis
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.api.app import create_app
-from nimbus_api.api.state import AppState
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.models import Credential, Domain, EmailAccount
-from nimbus_api.validation.service import build_verifier
 from nimbus_api.workspaces import service as workspaces
-from tests.conftest import Tenant
+from tests.conftest import Tenant, build_app_state
 from tests.servers.dns_server import make_zone, txt
 from tests.servers.mail_world import BASE_DOMAIN, DKIM_SELECTOR, SMTP_HOST, MailWorld
 from tests.servers.smtp_server import TestSmtpServer
@@ -61,23 +58,6 @@ LIMITED = {
 }
 
 
-def _state(
-    settings: Settings,
-    engine: AsyncEngine,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    redis: Redis,
-    vault: Vault,
-) -> AppState:
-    return AppState(
-        settings=settings,
-        engine=engine,
-        sessionmaker=sessionmaker,
-        redis=redis,
-        vault=vault,
-        verifier=build_verifier(settings, redis),
-    )
-
-
 @pytest.fixture(scope="session")
 def fast_settings(settings: Settings) -> Settings:
     return settings.model_copy(update=FAST)
@@ -95,7 +75,7 @@ def closed_settings(fast_settings: Settings) -> Settings:
 
 def build_app(settings: Settings, engine, sessionmaker, redis, vault):  # type: ignore[no-untyped-def]
     """An app of ``settings`` on the session's engine, Redis and vault, with its own verifier."""
-    return create_app(settings, state=_state(settings, engine, sessionmaker, redis, vault))
+    return create_app(settings, state=build_app_state(settings, engine, sessionmaker, redis, vault))
 
 
 @pytest.fixture(scope="session")
