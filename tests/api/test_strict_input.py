@@ -1,9 +1,9 @@
 """Request bodies are strict JSON, and the document declares exactly what the server checks.
 
-A boolean is not a number, a numeric string is not an integer, a number is not a string; what JSON can
-only carry as a string (UUIDs, enum values) is accepted as one. Query parameters are strings by nature and
-keep their conversion (`limit=2`), still validated. Every refusal is a 422 naming the field, and changes
-nothing.
+A boolean is not a number, a numeric string is not an integer, a number is not a string; a number with no
+fraction (``12.0``, ``1e3``) is an integer, as JSON Schema counts it; what JSON can only carry as a string
+(UUIDs, enum values) is accepted as one. Query parameters are strings by nature and keep their conversion
+(`limit=2`), still validated. Every refusal is a 422 naming the field, and changes nothing.
 """
 
 from __future__ import annotations
@@ -46,12 +46,41 @@ async def _campaign(tenant: Tenant, **overrides: Any) -> dict[str, Any]:
 # --- JSON types -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [False, True, "12", 12.0, 12.5, [12], {"n": 12}])
+@pytest.mark.parametrize("value", [False, True, "12", 12.5, 1e-9, [12], {"n": 12}])
 async def test_an_integer_is_only_a_json_integer(tenant: Tenant, value: Any) -> None:
     before = (await tenant.client.get("/v1/workspace")).json()
     r = await tenant.client.patch("/v1/workspace", json={"monthly_send_quota": value})
     assert _fields(r) == ["monthly_send_quota"]
     assert (await tenant.client.get("/v1/workspace")).json() == before
+
+
+@pytest.mark.parametrize(("sent", "stored"), [("12.0", 12), ("1e3", 1000), ("-0.0", 0), ("12", 12)])
+async def test_a_number_with_no_fraction_is_an_integer(tenant: Tenant, sent: str, stored: int) -> None:
+    r = await tenant.client.patch(
+        "/v1/workspace", content=f'{{"monthly_send_quota": {sent}}}', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["monthly_send_quota"] == stored
+    assert type(r.json()["monthly_send_quota"]) is int
+
+
+async def test_integral_numbers_in_lists_and_nested_objects_are_integers(tenant: Tenant) -> None:
+    body = {
+        "name": "floats",
+        "type": "cold",
+        "schedule": {"days": [0.0, 2.0, 4.0]},
+        "randomize_delay_seconds": {"min": 5.0, "max": 10.0},
+        "steps": [{"subject": "Hi", "text": "Hello", "delay_seconds": 0.0}],
+    }
+    r = await tenant.client.post("/v1/campaigns", json=body)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["schedule"]["days"] == [0, 2, 4]
+    assert created["randomize_delay_seconds"] == {"min": 5, "max": 10}
+    assert created["steps"][0]["delay_seconds"] == 0
+    # A fraction is still refused, in a list item as anywhere.
+    r = await tenant.client.post("/v1/campaigns", json={"name": "f", "type": "cold", "schedule": {"days": [0.5]}})
+    assert _fields(r) == ["schedule.days.0"]
 
 
 async def test_an_integer_and_null_are_accepted(tenant: Tenant) -> None:

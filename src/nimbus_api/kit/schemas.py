@@ -7,6 +7,10 @@ so ids in a body are ``JsonUuid`` (a string in UUID form, as JSON can only send 
 ``Literal`` types named with ``TypeAliasType``: pydantic emits each as one schema under
 ``components/schemas`` referenced by ``$ref``, so a generated client has one enum class per value set.
 
+JSON has one number type, and JSON Schema counts ``1447.0`` as an integer: a number with no fraction is
+taken for an integer field (``1447.0`` is 1447), while ``1.5``, ``true`` and ``"12"`` stay refused. Every
+``InputModel`` does this for the fields (and the list items) whose type is an integer and not a float.
+
 Text fields strip surrounding whitespace (``str_strip_whitespace``, Unicode ``White_Space``); the checks
 that the document declares (line breaks, lengths) are made on the text as sent, before stripping, so that
 what the document says of a value is exactly what the server accepts.
@@ -15,17 +19,60 @@ what the document says of a value is exactly what the server accepts.
 from __future__ import annotations
 
 import re
+import types
 import uuid
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationInfo, field_validator
 from typing_extensions import TypeAliasType
+
+
+def _integer_only(annotation: Any) -> bool:
+    """Whether the type takes integers (alone or in a list, an optional, ``Annotated``) and no floats."""
+    found: set[type] = set()
+
+    def walk(tp: Any) -> None:
+        if tp is int or tp is float:
+            found.add(tp)
+            return
+        origin = get_origin(tp)
+        if origin is Annotated:
+            walk(get_args(tp)[0])
+        elif origin in (Union, types.UnionType, list, tuple, set, frozenset):
+            for arg in get_args(tp):
+                walk(arg)
+
+    walk(annotation)
+    return found == {int}
+
+
+def _integral(value: Any) -> Any:
+    """A float with no fraction as the int it is (in a list, each item); anything else unchanged."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if type(value) is list:
+        return [int(v) if type(v) is float and v.is_integer() else v for v in value]
+    return value
 
 
 class InputModel(BaseModel):
     """Base of request bodies kept as written (templates): strict JSON types, unknown fields refused."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if name is not None and _integer_field(cls, name):
+            return _integral(value)
+        return value
+
+
+@cache
+def _integer_field(model: type[InputModel], name: str) -> bool:
+    return _integer_only(model.model_fields[name].annotation)
 
 
 class StrictModel(InputModel):
