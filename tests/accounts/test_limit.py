@@ -115,6 +115,24 @@ async def test_the_deployment_default_and_a_workspace_override(
     assert await count(sessionmaker, tenant.workspace_id) == 2
 
 
+async def test_the_workspace_shows_its_accounts_and_its_limit(
+    tenant: Tenant, default_of_one: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    default_of_one.headers["Authorization"] = f"Bearer {tenant.token}"
+
+    async def shown() -> tuple[int, int]:
+        body = (await default_of_one.get("/v1/workspace")).json()
+        return body["email_accounts"], body["max_email_accounts"]
+
+    assert await shown() == (0, 1)  # the deployment's default
+    assert (await create(default_of_one)).status_code == 201
+    assert await shown() == (1, 1)
+    await set_own_limit(sessionmaker, tenant.workspace_id, 5)
+    assert await shown() == (1, 5)  # its own limit wins
+    r = await default_of_one.patch("/v1/workspace", json={"monthly_send_quota": 10})
+    assert (r.json()["email_accounts"], r.json()["max_email_accounts"]) == (1, 5)
+
+
 async def test_nimbus_workspace_set_limit(
     settings: Settings, tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
