@@ -361,3 +361,66 @@ async def test_an_unsubscribe_token_is_url_safe_base64(http: Any) -> None:
     for token in ("a.b", "x" * 129):
         r = await http.get(f"/u/{token}")
         assert _fields(r) == ["token"], token
+
+
+# --- NUL ------------------------------------------------------------------------------------------
+
+
+def _request_body_strings(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every string of every request body schema (following ``$ref``), with where it is."""
+    schemas = doc["components"]["schemas"]
+    found: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+
+    def walk(schema: dict[str, Any], where: str) -> None:
+        ref = schema.get("$ref")
+        if ref is not None:
+            name = ref.rsplit("/", 1)[1]
+            if name not in seen:
+                seen.add(name)
+                walk(schemas[name], name)
+            return
+        if schema.get("type") == "string":
+            found.append((where, schema))
+        for key, sub in schema.get("properties", {}).items():
+            walk(sub, f"{where}.{key}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(schema.get(key), dict):
+                walk(schema[key], f"{where}.{key}")
+        for key in ("anyOf", "oneOf", "allOf"):
+            for sub in schema.get(key, []):
+                walk(sub, where)
+
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                walk(content["schema"], f"{method} {path}")
+    return found
+
+
+# Strings whose value is checked against a set the description names (a host name or IP address, an
+# IANA time zone) rather than a pattern, and the uploaded CSV file (bytes).
+_CHECKED_OTHERWISE = {".host", ".timezone", ".file"}
+
+
+def test_every_free_text_field_of_a_request_declares_what_it_refuses() -> None:
+    """PostgreSQL cannot store NUL in text or jsonb: a body string that the document does not restrict
+    (pattern, format or value set) would be a schema-valid request the server cannot keep."""
+    strings = _request_body_strings(json.loads(export_openapi()))
+    assert len(strings) > 40  # the walk reaches the nested schemas
+    unrestricted = [
+        where
+        for where, schema in strings
+        if not {"pattern", "format", "enum", "const"} & set(schema)
+        and not any(where.endswith(name) for name in _CHECKED_OTHERWISE)
+    ]
+    assert unrestricted == []
+
+
+async def test_nul_in_a_template_is_a_422_naming_it_and_nothing_is_saved(tenant: Tenant) -> None:
+    before = (await tenant.client.get("/v1/campaigns")).json()["data"]
+    for field in ("text", "html"):
+        step = {"subject": "Hi", "text": "Hello", "delay_seconds": 0, field: "a\u0000b"}
+        r = await tenant.client.post("/v1/campaigns", json={"name": "nul", "type": "cold", "steps": [step]})
+        assert _fields(r) == [f"steps.0.{field}"]
+    assert (await tenant.client.get("/v1/campaigns")).json()["data"] == before

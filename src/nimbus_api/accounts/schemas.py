@@ -14,7 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from typing_extensions import TypeAliasType
 
-from nimbus_api.kit.schemas import SINGLE_LINE_PATTERN, UNIQUE_ITEMS, PatchModel, TlsMode, as_sent, not_null
+from nimbus_api.kit.schemas import (
+    NO_NUL_PATTERN,
+    SINGLE_LINE_PATTERN,
+    UNIQUE_ITEMS,
+    PatchModel,
+    TlsMode,
+    as_sent,
+    not_null,
+)
 from nimbus_api.kit.validators import (
     DnsLabel,
     EmailAddress,
@@ -113,7 +121,7 @@ class _AccountFields(StrictModel):
     from_name: HeaderText | None = None
     reply_to: EmailAddress | None = None
     label: HeaderText | None = None
-    description: Annotated[str, Field(max_length=2000)] | None = None
+    description: Annotated[str, Field(max_length=2000, pattern=NO_NUL_PATTERN)] | None = None
     dkim_selector: DnsLabel | None = Field(default=None, description="Selector of the DKIM key in DNS.")
     sync_interval_seconds: Annotated[int, Field(ge=30, le=600)] = 120
     campaign_types: CampaignTypes = Field(
@@ -150,7 +158,7 @@ class EmailAccountUpdate(PatchModel):
     from_name: HeaderText | None = None
     reply_to: EmailAddress | None = None
     label: HeaderText | None = None
-    description: Annotated[str, Field(max_length=2000)] | None = None
+    description: Annotated[str, Field(max_length=2000, pattern=NO_NUL_PATTERN)] | None = None
     provider: ProviderId | None = not_null()
     smtp: SmtpSettingsPatch | None = not_null()
     imap: ImapSettingsPatch | None = None

@@ -20,6 +20,7 @@ from nimbus_api.accounts.schemas import CampaignType
 from nimbus_api.campaigns import eligibility
 from nimbus_api.campaigns.templates import check_template
 from nimbus_api.kit.schemas import (
+    NO_NUL_PATTERN,
     SINGLE_LINE_PATTERN,
     UNIQUE_ITEMS,
     InputModel,
@@ -126,8 +127,10 @@ class StepIn(InputModel):
         "Templates must compile and render for a sample contact (known variables and filters only), "
         "else a 422 naming `steps.N.subject|text|html`."
     )
-    text: Annotated[str, Field(min_length=1, max_length=100_000)] = Field(description="Plain-text body template.")
-    html: Annotated[str, Field(min_length=1, max_length=500_000)] | None = Field(
+    text: Annotated[str, Field(min_length=1, max_length=100_000, pattern=NO_NUL_PATTERN)] = Field(
+        description="Plain-text body template."
+    )
+    html: Annotated[str, Field(min_length=1, max_length=500_000, pattern=NO_NUL_PATTERN)] | None = Field(
         default=None, description="HTML body template (autoescaped), sent as an alternative to the text."
     )
     threaded: bool = Field(

@@ -134,6 +134,8 @@ _NOT_A_LINE_BREAK = r"[^\r\n\u0000]"
 SINGLE_LINE_PATTERN = rf"^{_NOT_A_LINE_BREAK}*[^{_WHITE_SPACE}\u0000]{_NOT_A_LINE_BREAK}*$"
 # One line of text, possibly empty or blank.
 ANY_LINE_PATTERN = rf"^{_NOT_A_LINE_BREAK}*$"
+# Text of any lines, without NUL: PostgreSQL cannot store U+0000 in text or jsonb.
+NO_NUL_PATTERN = r"^[^\u0000]*$"
 _LINE_BREAKS = "\r\n\x00"
 
 
