@@ -14,12 +14,19 @@ invalid (negative) requests go out as generated:
 - ``contacts_import_csv``: the file is a UTF-8 CSV with an ``email`` column (file content; the field's
   description). Generated files are random bytes, so here the one failure dropped is a valid request
   refused with a 422 whose every error names ``file``; anything else about the operation is checked.
+
+One thing here is about the tester, not the API: CPython 3.11 can raise ``SystemError: AST constructor
+recursion depth mismatch`` when two threads run ``ast.parse`` at once (gh-106905), and hypothesis parses
+source files to describe the filters schemathesis builds, from each of the ``--workers`` threads. The run
+then reports a tool error on some operation at random. ``ast.parse`` is serialized below for this process.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
+import threading
 import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +36,17 @@ from schemathesis import GenerationMode
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from nimbus_api.campaigns.templates import TemplateProblem, check_template
+
+_PARSE_LOCK = threading.Lock()
+_parse = ast.parse
+
+
+def _serialized_parse(*args: Any, **kwargs: Any) -> Any:
+    with _PARSE_LOCK:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _serialized_parse  # type: ignore[assignment]
 
 _CAMPAIGN_OPERATIONS = {"campaigns_create", "campaigns_update"}
 _TEMPLATE_PARTS = ("subject", "text", "html")
@@ -44,9 +62,14 @@ def _valid_zone(name: Any) -> bool:
     return True
 
 
+def _is_number(value: Any) -> bool:
+    """A JSON number (an integer field also takes ``3105.0``), not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _fix_campaign(body: dict[str, Any]) -> None:
     delay = body.get("randomize_delay_seconds")
-    ordered = isinstance(delay, dict) and all(isinstance(delay.get(k), int) for k in ("min", "max"))
+    ordered = isinstance(delay, dict) and all(_is_number(delay.get(k)) for k in ("min", "max"))
     if ordered and delay["min"] > delay["max"]:
         delay["min"], delay["max"] = delay["max"], delay["min"]
     schedule = body.get("schedule")
@@ -56,7 +79,7 @@ def _fix_campaign(body: dict[str, Any]) -> None:
         if not isinstance(step, dict):
             continue
         # Cross-field (the field's description): a step after the first waits at least 1 s.
-        if index > 0 and isinstance(step.get("delay_seconds"), int) and step["delay_seconds"] < 1:
+        if index > 0 and _is_number(step.get("delay_seconds")) and step["delay_seconds"] < 1:
             step["delay_seconds"] = 1
         for part in _TEMPLATE_PARTS:
             source = step.get(part)
