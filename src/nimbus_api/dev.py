@@ -19,6 +19,7 @@ from types import TracebackType
 
 import structlog
 import uvicorn
+from arq.worker import Worker
 from pydantic import SecretStr
 
 from nimbus_api.api.app import create_app
@@ -139,6 +140,26 @@ async def _bootstrap(settings: Settings) -> str | None:
         await engine.dispose()
 
 
+async def _stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
+    """Stop the worker; a failure is logged, never raised, so that the stores are always stopped after it.
+
+    The worker can fail on its own while everything stops, e.g. when a service manager signalled the
+    embedded servers too (systemd sends SIGTERM to every process of the unit) and PostgreSQL already
+    refuses connections while the worker is still opening its own.
+    """
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("dev_worker_failed")
+    try:
+        await worker.close()
+    except Exception as exc:  # e.g. Redis stopped already: nothing left to close cleanly
+        log.warning("dev_worker_close_failed", error=f"{type(exc).__name__}: {exc}")
+
+
 async def run_dev(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run ``nimbus dev`` until a stop signal; returns normally after one (exit status 0)."""
     with _Stopper() as stopper:
@@ -195,10 +216,7 @@ async def _run(settings: Settings, host: str | None, port: int | None, stopper: 
             await server.serve()
         finally:
             stopper.stopping()
-            worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker_task
-            await worker.close()
+            await _stop_worker(worker, worker_task)
     finally:
         stopper.stopping()
         stores.close()
