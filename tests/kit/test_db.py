@@ -3,11 +3,12 @@ the bulk statements' array types."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import exc, text
 
 from nimbus_api.config import Settings
 from nimbus_api.kit import db
@@ -82,5 +83,22 @@ async def test_a_new_connection_learns_the_array_types_in_one_query(
             casts = ", ".join(f"CAST(:p{n} AS {t})" for n, t in enumerate(db.ARRAY_PARAMETER_TYPES))
             await conn.execute(text(f"SELECT {casts}"), {f"p{n}": [] for n in range(len(db.ARRAY_PARAMETER_TYPES))})
             assert len(lookups) == 1  # a statement binding them asks the catalog nothing more
+    finally:
+        await engine.dispose()
+
+
+async def test_connections_opened_before_a_failing_one_go_back_to_the_pool(settings: Settings) -> None:
+    assert settings.database_url
+    engine = make_engine(settings.database_url, pool_size=2, max_overflow=0, pool_timeout=0.2)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # the third one waits for a free slot that never comes
+            with pytest.raises(exc.TimeoutError):
+                await db.open_connections(engine, 3)
+        # closed, not left for the garbage collector to terminate (with an error in the log)
+        assert [str(w.message) for w in caught if "non-checked-in" in str(w.message)] == []
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert engine.sync_engine.pool.checkedin() == 2  # type: ignore[attr-defined]
     finally:
         await engine.dispose()

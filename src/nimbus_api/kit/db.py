@@ -6,6 +6,7 @@ dependency (``api.deps``) or the task wrapper (``worker``) owns the transaction.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, date, datetime
 from typing import Any
@@ -121,10 +122,11 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 async def open_connections(engine: AsyncEngine, count: int) -> None:
     """Open ``count`` pooled connections at once (a worker that starts does this before it takes work,
-    so its first messages do not pay for connection set-up)."""
-    connections = [await engine.connect() for _ in range(count)]
-    for connection in connections:
-        await connection.close()
+    so its first messages do not pay for connection set-up). Those already open go back to the pool
+    when a later one fails or the start is cancelled, rather than being left checked out."""
+    async with contextlib.AsyncExitStack() as opened:
+        for _ in range(count):
+            await opened.enter_async_context(engine.connect())
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
