@@ -46,6 +46,11 @@ from tests.servers.sink_process import SinkProcess
 
 __all__ = ["arq", "sink"]  # the fixtures, imported for the tests of this module
 
+SINK_JITTER = 0.025
+"""How late the sink process may note a MAIL FROM relative to another one: it is an asyncio server in a
+process of its own, and on a loaded machine (a CI runner, parallel suites) its loop reads a command some
+milliseconds after it arrived, more than the sender's 5 ms window guard (seen: 12 ms)."""
+
 # --- tests ---------------------------------------------------------------------------------------------
 
 
@@ -227,9 +232,11 @@ async def test_four_workers_hold_budgets_and_pace(
     for sender, times in per_sender.items():
         times.sort()
         # No half-open one-second window holds more than ``rate`` sends: each send is at least 1 s after
-        # the send ``rate`` places before it (MAIL FROM times as the sink saw them).
+        # the send ``rate`` places before it, as the sink saw the MAIL FROMs, less what the sink's own
+        # reading adds (``SINK_JITTER``). The sender's guarantee at its own clock is held exactly by
+        # bench_pacing (fatal in CI) and the pacer's tests.
         gaps = [times[i + rate] - times[i] for i in range(len(times) - rate)]
         tightest[sender] = min(gaps)
-        assert min(gaps) >= 1.0, f"{sender}: {rate + 1} sends within {min(gaps):.3f} s"
+        assert min(gaps) >= 1.0 - SINK_JITTER, f"{sender}: {rate + 1} sends within {min(gaps):.3f} s"
     with capsys.disabled():
         print(f"\n[budgets] sent={seen['sent']} usage={sorted(usage.values())} tightest_{rate + 1}_span={tightest}")
