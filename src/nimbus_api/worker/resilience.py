@@ -38,7 +38,7 @@ from arq.connections import create_pool, log_redis_info
 from arq.utils import poll, timestamp_ms
 from arq.worker import Retry, Worker
 
-from nimbus_api.kit.outage import Outages, backoff
+from nimbus_api.kit.outage import Outages, Store, backoff
 
 log = structlog.get_logger(__name__)
 Task = TypeVar("Task", bound=Callable[..., Awaitable[Any]])
@@ -54,7 +54,7 @@ def outages_of(ctx: dict[str, Any]) -> Outages:
 
 
 def rides_out(task: Task) -> Task:
-    """An outage met by ``task`` (either store) becomes ``Retry`` after the outage's backoff delay."""
+    """An outage met by ``task`` (either store) becomes ``Retry``, deferred by ``backoff`` of the job's try."""
 
     @functools.wraps(task)
     async def wrapper(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -109,6 +109,8 @@ class ResilientWorker(Worker):
 
     async def _start(self) -> None:
         """Redis, then ``on_startup``, each tried again until it works."""
+        # ``retry`` is how many of arq's own retries are used up already: all of them, the backoff is ours.
+        used_up = self.redis_settings.conn_retries if self.redis_settings else 0
         while self._pool is None:
             try:
                 self._pool = await create_pool(
@@ -117,9 +119,7 @@ class ResilientWorker(Worker):
                     job_serializer=self.job_serializer,
                     default_queue_name=self.queue_name,
                     expires_extra_ms=self.expires_extra_ms,
-                    retry=self.redis_settings.conn_retries
-                    if self.redis_settings
-                    else 0,  # no retries inside: the backoff is ours
+                    retry=used_up,
                 )
             except Exception as error:
                 await self._wait(error, default="redis")
@@ -180,7 +180,7 @@ class ResilientWorker(Worker):
             self._reschedule_crons()
         return True
 
-    async def _wait(self, error: Exception, *, default: Any) -> None:
+    async def _wait(self, error: Exception, *, default: Store) -> None:
         if self.outages.failed(error, default=default) is None:
             raise error
         self._failed_rounds += 1
