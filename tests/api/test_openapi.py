@@ -92,6 +92,32 @@ def test_operation_ids_are_stable_snake_case_and_unique(document: dict[str, Any]
     assert len(seen) >= 10
 
 
+def _schemas(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str):
+            yield node
+        for value in node.values():
+            yield from _schemas(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _schemas(item)
+
+
+def test_integer_bounds_are_integers_and_number_bounds_are_kept(document: dict[str, Any]) -> None:
+    """FastAPI's OpenAPI models turn every bound into a float; an integer's bounds are written back as
+    integers (``"maximum": 86400``) so that nothing reading the document takes the field for a float."""
+    bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+    integers = [s for s in _schemas(document) if s["type"] == "integer" and set(bounds) & set(s)]
+    assert len(integers) > 20  # body fields, list items and the `limit` query parameters
+    assert [s for s in integers if any(type(s[b]) is not int for b in bounds if b in s)] == []
+    campaign = document["components"]["schemas"]["CampaignCreate"]["properties"]
+    assert campaign["bounce_rate_threshold"]["maximum"] == 25.0
+    assert type(campaign["bounce_rate_threshold"]["maximum"]) is float
+    limit = next(p for p in document["paths"]["/v1/contacts"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["type"], limit["schema"]["minimum"], limit["schema"]["maximum"]) == ("integer", 1, 200)
+    assert type(limit["schema"]["maximum"]) is int
+
+
 # --- errors --------------------------------------------------------------------------------------------
 
 

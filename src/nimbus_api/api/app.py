@@ -21,6 +21,7 @@ from nimbus_api.api.gate import RequestGateMiddleware
 from nimbus_api.api.health import router as health_router
 from nimbus_api.api.internal_errors import InternalErrorMiddleware
 from nimbus_api.api.openapi_edge import document_edge_responses
+from nimbus_api.api.openapi_numbers import integer_bounds_as_integers
 from nimbus_api.api.state import AppState
 from nimbus_api.audit.endpoints import router as audit_router
 from nimbus_api.campaigns.endpoints import router as campaigns_router
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
                 components.setdefault(name, sub)
             components["ProblemDetail"].pop("$defs", None)
             document_edge_responses(schema, settings, IMPORT_PATHS)
+            integer_bounds_as_integers(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
