@@ -118,6 +118,9 @@ class Settings(BaseSettings):
         "mail world; logged as a warning at start. Off in production.",
     )
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    event_retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Events older than this are purged by the worker (hourly)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

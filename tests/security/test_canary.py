@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import pickle
 import re
@@ -42,7 +43,7 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
-from nimbus_api.models import Enrollment
+from nimbus_api.models import Enrollment, Event
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
 from tests.conftest import Tenant, account_payload, change_smtp_password
 from tests.security.test_dump import assert_absent
@@ -216,6 +217,7 @@ def _routes(app: FastAPI) -> set[tuple[str, str]]:
         ("POST", "/v1/contacts/import"),
         ("POST", "/v1/contacts/import/csv"),
         ("GET", "/v1/suppressions"),
+        ("GET", "/v1/events"),
         ("GET", "/u/{token}"),
         ("POST", "/u/{token}"),
         ("GET", "/healthz"),
@@ -503,6 +505,13 @@ async def test_a_canary_password_leaks_nowhere(
     assert len(responses) > 30
     for response in responses:
         assert_absent(_render(response), needle, f"{response.request.method} {response.request.url} response")
+
+    # the event outbox (the webhook bodies to come): what the walk above made happen, and no canary in it
+    async with sessionmaker() as session:
+        outbox = list(await session.scalars(select(Event).where(Event.workspace_id == tenant.workspace_id)))
+    assert {"campaign.started", "contact.suppressed", "enrollment.unsubscribed"} <= {e.type for e in outbox}
+    for event in outbox:
+        assert_absent(json.dumps(event.payload).encode(), needle, f"the {event.type} event row")
 
     logs = captured_logs.text()
     # the capture did see the traffic: SQL with its parameters, the worker, our events, the failure

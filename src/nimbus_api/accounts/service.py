@@ -23,6 +23,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api import events
 from nimbus_api.accounts import drafts, limits
 from nimbus_api.accounts.drafts import AccountDraft, ServerDraft, is_stored
 from nimbus_api.accounts.errors import AccountNotFound, EmailAccountExists
@@ -36,6 +37,7 @@ from nimbus_api.accounts.schemas import (
 )
 from nimbus_api.credentials.vault import Actor, CredentialKind, Vault
 from nimbus_api.domains import service as domains
+from nimbus_api.events.catalogue import AccountDisabledData, AccountEnabledData
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
@@ -155,12 +157,33 @@ async def update(
                 detail={"from": account.current_stage, "to": patch.current_stage},
             )
         )
+    if "is_active" in set_fields and patch.is_active is not None and patch.is_active != account.is_active:
+        _emit_switch(session, account, active=patch.is_active)
     for name in set_fields - {"smtp", "imap"}:
         setattr(account, name, getattr(patch, name))
     _apply_servers(account, draft)
     await _store_secrets(session, vault, account, draft)
     await session.flush()
     return account
+
+
+def _emit_switch(session: AsyncSession, account: EmailAccount, *, active: bool) -> None:
+    """A person's `is_active` switch: the inbox joins or leaves the rotation (``account.enabled`` /
+    ``account.disabled`` with reason ``manual``). The sender's own pause is ``sending.record``'s."""
+    if active:
+        events.emit(
+            session,
+            account.workspace_id,
+            "account.enabled",
+            AccountEnabledData(account_id=account.id, email=account.email),
+        )
+    else:
+        events.emit(
+            session,
+            account.workspace_id,
+            "account.disabled",
+            AccountDisabledData(account_id=account.id, email=account.email, reason="manual", by="person"),
+        )
 
 
 # --- verify ---------------------------------------------------------------------------------------

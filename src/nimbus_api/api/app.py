@@ -31,6 +31,8 @@ from nimbus_api.credentials.vault import Vault
 from nimbus_api.domains.endpoints import router as domains_router
 from nimbus_api.enrollments.endpoints import router as enrollments_router
 from nimbus_api.enrollments.endpoints import unsubscribe_router
+from nimbus_api.events.document import register_webhooks, tidy_webhooks
+from nimbus_api.events.endpoints import router as events_router
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import ProblemDetail
@@ -132,13 +134,21 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         enrollments_router,
         contacts_router,
         suppressions_router,
+        events_router,
         unsubscribe_router,
     ):
         app.include_router(router)
+    register_webhooks(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                webhooks=app.webhooks.routes,
+            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.setdefault(
                 "ProblemDetail", ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -150,6 +160,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             components["ProblemDetail"].pop("$defs", None)
             document_edge_responses(schema, settings, IMPORT_PATHS)
             integer_bounds_as_integers(schema)
+            tidy_webhooks(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

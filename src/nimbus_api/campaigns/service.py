@@ -22,6 +22,7 @@ from datetime import datetime, time
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api import events
 from nimbus_api.campaigns import pool
 from nimbus_api.campaigns.errors import (
     CampaignCompleted,
@@ -41,6 +42,7 @@ from nimbus_api.campaigns.schemas import (
     StepIn,
     StepOut,
 )
+from nimbus_api.events.catalogue import CampaignPausedData, CampaignStartedData
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
@@ -184,10 +186,17 @@ async def start(session: AsyncSession, workspace_id: uuid.UUID, campaign_id: uui
     if not await pool.pool_size(session, campaign.id):
         raise CampaignHasNoInboxes()
     now = utcnow()
+    resumed = campaign.status == "paused"
     campaign.status = "active"
     campaign.paused_reason = None
     campaign.started_at = campaign.started_at or now
     campaign.updated_at = now
+    events.emit(
+        session,
+        workspace_id,
+        "campaign.started",
+        CampaignStartedData(campaign_id=campaign.id, name=campaign.name, resumed=resumed),
+    )
     await session.flush()
     return campaign
 
@@ -201,6 +210,12 @@ async def pause(session: AsyncSession, workspace_id: uuid.UUID, campaign_id: uui
     campaign.status = "paused"
     campaign.paused_reason = None
     campaign.updated_at = utcnow()
+    events.emit(
+        session,
+        workspace_id,
+        "campaign.paused",
+        CampaignPausedData(campaign_id=campaign.id, name=campaign.name, reason="manual"),
+    )
     await session.flush()
     return campaign
 

@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api import events
 from nimbus_api.campaigns.errors import CampaignCompleted
 from nimbus_api.enrollments.errors import EnrollmentNotFound, UnsubscribeTokenNotFound
 from nimbus_api.enrollments.schemas import EnrollmentRead, EnrollReport, EnrollSuppressed
+from nimbus_api.events.catalogue import EnrollmentUnsubscribedData
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_id
 from nimbus_api.kit.pagination import decode_cursor, encode_cursor
@@ -153,17 +155,26 @@ async def stop(session: AsyncSession, campaign: Campaign, enrollment_id: uuid.UU
 async def unsubscribe(session: AsyncSession, token: str) -> None:
     row = (
         await session.execute(
-            select(Enrollment.workspace_id, Enrollment.campaign_id, Contact.email)
+            select(Enrollment.id, Enrollment.workspace_id, Enrollment.campaign_id, Contact.id, Contact.email)
             .join(Contact, Contact.id == Enrollment.contact_id)
             .where(Enrollment.unsubscribe_token == token)
         )
     ).first()
     if row is None:
         raise UnsubscribeTokenNotFound()
-    workspace_id, campaign_id, email = row
-    await suppressions.suppress(
+    enrollment_id, workspace_id, campaign_id, contact_id, email = row
+    _, created = await suppressions.suppress(
         session, workspace_id, email, "unsubscribed", detail=f"one-click unsubscribe (campaign {campaign_id})"
     )
+    if created:  # a repeated click (or an address already suppressed) changes nothing, and says nothing
+        events.emit(
+            session,
+            workspace_id,
+            "enrollment.unsubscribed",
+            EnrollmentUnsubscribedData(
+                enrollment_id=enrollment_id, campaign_id=campaign_id, contact_id=contact_id, email=email
+            ),
+        )
 
 
 async def token_known(session: AsyncSession, token: str) -> bool:

@@ -10,6 +10,7 @@ from nimbus_api.models.data_key import DataKey
 from nimbus_api.models.domain import Domain
 from nimbus_api.models.email_account import EmailAccount
 from nimbus_api.models.enrollment import Enrollment
+from nimbus_api.models.event import Event
 from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
 from nimbus_api.models.workspace import Workspace
@@ -28,6 +29,7 @@ __all__ = [
     "Domain",
     "EmailAccount",
     "Enrollment",
+    "Event",
     "IdempotencyRecord",
     "Message",
     "SendAttempt",

@@ -35,8 +35,10 @@ import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api import events
 from nimbus_api.campaigns.pool import PoolInbox, load_pools
 from nimbus_api.campaigns.templates import TemplateProblem, render_subject
+from nimbus_api.events.catalogue import EnrollmentBouncedData, EnrollmentCompletedData
 from nimbus_api.kit.addresses import ascii_domain
 from nimbus_api.kit.db import utc_day, utcnow
 from nimbus_api.kit.ids import new_ids
@@ -205,9 +207,16 @@ async def dispatch_campaign(
     # Group what needs an inbox: step-1 (and unthreaded) sends pick from the pool, threaded follow-ups
     # go through the inbox of their step 1.
     groups: dict[tuple[bool, uuid.UUID | None], list[tuple[_Due, CampaignStep, str, str | None]]] = {}
+    completed: list[EnrollmentCompletedData] = []
+    bounced: list[EnrollmentBouncedData] = []
     for d in due:
         if d.next_step >= len(steps):
             settle(d, "completed", None)
+            completed.append(
+                EnrollmentCompletedData(
+                    enrollment_id=d.enrollment_id, campaign_id=campaign.id, contact_id=d.contact_id, email=d.email
+                )
+            )
             continue
         if d.email.lower() in suppressed:
             settle(d, "stopped", "suppressed")
@@ -218,6 +227,7 @@ async def dispatch_campaign(
         check_mx = first and campaign.verify_email_mx and mx is not None
         if check_mx and mx is not None and not await mx.accepts_mail(ascii_domain(d.email.rpartition("@")[2])):
             settle(d, "bounced", "MX check failed at dispatch")
+            bounced.append(_mx_bounce(campaign, d))
             result.bounced += 1
             continue
         thread = threads.get(d.enrollment_id) if not first and step.threaded else None
@@ -309,7 +319,25 @@ async def dispatch_campaign(
         await session.execute(
             UPDATE_ENROLLMENTS_SQL, {column: [u[column] for u in updates] for column in _ENROLLMENT_COLUMNS}
         )
+    if completed:
+        events.emit_many(session, campaign.workspace_id, "enrollment.completed", completed)
+    if bounced:
+        events.emit_many(session, campaign.workspace_id, "enrollment.bounced", bounced)
     return result
+
+
+def _mx_bounce(campaign: Campaign, d: _Due) -> EnrollmentBouncedData:
+    return EnrollmentBouncedData(
+        enrollment_id=d.enrollment_id,
+        campaign_id=campaign.id,
+        contact_id=d.contact_id,
+        email=d.email,
+        reason="mx_check",
+        message_id=None,
+        smtp_code=None,
+        enhanced_code=None,
+        server_text=None,
+    )
 
 
 SUPPRESSED_SQL = text(

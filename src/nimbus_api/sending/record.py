@@ -16,6 +16,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nimbus_api import events
+from nimbus_api.events.catalogue import (
+    AccountDisabledData,
+    ContactSuppressedData,
+    EnrollmentBouncedData,
+    EnrollmentCompletedData,
+)
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_id
 from nimbus_api.models import AccountEvent, EmailAccount, Enrollment, Message, Suppression
@@ -55,7 +62,9 @@ WITH sent AS (
     FROM unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]), CAST(:enhanced AS varchar[]), CAST(:texts AS text[]),
                 CAST(:next_send_at AS timestamptz[])) AS r(id, code, enhanced, reply_text, next_at)
     WHERE m.id = r.id
-    RETURNING m.enrollment_id, m.step, r.next_at
+    RETURNING m.enrollment_id, m.step, r.next_at, m.to_email
+), prior AS (
+    SELECT e.id, e.status FROM enrollments e WHERE e.id IN (SELECT enrollment_id FROM sent)
 ), advanced AS (
     UPDATE enrollments e
     SET next_step = s.step + 1,
@@ -64,13 +73,17 @@ WITH sent AS (
         updated_at = :now
     FROM sent s
     WHERE e.id = s.enrollment_id
-    RETURNING e.id
+    RETURNING e.id, e.status, e.campaign_id, e.contact_id, s.to_email
 )
-SELECT (SELECT count(*) FROM sent), (SELECT count(*) FROM advanced)
+SELECT a.id, a.campaign_id, a.contact_id, a.to_email
+FROM advanced a JOIN prior p ON p.id = a.id
+WHERE p.status = 'active' AND a.status = 'completed'
 """
 )
 """A chunk's ``sent`` messages in one statement, each with its reply, and their enrollments moved to the
-next step at the time given per message (or completed). The other outcomes follow one by one
+next step at the time given per message (or completed: those are returned, for their events; ``prior``
+reads the statuses before the update, as every part of one statement sees the same snapshot). The other
+outcomes follow one by one
 (``record_one``), after their attempt rows (``ATTEMPTS_SQL``)."""
 
 ATTEMPTS_SQL = text(
@@ -102,7 +115,7 @@ async def record_chunk(session: AsyncSession, worker_id: str, account: EmailAcco
     results, unsent = chunk.results, chunk.unsent
     sent = [r for r in results if r.outcome == "sent"]
     if sent:
-        await session.execute(
+        completed = await session.execute(
             RECORD_SQL,
             _reply_columns([r.reply for r in sent])
             | {
@@ -111,6 +124,12 @@ async def record_chunk(session: AsyncSession, worker_id: str, account: EmailAcco
                 "next_send_at": [now + r.item.next_delay if r.item.next_delay is not None else None for r in sent],
             },
         )
+        finished = [
+            EnrollmentCompletedData(enrollment_id=e, campaign_id=c, contact_id=p, email=m)
+            for e, c, p, m in completed.all()
+        ]
+        if finished:
+            events.emit_many(session, account.workspace_id, "enrollment.completed", finished)
     undelivered = [r for r in results if r.outcome not in ("sent", "suppressed", "rendering_failed")]
     if undelivered:
         await session.execute(ATTEMPTS_SQL, _attempt_rows(undelivered, account.id, chunk.started, now))
@@ -188,8 +207,9 @@ async def record_one(session: AsyncSession, account: EmailAccount, result: Resul
         enrollment.status, enrollment.stop_reason = "failed", "delivery unknown"
     elif outcome == "hard_bounce":
         message.state = "failed"
+        newly_bounced = enrollment.status != "bounced"
         enrollment.status, enrollment.stop_reason = "bounced", "hard bounce"
-        await session.execute(
+        suppression_id = await session.scalar(
             insert(Suppression)
             .values(
                 id=new_id(),
@@ -199,7 +219,9 @@ async def record_one(session: AsyncSession, account: EmailAccount, result: Resul
                 detail=(shown.text[:500] if shown else None),
             )
             .on_conflict_do_nothing()
+            .returning(Suppression.id)
         )
+        _emit_hard_bounce(session, message, enrollment, shown, suppression_id, newly_bounced=newly_bounced)
     elif outcome == "rendering_failed":
         message.state, message.error_code = "failed", "template"
         enrollment.status, enrollment.stop_reason = "failed", (item.failure or "template")[:200]
@@ -212,6 +234,43 @@ async def record_one(session: AsyncSession, account: EmailAccount, result: Resul
         # (the attempt stays on record, but does not count as one of the message's tries).
         message.state = "queued"
         message.attempts = max(0, message.attempts - 1)
+
+
+def _emit_hard_bounce(
+    session: AsyncSession,
+    message: Message,
+    enrollment: Enrollment,
+    reply: ServerReply | None,
+    suppression_id: uuid.UUID | None,
+    *,
+    newly_bounced: bool,
+) -> None:
+    """``enrollment.bounced`` (5.1.x: the address does not exist), and ``contact.suppressed`` when the
+    bounce put the address on the list (it was not on it already)."""
+    if newly_bounced:
+        events.emit(
+            session,
+            message.workspace_id,
+            "enrollment.bounced",
+            EnrollmentBouncedData(
+                enrollment_id=enrollment.id,
+                campaign_id=enrollment.campaign_id,
+                contact_id=enrollment.contact_id,
+                email=message.to_email,
+                reason="hard_bounce",
+                message_id=message.id,
+                smtp_code=reply.code if reply else None,
+                enhanced_code=reply.enhanced if reply else None,
+                server_text=reply.text[:500] if reply and reply.text else None,
+            ),
+        )
+    if suppression_id is not None:
+        events.emit(
+            session,
+            message.workspace_id,
+            "contact.suppressed",
+            ContactSuppressedData(suppression_id=suppression_id, email=message.to_email.lower(), reason="hard_bounce"),
+        )
 
 
 MAX_HANDOFFS = 1
@@ -288,6 +347,12 @@ async def pause_inbox(
         report.handed_back = len(firsts)
         if first_pause:  # a run that lost a race with another one's pause adds nothing
             session.add(_pause_event(account, error, culprits[0] if culprits else None, report))
+            events.emit(
+                session,
+                account.workspace_id,
+                "account.disabled",
+                AccountDisabledData(account_id=account.id, email=account.email, reason=error.code, by="sender"),
+            )
     log.warning(
         "inbox_paused",
         account_id=str(account_id),

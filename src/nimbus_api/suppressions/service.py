@@ -11,6 +11,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api import events
+from nimbus_api.events.catalogue import ContactSuppressedData
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_id
 from nimbus_api.kit.pagination import page_of, paginate
@@ -60,6 +62,13 @@ async def suppress(
     )
     assert row is not None
     await stop_enrollments(session, workspace_id, email, stop_reason=reason)
+    if inserted is not None:
+        events.emit(
+            session,
+            workspace_id,
+            "contact.suppressed",
+            ContactSuppressedData(suppression_id=row.id, email=row.email, reason=row.reason),
+        )
     return row, inserted is not None
 
 

@@ -16,6 +16,7 @@ from arq.connections import RedisSettings
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Vault
+from nimbus_api.events.tasks import purge_events
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
@@ -31,6 +32,7 @@ from nimbus_api.worker.tasks import purge_idempotency_keys
 log = structlog.get_logger(__name__)
 FUNCTIONS: list[Any] = [
     func(rides_out(purge_idempotency_keys)),
+    func(rides_out(purge_events), keep_result=0),
     func(rides_out(send_inbox), keep_result=0, timeout=SEND_JOB_TIMEOUT),
     func(rides_out(dispatch_tick), keep_result=0),
     func(rides_out(sweep_tick), keep_result=0),
@@ -80,6 +82,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         "functions": FUNCTIONS,
         "cron_jobs": [
             cron(rides_out(purge_idempotency_keys), minute={7, 37}, run_at_startup=True, unique=True),
+            cron(rides_out(purge_events), minute={41}, unique=True, keep_result=0),
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),

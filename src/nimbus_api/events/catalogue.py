@@ -1,0 +1,249 @@
+"""The event catalogue: every event type and the schema of its ``data``.
+
+A webhook body (and the ``payload`` of an event row) is ``{"type", "timestamp", "data"}``: ``timestamp``
+is when the change was committed to happen (ISO 8601, UTC), ``data`` holds the ids and the few fields a
+receiver needs to act without calling back. Never a secret. Every text field is bounded, so a payload
+stays far below ``MAX_PAYLOAD_BYTES`` by construction (a test fills every field to its limit).
+
+Types are *emitted* (something in the code produces them today) or *reserved* (documented so SDKs and
+receivers can prepare; the inbound sync, health and alerting work emits them). Adding a field to a type's
+``data`` is a compatible change; removing or renaming one is not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+from nimbus_api.suppressions.schemas import SuppressionReason  # a leaf module of types: no import cycle
+
+MAX_PAYLOAD_BYTES = 20 * 1024
+"""The bound on a serialized payload (UTF-8 JSON); ``events.emit`` refuses a larger one."""
+
+Email = Annotated[str, Field(max_length=254, description="The address as stored (case kept).")]
+Code = Annotated[str, Field(max_length=100)]
+Text = Annotated[str, Field(max_length=500)]
+Name = Annotated[str, Field(max_length=200)]
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- emitted ------------------------------------------------------------------------------------------
+
+
+DisabledBy = TypeAliasType("DisabledBy", Literal["sender", "person"])
+
+
+class AccountDisabledData(EventData):
+    """The inbox left the rotation: the sender paused it on a failure that cannot be the recipient's
+    (login, TLS, sender address, relay refused), or a person set `is_active` to false."""
+
+    account_id: uuid.UUID
+    email: Email
+    reason: Code = Field(description="The failure's code (`smtp.auth_failed`, ...), or `manual` (a person).")
+    by: DisabledBy
+
+
+class AccountEnabledData(EventData):
+    """A person set the inbox's `is_active` back to true."""
+
+    account_id: uuid.UUID
+    email: Email
+
+
+class CampaignStartedData(EventData):
+    campaign_id: uuid.UUID
+    name: Name
+    resumed: bool = Field(description="True when a paused campaign was started again.")
+
+
+CampaignPauseReason = TypeAliasType("CampaignPauseReason", Literal["manual"])
+
+
+class CampaignPausedData(EventData):
+    campaign_id: uuid.UUID
+    name: Name
+    reason: CampaignPauseReason = Field(description="`manual`: paused through the API.")
+
+
+class CampaignCompletedData(EventData):
+    campaign_id: uuid.UUID
+    name: Name
+
+
+class EnrollmentRef(EventData):
+    enrollment_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    email: Email
+
+
+class EnrollmentCompletedData(EnrollmentRef):
+    """The contact got the campaign's last step."""
+
+
+EnrollmentBounceReason = TypeAliasType("EnrollmentBounceReason", Literal["mx_check", "hard_bounce"])
+
+
+class EnrollmentBouncedData(EnrollmentRef):
+    """`mx_check`: the domain accepts no mail (checked before the first send); `hard_bounce`: the
+    recipient's server refused the address permanently (5.1.x at RCPT)."""
+
+    reason: EnrollmentBounceReason
+    message_id: uuid.UUID | None = Field(description="The message refused (null for `mx_check`).")
+    smtp_code: int | None = Field(ge=100, le=599)
+    enhanced_code: Annotated[str, Field(max_length=20)] | None
+    server_text: Text | None = Field(description="The server's reply, cut to 500 characters.")
+
+
+class EnrollmentUnsubscribedData(EnrollmentRef):
+    """The contact used the unsubscribe link of one of the enrollment's messages (RFC 8058 one-click
+    or the page)."""
+
+
+class ContactSuppressedData(EventData):
+    """An address went on the workspace's suppression list; nothing is sent to it any more."""
+
+    suppression_id: uuid.UUID
+    email: Email
+    reason: SuppressionReason
+
+
+# --- reserved -----------------------------------------------------------------------------------------
+
+
+class EnrollmentRepliedData(EnrollmentRef):
+    account_id: uuid.UUID
+    inbound_message_id: uuid.UUID
+    subject: Text | None
+    snippet: Text | None = Field(description="The first characters of the reply's text.")
+
+
+class EnrollmentAutoRepliedData(EnrollmentRepliedData):
+    """An out-of-office or other automatic answer (RFC 3834 and the big providers' formats)."""
+
+
+BounceKind = TypeAliasType("BounceKind", Literal["hard", "soft"])
+
+
+class MessageBouncedData(EventData):
+    """A bounce report (DSN) that arrived after the message was accepted."""
+
+    message_id: uuid.UUID
+    enrollment_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    account_id: uuid.UUID
+    email: Email
+    kind: BounceKind
+    enhanced_code: Annotated[str, Field(max_length=20)] | None
+    diagnostic: Text | None
+
+
+class MessageComplainedData(EventData):
+    """The recipient marked the message as spam (a feedback-loop report)."""
+
+    message_id: uuid.UUID
+    enrollment_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    account_id: uuid.UUID
+    email: Email
+
+
+class AccountSyncFailedData(EventData):
+    account_id: uuid.UUID
+    email: Email
+    error_code: Code
+    detail: Text | None
+
+
+class AccountHealthChangedData(EventData):
+    account_id: uuid.UUID
+    email: Email
+    previous_score: float = Field(ge=0, le=100)
+    score: float = Field(ge=0, le=100)
+
+
+class DomainHealthData(EventData):
+    domain_id: uuid.UUID
+    domain: Annotated[str, Field(max_length=253)]
+    failing_checks: list[Annotated[str, Field(max_length=50)]] = Field(
+        max_length=10, description="Codes of the checks that fail (`dns.spf_invalid`, ...; empty: none)."
+    )
+
+
+AlertSeverity = TypeAliasType("AlertSeverity", Literal["info", "warning", "critical"])
+
+
+class AlertTriggeredData(EventData):
+    alert: Code = Field(description="What the alert is about, e.g. `campaign.bounce_rate`.")
+    severity: AlertSeverity
+    message: Text
+    subject_id: uuid.UUID | None = Field(description="The campaign, account or domain concerned.")
+
+
+class WebhookTestData(EventData):
+    """Sent by `POST /v1/webhook-endpoints/{id}/test`."""
+
+    endpoint_id: uuid.UUID
+
+
+EventType = TypeAliasType(
+    "EventType",
+    Literal[
+        "account.disabled",
+        "account.enabled",
+        "account.sync_failed",
+        "account.health_changed",
+        "campaign.started",
+        "campaign.paused",
+        "campaign.completed",
+        "enrollment.completed",
+        "enrollment.bounced",
+        "enrollment.unsubscribed",
+        "enrollment.replied",
+        "enrollment.auto_replied",
+        "contact.suppressed",
+        "message.bounced",
+        "message.complained",
+        "domain.unhealthy",
+        "domain.healthy",
+        "alert.triggered",
+        "webhook.test",
+    ],
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    data: type[EventData]
+    summary: str
+    emitted: bool
+
+
+CATALOGUE: dict[str, Spec] = {
+    "account.disabled": Spec(AccountDisabledData, "An inbox was paused (by the sender or a person)", True),
+    "account.enabled": Spec(AccountEnabledData, "A person resumed an inbox", True),
+    "account.sync_failed": Spec(AccountSyncFailedData, "Reading an inbox over IMAP failed", False),
+    "account.health_changed": Spec(AccountHealthChangedData, "An inbox's health score changed", False),
+    "campaign.started": Spec(CampaignStartedData, "A campaign started (or resumed)", True),
+    "campaign.paused": Spec(CampaignPausedData, "A campaign was paused", True),
+    "campaign.completed": Spec(CampaignCompletedData, "Every enrollment of a campaign finished", False),
+    "enrollment.completed": Spec(EnrollmentCompletedData, "A contact got a campaign's last step", True),
+    "enrollment.bounced": Spec(EnrollmentBouncedData, "A contact's address bounced", True),
+    "enrollment.unsubscribed": Spec(EnrollmentUnsubscribedData, "A contact unsubscribed", True),
+    "enrollment.replied": Spec(EnrollmentRepliedData, "A contact replied", False),
+    "enrollment.auto_replied": Spec(EnrollmentAutoRepliedData, "A contact's mailbox answered automatically", False),
+    "contact.suppressed": Spec(ContactSuppressedData, "An address was suppressed", True),
+    "message.bounced": Spec(MessageBouncedData, "A bounce report arrived for a sent message", False),
+    "message.complained": Spec(MessageComplainedData, "A recipient reported a message as spam", False),
+    "domain.unhealthy": Spec(DomainHealthData, "A sending domain's DNS checks started failing", False),
+    "domain.healthy": Spec(DomainHealthData, "A sending domain's DNS checks pass again", False),
+    "alert.triggered": Spec(AlertTriggeredData, "An alert fired", False),
+    "webhook.test": Spec(WebhookTestData, "A test delivery asked for through the API", False),
+}

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from nimbus_api.api.deps import AuthContext, Session
+from nimbus_api.api.query import IsoDateTime
+from nimbus_api.events import service
+from nimbus_api.events.catalogue import EventType
+from nimbus_api.events.schemas import EventPage, EventRead
+from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
+from nimbus_api.kit.problems import problem_responses
+
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=problem_responses(401))
+
+
+@router.get("", name="events_list", summary="List events", responses=problem_responses(422))
+async def events_list(
+    auth: AuthContext,
+    session: Session,
+    type: EventType | None = None,
+    since: Annotated[IsoDateTime | None, Query(description="Inclusive lower bound (ISO 8601).")] = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> EventPage:
+    """The workspace's events of the last `NIMBUS_EVENT_RETENTION_DAYS` days (30), newest first: what its
+    webhooks are sent (the `webhooks` of this document describe each type's body)."""
+    filters = service.EventFilters(type=type, since=since)
+    rows, next_cursor = await service.list_page(session, auth.workspace_id, filters, cursor, limit)
+    return EventPage(
+        data=[EventRead(id=r.id, type=r.type, created_at=r.created_at, payload=r.payload) for r in rows],
+        next_cursor=next_cursor,
+    )

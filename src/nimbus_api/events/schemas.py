@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from nimbus_api.events.catalogue import EventType
+
+
+class EventRead(BaseModel):
+    id: uuid.UUID = Field(description="A UUIDv7; the `webhook-id` of every delivery of this event.")
+    type: EventType
+    created_at: datetime
+    payload: dict[str, Any] = Field(
+        description="The webhook body, exactly: `type`, `timestamp` and `data` (each type's schema is under "
+        "`webhooks` in this document)."
+    )
+
+
+class EventPage(BaseModel):
+    data: list[EventRead]
+    next_cursor: str | None
