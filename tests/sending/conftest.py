@@ -39,6 +39,14 @@ class Campaigns:
         self.sm = sm
         self.tenant = tenant
 
+    async def point_at(self, inbox: uuid.UUID, port: int) -> None:
+        """Send the inbox's mail to the SMTP server on ``port`` of 127.0.0.1 (a new credentials version, so
+        no pooled connection to the old server is reused)."""
+        async with self.sm() as session, session.begin():
+            account = await session.get_one(EmailAccount, inbox)
+            account.smtp_port = port
+            account.credentials_version += 1
+
     async def inbox(self) -> uuid.UUID:
         r = await self.tenant.client.post("/v1/email-accounts", json=account_payload(from_name="Ada", imap=None))
         assert r.status_code == 201, r.text

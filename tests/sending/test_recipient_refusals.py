@@ -35,13 +35,6 @@ def tag() -> str:
     return secrets.token_hex(3)
 
 
-async def point_at(sm: async_sessionmaker[AsyncSession], inbox: uuid.UUID, server: TestSmtpServer) -> None:
-    async with sm() as session, session.begin():
-        account = await session.get_one(EmailAccount, inbox)
-        account.smtp_port = server.port
-        account.credentials_version += 1
-
-
 async def login_of(sm: async_sessionmaker[AsyncSession], inbox: uuid.UUID) -> str:
     async with sm() as session:
         login = (await session.get_one(EmailAccount, inbox)).smtp_username
@@ -156,7 +149,7 @@ async def test_relay_refused_for_every_recipient_pauses_the_inbox_with_an_event(
     tenant: Tenant,
 ) -> None:
     inbox = await campaigns.inbox()
-    await point_at(sessionmaker, inbox, refusing_server)
+    await campaigns.point_at(inbox, refusing_server.port)
     refusing_server.replies["RCPT"] = "554 5.7.1 Relay access denied"
     t = tag()
     contacts = [f"c{i}-{t}@domain{i}.example.org" for i in range(RELAY_DOMAINS_TO_PAUSE + 2)]
@@ -197,7 +190,7 @@ async def test_a_lone_relay_refusal_pauses_when_the_inboxes_own_address_is_refus
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     inbox = await campaigns.inbox()
-    await point_at(sessionmaker, inbox, refusing_server)
+    await campaigns.point_at(inbox, refusing_server.port)
     refusing_server.replies["RCPT"] = "554 5.7.1 Relay access denied"
     campaign_id = await campaigns.campaign([inbox], [f"only-{tag()}@example.org"])
     await campaigns.dispatch(campaign_id)
@@ -219,7 +212,7 @@ async def test_a_send_that_pauses_a_second_inbox_fails_instead_of_being_handed_o
 ) -> None:
     first, second = await campaigns.inbox(), await campaigns.inbox()
     for inbox in (first, second):
-        await point_at(sessionmaker, inbox, refusing_server)
+        await campaigns.point_at(inbox, refusing_server.port)
     refusing_server.replies["AUTH"] = "535 5.7.8 Authentication credentials invalid"
     t = tag()
     contacts = [f"h{i}-{t}@example.org" for i in range(3)]

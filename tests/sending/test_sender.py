@@ -90,10 +90,7 @@ async def test_hard_bounce_suppresses_and_transient_defers(
         )
         await server.start()
         try:
-            async with sessionmaker() as session, session.begin():
-                account = await session.get_one(EmailAccount, inbox)
-                account.smtp_port = server.port
-                account.credentials_version += 1
+            await campaigns.point_at(inbox, server.port)
             address = f"x-{secrets.token_hex(3)}@example.org"
             campaign_id = await campaigns.campaign([inbox], [address])
             await campaigns.dispatch(campaign_id)
