@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(
         default=30, ge=1, le=3650, description="Events older than this are purged by the worker (hourly)."
     )
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="Accept `http://` webhook endpoint URLs (internal receivers); otherwise `https://` only.",
+    )
+    webhook_secret_overlap_hours: int = Field(
+        default=24,
+        ge=0,
+        le=24 * 30,
+        description="After a webhook secret rotation, the previous secret stays valid (deliveries are signed "
+        "with both) for this long.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

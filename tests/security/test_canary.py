@@ -49,6 +49,8 @@ from tests.conftest import Tenant, account_payload, change_smtp_password
 from tests.security.test_dump import assert_absent
 from tests.servers.mail_world import MailWorld
 
+# resolves (the mail world's DNS) to loopback, which the test settings allowlist
+WEBHOOK_URL = "https://mail.example.test/hooks/nimbus"
 _RECORD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -442,6 +444,10 @@ async def test_a_canary_password_leaks_nowhere(
     await call("POST", f"/v1/campaigns/{campaign_id}/enrollments", json={"contact_ids": [contact_id]})
     enrollment_id = (await call("GET", f"/v1/campaigns/{campaign_id}/enrollments")).json()["data"][0]["id"]
     suppression_id = (await call("POST", "/v1/suppressions", json={"email": "never@example.test"})).json()["id"]
+    # a webhook endpoint: its signing secret is shown by its create (and each rotate) answer only
+    hook = await call("POST", "/v1/webhook-endpoints", json={"url": WEBHOOK_URL})
+    assert hook.status_code == 201, hook.text
+    endpoint_id = hook.json()["id"]
     async with sessionmaker() as session:
         token = await session.scalar(
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollment_id))
@@ -453,6 +459,7 @@ async def test_a_canary_password_leaks_nowhere(
         "contact_id": contact_id,
         "enrollment_id": enrollment_id,
         "suppression_id": suppression_id,
+        "endpoint_id": endpoint_id,
         "token": str(token),
     }
 
@@ -473,6 +480,9 @@ async def test_a_canary_password_leaks_nowhere(
             ("PATCH", "/v1/campaigns/{campaign_id}"): {"json": {"name": "renamed"}},
             ("PATCH", "/v1/contacts/{contact_id}"): {"json": {"first_name": "Reader"}},
             ("PATCH", "/v1/workspace"): {"json": {"monthly_send_quota": 10}},
+            ("POST", "/v1/webhook-endpoints"): {"json": {"url": WEBHOOK_URL, "event_types": ["enrollment.*"]}},
+            ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {},
+            ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): {"json": {"description": "canary hook"}},
         }
         if (method, template) in bodies:
             return bodies[(method, template)]
@@ -505,6 +515,22 @@ async def test_a_canary_password_leaks_nowhere(
     assert len(responses) > 30
     for response in responses:
         assert_absent(_render(response), needle, f"{response.request.method} {response.request.url} response")
+
+    # the webhook signing secrets: each in the one answer that created it, and in nothing else
+    shown = {
+        id(r): r.json()["secret"]
+        for r in responses
+        if r.request.url.path.startswith("/v1/webhook-endpoints")
+        and r.status_code in (200, 201)
+        and "secret" in r.json()
+    }
+    assert len(shown) >= 3, "the create before the walk, the walk's create and its rotate"
+    assert all(secret.startswith("whsec_") for secret in shown.values())
+    hook_needles = {f"webhook secret {n}": secret.removeprefix("whsec_") for n, secret in enumerate(shown.values())}
+    for response in responses:
+        others = {name: s for name, s in hook_needles.items() if "whsec_" + s != shown.get(id(response))}
+        assert_absent(_render(response), others, f"{response.request.method} {response.request.url} response")
+    needle = {**needle, **hook_needles}
 
     # the event outbox (the webhook bodies to come): what the walk above made happen, and no canary in it
     async with sessionmaker() as session:

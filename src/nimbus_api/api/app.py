@@ -40,6 +40,7 @@ from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
+from nimbus_api.webhooks.endpoints import router as webhooks_router
 from nimbus_api.workspaces.endpoints import router as workspace_router
 
 log = structlog.get_logger(__name__)
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         contacts_router,
         suppressions_router,
         events_router,
+        webhooks_router,
         unsubscribe_router,
     ):
         app.include_router(router)

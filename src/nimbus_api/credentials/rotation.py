@@ -23,13 +23,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit import crypto
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import Credential, DataKey
+from nimbus_api.models import Credential, DataKey, WebhookSecret
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) after each batch."""
@@ -120,7 +120,12 @@ async def rotate_data_key(
         done += len(batch)
         progress(done, total)
     async with sessionmaker() as session, session.begin():
-        still_used = select(Credential.data_key_id).where(Credential.workspace_id == workspace_id).distinct()
+        # A webhook signing secret also pins its key: until the rotation re-encrypts those, a key one of
+        # them names is kept (``retiring``, still opening) rather than erased under it.
+        still_used = union(
+            select(Credential.data_key_id).where(Credential.workspace_id == workspace_id),
+            select(WebhookSecret.data_key_id).where(WebhookSecret.workspace_id == workspace_id),
+        ).scalar_subquery()
         retired = await session.execute(
             update(DataKey)
             .where(

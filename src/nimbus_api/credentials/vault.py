@@ -97,6 +97,12 @@ class Vault:
         await session.flush()
         return credential
 
+    async def seal(self, session: AsyncSession, workspace_id: uuid.UUID, secret: Secret) -> tuple[uuid.UUID, bytes]:
+        """Encrypt a secret that is not a mailbox's (a webhook signing secret) under the workspace's active
+        data key; returns (data key id, ciphertext) for the caller's row, which must name that key."""
+        key = await self.active_data_key(session, workspace_id)
+        return key.id, crypto.encrypt(self.material(key), secret.reveal())
+
     async def remove(self, session: AsyncSession, account_id: uuid.UUID, kind: CredentialKind) -> None:
         await session.execute(delete(Credential).where(Credential.account_id == account_id, Credential.kind == kind))
 

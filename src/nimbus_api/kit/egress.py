@@ -34,6 +34,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 STANDARD_PORTS = frozenset({25, 465, 587, 2525, 143, 993, 80, 443})
+WEB_PORTS = frozenset({80, 443})
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "169.254.169.123", "100.100.100.200", "fd00:ec2::254")
@@ -70,12 +71,13 @@ class EgressPolicy:
     allow_networks: tuple[IPNetwork, ...] = ()
     allow_hosts: frozenset[str] = frozenset()
     allow_ports: frozenset[int] = field(default_factory=lambda: STANDARD_PORTS)
+    explicit_ports: frozenset[int] = frozenset()
 
     @classmethod
     def from_entries(cls, entries: Iterable[str]) -> EgressPolicy:
         networks: list[IPNetwork] = []
         hosts: set[str] = set()
-        ports = set(STANDARD_PORTS)
+        explicit: set[int] = set()
         for raw in entries:
             entry = raw.strip().lower()
             if not entry:
@@ -85,16 +87,29 @@ class EgressPolicy:
                 first, last = int(port_entry[1]), int(port_entry[2] or port_entry[1])
                 if not 1 <= first <= last <= 65535:
                     raise ValueError(f"egress allow entry {raw!r}: port out of range")
-                ports.update(range(first, last + 1))
+                explicit.update(range(first, last + 1))
                 continue
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 hosts.add(entry.rstrip("."))
-        return cls(allow_networks=tuple(networks), allow_hosts=frozenset(hosts), allow_ports=frozenset(ports))
+        return cls(
+            allow_networks=tuple(networks),
+            allow_hosts=frozenset(hosts),
+            allow_ports=STANDARD_PORTS | explicit,
+            explicit_ports=frozenset(explicit),
+        )
 
     def port_allowed(self, port: int) -> bool:
         return port in self.allow_ports
+
+    def web_port_allowed(self, port: int) -> bool:
+        """Webhook URLs: 443 and 80, plus the ports an operator listed; never the other mail ports."""
+        return port in WEB_PORTS or port in self.explicit_ports
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether ``host`` is an allowlisted name (which may then resolve to private addresses)."""
+        return host.lower().rstrip(".") in self.allow_hosts
 
     def address_allowed(self, address: IPAddress, host: str | None = None) -> bool:
         """The decision for one address (``host`` is the name it was resolved from, if any)."""
@@ -204,6 +219,7 @@ async def open_socket(target: Target, timeout: float) -> socket.socket:
 __all__ = [
     "METADATA_ADDRESSES",
     "STANDARD_PORTS",
+    "WEB_PORTS",
     "EgressError",
     "EgressPolicy",
     "HostNotAllowed",

@@ -1,0 +1,89 @@
+"""Apps with the operator settings webhook URLs depend on, and a tenant of each.
+
+``settings`` (the run's) allowlists loopback and high ports for the mail world, as a staging operator
+would; ``closed`` is production's policy (nothing allowlisted), ``http_allowed`` adds
+``NIMBUS_WEBHOOK_ALLOW_HTTP``. Names resolve through the mail world's real DNS server."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.api.app import create_app
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+from nimbus_api.workspaces import service as workspaces
+from tests.conftest import Tenant, build_app_state
+from tests.servers.dns_server import make_zone
+from tests.servers.mail_world import MailWorld
+
+HOOKS_ZONE = "hooks.test"
+PUBLIC_ADDRESS = "93.184.216.34"
+
+
+@pytest.fixture(scope="session")
+def hooks_zone(mail_world: MailWorld) -> str:
+    """``public`` resolves to a public address only; ``private`` to RFC 1918; ``mixed`` to both;
+    ``metadata`` to the cloud metadata address; ``v6loop`` to ``::1``."""
+    body = (
+        f"public IN A {PUBLIC_ADDRESS}\n"
+        "private IN A 10.0.0.5\n"
+        f"mixed IN A {PUBLIC_ADDRESS}\n"
+        "mixed IN A 192.168.1.1\n"
+        "metadata IN A 169.254.169.254\n"
+        "v6loop IN AAAA ::1\n"
+    )
+    mail_world.dns.add_zone(make_zone(HOOKS_ZONE, body), HOOKS_ZONE)
+    return HOOKS_ZONE
+
+
+def _app(settings: Settings, engine: Any, sessionmaker: Any, redis: Any, vault: Vault) -> Any:
+    return create_app(settings, state=build_app_state(settings, engine, sessionmaker, redis, vault))
+
+
+@pytest.fixture(scope="session")
+def closed_app(settings: Settings, engine, sessionmaker, redis, vault):  # type: ignore[no-untyped-def]
+    return _app(settings.model_copy(update={"egress_allow": []}), engine, sessionmaker, redis, vault)
+
+
+@pytest.fixture(scope="session")
+def http_app(settings: Settings, engine, sessionmaker, redis, vault):  # type: ignore[no-untyped-def]
+    update = {"egress_allow": [], "webhook_allow_http": True}
+    return _app(settings.model_copy(update=update), engine, sessionmaker, redis, vault)
+
+
+AppTenantFactory = Callable[[Any], Awaitable[Tenant]]
+
+
+@pytest.fixture
+async def tenant_of(
+    sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, hooks_zone: str
+) -> AsyncIterator[AppTenantFactory]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def factory(app: Any) -> Tenant:
+        name = f"ws-hook-{secrets.token_hex(6)}"
+        async with sessionmaker() as session, session.begin():
+            workspace = await workspaces.create_workspace(session, vault, name)
+            key, token = await workspaces.create_api_key(session, workspace.id, "webhooks")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://nimbus.test",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        clients.append(client)
+        return Tenant(workspace_id=workspace.id, name=name, api_key_id=key.id, token=token, client=client)
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def closed(tenant_of: AppTenantFactory, closed_app: Any) -> Tenant:
+    return await tenant_of(closed_app)
