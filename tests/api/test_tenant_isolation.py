@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.pagination import encode_cursor
-from nimbus_api.models import Credential, Enrollment
+from nimbus_api.models import Credential, Enrollment, WebhookSecret
 from nimbus_api.workspaces import service as workspaces
 from tests.conftest import Tenant, TenantFactory, account_payload
 
@@ -75,6 +75,8 @@ class Owned:
     unsubscribe_token: str
     suppression_id: str
     suppressed_email: str
+    endpoint_id: str
+    webhook_secret: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -98,6 +100,8 @@ class Owned:
             "unsubscribe token": self.unsubscribe_token,
             "suppression id": self.suppression_id,
             "suppressed address": self.suppressed_email,
+            "webhook endpoint id": self.endpoint_id,
+            "webhook signing secret": self.webhook_secret,
         }
 
 
@@ -118,7 +122,12 @@ PATH_PARAMS: dict[str, str] = {
     "contact_id": "contact_id",
     "enrollment_id": "enrollment_id",
     "suppression_id": "suppression_id",
+    "endpoint_id": "endpoint_id",
 }
+
+
+# resolves (the mail world's DNS) to loopback, which the test settings allowlist
+WEBHOOK_URL = "https://mail.example.test/hooks"
 
 
 def _account_body(world: World) -> dict[str, Any]:
@@ -165,6 +174,8 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "contacts_import": lambda world: {"contacts": [{"email": _fresh_address(world)}, {"email": world.a.contact_email}]},
     "contacts_import_csv": lambda world: {"file": ("a.csv", f"email,city\n{_fresh_address(world)},Oslo\n", "text/csv")},
     "suppressions_create": lambda world: {"email": _fresh_address(world)},
+    "webhook_endpoints_create": lambda world: {"url": WEBHOOK_URL, "event_types": ["enrollment.*"]},
+    "webhook_endpoints_update": lambda world: {"description": "written by workspace A", "enabled": False},
 }
 FILES = {"contacts_import_csv"}
 
@@ -364,6 +375,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     )
     assert enrolled["enrolled"] == 1, enrolled
     enrollments = (await tenant.client.get(f"{url}/enrollments")).json()["data"]
+    hook = await _post(tenant, "/v1/webhook-endpoints", json={"url": WEBHOOK_URL, "description": f"of {label}"})
     async with sessionmaker() as session:
         token = await session.scalar(
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollments[0]["id"]))
@@ -388,6 +400,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         unsubscribe_token=token,
         suppression_id=suppression["id"],
         suppressed_email=suppressed_email,
+        endpoint_id=hook["id"],
+        webhook_secret=hook["secret"],
         idempotency_keys=keys,
     )
 
@@ -422,6 +436,8 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "contact": f"/v1/contacts/{owner.contact_id}",
         "contacts": "/v1/contacts",
         "suppressions": "/v1/suppressions",
+        "webhook endpoint": f"/v1/webhook-endpoints/{owner.endpoint_id}",
+        "webhook endpoints": "/v1/webhook-endpoints",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():
@@ -436,6 +452,16 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         )
         state["credentials"] = [tuple(row) for row in rows]
     assert len(state["credentials"]) == 2
+    async with sessionmaker() as session:
+        state["webhook secrets"] = [
+            tuple(row)
+            for row in await session.execute(
+                select(WebhookSecret.data_key_id, WebhookSecret.ciphertext, WebhookSecret.expires_at)
+                .where(WebhookSecret.endpoint_id == uuid.UUID(owner.endpoint_id))
+                .order_by(WebhookSecret.id)
+            )
+        ]
+    assert len(state["webhook secrets"]) == 1
     return state
 
 
