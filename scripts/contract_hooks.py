@@ -11,6 +11,9 @@ invalid (negative) requests go out as generated:
 - ``steps``: a step after the first has ``delay_seconds`` of at least 1 (cross-field; the description).
 - ``schedule.timezone``: a name from the time zone database (a list that changes with the database).
 - step templates: they must compile and render (the template language's grammar; the field's description).
+- webhook endpoint ``url``: its host must resolve to public addresses only (the egress policy; the field's
+  description). A generated host resolves nowhere, so a valid request's URL is replaced by one on a public
+  address literal (nothing connects to it at create or update).
 - ``contacts_import_csv``: the file is a UTF-8 CSV with an ``email`` column (file content; the field's
   description). Generated files are random bytes, so here the one failure dropped is a valid request
   refused with a 422 whose every error names ``file``; anything else about the operation is checked.
@@ -49,6 +52,8 @@ def _serialized_parse(*args: Any, **kwargs: Any) -> Any:
 ast.parse = _serialized_parse  # type: ignore[assignment]
 
 _CAMPAIGN_OPERATIONS = {"campaigns_create", "campaigns_update"}
+_WEBHOOK_OPERATIONS = {"webhook_endpoints_create", "webhook_endpoints_update"}
+PUBLIC_WEBHOOK_URL = "https://93.184.216.34/hooks/contract"
 _TEMPLATE_PARTS = ("subject", "text", "html")
 
 
@@ -108,6 +113,8 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):
             _fix_campaign(body)
         case.body = body
+    if operation_id in _WEBHOOK_OPERATIONS and isinstance(case.body, dict) and isinstance(case.body.get("url"), str):
+        case.body = {**case.body, "url": PUBLIC_WEBHOOK_URL}
 
 
 # Operations whose request content has a rule only their description can state, by the fields a 422 names.
