@@ -17,6 +17,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -207,6 +208,29 @@ class Tenant:
 TenantFactory = Callable[[], Awaitable[Tenant]]
 
 
+async def new_tenant(
+    app: Any,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    *,
+    prefix: str = "ws",
+    timeout: float | None = None,
+) -> Tenant:
+    """A fresh workspace (a random name under ``prefix``) with one API key, and a client of ``app`` that
+    sends it; the caller closes the client."""
+    name = f"{prefix}-{secrets.token_hex(6)}"
+    async with sessionmaker() as session, session.begin():
+        workspace = await workspaces.create_workspace(session, vault, name)
+        key, token = await workspaces.create_api_key(session, workspace.id, prefix)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://nimbus.test",
+        headers={"Authorization": f"Bearer {token}"},
+        **({"timeout": timeout} if timeout is not None else {}),
+    )
+    return Tenant(workspace_id=workspace.id, name=name, api_key_id=key.id, token=token, client=client)
+
+
 @pytest.fixture
 async def make_tenant(
     app,
@@ -216,17 +240,9 @@ async def make_tenant(
     clients: list[httpx.AsyncClient] = []
 
     async def factory() -> Tenant:
-        name = f"ws-{secrets.token_hex(6)}"
-        async with sessionmaker() as session, session.begin():
-            workspace = await workspaces.create_workspace(session, vault, name)
-            key, token = await workspaces.create_api_key(session, workspace.id, "test")
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://nimbus.test",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        clients.append(client)
-        return Tenant(workspace_id=workspace.id, name=name, api_key_id=key.id, token=token, client=client)
+        tenant = await new_tenant(app, sessionmaker, vault)
+        clients.append(tenant.client)
+        return tenant
 
     yield factory
     for client in clients:

@@ -36,8 +36,7 @@ from nimbus_api.api.app import create_app
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.models import Credential, Domain, EmailAccount
-from nimbus_api.workspaces import service as workspaces
-from tests.conftest import Tenant, build_app_state
+from tests.conftest import Tenant, build_app_state, new_tenant
 from tests.servers.dns_server import make_zone, txt
 from tests.servers.mail_world import BASE_DOMAIN, DKIM_SELECTOR, SMTP_HOST, MailWorld
 from tests.servers.smtp_server import TestSmtpServer
@@ -105,18 +104,9 @@ async def tenant_of(
     clients: list[httpx.AsyncClient] = []
 
     async def factory(app: Any) -> Tenant:
-        name = f"ws-val-{secrets.token_hex(6)}"
-        async with sessionmaker() as session, session.begin():
-            workspace = await workspaces.create_workspace(session, vault, name)
-            key, token = await workspaces.create_api_key(session, workspace.id, "validation")
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://nimbus.test",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
-        clients.append(client)
-        return Tenant(workspace_id=workspace.id, name=name, api_key_id=key.id, token=token, client=client)
+        tenant = await new_tenant(app, sessionmaker, vault, prefix="ws-val", timeout=60)
+        clients.append(tenant.client)
+        return tenant
 
     yield factory
     for client in clients:

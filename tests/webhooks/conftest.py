@@ -6,7 +6,6 @@ would; ``closed`` is production's policy (nothing allowlisted), ``http_allowed``
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.api.app import create_app
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
-from nimbus_api.workspaces import service as workspaces
-from tests.conftest import Tenant, build_app_state
+from tests.conftest import Tenant, build_app_state, new_tenant
 from tests.servers.dns_server import make_zone
 from tests.servers.mail_world import MailWorld
 
@@ -67,17 +65,9 @@ async def tenant_of(
     clients: list[httpx.AsyncClient] = []
 
     async def factory(app: Any) -> Tenant:
-        name = f"ws-hook-{secrets.token_hex(6)}"
-        async with sessionmaker() as session, session.begin():
-            workspace = await workspaces.create_workspace(session, vault, name)
-            key, token = await workspaces.create_api_key(session, workspace.id, "webhooks")
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://nimbus.test",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        clients.append(client)
-        return Tenant(workspace_id=workspace.id, name=name, api_key_id=key.id, token=token, client=client)
+        tenant = await new_tenant(app, sessionmaker, vault, prefix="ws-hook")
+        clients.append(tenant.client)
+        return tenant
 
     yield factory
     for client in clients:

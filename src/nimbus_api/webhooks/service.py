@@ -120,10 +120,13 @@ async def create(
     return endpoint, await _add_secret(session, vault, endpoint)
 
 
-async def get(session: AsyncSession, workspace_id: uuid.UUID, endpoint_id: uuid.UUID) -> WebhookEndpoint:
-    row = await session.scalar(
-        select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.workspace_id == workspace_id)
+async def get(
+    session: AsyncSession, workspace_id: uuid.UUID, endpoint_id: uuid.UUID, *, for_update: bool = False
+) -> WebhookEndpoint:
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.workspace_id == workspace_id
     )
+    row = await session.scalar(stmt.with_for_update() if for_update else stmt)
     if row is None:
         raise WebhookEndpointNotFound()
     return row
@@ -177,13 +180,7 @@ async def rotate_secret(
     session: AsyncSession, vault: Vault, rules: UrlRules, workspace_id: uuid.UUID, endpoint_id: uuid.UUID
 ) -> tuple[WebhookEndpoint, Secret]:
     """A new current secret; the one it replaces stays valid for ``rules.overlap``."""
-    row = await session.scalar(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.workspace_id == workspace_id)
-        .with_for_update()
-    )
-    if row is None:
-        raise WebhookEndpointNotFound()
+    row = await get(session, workspace_id, endpoint_id, for_update=True)
     now = utcnow()
     await session.execute(
         delete(WebhookSecret).where(

@@ -83,7 +83,10 @@ def dump_tasks() -> None:
 
 
 class ResilientWorker(Worker):
-    """arq's ``Worker`` whose start and poll loop wait out store outages (see the module docstring)."""
+    """arq's ``Worker`` whose start and poll loop wait out store outages (see the module docstring).
+
+    ``main`` and ``_poll_iteration`` follow arq 0.28's bodies apart from the outage handling and how
+    finished jobs are collected: an arq upgrade must compare them again."""
 
     def __init__(self, *args: Any, outages: Outages | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
