@@ -29,12 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from nimbus_api.api.app import create_app
 from nimbus_api.api.state import AppState
 from nimbus_api.config import Settings
-from nimbus_api.credentials.vault import Vault
+from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import MasterKeyring, generate_master_key
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.kit.special_use import set_process_default
 from nimbus_api.validation.service import build_verifier
+from nimbus_api.webhooks.runtime import build_kit
 from nimbus_api.workspaces import service as workspaces
 from tests.servers.mail_world import MailWorld
 
@@ -134,13 +135,15 @@ def build_app_state(
     vault: Vault,
 ) -> AppState:
     """What the app holds, built from the test's stores (the real verifier, rate-limited in ``redis``)."""
+    verifier = build_verifier(settings, redis)
     return AppState(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
         redis=redis,
         vault=vault,
-        verifier=build_verifier(settings, redis),
+        verifier=verifier,
+        webhooks=build_kit(settings, verifier.net, vault, Actor.system("webhook_test")),
     )
 
 

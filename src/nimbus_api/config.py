@@ -132,6 +132,39 @@ class Settings(BaseSettings):
         description="After a webhook secret rotation, the previous secret stays valid (deliveries are signed "
         "with both) for this long.",
     )
+    webhook_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=60,
+        description="A delivery succeeds only with a 2xx answer within this time (connect to last byte).",
+    )
+    webhook_max_in_flight: int = Field(
+        default=4, ge=1, le=100, description="At most this many concurrent requests to one endpoint, across workers."
+    )
+    webhook_worker_concurrency: int = Field(
+        default=64, ge=1, le=1000, description="At most this many webhook requests in flight per worker process."
+    )
+    webhook_disable_after_days: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="An endpoint whose every attempt has failed for this long is disabled, with a reason.",
+    )
+    webhook_retry_after_cap_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=86400,
+        description="A `Retry-After` on 429/502/503/504 is honoured up to this many seconds.",
+    )
+    webhook_dispatcher: bool = Field(
+        default=True, description="Run the webhook dispatcher in this worker process (every worker may)."
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="The dispatcher looks for due retries at least this often (new events wake it at once).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -67,6 +67,7 @@ class Owned:
     verify_idempotency_key: str
     smtp_password: str
     event_id: str
+    outbox_event_id: str
     campaign_id: str
     campaign_name: str
     contact_id: str
@@ -92,6 +93,7 @@ class Owned:
             "domain name": self.domain_name,
             "SMTP password": self.smtp_password,
             "account event id": self.event_id,
+            "outbox event id": self.outbox_event_id,
             "campaign id": self.campaign_id,
             "campaign name": self.campaign_name,
             "contact id": self.contact_id,
@@ -123,6 +125,7 @@ PATH_PARAMS: dict[str, str] = {
     "enrollment_id": "enrollment_id",
     "suppression_id": "suppression_id",
     "endpoint_id": "endpoint_id",
+    "event_id": "outbox_event_id",
 }
 
 
@@ -176,6 +179,7 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "suppressions_create": lambda world: {"email": _fresh_address(world)},
     "webhook_endpoints_create": lambda world: {"url": WEBHOOK_URL, "event_types": ["enrollment.*"]},
     "webhook_endpoints_update": lambda world: {"description": "written by workspace A", "enabled": False},
+    "events_replay": lambda world: {},
 }
 FILES = {"contacts_import_csv"}
 
@@ -376,6 +380,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     assert enrolled["enrolled"] == 1, enrolled
     enrollments = (await tenant.client.get(f"{url}/enrollments")).json()["data"]
     hook = await _post(tenant, "/v1/webhook-endpoints", json={"url": WEBHOOK_URL, "description": f"of {label}"})
+    started = (await tenant.client.get("/v1/events", params={"type": "campaign.started"})).json()["data"]
+    assert started, "the campaign's start is in the outbox"
     async with sessionmaker() as session:
         token = await session.scalar(
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollments[0]["id"]))
@@ -392,6 +398,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         verify_idempotency_key=keys["email_accounts_verify"],
         smtp_password=smtp_password,
         event_id=events[0]["id"],
+        outbox_event_id=started[0]["id"],
         campaign_id=campaign["id"],
         campaign_name=campaign_name,
         contact_id=contact["id"],

@@ -320,7 +320,15 @@ async def test_audit_log_lists_filters_and_paginates_over_http(
     assert listed == newest_first
     stamps = [datetime.fromisoformat(e["created_at"]) for e in page["data"]]
     assert stamps == sorted(stamps, reverse=True) and len(set(stamps)) == len(stamps)
-    assert set(page["data"][0]) == {"id", "account_id", "credential", "actor", "purpose", "created_at"}
+    assert set(page["data"][0]) == {
+        "id",
+        "account_id",
+        "webhook_endpoint_id",
+        "credential",
+        "actor",
+        "purpose",
+        "created_at",
+    }
 
     async def listing(**params: object) -> list[tuple[str, str, str, str]]:
         resp = await tenant.client.get("/v1/audit-log", params=params)  # type: ignore[arg-type]

@@ -82,6 +82,7 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
         "enrollment.bounced",
         "enrollment.unsubscribed",
         "contact.suppressed",
+        "webhook.test",
     }
 
 

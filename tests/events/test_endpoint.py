@@ -62,7 +62,7 @@ async def test_pages_newest_first_and_filters_by_type_and_time(
     (only,) = (await tenant.client.get("/v1/events", params={"type": "contact.suppressed"})).json()["data"]
     assert only["id"] == str(suppressed.id)
     assert only["payload"] == suppressed.payload and only["payload"]["data"]["email"] == "a@example.org"
-    assert set(only) == {"id", "type", "created_at", "payload"}
+    assert set(only) == {"id", "type", "created_at", "payload", "deliveries"} and only["deliveries"] == []
 
     later = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
     assert (await tenant.client.get("/v1/events", params={"since": later})).json()["data"] == []

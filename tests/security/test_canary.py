@@ -43,7 +43,7 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
-from nimbus_api.models import Enrollment, Event
+from nimbus_api.models import Enrollment, Event, WebhookAttempt, WebhookDelivery
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
 from tests.conftest import Tenant, account_payload, change_smtp_password
 from tests.security.test_dump import assert_absent
@@ -452,7 +452,9 @@ async def test_a_canary_password_leaks_nowhere(
         token = await session.scalar(
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollment_id))
         )
+    started = (await call("GET", "/v1/events", params={"type": "campaign.started"})).json()["data"]
     ids = {
+        "event_id": started[0]["id"],
         "account_id": account_id,
         "domain_id": domain_id,
         "campaign_id": campaign_id,
@@ -482,6 +484,8 @@ async def test_a_canary_password_leaks_nowhere(
             ("PATCH", "/v1/workspace"): {"json": {"monthly_send_quota": 10}},
             ("POST", "/v1/webhook-endpoints"): {"json": {"url": WEBHOOK_URL, "event_types": ["enrollment.*"]}},
             ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {},
+            ("POST", "/v1/webhook-endpoints/{endpoint_id}/test"): {},
+            ("POST", "/v1/events/{event_id}/replay"): {"json": {}},
             ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): {"json": {"description": "canary hook"}},
         }
         if (method, template) in bodies:
@@ -538,6 +542,27 @@ async def test_a_canary_password_leaks_nowhere(
     assert {"campaign.started", "contact.suppressed", "enrollment.unsubscribed"} <= {e.type for e in outbox}
     for event in outbox:
         assert_absent(json.dumps(event.payload).encode(), needle, f"the {event.type} event row")
+    # the deliveries and their attempts (the walk deleted its endpoint, and its deliveries with it)
+    kept = await call("POST", "/v1/webhook-endpoints", json={"url": WEBHOOK_URL})
+    assert kept.status_code == 201, kept.text
+    needle["webhook secret kept"] = kept.json()["secret"].removeprefix("whsec_")
+    tested = await call("POST", f"/v1/webhook-endpoints/{kept.json()['id']}/test")
+    assert tested.status_code == 200 and tested.json()["succeeded"] is False, tested.text
+    replayed = await call("POST", f"/v1/events/{ids['event_id']}/replay", json={"endpoint_id": kept.json()["id"]})
+    assert replayed.status_code == 202, replayed.text
+    for r in (tested, replayed):
+        assert_absent(_render(r), needle, f"{r.request.method} {r.request.url} response")
+    async with sessionmaker() as session:
+        sent = list(
+            await session.scalars(select(WebhookDelivery).where(WebhookDelivery.workspace_id == tenant.workspace_id))
+        )
+        tried = list(
+            await session.scalars(select(WebhookAttempt).where(WebhookAttempt.workspace_id == tenant.workspace_id))
+        )
+    assert len(sent) == 2 and len(tried) == 1, "the test delivery (tried) and the replay (pending)"
+    for row in [*sent, *tried]:
+        text = repr({c.key: getattr(row, c.key) for c in row.__table__.columns}).encode()
+        assert_absent(text, needle, f"a {row.__tablename__} row")
 
     logs = captured_logs.text()
     # the capture did see the traffic: SQL with its parameters, the worker, our events, the failure

@@ -27,7 +27,7 @@ from nimbus_api.audit.endpoints import router as audit_router
 from nimbus_api.campaigns.endpoints import router as campaigns_router
 from nimbus_api.config import Settings, get_settings
 from nimbus_api.contacts.endpoints import router as contacts_router
-from nimbus_api.credentials.vault import Vault
+from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.domains.endpoints import router as domains_router
 from nimbus_api.enrollments.endpoints import router as enrollments_router
 from nimbus_api.enrollments.endpoints import unsubscribe_router
@@ -41,6 +41,7 @@ from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
 from nimbus_api.webhooks.endpoints import router as webhooks_router
+from nimbus_api.webhooks.runtime import build_kit
 from nimbus_api.workspaces.endpoints import router as workspace_router
 
 log = structlog.get_logger(__name__)
@@ -65,13 +66,16 @@ def build_state(settings: Settings) -> AppState:
     keyring = MasterKeyring.from_strings([k.get_secret_value() for k in settings.master_keys])
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     redis = Redis.from_url(settings.redis_url)
+    vault = Vault(keyring)
+    verifier = build_verifier(settings, redis)
     return AppState(
         settings=settings,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
         redis=redis,
-        vault=Vault(keyring),
-        verifier=build_verifier(settings, redis),
+        vault=vault,
+        verifier=verifier,
+        webhooks=build_kit(settings, verifier.net, vault, Actor.system("webhook_test")),
     )
 
 
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             yield
         finally:
             if own:
+                await app.state.nimbus.webhooks.close()
                 await app.state.nimbus.redis.aclose()
                 await app.state.nimbus.engine.dispose()
 

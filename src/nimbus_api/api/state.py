@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.validation.service import Verifier
+from nimbus_api.webhooks.runtime import WebhookKit
 
 
 @dataclass
@@ -20,3 +21,4 @@ class AppState:
     redis: Redis
     vault: Vault
     verifier: Verifier
+    webhooks: WebhookKit

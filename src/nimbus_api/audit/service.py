@@ -37,6 +37,7 @@ async def list_page(
         AuditEntry(
             id=r.id,
             account_id=r.account_id,
+            webhook_endpoint_id=r.webhook_endpoint_id,
             credential=r.credential_kind,
             actor=r.actor,
             purpose=r.purpose,

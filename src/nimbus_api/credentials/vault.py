@@ -18,7 +18,8 @@ from nimbus_api.kit.crypto import MasterKeyring, Secret
 from nimbus_api.models import Credential, CredentialAccess, DataKey
 
 CredentialKind = Literal["smtp_password", "imap_password"]
-Purpose = Literal["verify", "send", "imap_sync", "key_rotation", "support"]
+Purpose = Literal["verify", "send", "imap_sync", "key_rotation", "support", "webhook_signing"]
+AuditedKind = Literal["smtp_password", "imap_password", "webhook_secret"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,31 @@ class Vault:
         if credential is None:
             return None
         return await self.reveal(session, credential, actor=actor, purpose=purpose)
+
+    async def reveal_sealed(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        data_key_id: uuid.UUID,
+        ciphertext: bytes,
+        *,
+        webhook_endpoint_id: uuid.UUID,
+        actor: Actor,
+        purpose: Purpose,
+    ) -> Secret:
+        """Open what ``seal`` closed (a webhook signing secret), audited like ``reveal``."""
+        key = await session.get_one(DataKey, data_key_id)
+        session.add(
+            CredentialAccess(
+                workspace_id=workspace_id,
+                webhook_endpoint_id=webhook_endpoint_id,
+                credential_kind="webhook_secret",
+                actor=actor.value,
+                purpose=purpose,
+            )
+        )
+        await session.flush()
+        return Secret(crypto.decrypt(self.material(key), ciphertext))
 
     def forget(self, data_key_id: uuid.UUID) -> None:
         self._unwrapped.pop(data_key_id, None)

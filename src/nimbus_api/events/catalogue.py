@@ -245,5 +245,5 @@ CATALOGUE: dict[str, Spec] = {
     "domain.unhealthy": Spec(DomainHealthData, "A sending domain's DNS checks started failing", False),
     "domain.healthy": Spec(DomainHealthData, "A sending domain's DNS checks pass again", False),
     "alert.triggered": Spec(AlertTriggeredData, "An alert fired", False),
-    "webhook.test": Spec(WebhookTestData, "A test delivery asked for through the API", False),
+    "webhook.test": Spec(WebhookTestData, "A test delivery asked for through the API", True),
 }

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from nimbus_api.events.catalogue import EventType
+from nimbus_api.webhooks.delivery_schemas import DeliverySummary
 
 
 class EventRead(BaseModel):
@@ -16,6 +17,10 @@ class EventRead(BaseModel):
     payload: dict[str, Any] = Field(
         description="The webhook body, exactly: `type`, `timestamp` and `data` (each type's schema is under "
         "`webhooks` in this document)."
+    )
+    deliveries: list[DeliverySummary] = Field(
+        description="One per endpoint it was sent to (and per replay), with its status; empty when no "
+        "endpoint took this type or the dispatcher has not reached it yet."
     )
 
 

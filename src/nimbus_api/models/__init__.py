@@ -13,6 +13,7 @@ from nimbus_api.models.enrollment import Enrollment
 from nimbus_api.models.event import Event
 from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
+from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
 from nimbus_api.models.workspace import Workspace
 
@@ -35,6 +36,8 @@ __all__ = [
     "Message",
     "SendAttempt",
     "Suppression",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookSecret",
     "Workspace",

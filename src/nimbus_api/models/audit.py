@@ -11,14 +11,16 @@ from nimbus_api.kit.ids import new_id
 
 
 class CredentialAccess(Base):
-    """One decrypt of a mailbox secret: who, why, when. Kept after the account is deleted."""
+    """One decrypt of a stored secret (a mailbox's, or a webhook endpoint's signing secret): who, why,
+    when. Kept after the account or endpoint is deleted; exactly one of the two subject ids is set."""
 
     __tablename__ = "credential_access_log"
     __table_args__ = (Index("ix_credential_access_log_workspace_id_id", "workspace_id", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    account_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    webhook_endpoint_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     credential_kind: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(100))
     purpose: Mapped[str] = mapped_column(String(40))

@@ -5,6 +5,8 @@ with it: a rolled-back change leaves no event, a committed one always has its ev
 process dies right after the commit. The id (a UUIDv7, so time-ordered) is the event's identity for
 ever after: it is the ``webhook-id`` of every delivery of the event. ``payload`` is the exact document a
 receiver gets: ``{"type", "timestamp", "data"}`` (``events.catalogue`` has one schema per type).
+A statement-level trigger ``NOTIFY``s channel ``nimbus_webhooks`` on insert: PostgreSQL delivers it at
+commit only, so the webhook dispatcher wakes for committed events and never for rolled-back ones.
 Rows older than ``NIMBUS_EVENT_RETENTION_DAYS`` are purged by the worker (``events.tasks``).
 """
 
@@ -14,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,6 +32,8 @@ class Event(Base):
         Index("ix_events_workspace_id_type_id", "workspace_id", "type", "id"),
         # the retention purge
         Index("ix_events_created_at", "created_at"),
+        # the webhook dispatcher's fan-out: events not yet turned into deliveries
+        Index("ix_events_undispatched", "id", postgresql_where=text("dispatched_at IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -37,3 +41,6 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(60))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by the webhook dispatcher when it has written one delivery per matching endpoint (or none);
+    # events written for one endpoint only (``webhook.test``) are born dispatched.
+    dispatched_at: Mapped[datetime | None] = mapped_column()

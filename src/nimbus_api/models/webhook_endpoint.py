@@ -32,6 +32,14 @@ class WebhookEndpoint(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None] = mapped_column()
+    # Delivery state, written by the dispatcher: since when every attempt has failed (null after a
+    # success), when it last claimed work here (round robin between endpoints), and the current
+    # one-second window of the rate limit.
+    failing_since: Mapped[datetime | None] = mapped_column()
+    last_claimed_at: Mapped[datetime | None] = mapped_column()
+    rate_window_start: Mapped[datetime | None] = mapped_column()
+    rate_window_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -11,11 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from nimbus_api.api.deps import AuthContext, Session, VaultDep, app_state
+from nimbus_api.events.catalogue import EventType
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 from nimbus_api.models import WebhookEndpoint
-from nimbus_api.webhooks import service
+from nimbus_api.webhooks import deliveries, service
+from nimbus_api.webhooks.delivery_schemas import DeliveryPage, DeliveryStatus, WebhookTestResult
 from nimbus_api.webhooks.schemas import (
     WebhookEndpointCreate,
     WebhookEndpointPage,
@@ -23,6 +25,7 @@ from nimbus_api.webhooks.schemas import (
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
 )
+from nimbus_api.webhooks.signing import SecretBook
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"], responses=problem_responses(401))
 
@@ -123,3 +126,44 @@ async def webhook_endpoints_rotate_secret(
     either verifies while it switches."""
     row, secret = await service.rotate_secret(session, vault, rules, auth.workspace_id, endpoint_id)
     return await _with_secret(session, row, secret)
+
+
+@router.get(
+    "/{endpoint_id}/deliveries",
+    name="webhook_endpoints_deliveries",
+    summary="List an endpoint's deliveries, with every attempt",
+    responses=problem_responses(404, 422, codes={404: [NOT_FOUND]}),
+)
+async def webhook_endpoints_deliveries(
+    endpoint_id: uuid.UUID,
+    auth: AuthContext,
+    session: Session,
+    status: DeliveryStatus | None = None,
+    event_type: EventType | None = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> DeliveryPage:
+    """Newest first. Each delivery lists its attempts: time, status code, latency, the first 2 KB of the
+    answer, the error class, and whether (and when) it is tried again."""
+    filters = deliveries.DeliveryFilters(status=status, event_type=event_type)
+    rows, next_cursor = await deliveries.list_page(session, auth.workspace_id, endpoint_id, filters, cursor, limit)
+    return DeliveryPage(data=await deliveries.reads(session, rows), next_cursor=next_cursor)
+
+
+@router.post(
+    "/{endpoint_id}/test",
+    name="webhook_endpoints_test",
+    summary="Send a webhook.test event to this endpoint now, and return the attempt's result",
+    responses=problem_responses(404, 422, codes={404: [NOT_FOUND]}),
+)
+async def webhook_endpoints_test(
+    endpoint_id: uuid.UUID, request: Request, auth: AuthContext, session: Session, vault: VaultDep
+) -> WebhookTestResult:
+    """Signed and sent like every delivery (the same egress policy, timeout and headers), once: a test
+    delivery that fails is not retried. It is sent even when the endpoint is disabled, so a receiver can
+    be checked before it is enabled again. The answer is the delivery with its one attempt."""
+    kit = app_state(request).webhooks
+    book = SecretBook(vault, auth.actor)
+    row = await deliveries.send_test(session, kit, book, auth.workspace_id, endpoint_id)
+    read = (await deliveries.reads(session, [row]))[0]
+    return WebhookTestResult(delivery=read, succeeded=row.status == "succeeded")

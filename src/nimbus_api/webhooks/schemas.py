@@ -13,6 +13,7 @@ from typing_extensions import TypeAliasType
 
 from nimbus_api.events.catalogue import EventType
 from nimbus_api.kit.schemas import SINGLE_LINE_PATTERN, UNIQUE_ITEMS, PatchModel, StrictModel, as_sent, not_null
+from nimbus_api.webhooks.delivery_schemas import EndpointMetrics
 
 EventTypeFamily = TypeAliasType(
     "EventTypeFamily",
@@ -85,7 +86,15 @@ class WebhookEndpointRead(BaseModel):
     event_types: list[str]
     enabled: bool
     rate_limit_per_second: int | None
-    disabled_reason: str | None = Field(description="Why the endpoint was disabled automatically, if it was.")
+    disabled_reason: str | None = Field(
+        description="Why the endpoint was disabled automatically (410 Gone, or every attempt failing for "
+        "`NIMBUS_WEBHOOK_DISABLE_AFTER_DAYS`), if it was; cleared when it is enabled again."
+    )
+    disabled_at: datetime | None
+    failing_since: datetime | None = Field(
+        description="Since when every delivery attempt has failed; null after any success."
+    )
+    metrics: EndpointMetrics
     previous_secret_expires_at: datetime | None = Field(
         description="After a rotation: until when deliveries are also signed with the previous secret."
     )

@@ -27,7 +27,9 @@ from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.egress import EgressPolicy
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.models import WebhookEndpoint, WebhookSecret
+from nimbus_api.webhooks.delivery_schemas import EndpointMetrics
 from nimbus_api.webhooks.errors import WebhookEndpointNotFound
+from nimbus_api.webhooks.metrics import metrics
 from nimbus_api.webhooks.schemas import WebhookEndpointCreate, WebhookEndpointRead, WebhookEndpointUpdate
 from nimbus_api.webhooks.urls import check_url
 
@@ -64,7 +66,7 @@ async def _previous_expiry(session: AsyncSession, endpoint_ids: list[uuid.UUID])
     return {row[0]: row[1] for row in rows if row[1] is not None}
 
 
-def _read(row: WebhookEndpoint, previous_expires_at: datetime | None) -> WebhookEndpointRead:
+def _read(row: WebhookEndpoint, previous_expires_at: datetime | None, health: EndpointMetrics) -> WebhookEndpointRead:
     return WebhookEndpointRead(
         id=row.id,
         url=row.url,
@@ -73,6 +75,9 @@ def _read(row: WebhookEndpoint, previous_expires_at: datetime | None) -> Webhook
         enabled=row.enabled,
         rate_limit_per_second=row.rate_limit_per_second,
         disabled_reason=row.disabled_reason,
+        disabled_at=row.disabled_at,
+        failing_since=row.failing_since,
+        metrics=health,
         previous_secret_expires_at=previous_expires_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -80,12 +85,14 @@ def _read(row: WebhookEndpoint, previous_expires_at: datetime | None) -> Webhook
 
 
 async def to_read(session: AsyncSession, row: WebhookEndpoint) -> WebhookEndpointRead:
-    return _read(row, (await _previous_expiry(session, [row.id])).get(row.id))
+    return (await to_reads(session, [row]))[0]
 
 
 async def to_reads(session: AsyncSession, rows: list[WebhookEndpoint]) -> list[WebhookEndpointRead]:
-    expiries = await _previous_expiry(session, [r.id for r in rows])
-    return [_read(r, expiries.get(r.id)) for r in rows]
+    ids = [r.id for r in rows]
+    expiries = await _previous_expiry(session, ids)
+    health = await metrics(session, ids)
+    return [_read(r, expiries.get(r.id), health[r.id]) for r in rows]
 
 
 async def _add_secret(session: AsyncSession, vault: Vault, endpoint: WebhookEndpoint) -> Secret:
@@ -160,6 +167,10 @@ async def update(
     if "enabled" in given and body.enabled is not None:
         if body.enabled and not row.enabled:
             row.disabled_reason = None
+            row.disabled_at = None
+            row.failing_since = None
+        if not body.enabled and row.enabled:
+            row.disabled_at = utcnow()
         row.enabled = body.enabled
     row.updated_at = utcnow()
     await session.flush()

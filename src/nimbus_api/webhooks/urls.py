@@ -1,7 +1,9 @@
 """Whether a webhook URL may receive deliveries: the egress policy SMTP and IMAP follow, for HTTP.
 
-Checked at create and update (and, by the dispatcher, again at every delivery: a name may resolve
-elsewhere later). The rules, in order:
+Checked at create and update, and again at every delivery: ``check_static`` before each request, and
+``allowed_addresses`` inside the connection itself (``webhooks.transport``), so the addresses judged are
+the addresses connected to and a name that resolves elsewhere later (DNS rebinding) is refused then.
+The rules, in order:
 
 * scheme ``https`` (``http`` only with ``NIMBUS_WEBHOOK_ALLOW_HTTP``), no user:password in the URL;
 * a host name or an IP literal. Every spelling of an IPv4 address that an HTTP client or ``inet_aton``
@@ -78,10 +80,9 @@ def parse(url: str, *, allow_http: bool) -> tuple[CheckedUrl, IPAddress | None]:
     return checked, literal
 
 
-async def check_url(
-    url: str, *, policy: EgressPolicy, resolver: dns.asyncresolver.Resolver, allow_http: bool
-) -> CheckedUrl:
-    """Raise ``WebhookUrlRefused`` unless deliveries may be sent to ``url``."""
+def check_static(url: str, *, policy: EgressPolicy, allow_http: bool) -> tuple[CheckedUrl, IPAddress | None]:
+    """Every rule that needs no DNS: scheme, credentials, host spelling, port, loopback names, and the
+    address itself when the host is an IP literal (in any spelling)."""
     checked, literal = parse(url, allow_http=allow_http)
     if not policy.web_port_allowed(checked.port):
         raise WebhookUrlRefused(
@@ -90,13 +91,28 @@ async def check_url(
     host = checked.host
     if literal is None and (host == "localhost" or host.endswith(".localhost")) and not policy.host_allowed(host):
         raise WebhookUrlRefused("address", f"{host} is a loopback name")
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            addresses = await resolve_addresses(resolver, host)
-        except HostUnresolvable:
-            raise WebhookUrlRefused("unresolvable", f"{host} does not resolve") from None
-    if not all(policy.address_allowed(a, None if literal is not None else host) for a in addresses):
+    if literal is not None and not policy.address_allowed(literal, None):
+        raise WebhookUrlRefused("address", f"{host} is an address deliveries may not reach")
+    return checked, literal
+
+
+async def allowed_addresses(policy: EgressPolicy, resolver: dns.asyncresolver.Resolver, host: str) -> list[IPAddress]:
+    """The addresses of ``host``, if **every** one passes the policy (a literal stands for itself)."""
+    try:
+        addresses = await resolve_addresses(resolver, host)
+    except HostUnresolvable:
+        raise WebhookUrlRefused("unresolvable", f"{host} does not resolve") from None
+    literal = len(addresses) == 1 and str(addresses[0]) == host.strip("[]")
+    if not all(policy.address_allowed(a, None if literal else host) for a in addresses):
         raise WebhookUrlRefused("address", f"{host} is, or resolves to, an address deliveries may not reach")
+    return addresses
+
+
+async def check_url(
+    url: str, *, policy: EgressPolicy, resolver: dns.asyncresolver.Resolver, allow_http: bool
+) -> CheckedUrl:
+    """Raise ``WebhookUrlRefused`` unless deliveries may be sent to ``url``."""
+    checked, literal = check_static(url, policy=policy, allow_http=allow_http)
+    if literal is None:
+        await allowed_addresses(policy, resolver, checked.host)
     return checked

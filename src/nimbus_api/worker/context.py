@@ -15,6 +15,8 @@ from nimbus_api.kit.outage import Outages
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.webhooks.dispatcher import Dispatcher
+from nimbus_api.webhooks.runtime import WebhookKit
 
 
 @dataclass
@@ -28,6 +30,8 @@ class WorkerResources:
     mx: MxChecker
     worker_id: str
     outages: Outages = field(default_factory=Outages)
+    webhooks: WebhookKit | None = None
+    dispatcher: Dispatcher | None = None
 
 
 def resources(ctx: dict[str, Any]) -> WorkerResources:

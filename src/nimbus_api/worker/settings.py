@@ -15,7 +15,7 @@ from arq.connections import RedisSettings
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
-from nimbus_api.credentials.vault import Vault
+from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.events.tasks import purge_events
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
@@ -25,6 +25,7 @@ from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.webhooks.runtime import build_dispatcher, build_kit
 from nimbus_api.worker.context import WorkerResources
 from nimbus_api.worker.resilience import OUTAGES_KEY, ResilientWorker, rides_out
 from nimbus_api.worker.tasks import purge_idempotency_keys
@@ -59,22 +60,35 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         pool = SmtpPool(net)
         await pool.start()
         rate = settings.smtp_rate_per_connection
+        vault = Vault(keyring)
+        sessionmaker = make_sessionmaker(engine)
+        kit = build_kit(settings, net, vault, Actor.system("webhook_dispatcher"))
+        dispatcher = None
+        if settings.webhook_dispatcher:
+            dispatcher = build_dispatcher(settings, kit, sessionmaker, outages=ctx[OUTAGES_KEY])
+            dispatcher.start()
         ctx["nimbus"] = WorkerResources(
             settings=settings,
             engine=engine,
-            sessionmaker=make_sessionmaker(engine),
-            vault=Vault(keyring),
+            sessionmaker=sessionmaker,
+            vault=vault,
             pool=pool,
             pacer=Pacer(ctx["redis"], rate),
             mx=MxChecker(net.resolver),
             worker_id=f"worker-{uuid.uuid4().hex[:10]}",
             outages=ctx[OUTAGES_KEY],
+            webhooks=kit,
+            dispatcher=dispatcher,
         )
         log.info("worker_started", queue=QUEUE_NAME)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         resources: WorkerResources | None = ctx.get("nimbus")
         if resources is not None:
+            if resources.dispatcher is not None:
+                await resources.dispatcher.stop()
+            if resources.webhooks is not None:
+                await resources.webhooks.close()
             await resources.pool.close()
             await resources.engine.dispose()
 
