@@ -18,7 +18,9 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from tests.conftest import Tenant, build_app_state, new_tenant
 from tests.servers.dns_server import make_zone
+from tests.servers.http_receiver import HttpReceiver
 from tests.servers.mail_world import MailWorld
+from tests.webhooks.harness import Rig, make_rig
 
 HOOKS_ZONE = "hooks.test"
 PUBLIC_ADDRESS = "93.184.216.34"
@@ -77,3 +79,16 @@ async def tenant_of(
 @pytest.fixture
 async def closed(tenant_of: AppTenantFactory, closed_app: Any) -> Tenant:
     return await tenant_of(closed_app)
+
+
+@pytest.fixture
+async def rig(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault) -> AsyncIterator[Rig]:
+    rig = make_rig(settings, sessionmaker, vault)
+    yield rig
+    await rig.close()
+
+
+@pytest.fixture
+async def receiver(mail_world: MailWorld) -> AsyncIterator[HttpReceiver]:
+    async with HttpReceiver(tls=mail_world.certs.server_context()) as server:
+        yield server

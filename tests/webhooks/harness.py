@@ -120,6 +120,11 @@ async def add_endpoint(client: httpx.AsyncClient, url: str, **fields: Any) -> tu
     return r.json()["id"], r.json()["secret"]
 
 
+def url_of(receiver: Any, path: str = "/hook") -> str:
+    """The receiver's URL under a name the run's DNS resolves to loopback (allowlisted by the run's settings)."""
+    return f"https://mail.example.test:{receiver.port}{path}"
+
+
 def body_of(received_body: bytes) -> dict[str, Any]:
     parsed: dict[str, Any] = json.loads(received_body)
     return parsed

@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from nimbus_api.config import Settings
-from nimbus_api.credentials.vault import Vault
 from nimbus_api.models import CredentialAccess
 from tests.conftest import Tenant
 from tests.servers.http_receiver import HttpReceiver, Reply
-from tests.servers.mail_world import MailWorld
-from tests.webhooks.harness import Rig, add_endpoint, commit_events, make_rig
-
-
-@pytest.fixture
-async def rig(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault) -> AsyncIterator[Rig]:
-    rig = make_rig(settings, sessionmaker, vault)
-    yield rig
-    await rig.close()
-
-
-@pytest.fixture
-async def receiver(mail_world: MailWorld) -> AsyncIterator[HttpReceiver]:
-    async with HttpReceiver(tls=mail_world.certs.server_context()) as server:
-        yield server
-
-
-def url_of(receiver: HttpReceiver, path: str = "/hook") -> str:
-    return f"https://mail.example.test:{receiver.port}{path}"
+from tests.webhooks.harness import Rig, add_endpoint, commit_events, url_of
 
 
 async def test_a_committed_event_arrives_signed_and_is_recorded(
