@@ -78,6 +78,7 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
         "account.enabled",
         "campaign.started",
         "campaign.paused",
+        "campaign.completed",
         "enrollment.completed",
         "enrollment.bounced",
         "enrollment.unsubscribed",

@@ -93,7 +93,7 @@ def test_needles_find_a_secret_embedded_in_base64_at_any_alignment() -> None:
 
 @dataclass
 class Planted:
-    passwords: dict[str, str]
+    passwords: dict[str, str | bytes]
     data_keys: dict[str, bytes]
 
 
@@ -103,7 +103,7 @@ async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[A
     with an Idempotency-Key (its stored response is in the database too), and decrypted once (audit rows).
     The passwords are the mailboxes' real ones in the mail world: each create and PATCH verified them, so
     the stored verification results are in the dump too."""
-    passwords: dict[str, str] = {}
+    passwords: dict[str, str | bytes] = {}
     workspace_ids: list[uuid.UUID] = []
     for t in range(2):
         tenant = await make_tenant()
@@ -130,6 +130,15 @@ async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[A
                     session, uuid.UUID(account_id), "imap_password", actor=Actor.system("send"), purpose="send"
                 )
             assert secret is not None and secret.reveal() == imap_pw
+        # a webhook endpoint whose secret was rotated (both versions stored), with a test delivery recorded
+        hook = await tenant.client.post("/v1/webhook-endpoints", json={"url": "https://mail.example.test/hooks"})
+        assert hook.status_code == 201, hook.text
+        rotated = await tenant.client.post(f"/v1/webhook-endpoints/{hook.json()['id']}/rotate-secret")
+        tested = await tenant.client.post(f"/v1/webhook-endpoints/{hook.json()['id']}/test")
+        assert rotated.status_code == 200 and tested.status_code == 200, (rotated.text, tested.text)
+        for n, shown in enumerate((hook.json()["secret"], rotated.json()["secret"])):
+            passwords[f"ws{t}.webhook{n}"] = shown
+            passwords[f"ws{t}.webhook{n}.bytes"] = base64.b64decode(shown.removeprefix("whsec_"))
     async with sessionmaker() as session:
         keys = list(
             await session.scalars(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api import events
@@ -42,7 +42,7 @@ from nimbus_api.campaigns.schemas import (
     StepIn,
     StepOut,
 )
-from nimbus_api.events.catalogue import CampaignPausedData, CampaignStartedData
+from nimbus_api.events.catalogue import CampaignCompletedData, CampaignPausedData, CampaignStartedData
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
@@ -122,11 +122,19 @@ async def create(session: AsyncSession, workspace_id: uuid.UUID, payload: Campai
 
 
 async def get(
-    session: AsyncSession, workspace_id: uuid.UUID, campaign_id: uuid.UUID, *, for_update: bool = False
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    campaign_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+    for_share: bool = False,
 ) -> Campaign:
+    """``for_share``: hold the campaign's status while enrolling (``complete_finished`` skips it then)."""
     stmt = select(Campaign).where(Campaign.id == campaign_id, Campaign.workspace_id == workspace_id)
     if for_update:
         stmt = stmt.with_for_update()
+    elif for_share:
+        stmt = stmt.with_for_update(read=True)
     campaign = await session.scalar(stmt)
     if campaign is None:
         raise CampaignNotFound()
@@ -302,3 +310,49 @@ async def to_read(
             )
         )
     return out
+
+
+# A campaign is finished when it is active, has enrollments, none of them still active, and no message of
+# it is still to be sent. (Written out twice: the second statement checks again under the locks.)
+_FINISHED_CANDIDATES = text(
+    """
+    SELECT c.id FROM campaigns c
+    WHERE c.status = 'active'
+      AND EXISTS (SELECT 1 FROM enrollments e WHERE e.campaign_id = c.id)
+      AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.campaign_id = c.id AND e.status = 'active')
+      AND NOT EXISTS (
+          SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.state IN ('queued', 'deferred', 'leased')
+      )
+    LIMIT 500
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_COMPLETE = text(
+    """
+    UPDATE campaigns c SET status = 'completed', completed_at = :now, updated_at = :now
+    WHERE c.id = ANY(:ids) AND c.status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.campaign_id = c.id AND e.status = 'active')
+      AND NOT EXISTS (
+          SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.state IN ('queued', 'deferred', 'leased')
+      )
+    RETURNING c.id, c.workspace_id, c.name
+    """
+)
+
+
+async def complete_finished(session: AsyncSession, now: datetime) -> int:
+    """``active -> completed`` for every campaign whose enrollments have all finished and that has
+    nothing left to send; emits ``campaign.completed`` for each, in the same transaction.
+
+    The candidates are locked first (``SKIP LOCKED``: a campaign an enrollment is being added to, which
+    holds it ``FOR SHARE``, waits for the next sweep), then checked again by a statement that sees
+    everything committed before the locks were taken."""
+    ids = list(await session.scalars(_FINISHED_CANDIDATES))
+    if not ids:
+        return 0
+    rows = (await session.execute(_COMPLETE, {"ids": ids, "now": now})).all()
+    for row in rows:
+        events.emit(
+            session, row.workspace_id, "campaign.completed", CampaignCompletedData(campaign_id=row.id, name=row.name)
+        )
+    return len(rows)

@@ -9,8 +9,9 @@ Data-key rotation (``rotate_data_key``) for one workspace walks this state machi
 
     start:    the active key becomes ``retiring``, a new ``active`` key is created (one transaction).
               If a ``retiring`` key already exists, a previous run was interrupted: resume, create none.
-    migrate:  secrets still under a retiring key are decrypted (audited, purpose ``key_rotation``) and
-              encrypted under the active key, in batches, one transaction per batch.
+    migrate:  secrets still under a retiring key (mailbox passwords, then webhook signing secrets) are
+              decrypted (audited, purpose ``key_rotation``) and encrypted under the active key, in
+              batches, one transaction per batch.
     finish:   when no secret uses them, retiring keys become ``retired`` and their material is erased.
 
 Sends in flight are unaffected: a secret row always names the key that opens it, and a retiring key
@@ -119,9 +120,25 @@ async def rotate_data_key(
                 credential.data_key_id = active.id
         done += len(batch)
         progress(done, total)
+    hooks_stale = (WebhookSecret.workspace_id == workspace_id) & (WebhookSecret.data_key_id != active.id)
+    async with sessionmaker() as session:
+        total += await session.scalar(select(func.count()).select_from(WebhookSecret).where(hooks_stale)) or 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            rows = list(
+                await session.scalars(select(WebhookSecret).where(hooks_stale).limit(batch_size).with_for_update())
+            )
+            if not rows:
+                break
+            material = vault.material(await session.get_one(DataKey, active.id))
+            for row in rows:
+                secret = await vault.reveal_webhook_secret(session, row, actor=ROTATION_ACTOR, purpose="key_rotation")
+                row.ciphertext = crypto.encrypt(material, secret.reveal())
+                row.data_key_id = active.id
+        done += len(rows)
+        progress(done, total)
     async with sessionmaker() as session, session.begin():
-        # A webhook signing secret also pins its key: until the rotation re-encrypts those, a key one of
-        # them names is kept (``retiring``, still opening) rather than erased under it.
+        # Whatever still names a retiring key keeps it (a secret added under it while this ran).
         still_used = union(
             select(Credential.data_key_id).where(Credential.workspace_id == workspace_id),
             select(WebhookSecret.data_key_id).where(WebhookSecret.workspace_id == workspace_id),

@@ -1,4 +1,4 @@
-"""The only place where mailbox secrets are encrypted and decrypted.
+"""The only place where stored secrets (mailbox passwords, webhook signing secrets) are encrypted and decrypted.
 
 Every ``reveal`` writes a ``credential_access_log`` row (workspace, account, actor, purpose, time) in
 the caller's transaction, so a decrypt that is committed is a decrypt that is audited.
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.kit import crypto
 from nimbus_api.kit.crypto import MasterKeyring, Secret
-from nimbus_api.models import Credential, CredentialAccess, DataKey
+from nimbus_api.models import Credential, CredentialAccess, DataKey, WebhookSecret
 
 CredentialKind = Literal["smtp_password", "imap_password"]
 Purpose = Literal["verify", "send", "imap_sync", "key_rotation", "support", "webhook_signing"]
@@ -151,30 +151,26 @@ class Vault:
             return None
         return await self.reveal(session, credential, actor=actor, purpose=purpose)
 
-    async def reveal_sealed(
-        self,
-        session: AsyncSession,
-        workspace_id: uuid.UUID,
-        data_key_id: uuid.UUID,
-        ciphertext: bytes,
-        *,
-        webhook_endpoint_id: uuid.UUID,
-        actor: Actor,
-        purpose: Purpose,
+    async def reveal_webhook_secret(
+        self, session: AsyncSession, row: WebhookSecret, *, actor: Actor, purpose: Purpose
     ) -> Secret:
-        """Open what ``seal`` closed (a webhook signing secret), audited like ``reveal``."""
-        key = await session.get_one(DataKey, data_key_id)
+        """Open what ``seal`` closed for a webhook endpoint, audited like ``reveal``."""
+        key = await session.get_one(DataKey, row.data_key_id)
+        if key.wrapped_key is None and key.id not in self._unwrapped:
+            # re-encrypted by a rotation (and the key retired) after the row was read: read it again
+            await session.refresh(row)
+            key = await session.get_one(DataKey, row.data_key_id)
         session.add(
             CredentialAccess(
-                workspace_id=workspace_id,
-                webhook_endpoint_id=webhook_endpoint_id,
+                workspace_id=row.workspace_id,
+                webhook_endpoint_id=row.endpoint_id,
                 credential_kind="webhook_secret",
                 actor=actor.value,
                 purpose=purpose,
             )
         )
         await session.flush()
-        return Secret(crypto.decrypt(self.material(key), ciphertext))
+        return Secret(crypto.decrypt(self.material(key), row.ciphertext))
 
     def forget(self, data_key_id: uuid.UUID) -> None:
         self._unwrapped.pop(data_key_id, None)

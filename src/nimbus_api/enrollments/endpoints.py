@@ -46,7 +46,7 @@ async def enrollments_create(
     counts contacts enrolled before (`already_enrolled`, skipped)."""
 
     async def operation() -> EnrollReport:
-        campaign = await campaigns.get(session, auth.workspace_id, campaign_id)
+        campaign = await campaigns.get(session, auth.workspace_id, campaign_id, for_share=True)
         return await service.enroll(session, auth.workspace_id, campaign, payload.contact_ids)
 
     response: Response = await idem.run(200, operation)

@@ -233,7 +233,7 @@ CATALOGUE: dict[str, Spec] = {
     "account.health_changed": Spec(AccountHealthChangedData, "An inbox's health score changed", False),
     "campaign.started": Spec(CampaignStartedData, "A campaign started (or resumed)", True),
     "campaign.paused": Spec(CampaignPausedData, "A campaign was paused", True),
-    "campaign.completed": Spec(CampaignCompletedData, "Every enrollment of a campaign finished", False),
+    "campaign.completed": Spec(CampaignCompletedData, "Every enrollment of a campaign finished", True),
     "enrollment.completed": Spec(EnrollmentCompletedData, "A contact got a campaign's last step", True),
     "enrollment.bounced": Spec(EnrollmentBouncedData, "A contact's address bounced", True),
     "enrollment.unsubscribed": Spec(EnrollmentUnsubscribedData, "A contact unsubscribed", True),

@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api.campaigns import service as campaigns
 from nimbus_api.campaigns.pool import load_pools
 from nimbus_api.models import Campaign
 from nimbus_api.sending.dispatcher import DispatchResult, dispatch_campaign, utc_midnight_after
@@ -141,6 +142,10 @@ async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
 async def sweep_tick(ctx: dict[str, Any]) -> dict[str, int]:
     async with task_session(ctx) as session:
         report = await sweep(session, datetime.now(UTC))
+    async with task_session(ctx) as session:
+        completed = await campaigns.complete_finished(session, datetime.now(UTC))
+    if completed:
+        log.info("campaigns_completed", count=completed)
     recovered = set(report.recovered_inboxes)
     await wakeups(ctx).wake(set(report.inboxes_with_work) - recovered, revive=True)
     # An inbox whose leases expired lost its sender, whose active mark may outlive it by the job timeout

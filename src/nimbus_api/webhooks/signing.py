@@ -69,37 +69,22 @@ class SecretBook:
         """A signer per endpoint with at least one valid secret; opens (and audits) unseen versions."""
         if not endpoint_ids:
             return {}
-        rows = (
-            await session.execute(
-                select(
-                    WebhookSecret.id,
-                    WebhookSecret.endpoint_id,
-                    WebhookSecret.workspace_id,
-                    WebhookSecret.data_key_id,
-                    WebhookSecret.ciphertext,
-                    WebhookSecret.expires_at,
-                )
-                .where(
-                    WebhookSecret.endpoint_id.in_(list(endpoint_ids)),
-                    or_(WebhookSecret.expires_at.is_(None), WebhookSecret.expires_at > now),
-                )
-                .order_by(WebhookSecret.endpoint_id, WebhookSecret.expires_at.desc().nulls_first())
+        rows = await session.scalars(
+            select(WebhookSecret)
+            .where(
+                WebhookSecret.endpoint_id.in_(list(endpoint_ids)),
+                or_(WebhookSecret.expires_at.is_(None), WebhookSecret.expires_at > now),
             )
-        ).all()
+            .order_by(WebhookSecret.endpoint_id, WebhookSecret.expires_at.desc().nulls_first())
+        )
         hooks: dict[uuid.UUID, list[Webhook]] = {}
-        for secret_id, endpoint_id, workspace_id, data_key_id, ciphertext, _expires in rows:
-            hook = self._open.get(secret_id)
+        for row in list(rows):
+            hook = self._open.get(row.id)
             if hook is None:
-                secret = await self.vault.reveal_sealed(
-                    session,
-                    workspace_id,
-                    data_key_id,
-                    ciphertext,
-                    webhook_endpoint_id=endpoint_id,
-                    actor=actor or self.actor,
-                    purpose="webhook_signing",
+                secret = await self.vault.reveal_webhook_secret(
+                    session, row, actor=actor or self.actor, purpose="webhook_signing"
                 )
-                hook = self._open[secret_id] = Webhook(secret.reveal())
-                self._unconfirmed.add(secret_id)
-            hooks.setdefault(endpoint_id, []).append(hook)
+                hook = self._open[row.id] = Webhook(secret.reveal())
+                self._unconfirmed.add(row.id)
+            hooks.setdefault(row.endpoint_id, []).append(hook)
         return {endpoint_id: Signer(tuple(found)) for endpoint_id, found in hooks.items()}
