@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from nimbus_api.models import CredentialAccess
 from tests.conftest import Tenant
 from tests.servers.http_receiver import HttpReceiver, Reply
+from tests.servers.mail_world import MailWorld
 from tests.webhooks.harness import Rig, add_endpoint, commit_events, url_of
 
 
@@ -104,3 +105,21 @@ async def test_a_failure_is_retried_on_schedule_and_then_succeeds(
     signatures = [r.headers["webhook-signature"] for r in receiver.requests]
     assert ids == {str(event.id)} and len(set(stamps)) == 3 and len(set(signatures)) == 3
     assert [a.will_retry for a in await rig.attempts(delivery.id)] == [True, True, False]
+
+
+async def test_an_endpoint_deleted_while_its_request_is_in_flight_does_not_stall_the_dispatcher(
+    tenant: Tenant, rig: Rig, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with HttpReceiver(behaviour=lambda _r: Reply(delay=0.5), tls=mail_world.certs.server_context()) as slow:
+        endpoint_id, _ = await add_endpoint(tenant.client, url_of(slow))
+        await commit_events(sessionmaker, tenant.workspace_id, [{"n": 1}])
+        await rig.dispatcher.run_round()
+        await slow.wait_for(1)
+        assert (await tenant.client.delete(f"/v1/webhook-endpoints/{endpoint_id}")).status_code == 204
+        await rig.dispatcher.drain(5)  # records the attempt of a delivery that is gone: no error
+        assert rig.dispatcher.stats.failed_rounds == 0
+        other_id, _ = await add_endpoint(tenant.client, url_of(slow))
+        (event,) = await commit_events(sessionmaker, tenant.workspace_id, [{"n": 2}])
+        await rig.step()
+        (delivery,) = await rig.deliveries(event.id)
+        assert delivery.status == "succeeded" and str(delivery.endpoint_id) == other_id

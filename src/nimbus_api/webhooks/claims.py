@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nimbus_api.models import WebhookAttempt
+from nimbus_api.kit.ids import new_ids
 from nimbus_api.webhooks.schedule import MAX_ATTEMPTS, next_delay, parse_retry_after
 from nimbus_api.webhooks.transport import Outcome
 
@@ -287,6 +287,26 @@ _RECORD = text(
     WHERE d.id = v.id AND d.lease_id = v.lease_id
     """
 )
+# Joined to the deliveries so that an attempt whose delivery went meanwhile (its endpoint deleted, its
+# event purged) is dropped rather than failing the round on a foreign key.
+_ATTEMPTS = text(
+    """
+    INSERT INTO webhook_attempts (
+        id, workspace_id, delivery_id, endpoint_id, attempted_at, number, status_code, latency_ms,
+        response_body, error_class, error, will_retry, next_attempt_at
+    )
+    SELECT v.id, d.workspace_id, d.id, d.endpoint_id, v.attempted_at, v.number, v.status_code, v.latency_ms,
+           v.body, v.error_class, v.error, v.will_retry, v.next_attempt_at
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:deliveries AS uuid[]), CAST(:attempted AS timestamptz[]),
+        CAST(:numbers AS int[]), CAST(:codes AS int[]), CAST(:latencies AS int[]), CAST(:bodies AS text[]),
+        CAST(:classes AS varchar[]), CAST(:errors AS varchar[]), CAST(:retries AS boolean[]),
+        CAST(:nexts AS timestamptz[])
+    ) AS v(id, delivery_id, attempted_at, number, status_code, latency_ms, body, error_class, error,
+           will_retry, next_attempt_at)
+    JOIN webhook_deliveries d ON d.id = v.delivery_id
+    """
+)
 _ENDPOINT_SUCCEEDED = text(
     "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = :id AND failing_since IS NOT NULL"
 )
@@ -327,24 +347,20 @@ async def record(
         },
     )
     await session.execute(
-        insert(WebhookAttempt),
-        [
-            {
-                "workspace_id": r.claim.workspace_id,
-                "delivery_id": r.claim.delivery_id,
-                "endpoint_id": r.claim.endpoint_id,
-                "attempted_at": r.attempted_at,
-                "number": r.claim.attempts + 1,
-                "status_code": r.outcome.status_code,
-                "latency_ms": r.outcome.latency_ms,
-                "response_body": r.outcome.body,
-                "error_class": r.outcome.error_class,
-                "error": r.outcome.error,
-                "will_retry": v.will_retry,
-                "next_attempt_at": v.next_attempt_at,
-            }
-            for r, v in zip(results, verdicts, strict=True)
-        ],
+        _ATTEMPTS,
+        {
+            "ids": new_ids(len(results)),
+            "deliveries": [r.claim.delivery_id for r in results],
+            "attempted": [r.attempted_at for r in results],
+            "numbers": [r.claim.attempts + 1 for r in results],
+            "codes": [r.outcome.status_code for r in results],
+            "latencies": [r.outcome.latency_ms for r in results],
+            "bodies": [r.outcome.body for r in results],
+            "classes": [r.outcome.error_class for r in results],
+            "errors": [r.outcome.error for r in results],
+            "retries": [v.will_retry for v in verdicts],
+            "nexts": [v.next_attempt_at for v in verdicts],
+        },
     )
     await _endpoint_state(session, results, policy)
     return verdicts
