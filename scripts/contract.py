@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -109,6 +111,30 @@ def _nimbus(env: dict[str, str], *args: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"nimbus {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """The webhook receiver of the run: ``POST .../test`` deliveries land here, on loopback."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[int]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @contextlib.contextmanager
@@ -220,13 +246,17 @@ def main() -> int:
     report_dir = Path(os.environ.get("CONTRACT_REPORT_DIR") or tempfile.mkdtemp(prefix="nimbus-contract-"))
     report_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with database() as db_url, redis_index() as redis_url:
+    with database() as db_url, redis_index() as redis_url, webhook_receiver() as hook_port:
+        os.environ["CONTRACT_WEBHOOK_URL"] = f"http://127.0.0.1:{hook_port}/hooks/contract"
         env = {
             **os.environ,
             "NIMBUS_DATABASE_URL": db_url,
             "NIMBUS_REDIS_URL": redis_url,
             "NIMBUS_MASTER_KEYS": generate_master_key(),
             "NIMBUS_LOG_LEVEL": "warning",
+            # webhook URLs: only the run's own receiver is reachable
+            "NIMBUS_EGRESS_ALLOW": f"127.0.0.1/32,:{hook_port}",
+            "NIMBUS_WEBHOOK_ALLOW_HTTP": "true",
         }
         out = _nimbus(env, "workspace", "create", "contract")
         match = re.search(r"^\s+(\S+)\s*$", out, re.MULTILINE)

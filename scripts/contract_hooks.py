@@ -11,9 +11,10 @@ invalid (negative) requests go out as generated:
 - ``steps``: a step after the first has ``delay_seconds`` of at least 1 (cross-field; the description).
 - ``schedule.timezone``: a name from the time zone database (a list that changes with the database).
 - step templates: they must compile and render (the template language's grammar; the field's description).
-- webhook endpoint ``url``: its host must resolve to public addresses only (the egress policy; the field's
-  description). A generated host resolves nowhere, so a valid request's URL is replaced by one on a public
-  address literal (nothing connects to it at create or update).
+- webhook endpoint ``url``: its host must resolve to addresses the egress policy allows (the field's
+  description). A generated host resolves nowhere, so a valid request's URL is replaced by the contract's
+  own receiver on loopback, which the contract server allowlists (``POST .../test`` delivers to it: the
+  run reaches nothing outside this machine).
 - ``contacts_import_csv``: the file is a UTF-8 CSV with an ``email`` column (file content; the field's
   description). Generated files are random bytes, so here the one failure dropped is a valid request
   refused with a 422 whose every error names ``file``; anything else about the operation is checked.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import os
 import threading
 import uuid
 from typing import Any
@@ -53,7 +55,8 @@ ast.parse = _serialized_parse  # type: ignore[assignment]
 
 _CAMPAIGN_OPERATIONS = {"campaigns_create", "campaigns_update"}
 _WEBHOOK_OPERATIONS = {"webhook_endpoints_create", "webhook_endpoints_update"}
-PUBLIC_WEBHOOK_URL = "https://93.184.216.34/hooks/contract"
+# the receiver scripts/contract.py runs on loopback, which the contract server's egress policy allowlists
+PUBLIC_WEBHOOK_URL = os.environ.get("CONTRACT_WEBHOOK_URL", "https://93.184.216.34/hooks/contract")
 _TEMPLATE_PARTS = ("subject", "text", "html")
 
 

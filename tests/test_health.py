@@ -28,6 +28,7 @@ async def test_readyz_is_503_when_a_store_is_unreachable(settings: Settings, app
         redis=Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1),
         vault=app_state.vault,
         verifier=app_state.verifier,
+        webhooks=app_state.webhooks,
     )
     app = create_app(settings, state=state)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.api.app import create_app
@@ -79,6 +80,16 @@ async def tenant_of(
 @pytest.fixture
 async def closed(tenant_of: AppTenantFactory, closed_app: Any) -> Tenant:
     return await tenant_of(closed_app)
+
+
+@pytest.fixture(autouse=True)
+async def quiet_outbox(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Each test here drives a dispatcher over the run's one database, some with a clock days ahead: the
+    endpoints and events other tests left are set aside first (disabled, dispatched), so that what a
+    test's dispatcher claims is its own."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE webhook_endpoints SET enabled = false WHERE enabled"))
+        await session.execute(text("UPDATE events SET dispatched_at = now() WHERE dispatched_at IS NULL"))
 
 
 @pytest.fixture
