@@ -116,24 +116,27 @@ class Vault:
         )
         return {(row[0], row[1]) for row in rows}
 
-    async def reveal(self, session: AsyncSession, credential: Credential, *, actor: Actor, purpose: Purpose) -> Secret:
-        key = await session.get_one(DataKey, credential.data_key_id)
+    async def _open(self, session: AsyncSession, row: Credential | WebhookSecret, access: CredentialAccess) -> Secret:
+        """Decrypt ``row`` and add its audit row to the caller's transaction."""
+        key = await session.get_one(DataKey, row.data_key_id)
         if key.wrapped_key is None and key.id not in self._unwrapped:
             # A rotation moved this secret to a newer key and retired this one after the row was read
             # (a send in flight): read the row again, it now names the key that opens it.
-            await session.refresh(credential)
-            key = await session.get_one(DataKey, credential.data_key_id)
-        session.add(
-            CredentialAccess(
-                workspace_id=credential.workspace_id,
-                account_id=credential.account_id,
-                credential_kind=credential.kind,
-                actor=actor.value,
-                purpose=purpose,
-            )
-        )
+            await session.refresh(row)
+            key = await session.get_one(DataKey, row.data_key_id)
+        session.add(access)
         await session.flush()
-        return Secret(crypto.decrypt(self.material(key), credential.ciphertext))
+        return Secret(crypto.decrypt(self.material(key), row.ciphertext))
+
+    async def reveal(self, session: AsyncSession, credential: Credential, *, actor: Actor, purpose: Purpose) -> Secret:
+        access = CredentialAccess(
+            workspace_id=credential.workspace_id,
+            account_id=credential.account_id,
+            credential_kind=credential.kind,
+            actor=actor.value,
+            purpose=purpose,
+        )
+        return await self._open(session, credential, access)
 
     async def reveal_for_account(
         self,
@@ -155,22 +158,14 @@ class Vault:
         self, session: AsyncSession, row: WebhookSecret, *, actor: Actor, purpose: Purpose
     ) -> Secret:
         """Open what ``seal`` closed for a webhook endpoint, audited like ``reveal``."""
-        key = await session.get_one(DataKey, row.data_key_id)
-        if key.wrapped_key is None and key.id not in self._unwrapped:
-            # re-encrypted by a rotation (and the key retired) after the row was read: read it again
-            await session.refresh(row)
-            key = await session.get_one(DataKey, row.data_key_id)
-        session.add(
-            CredentialAccess(
-                workspace_id=row.workspace_id,
-                webhook_endpoint_id=row.endpoint_id,
-                credential_kind="webhook_secret",
-                actor=actor.value,
-                purpose=purpose,
-            )
+        access = CredentialAccess(
+            workspace_id=row.workspace_id,
+            webhook_endpoint_id=row.endpoint_id,
+            credential_kind="webhook_secret",
+            actor=actor.value,
+            purpose=purpose,
         )
-        await session.flush()
-        return Secret(crypto.decrypt(self.material(key), row.ciphertext))
+        return await self._open(session, row, access)
 
     def forget(self, data_key_id: uuid.UUID) -> None:
         self._unwrapped.pop(data_key_id, None)
