@@ -11,7 +11,7 @@ request and verifies every signature afterwards with the ``standardwebhooks`` re
 2. **Latency** at a steady 200 events/s for 10 s, each event its own committed transaction: commit to
    receipt, p50 and p99. Targets: p50 < 250 ms, p99 < 1 s.
 3. **Isolation**: endpoint A stalls 15 s on every request; endpoint B's delivery rate for 2,000 events,
-   with A stalling and without. Target: B loses at most 10 %.
+   with A stalling and without (alternated, twice each, medians). Target: B loses at most 10 %.
 
 Invariants (a failure exits non-zero): every event arrives, every signature verifies. The speed targets
 are printed, never fatal (CI machines are shared).
@@ -258,22 +258,25 @@ async def main() -> None:
         # 3. isolation: A stalls, B's rate with and without
         a_ws, b_ws = workspaces[ENDPOINTS], workspaces[ENDPOINTS + 1]
         a_path, b_path = f"/e{ENDPOINTS}", f"/e{ENDPOINTS + 1}"
-        rates = {}
-        for label, stall in (("A answering", 0.0), ("A stalling 15 s", STALL_SECONDS)):
+        runs: dict[str, list[float]] = {"A answering": [], "A stalling 15 s": []}
+        # alternated, twice each: on a shared machine one run of each is noise against a 10 % target
+        for label, stall in [("A answering", 0.0), ("A stalling 15 s", STALL_SECONDS)] * 2:
             receiver.ask("reset")
             receiver.ask("stall", a_path, stall)
             await commit_events(sm, [a_ws], 40, f"a-{label}")
             started = time.monotonic()
             await commit_events(sm, [b_ws], ISOLATION_EVENTS, f"b-{label}")
             done = await wait_for(receiver, b_path, ISOLATION_EVENTS, 120, f"isolation {label}")
-            rates[label] = ISOLATION_EVENTS / (done - started)
+            runs[label].append(ISOLATION_EVENTS / (done - started))
             receiver.ask("stall", a_path, 0)
             await wait_for(receiver, a_path, 40, 120, f"isolation A after {label}")
             check(receiver.ask("finish", secrets_by_path), b_path, ISOLATION_EVENTS)
+        rates = {label: statistics.median(values) for label, values in runs.items()}
         drop = (1 - rates["A stalling 15 s"] / rates["A answering"]) * 100
         print("isolation, endpoint B's rate while endpoint A stalls 15 s per request:")
         for label, rate in rates.items():
-            print(f"  {label:<16} B: {rate:7.0f} deliveries/s")
+            each = ", ".join(f"{r:.0f}" for r in runs[label])
+            print(f"  {label:<16} B: {rate:7.0f} deliveries/s (median of {each})")
         print(f"  B's drop {drop:.1f} % (target <= 10 %: {'met' if drop <= 10 else 'missed'})", flush=True)
         await dispatcher.stop()
         await kit.close()
