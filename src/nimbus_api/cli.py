@@ -288,6 +288,26 @@ def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> None:
     print("\n".join(asyncio.run(_with_db(settings, run))))
 
 
+def cmd_classify(settings: Settings, args: argparse.Namespace) -> None:
+    """One JSON line per file; a file that cannot be read prints an ``error`` line and exit status 1."""
+    import json
+
+    from nimbus_api.classify import classify
+    from nimbus_api.classify.report import verdict_json
+
+    failed = False
+    for name in args.files:
+        try:
+            raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            print(json.dumps({"file": name, "error": exc.strerror or str(exc)}), flush=True)
+            failed = True
+            continue
+        print(json.dumps(verdict_json(classify(raw), name), ensure_ascii=False), flush=True)
+    if failed:
+        raise SystemExit(1)
+
+
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
     from nimbus_api.api.openapi_export import export_openapi
 
@@ -361,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="each workspace's data key (id, version, age, when it is rotated, the master key wrapping it) "
         "and the configured master keys (ids only)",
     ).set_defaults(fn=cmd_keys_status)
+
+    classify = sub.add_parser(
+        "classify", help="classify raw message files (bounce, auto-reply, reply...) and print one JSON line each"
+    )
+    classify.add_argument("files", nargs="+", metavar="FILE", help="raw RFC 5322 message files; - reads stdin")
+    classify.set_defaults(fn=cmd_classify)
 
     export = sub.add_parser("openapi", help="print or write the OpenAPI document")
     export.add_argument("--out", default="-")

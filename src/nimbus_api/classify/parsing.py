@@ -1,0 +1,208 @@
+"""Parse raw message bytes without ever raising: the classifier's view of a message.
+
+Inbound mail is hostile or broken often enough (bad charsets, unterminated MIME, no headers at all,
+25 MB attachments) that every step here degrades instead of failing: a defect becomes a ``note`` and the
+message is still classified, at worst as ``other``. ``compat32`` is used because it keeps header values
+as the bytes-ish strings the MTA wrote; ``email.policy.default`` raises on access to some malformed
+headers (a bare ``<`` in Message-ID, an unknown encoded-word charset), which must never stop a sync.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.parser
+import email.policy
+import email.utils
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+
+#: Messages are cut at this many bytes before parsing: the classifier needs headers, the report parts
+#: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
+PARSE_LIMIT = 4 * 1024 * 1024
+_MSGID_RE = re.compile(r"<([^<>\s]+)>")
+_WS_RE = re.compile(r"\s+")
+
+
+def decode_header_value(value: object) -> str:
+    """A header's value as one line of text; encoded words decoded, undecodable bytes replaced."""
+    if value is None:
+        return ""
+    if isinstance(value, email.header.Header):
+        value = str(value)
+    text = str(value)
+    if "=?" in text:
+        try:
+            pieces = email.header.decode_header(text)
+            out = []
+            for chunk, charset in pieces:
+                if isinstance(chunk, bytes):
+                    out.append(_decode_bytes(chunk, charset))
+                else:
+                    out.append(chunk)
+        except Exception:  # a bad encoded word leaves the raw text
+            out = [text]
+        text = "".join(out)
+    return _WS_RE.sub(" ", text).strip()
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
+
+
+def message_ids(value: str) -> tuple[str, ...]:
+    """The Message-IDs in a header value, brackets stripped (``<a@b> <c@d>`` -> ``("a@b", "c@d")``)."""
+    found = tuple(_MSGID_RE.findall(value))
+    if found:
+        return found
+    bare = value.strip()
+    return (bare,) if bare and " " not in bare and "@" in bare else ()
+
+
+def part_text(part: Message) -> str:
+    """A non-multipart part's payload as text (transfer encoding undone, charset applied, lenient)."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    if not isinstance(payload, bytes):
+        return str(payload)
+    return _decode_bytes(payload, part.get_content_charset())
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A parsed message plus what went wrong while parsing it."""
+
+    message: Message
+    raw: bytes
+    notes: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+    def header(self, name: str) -> str:
+        """The first value of a header, decoded; ``""`` when absent."""
+        try:
+            return decode_header_value(self.message.get(name))
+        except Exception:
+            return ""
+
+    def headers(self, name: str) -> list[str]:
+        try:
+            return [decode_header_value(v) for v in self.message.get_all(name) or []]
+        except Exception:
+            return []
+
+    def has_header(self, name: str) -> bool:
+        return name in self.message
+
+    @property
+    def content_type(self) -> str:
+        return self.message.get_content_type()
+
+    @property
+    def subject(self) -> str:
+        return self.header("Subject")
+
+    @property
+    def from_address(self) -> str:
+        """The From address, lower-cased; ``""`` when there is none that parses."""
+        _, address = email.utils.parseaddr(self.header("From"))
+        return address.strip().lower()
+
+    @property
+    def message_id(self) -> str:
+        ids = message_ids(self.header("Message-ID"))
+        return ids[0] if ids else ""
+
+    def walk(self) -> Iterator[Message]:
+        try:
+            yield from self.message.walk()
+        except Exception:
+            self.note("mime:walk-failed")
+            return
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def first_text(self, subtype: str = "plain") -> str:
+        """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
+        for part in self._own_parts():
+            if part.get_content_type() == f"text/{subtype}" and not _is_attachment(part):
+                return part_text(part)
+        return ""
+
+    def body_text(self) -> str:
+        """The readable text: the first text/plain part, else the first text/html part, tags stripped."""
+        text = self.first_text("plain")
+        if text:
+            return text
+        html = self.first_text("html")
+        return strip_html(html) if html else ""
+
+    def _own_parts(self) -> Iterator[Message]:
+        """Parts of this message, not descending into attached messages (``message/rfc822``)."""
+        stack = [self.message]
+        while stack:
+            part = stack.pop(0)
+            if part.is_multipart():
+                payload = part.get_payload()
+                if isinstance(payload, list):
+                    stack[0:0] = [p for p in payload if isinstance(p, Message)]
+                continue
+            if part.get_content_maintype() == "message":
+                continue
+            yield part
+
+
+def _is_attachment(part: Message) -> bool:
+    disposition = str(part.get("Content-Disposition", "")).lower()
+    return disposition.startswith("attachment")
+
+
+_TAG_RE = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.S | re.I)
+_BR_RE = re.compile(r"<\s*(br|/p|/div|/tr|/li)\b[^>]*>", re.I)
+
+
+def strip_html(html: str) -> str:
+    """Rough text of an HTML body for classification (never for display)."""
+    import html as html_lib
+
+    text = _BR_RE.sub("\n", html)
+    text = _TAG_RE.sub(" ", text)
+    return html_lib.unescape(text)
+
+
+def parse(raw: bytes) -> Parsed:
+    """Parse ``raw``; never raises. Oversized input is cut at ``PARSE_LIMIT`` and noted."""
+    truncated = False
+    data = raw
+    if len(data) > PARSE_LIMIT:
+        data = data[:PARSE_LIMIT]
+        truncated = True
+    try:
+        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+    except Exception:  # the stdlib parser is lenient, but a guard costs nothing
+        message = Message()
+        parsed = Parsed(message=message, raw=raw, truncated=truncated)
+        parsed.note("mime:unparseable")
+        return parsed
+    parsed = Parsed(message=message, raw=raw, truncated=truncated)
+    if truncated:
+        parsed.note("size:truncated-for-parsing")
+    if not message.keys():
+        parsed.note("headers:none")
+    for defect in getattr(message, "defects", []) or []:
+        parsed.note(f"mime:{type(defect).__name__}")
+    return parsed
