@@ -43,7 +43,7 @@ from tests.servers.mail_world import (
     MailWorld,
 )
 
-from nimbus_api.imap.client import ImapServer
+from nimbus_api.imap import ImapServer
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.egress import EgressPolicy
 from nimbus_api.kit.net import NetContext, make_tls_context

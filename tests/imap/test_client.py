@@ -25,7 +25,7 @@ from nimbus_api.imap import (
     imap_session,
     special_use,
 )
-from nimbus_api.imap.client import parse_list, uid_set
+from nimbus_api.imap.responses import parse_list, uid_set
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.net import NetContext
 from tests.imap.conftest import IMAP_HOST, FakeImap, SilentServer, User, message

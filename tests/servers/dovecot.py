@@ -385,7 +385,7 @@ class Dovecot:
 
     def deliver_maildir(self, user: str, message: bytes, *, folder: str = "INBOX") -> Path:
         """Drop a message file into the user's maildir (``new/``), bypassing Dovecot entirely."""
-        from nimbus_api.imap.client import encode_folder_name
+        from nimbus_api.imap.names import encode_folder_name
 
         maildir = self.home(user) / "Maildir"
         if folder.upper() != "INBOX":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nimbus_api.accounts.schemas import EmailAccountCreate, ImapSettingsPatch, SmtpSettingsPatch, check_mode_port
-from nimbus_api.imap.client import ImapServer
+from nimbus_api.imap import ImapServer
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.kit.validators import email_domain

@@ -13,25 +13,15 @@ Typical use::
 
     found = await find_message(server, net, header="X-Nimbus-Test", token=token, timeout=60, delete=True)
 
-The design (pinned address with host-name verification, STARTTLS handling, timeouts, polling) is
-described in ``client``.
+Modules by role: ``types`` (values), ``connection`` (egress policy, pinned address, TLS, the
+aioimaplib protocol on our socket), ``session`` (LOGIN and the commands), ``responses`` (parsing
+replies), ``names`` (modified UTF-7, special-use folders), ``errors`` (codes).
 """
 
-from nimbus_api.imap.client import (
-    MODES,
-    Folder,
-    FolderStatus,
-    FoundMessage,
-    ImapServer,
-    ImapSession,
-    Mode,
-    decode_folder_name,
-    encode_folder_name,
-    find_message,
-    imap_session,
-    special_use,
-)
 from nimbus_api.imap.errors import CODES, ImapError
+from nimbus_api.imap.names import decode_folder_name, encode_folder_name, special_use
+from nimbus_api.imap.session import ImapSession, find_message, imap_session
+from nimbus_api.imap.types import MODES, Folder, FolderStatus, FoundMessage, ImapServer, Mode
 
 __all__ = [
     "CODES",

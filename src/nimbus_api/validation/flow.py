@@ -29,7 +29,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from nimbus_api.dns_checks.checks import run_dns_checks
-from nimbus_api.imap.client import ImapServer, find_message, imap_session
+from nimbus_api.imap import ImapServer, find_message, imap_session
 from nimbus_api.imap.errors import ImapError
 from nimbus_api.kit.addresses import ascii_domain, needs_smtputf8
 from nimbus_api.kit.egress import EgressError, resolve_addresses

@@ -1,0 +1,542 @@
+"""An open, logged-in IMAP session and its commands (folders, STATUS, search, fetch, delete, wait).
+
+* **Modes.** ``ssl``: TLS from the first byte. ``starttls``: STARTTLS is required; a server that does
+  not offer it, or refuses it, ends the session before LOGIN (``imap.starttls_unsupported``), never a
+  silent fall-back to cleartext. ``none``: cleartext, and LOGIN is refused on our side
+  (``imap.plaintext_auth_refused``) unless ``allow_plaintext_auth``; the check runs before the
+  password is revealed, so a refused session never carried it.
+* **Timeouts.** The greeting and every command are bounded by ``command_timeout``. A waiting command
+  also fails at once when the server closes the connection or sends something the parser cannot use.
+  After a timeout or protocol failure the session is unusable (aioimaplib would still wait for the
+  lost reply) and says so (``usable``).
+* **Closing.** ``imap_session`` logs out and closes on normal exit and on errors (LOGOUT bounded by a
+  short timeout), and aborts the transport at once on cancellation.
+* **Secrets.** ``Secret.reveal()`` is called once, for LOGIN; the server's reply to LOGIN is redacted
+  with it before it reaches an ``ImapError``. Only LOGIN carries the password, so later replies cannot
+  echo it. aioimaplib exception texts (which can quote the pending LOGIN command) are never passed on
+  nor left for asyncio's logger.
+* **Finding a message.** ``find_message`` polls with backoff (0.2 s, x1.5, at most 2 s) in one session,
+  re-``EXAMINE``-ing each folder and running ``UID SEARCH HEADER``. IDLE is not used: it watches one
+  mailbox per connection, and the test message may land in INBOX or in Junk; polling two folders over
+  one connection is simpler than two IDLE connections and on time within the backoff cap.
+* **Later polling.** ``status``/``select`` return ``uidvalidity`` and ``uidnext``; a poller keeps both,
+  and asks ``uids_from(last_uidnext)`` while ``uidvalidity`` is unchanged (a new UIDVALIDITY means the
+  stored UIDs are void and the folder must be re-read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from email.message import EmailMessage
+from typing import TypeVar
+
+import aioimaplib
+
+from nimbus_api.imap.connection import PinnedProtocol, connect, connect_error
+from nimbus_api.imap.errors import (
+    AUTH_FAILED,
+    FOLDER_NOT_FOUND,
+    PLAINTEXT_AUTH_REFUSED,
+    PROTOCOL_ERROR,
+    STARTTLS_UNSUPPORTED,
+    TIMEOUT,
+    TLS_HANDSHAKE_FAILED,
+    ImapError,
+    server_text,
+)
+from nimbus_api.imap.names import encode_folder_name, special_use
+from nimbus_api.imap.responses import (
+    CAPABILITY_RE,
+    CONTROL_RE,
+    HEADER_NAME_RE,
+    Reply,
+    number,
+    parse_list,
+    response_code,
+    search_uids,
+    tagged_text,
+    uid_set,
+    untagged,
+)
+from nimbus_api.imap.types import Folder, FolderStatus, FoundMessage, ImapServer
+from nimbus_api.kit.net import NetContext
+
+POLL_FIRST_DELAY = 0.2
+POLL_FACTOR = 1.5
+POLL_MAX_DELAY = 2.0
+LOGOUT_TIMEOUT = 5.0
+CLOSE_WAIT = 1.0
+
+T = TypeVar("T")
+
+
+class ImapSession:
+    """An open, logged-in IMAP connection. Get one from ``imap_session``.
+
+    Folder names are decoded ``str`` everywhere. Commands that work on messages (``search_header``,
+    ``uids_from``, ``fetch_headers``, ``delete``) act on the selected folder.
+    """
+
+    def __init__(self, server: ImapServer, net: NetContext, protocol: PinnedProtocol) -> None:
+        self._server = server
+        self._net = net
+        self._p = protocol
+        self._broken = False
+        self._closed = False
+        self._selected: tuple[str, bool] | None = None
+
+    # --- public state
+
+    @property
+    def capabilities(self) -> set[str]:
+        return {str(c).upper() for c in self._p.capabilities}
+
+    @property
+    def selected(self) -> str | None:
+        """The selected folder's name, or None."""
+        return self._selected[0] if self._selected else None
+
+    @property
+    def usable(self) -> bool:
+        return not (self._broken or self._closed or self._p.failed.done())
+
+    # --- guarded steps
+
+    async def _step(self, aw: Awaitable[T], what: str, *, timeout: float | None = None) -> T:
+        """Await one protocol step, bounded by a timeout and by the connection's failure."""
+        if not self.usable:
+            if isinstance(aw, asyncio.Future | asyncio.Task):
+                aw.cancel()
+            elif hasattr(aw, "close"):
+                aw.close()
+            raise ImapError(PROTOCOL_ERROR, f"the IMAP session is no longer usable; cannot run {what}")
+        limit = self._net.command_timeout if timeout is None else timeout
+        task = asyncio.ensure_future(aw)
+        try:
+            await asyncio.wait((task, self._p.failed), timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and self._p.failed.done():
+                # A reply and the connection's end can arrive in one read: let the command finish.
+                await asyncio.wait((task,), timeout=0.05)
+        except BaseException:
+            task.cancel()
+            self._broken = True
+            raise
+        if task.done():
+            exc = task.exception()
+            if exc is None:
+                return task.result()
+            self._broken = True
+            # Never pass aioimaplib's text on: it may quote the pending command (LOGIN).
+            raise ImapError(PROTOCOL_ERROR, f"{what} failed in the IMAP client ({type(exc).__name__})") from None
+        task.cancel()
+        self._broken = True
+        if self._p.failed.done():
+            failure = self._p.failed.result()
+            raise ImapError(
+                PROTOCOL_ERROR,
+                f"{failure.reason} during {what}",
+                server_text=server_text(failure.raw),
+            )
+        raise ImapError(TIMEOUT, f"{self._server.host} did not answer {what} within {limit:g} s")
+
+    # --- opening
+
+    @classmethod
+    async def _open(cls, server: ImapServer, net: NetContext) -> ImapSession:
+        session = cls(server, net, await connect(server, net))
+        try:
+            await session._greeting()
+            if server.mode == "starttls":
+                await session._starttls()
+            await session._login()
+        except BaseException:
+            session.abort()
+            raise
+        return session
+
+    async def _greeting(self) -> None:
+        hint = ""
+        if self._server.mode != "ssl":
+            hint = ' (a port that expects TLS from the first byte, like 993, stays silent: try mode "ssl")'
+        try:
+            await self._step(self._p.wait("AUTH|NONAUTH"), "the greeting")
+        except ImapError as exc:
+            if exc.code == TIMEOUT:
+                exc.detail += hint
+                exc.args = (f"{exc.code}: {exc.detail}",)
+            raise
+
+    async def _starttls(self) -> None:
+        where = f"{self._server.host}:{self._server.port}"
+        if "STARTTLS" not in self.capabilities:
+            raise ImapError(
+                STARTTLS_UNSUPPORTED,
+                f'{where} does not offer STARTTLS; use mode "ssl" on its TLS port (usually 993)',
+            )
+        reply: Reply = await self._step(self._p.starttls(), "STARTTLS")
+        if reply.result != "OK":
+            raise ImapError(
+                STARTTLS_UNSUPPORTED,
+                f"{where} refused STARTTLS",
+                server_text=server_text(tagged_text(reply)),
+            )
+        if self._p.injected:
+            self._broken = True
+            raise ImapError(
+                TLS_HANDSHAKE_FAILED,
+                f"{where} sent cleartext data after accepting STARTTLS (possible injection); not continuing",
+            )
+        timeout = self._net.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._p.upgrade(self._net.tls, self._server.host, timeout + 5)
+        except Exception as exc:
+            self._broken = True
+            error = connect_error(exc, self._server, timeout, "TLS handshake after STARTTLS")
+            if error is None:
+                raise
+            raise error from exc
+        # RFC 3501 6.2.1: capabilities from before TLS are void.
+        await self._step(self._p.capability(), "CAPABILITY")
+
+    async def _login(self) -> None:
+        if self._p.state == aioimaplib.AUTH:  # PREAUTH greeting: nothing to send
+            return
+        where = f"{self._server.host}:{self._server.port}"
+        if self._server.mode == "none" and not self._server.allow_plaintext_auth:
+            raise ImapError(
+                PLAINTEXT_AUTH_REFUSED,
+                f'not sending the password to {where} without TLS; use mode "ssl" or "starttls", '
+                "or allow cleartext authentication for this mailbox explicitly",
+            )
+        if "LOGINDISABLED" in self.capabilities:
+            raise ImapError(
+                PLAINTEXT_AUTH_REFUSED,
+                f'{where} refuses LOGIN on this connection (LOGINDISABLED); use mode "ssl" or "starttls"',
+            )
+        username = self._server.username
+        password = self._server.password.reveal()
+        if CONTROL_RE.search(username) or CONTROL_RE.search(password):
+            raise ImapError(AUTH_FAILED, "the user name or password contains a line break or NUL byte")
+        reply: Reply = await self._step(self._p.login(aioimaplib.quoted(username), password), "LOGIN")
+        if reply.result != "OK":
+            text = server_text(tagged_text(reply), password)
+            code = response_code(text)
+            data = {"response_code": code} if code else {}
+            if code == "PRIVACYREQUIRED":
+                raise ImapError(PLAINTEXT_AUTH_REFUSED, f"{where} requires TLS for LOGIN", server_text=text, data=data)
+            raise ImapError(AUTH_FAILED, f"{where} rejected the user name or password", server_text=text, data=data)
+        del password
+        # Capabilities change with authentication. aioimaplib merges the new list into the old one;
+        # take the server's new list as a whole, from the LOGIN reply or by asking.
+        for line in reply.lines:
+            match = CAPABILITY_RE.search(bytes(line))
+            if match:
+                self._p.capabilities = set(match.group(1).decode("ascii", "replace").split())
+                break
+        else:
+            await self._step(self._p.capability(), "CAPABILITY")
+
+    # --- closing
+
+    def abort(self) -> None:
+        """Drop the connection now (no LOGOUT)."""
+        self._closed = True
+        transport = self._p.transport
+        if transport is not None:
+            transport.abort()
+
+    async def aclose(self) -> None:
+        """LOGOUT (bounded) if the session is healthy, then close; idempotent."""
+        if self._closed:
+            return
+        if self.usable:
+            with suppress(ImapError):
+                await self._step(self._p.logout(), "LOGOUT", timeout=min(self._net.command_timeout, LOGOUT_TIMEOUT))
+        self._closed = True
+        transport = self._p.transport
+        if transport is None:
+            return
+        transport.close()
+        await asyncio.wait((self._p.closed,), timeout=CLOSE_WAIT)
+        if not self._p.closed.done():
+            transport.abort()
+
+    # --- folders
+
+    async def list_folders(self) -> list[Folder]:
+        args = ['""', '"*"']
+        if "SPECIAL-USE" in self.capabilities:
+            args += ["RETURN", "(SPECIAL-USE)"]
+        reply: Reply = await self._step(self._p.simple_command("LIST", *args), "LIST")
+        if reply.result != "OK":
+            raise ImapError(
+                PROTOCOL_ERROR, "the server refused to list folders", server_text=server_text(tagged_text(reply))
+            )
+        return parse_list(untagged(reply))
+
+    def special_use(self, folders: Iterable[Folder], flag: str) -> Folder | None:
+        """See the module-level ``special_use``."""
+        return special_use(folders, flag)
+
+    async def _folder_error(self, folder: str, reply: Reply, verb: str) -> ImapError:
+        text = server_text(tagged_text(reply))
+        names: list[str] = []
+        with suppress(ImapError):
+            names = [f.name for f in await self.list_folders() if f.selectable]
+        exists = folder in names or (folder.upper() == "INBOX" and "INBOX" in names)
+        if exists:
+            detail = f"folder {folder!r} exists but cannot be {verb}"
+        else:
+            shown = ", ".join(names) if names else "none"
+            detail = f"folder {folder!r} does not exist; the mailbox has: {shown}"
+        return ImapError(FOLDER_NOT_FOUND, detail, server_text=text, data={"folders": names})
+
+    async def select(self, folder: str, *, readonly: bool = False) -> FolderStatus:
+        """SELECT (or EXAMINE when ``readonly``) ``folder``; ``imap.folder_not_found`` lists the folders."""
+        verb = "EXAMINE" if readonly else "SELECT"
+        self._selected = None
+        reply: Reply = await self._step(
+            self._p.select_mailbox(aioimaplib.quoted(encode_folder_name(folder)), readonly), f"{verb} {folder}"
+        )
+        if reply.result != "OK":
+            raise await self._folder_error(folder, reply, "selected")
+        self._selected = (folder, readonly)
+        text = b"\n".join(bytes(line) for line in reply.lines)
+        exists: int | None = None
+        for line in untagged(reply):
+            match = re.match(rb"^(\d+) EXISTS", bytes(line), re.I)
+            if match:
+                exists = int(match.group(1))
+        uidvalidity = number(rb"\[UIDVALIDITY (\d+)\]", text)
+        uidnext = number(rb"\[UIDNEXT (\d+)\]", text)
+        if exists is None or uidvalidity is None:
+            raise ImapError(PROTOCOL_ERROR, f"the {verb} reply for {folder!r} lacks EXISTS or UIDVALIDITY")
+        if uidnext is None:  # optional before IMAP4rev2; STATUS knows it
+            reply = await self._step(
+                self._p.simple_command("STATUS", aioimaplib.quoted(encode_folder_name(folder)), "(UIDNEXT)"),
+                f"STATUS {folder}",
+            )
+            uidnext = number(rb"UIDNEXT (\d+)", b" ".join(bytes(line) for line in untagged(reply))) or 0
+        return FolderStatus(name=folder, exists=exists, uidnext=uidnext, uidvalidity=uidvalidity)
+
+    async def status(self, folder: str) -> FolderStatus:
+        """STATUS (MESSAGES UIDNEXT UIDVALIDITY) without selecting."""
+        reply: Reply = await self._step(
+            self._p.simple_command(
+                "STATUS", aioimaplib.quoted(encode_folder_name(folder)), "(MESSAGES UIDNEXT UIDVALIDITY)"
+            ),
+            f"STATUS {folder}",
+        )
+        if reply.result != "OK":
+            raise await self._folder_error(folder, reply, "queried")
+        text = b" ".join(bytes(line) for line in untagged(reply))
+        values = [number(rb"MESSAGES (\d+)", text), number(rb"UIDNEXT (\d+)", text)]
+        uidvalidity = number(rb"UIDVALIDITY (\d+)", text)
+        if values[0] is None or values[1] is None or uidvalidity is None:
+            raise ImapError(PROTOCOL_ERROR, f"the STATUS reply for {folder!r} is incomplete")
+        return FolderStatus(name=folder, exists=values[0], uidnext=values[1], uidvalidity=uidvalidity)
+
+    # --- messages in the selected folder
+
+    def _require_selected(self, what: str) -> None:
+        if self._selected is None:
+            raise RuntimeError(f"{what} needs a selected folder: call select() first")
+
+    async def _uid_search(self, *criteria: str) -> list[int]:
+        self._require_selected("UID SEARCH")
+        reply: Reply = await self._step(self._p.search(*criteria, charset=None, by_uid=True), "UID SEARCH")
+        if reply.result != "OK":
+            raise ImapError(
+                PROTOCOL_ERROR, "the server refused the search", server_text=server_text(tagged_text(reply))
+            )
+        return search_uids(reply)
+
+    async def search_header(self, header: str, value: str) -> list[int]:
+        """UIDs of the messages in the selected folder whose ``header`` contains ``value``."""
+        if not HEADER_NAME_RE.fullmatch(header):
+            raise ValueError(f"not a header field name: {header!r}")
+        if not value.isascii() or not value.isprintable():
+            raise ValueError("the searched value must be printable ASCII")
+        return await self._uid_search("HEADER", aioimaplib.quoted(header), aioimaplib.quoted(value))
+
+    async def uids_from(self, uid: int) -> list[int]:
+        """UIDs >= ``uid`` in the selected folder (pass a stored UIDNEXT to get what arrived since)."""
+        if uid < 1:
+            raise ValueError("UIDs start at 1")
+        # "n:*" always matches the highest UID, even below n: filter.
+        return [u for u in await self._uid_search("UID", f"{uid}:*") if u >= uid]
+
+    async def fetch_headers(self, uids: Iterable[int], fields: Sequence[str] = ()) -> dict[int, EmailMessage]:
+        """Header blocks (all, or only ``fields``) of ``uids`` in the selected folder, by UID; not marked seen."""
+        self._require_selected("UID FETCH")
+        wanted = list(uids)
+        if not wanted:
+            return {}
+        for name in fields:
+            if not HEADER_NAME_RE.fullmatch(name):
+                raise ValueError(f"not a header field name: {name!r}")
+        section = f"HEADER.FIELDS ({' '.join(fields)})" if fields else "HEADER"
+        reply: Reply = await self._step(
+            self._p.fetch(uid_set(wanted), f"(UID BODY.PEEK[{section}])", by_uid=True), "UID FETCH"
+        )
+        if reply.result != "OK":
+            raise ImapError(PROTOCOL_ERROR, "the server refused FETCH", server_text=server_text(tagged_text(reply)))
+        parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+        found: dict[int, EmailMessage] = {}
+        meta = b""
+        literal: bytes | None = None
+
+        def finish() -> None:
+            uid = number(rb"\bUID (\d+)", meta)
+            if uid is not None and literal is not None:
+                found[uid] = parser.parsebytes(literal)
+
+        for line in untagged(reply):
+            if isinstance(line, bytearray):
+                literal = bytes(line)
+                continue
+            if re.match(rb"^\d+ FETCH \(", line, re.I):
+                finish()
+                meta, literal = line, None
+            else:
+                meta += b" " + line
+        finish()
+        return found
+
+    async def delete(self, uids: Sequence[int], *, folder: str | None = None) -> None:
+        """Delete ``uids`` from ``folder`` (default: the selected one, re-selected read-write if needed).
+
+        UID STORE +FLAGS.SILENT (\\Deleted), then UID EXPUNGE (UIDPLUS). Without UIDPLUS a plain EXPUNGE
+        runs, which also removes messages the user had already marked \\Deleted in that folder.
+        """
+        if folder is None and self._selected is not None and self._selected[1]:
+            folder = self._selected[0]  # selected read-only: re-select read-write
+        if folder is not None:
+            await self.select(folder)
+        self._require_selected("delete")
+        if not uids:
+            return
+        uidset = uid_set(uids)
+        reply: Reply = await self._step(self._p.uid("STORE", uidset, "+FLAGS.SILENT", "(\\Deleted)"), "UID STORE")
+        if reply.result != "OK":
+            raise ImapError(
+                PROTOCOL_ERROR, "the server refused to flag the message", server_text=server_text(tagged_text(reply))
+            )
+        if "UIDPLUS" in self.capabilities:
+            reply = await self._step(self._p.uid("EXPUNGE", uidset), "UID EXPUNGE")
+        else:
+            reply = await self._step(self._p.expunge(), "EXPUNGE")
+        if reply.result != "OK":
+            raise ImapError(
+                PROTOCOL_ERROR, "the server refused to expunge", server_text=server_text(tagged_text(reply))
+            )
+
+    # --- waiting for a message
+
+    async def default_folders(self, folders: Sequence[Folder] | None = None) -> list[str]:
+        """The configured folder plus the junk folder, if the account has one."""
+        listed = list(folders) if folders is not None else await self.list_folders()
+        names = [self._server.folder]
+        junk = special_use(listed, "\\Junk")
+        if junk is not None and junk.name not in names:
+            names.append(junk.name)
+        return names
+
+    async def find_message(
+        self,
+        *,
+        header: str,
+        token: str,
+        folders: Sequence[str] | None = None,
+        timeout: float,
+        started: float | None = None,
+    ) -> FoundMessage | None:
+        """Poll ``folders`` for a message whose ``header`` contains ``token``; None after ``timeout``.
+
+        ``started`` (a ``time.monotonic()`` value) lets the caller count time spent before this call.
+        Every folder is checked once more at the deadline. Unknown folders raise
+        ``imap.folder_not_found`` before the first poll.
+        """
+        start = time.monotonic() if started is None else started
+        deadline = start + timeout
+        listed = await self.list_folders()
+        wanted = list(folders) if folders is not None else await self.default_folders(listed)
+        names = {f.name for f in listed if f.selectable}
+        for name in wanted:
+            if name not in names and not (name.upper() == "INBOX" and "INBOX" in names):
+                raise ImapError(
+                    FOLDER_NOT_FOUND,
+                    f"folder {name!r} does not exist; the mailbox has: {', '.join(sorted(names)) or 'none'}",
+                    data={"folders": sorted(names)},
+                )
+        junk = special_use(listed, "\\Junk")
+        delay = POLL_FIRST_DELAY
+        while True:
+            for name in wanted:
+                status = await self.select(name, readonly=True)
+                if status.exists == 0:
+                    continue
+                uids = await self.search_header(header, token)
+                if uids:
+                    return FoundMessage(
+                        folder=name,
+                        uid=uids[0],
+                        seconds=round(time.monotonic() - start, 3),
+                        junk=junk is not None and junk.name == name,
+                        uids=tuple(uids),
+                    )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * POLL_FACTOR, POLL_MAX_DELAY)
+
+
+@asynccontextmanager
+async def imap_session(server: ImapServer, net: NetContext) -> AsyncIterator[ImapSession]:
+    """Connect (policy, pinned IP, TLS per mode), LOGIN, yield the session; LOGOUT and close after.
+
+    Raises ``ImapError`` for every failure of the open. The connection is closed on every exit:
+    gracefully (bounded LOGOUT) on normal exit and errors, by abort on cancellation.
+    """
+    session = await ImapSession._open(server, net)
+    try:
+        yield session
+    except asyncio.CancelledError:
+        session.abort()
+        raise
+    finally:
+        await session.aclose()
+
+
+async def find_message(
+    server: ImapServer,
+    net: NetContext,
+    *,
+    header: str,
+    token: str,
+    folders: Sequence[str] | None = None,
+    timeout: float,
+    delete: bool = False,
+) -> FoundMessage | None:
+    """Wait up to ``timeout`` s (counted from this call) for the message with ``header: token``.
+
+    One session; ``folders`` default to the configured folder plus the junk folder. Returns where it
+    landed and after how long, or None on timeout (the caller decides what that means). With
+    ``delete`` the found copies are removed in the same session.
+    """
+    started = time.monotonic()
+    async with imap_session(server, net) as session:
+        found = await session.find_message(
+            header=header, token=token, folders=folders, timeout=timeout, started=started
+        )
+        if found is not None and delete:
+            await session.delete(list(found.uids), folder=found.folder)
+        return found
