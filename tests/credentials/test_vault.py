@@ -131,7 +131,7 @@ async def test_http_create_encrypts_both_passwords(
     account_id = await _create_account(tenant, smtp_password=smtp_pw, imap_password=imap_pw)
     actor = Actor.system("send")
     smtp = await _reveal(sessionmaker, vault, account_id, "smtp_password", actor=actor, purpose="send")
-    imap = await _reveal(sessionmaker, vault, account_id, "imap_password", actor=actor, purpose="imap_sync")
+    imap = await _reveal(sessionmaker, vault, account_id, "imap_password", actor=actor, purpose="sync")
     assert smtp is not None and smtp.reveal() == smtp_pw
     assert imap is not None and imap.reveal() == imap_pw
 
@@ -145,7 +145,7 @@ async def test_each_reveal_writes_exactly_one_audit_row(
 
     calls: list[tuple[str, str, Actor, str]] = [
         (account_id, "smtp_password", Actor.api_key(tenant.api_key_id), "verify"),
-        (account_id, "imap_password", Actor.system("imap-sync"), "imap_sync"),
+        (account_id, "imap_password", Actor.system("imap-sync"), "sync"),
         (account_id, "smtp_password", Actor.system("send"), "send"),
         (no_imap, "smtp_password", Actor.system("support"), "support"),
     ]
@@ -167,7 +167,7 @@ async def test_each_reveal_writes_exactly_one_audit_row(
     assert rows[1].actor == "system:imap-sync"
 
     # nothing stored, nothing decrypted, nothing audited
-    missing = await _reveal(sessionmaker, vault, no_imap, "imap_password", actor=Actor.system("x"), purpose="imap_sync")
+    missing = await _reveal(sessionmaker, vault, no_imap, "imap_password", actor=Actor.system("x"), purpose="sync")
     assert missing is None
     assert len(await _audit_rows(sessionmaker, tenant.workspace_id)) == len(calls)
 
@@ -297,7 +297,7 @@ async def test_audit_log_lists_filters_and_paginates_over_http(
     me = Actor.api_key(tenant.api_key_id)
     plan: list[tuple[str, str, Actor, str]] = [
         (a, "smtp_password", me, "verify"),
-        (a, "imap_password", Actor.system("imap-sync"), "imap_sync"),
+        (a, "imap_password", Actor.system("imap-sync"), "sync"),
         (b, "smtp_password", Actor.system("send"), "send"),
     ]
     marks: list[datetime] = []
@@ -337,7 +337,7 @@ async def test_audit_log_lists_filters_and_paginates_over_http(
 
     assert await listing(account_id=a) == [m for m in newest_first if m[0] == a]
     assert await listing(account_id=b) == [m for m in newest_first if m[0] == b]
-    assert await listing(purpose="imap_sync") == [m for m in newest_first if m[3] == "imap_sync"]
+    assert await listing(purpose="sync") == [m for m in newest_first if m[3] == "sync"]
     assert await listing(purpose="key_rotation") == []
     assert await listing(account_id=b, purpose="verify") == []
     assert await listing(account_id=a, purpose="verify") == [m for m in newest_first if m[0] == a and m[3] == "verify"]

@@ -15,10 +15,6 @@
   with it before it reaches an ``ImapError``. Only LOGIN carries the password, so later replies cannot
   echo it. aioimaplib exception texts (which can quote the pending LOGIN command) are never passed on
   nor left for asyncio's logger.
-* **Finding a message.** ``find_message`` polls with backoff (0.2 s, x1.5, at most 2 s) in one session,
-  re-``EXAMINE``-ing each folder and running ``UID SEARCH HEADER``. IDLE is not used: it watches one
-  mailbox per connection, and the test message may land in INBOX or in Junk; polling two folders over
-  one connection is simpler than two IDLE connections and on time within the backoff cap.
 * **Later polling.** ``status``/``select`` return ``uidvalidity`` and ``uidnext``; a poller keeps both,
   and asks ``uids_from(last_uidnext)`` while ``uidvalidity`` is unchanged (a new UIDVALIDITY means the
   stored UIDs are void and the folder must be re-read).
@@ -30,7 +26,6 @@ import asyncio
 import email.parser
 import email.policy
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from email.message import EmailMessage
@@ -64,12 +59,9 @@ from nimbus_api.imap.responses import (
     uid_set,
     untagged,
 )
-from nimbus_api.imap.types import Folder, FolderStatus, FoundMessage, ImapServer
+from nimbus_api.imap.types import Folder, FolderStatus, ImapServer
 from nimbus_api.kit.net import NetContext
 
-POLL_FIRST_DELAY = 0.2
-POLL_FACTOR = 1.5
-POLL_MAX_DELAY = 2.0
 LOGOUT_TIMEOUT = 5.0
 CLOSE_WAIT = 1.0
 
@@ -96,6 +88,10 @@ class ImapSession:
     @property
     def capabilities(self) -> set[str]:
         return {str(c).upper() for c in self._p.capabilities}
+
+    @property
+    def server(self) -> ImapServer:
+        return self._server
 
     @property
     def selected(self) -> str | None:
@@ -438,66 +434,6 @@ class ImapSession:
                 PROTOCOL_ERROR, "the server refused to expunge", server_text=server_text(tagged_text(reply))
             )
 
-    # --- waiting for a message
-
-    async def default_folders(self, folders: Sequence[Folder] | None = None) -> list[str]:
-        """The configured folder plus the junk folder, if the account has one."""
-        listed = list(folders) if folders is not None else await self.list_folders()
-        names = [self._server.folder]
-        junk = special_use(listed, "\\Junk")
-        if junk is not None and junk.name not in names:
-            names.append(junk.name)
-        return names
-
-    async def find_message(
-        self,
-        *,
-        header: str,
-        token: str,
-        folders: Sequence[str] | None = None,
-        timeout: float,
-        started: float | None = None,
-    ) -> FoundMessage | None:
-        """Poll ``folders`` for a message whose ``header`` contains ``token``; None after ``timeout``.
-
-        ``started`` (a ``time.monotonic()`` value) lets the caller count time spent before this call.
-        Every folder is checked once more at the deadline. Unknown folders raise
-        ``imap.folder_not_found`` before the first poll.
-        """
-        start = time.monotonic() if started is None else started
-        deadline = start + timeout
-        listed = await self.list_folders()
-        wanted = list(folders) if folders is not None else await self.default_folders(listed)
-        names = {f.name for f in listed if f.selectable}
-        for name in wanted:
-            if name not in names and not (name.upper() == "INBOX" and "INBOX" in names):
-                raise ImapError(
-                    FOLDER_NOT_FOUND,
-                    f"folder {name!r} does not exist; the mailbox has: {', '.join(sorted(names)) or 'none'}",
-                    data={"folders": sorted(names)},
-                )
-        junk = special_use(listed, "\\Junk")
-        delay = POLL_FIRST_DELAY
-        while True:
-            for name in wanted:
-                status = await self.select(name, readonly=True)
-                if status.exists == 0:
-                    continue
-                uids = await self.search_header(header, token)
-                if uids:
-                    return FoundMessage(
-                        folder=name,
-                        uid=uids[0],
-                        seconds=round(time.monotonic() - start, 3),
-                        junk=junk is not None and junk.name == name,
-                        uids=tuple(uids),
-                    )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * POLL_FACTOR, POLL_MAX_DELAY)
-
 
 @asynccontextmanager
 async def imap_session(server: ImapServer, net: NetContext) -> AsyncIterator[ImapSession]:
@@ -514,29 +450,3 @@ async def imap_session(server: ImapServer, net: NetContext) -> AsyncIterator[Ima
         raise
     finally:
         await session.aclose()
-
-
-async def find_message(
-    server: ImapServer,
-    net: NetContext,
-    *,
-    header: str,
-    token: str,
-    folders: Sequence[str] | None = None,
-    timeout: float,
-    delete: bool = False,
-) -> FoundMessage | None:
-    """Wait up to ``timeout`` s (counted from this call) for the message with ``header: token``.
-
-    One session; ``folders`` default to the configured folder plus the junk folder. Returns where it
-    landed and after how long, or None on timeout (the caller decides what that means). With
-    ``delete`` the found copies are removed in the same session.
-    """
-    started = time.monotonic()
-    async with imap_session(server, net) as session:
-        found = await session.find_message(
-            header=header, token=token, folders=folders, timeout=timeout, started=started
-        )
-        if found is not None and delete:
-            await session.delete(list(found.uids), folder=found.folder)
-        return found

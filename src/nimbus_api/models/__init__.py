@@ -12,6 +12,8 @@ from nimbus_api.models.email_account import EmailAccount
 from nimbus_api.models.enrollment import Enrollment
 from nimbus_api.models.event import Event
 from nimbus_api.models.idempotency import IdempotencyRecord
+from nimbus_api.models.inbound_message import InboundMessage
+from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
@@ -33,6 +35,9 @@ __all__ = [
     "Enrollment",
     "Event",
     "IdempotencyRecord",
+    "InboundMessage",
+    "MailboxFolder",
+    "MailboxSync",
     "Message",
     "SendAttempt",
     "Suppression",

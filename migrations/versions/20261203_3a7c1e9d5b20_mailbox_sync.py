@@ -1,0 +1,123 @@
+"""sync: mailbox leases and status, folder cursors, inbound messages
+
+Revision ID: 3a7c1e9d5b20
+Revises: 9d3e51c7a2f6
+Create Date: 2026-12-03 16:00:00.000000+00:00
+
+``mailbox_syncs`` (one row per account with IMAP: lease, schedule, status), ``mailbox_folders`` (the
+cursor per folder) and ``inbound_messages``. Existing accounts with IMAP get their sync row, due at once
+with a spread over their interval (the worker spreads new rows the same way).
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "3a7c1e9d5b20"
+down_revision: str | None = "9d3e51c7a2f6"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "mailbox_syncs",
+        sa.Column("account_id", sa.Uuid(), sa.ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("status", sa.String(10), nullable=False),
+        sa.Column("lease_owner", sa.String(100), nullable=True),
+        sa.Column("lease_expires_at", TS, nullable=True),
+        sa.Column("next_poll_at", TS, nullable=False),
+        sa.Column("last_poll_at", TS, nullable=True),
+        sa.Column("last_success_at", TS, nullable=True),
+        sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("last_error_code", sa.String(60), nullable=True),
+        sa.Column("last_error_detail", sa.Text(), nullable=True),
+        sa.Column("failing_since", TS, nullable=True),
+        sa.Column("failure_notified_at", TS, nullable=True),
+        sa.Column("messages_stored", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+    )
+    op.create_index("ix_mailbox_syncs_claim", "mailbox_syncs", ["lease_expires_at"])
+    op.create_table(
+        "mailbox_folders",
+        sa.Column(
+            "account_id", sa.Uuid(), sa.ForeignKey("mailbox_syncs.account_id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("role", sa.String(10), nullable=False),
+        sa.Column("state", sa.String(10), nullable=False),
+        sa.Column("uidvalidity", sa.BigInteger(), nullable=True),
+        sa.Column("last_uid", sa.BigInteger(), nullable=False),
+        sa.Column("uidnext", sa.BigInteger(), nullable=True),
+        sa.Column("resets", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+    )
+    op.create_table(
+        "inbound_messages",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("workspace_id", sa.Uuid(), sa.ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("account_id", sa.Uuid(), sa.ForeignKey("email_accounts.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("folder", sa.String(200), nullable=False),
+        sa.Column("uidvalidity", sa.BigInteger(), nullable=False),
+        sa.Column("uid", sa.BigInteger(), nullable=False),
+        sa.Column("dedupe_key", sa.String(300), nullable=False),
+        sa.Column("message_id_header", sa.String(300), nullable=True),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("reasons", postgresql.JSONB(), nullable=False),
+        sa.Column("classification", postgresql.JSONB(), nullable=False),
+        sa.Column("from_address", sa.String(320), nullable=True),
+        sa.Column("from_name", sa.String(300), nullable=True),
+        sa.Column("to_addresses", sa.Text(), nullable=True),
+        sa.Column("subject", sa.Text(), nullable=True),
+        sa.Column("date_header", TS, nullable=True),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("truncated", sa.Boolean(), nullable=False),
+        sa.Column("raw", sa.LargeBinary(), nullable=False),
+        sa.Column("text_body", sa.Text(), nullable=True),
+        sa.Column("html_body", sa.Text(), nullable=True),
+        sa.Column("new_text", sa.Text(), nullable=True),
+        sa.Column("match_method", sa.String(30), nullable=True),
+        sa.Column("sent_message_id", sa.Uuid(), sa.ForeignKey("messages.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("enrollment_id", sa.Uuid(), sa.ForeignKey("enrollments.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("contact_id", sa.Uuid(), sa.ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("campaign_id", sa.Uuid(), sa.ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("read_at", TS, nullable=True),
+        sa.Column("archived_at", TS, nullable=True),
+        sa.Column("created_at", TS, nullable=False),
+        sa.UniqueConstraint(
+            "account_id",
+            "folder",
+            "uidvalidity",
+            "uid",
+            name=op.f("uq_inbound_messages_account_id_folder_uidvalidity_uid"),
+        ),
+        sa.UniqueConstraint("account_id", "dedupe_key", name=op.f("uq_inbound_messages_account_id_dedupe_key")),
+    )
+    op.create_index(
+        "ix_inbound_messages_inbox",
+        "inbound_messages",
+        ["workspace_id", sa.text("created_at DESC"), sa.text("id DESC")],
+    )
+    op.create_index("ix_inbound_messages_sent_message", "inbound_messages", ["sent_message_id"])
+    op.execute(
+        """
+        INSERT INTO mailbox_syncs (account_id, workspace_id, status, next_poll_at, consecutive_failures,
+                                   messages_stored, created_at, updated_at)
+        SELECT id, workspace_id, 'pending',
+               now() + make_interval(secs => (abs(hashtext(id::text)) % greatest(sync_interval_seconds, 1))),
+               0, 0, now(), now()
+        FROM email_accounts WHERE imap_host IS NOT NULL
+        """
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("inbound_messages")
+    op.drop_table("mailbox_folders")
+    op.drop_table("mailbox_syncs")

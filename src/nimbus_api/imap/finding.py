@@ -1,0 +1,109 @@
+"""Waiting for one message to arrive (the connect-time roundtrip): poll folders until a header matches.
+
+``find_message`` polls with backoff (0.2 s, x1.5, at most 2 s) in one session, re-``EXAMINE``-ing each
+folder and running ``UID SEARCH HEADER``. IDLE is not used: it watches one mailbox per connection, and
+the test message may land in INBOX or in Junk; polling two folders over one connection is simpler than
+two IDLE connections and on time within the backoff cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from nimbus_api.imap.errors import FOLDER_NOT_FOUND, ImapError
+from nimbus_api.imap.names import special_use
+from nimbus_api.imap.session import ImapSession, imap_session
+from nimbus_api.imap.types import Folder, FoundMessage, ImapServer
+from nimbus_api.kit.net import NetContext
+
+POLL_FIRST_DELAY = 0.2
+POLL_FACTOR = 1.5
+POLL_MAX_DELAY = 2.0
+
+
+async def default_folders(session: ImapSession, folders: Sequence[Folder] | None = None) -> list[str]:
+    """The configured folder plus the junk folder, if the account has one."""
+    listed = list(folders) if folders is not None else await session.list_folders()
+    names = [session.server.folder]
+    junk = special_use(listed, "\\Junk")
+    if junk is not None and junk.name not in names:
+        names.append(junk.name)
+    return names
+
+
+async def wait_for_message(
+    session: ImapSession,
+    *,
+    header: str,
+    token: str,
+    folders: Sequence[str] | None = None,
+    timeout: float,
+    started: float | None = None,
+) -> FoundMessage | None:
+    """Poll ``folders`` for a message whose ``header`` contains ``token``; None after ``timeout``.
+
+    ``started`` (a ``time.monotonic()`` value) lets the caller count time spent before this call.
+    Every folder is checked once more at the deadline. Unknown folders raise
+    ``imap.folder_not_found`` before the first poll.
+    """
+    start = time.monotonic() if started is None else started
+    deadline = start + timeout
+    listed = await session.list_folders()
+    wanted = list(folders) if folders is not None else await default_folders(session, listed)
+    names = {f.name for f in listed if f.selectable}
+    for name in wanted:
+        if name not in names and not (name.upper() == "INBOX" and "INBOX" in names):
+            raise ImapError(
+                FOLDER_NOT_FOUND,
+                f"folder {name!r} does not exist; the mailbox has: {', '.join(sorted(names)) or 'none'}",
+                data={"folders": sorted(names)},
+            )
+    junk = special_use(listed, "\\Junk")
+    delay = POLL_FIRST_DELAY
+    while True:
+        for name in wanted:
+            status = await session.select(name, readonly=True)
+            if status.exists == 0:
+                continue
+            uids = await session.search_header(header, token)
+            if uids:
+                return FoundMessage(
+                    folder=name,
+                    uid=uids[0],
+                    seconds=round(time.monotonic() - start, 3),
+                    junk=junk is not None and junk.name == name,
+                    uids=tuple(uids),
+                )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * POLL_FACTOR, POLL_MAX_DELAY)
+
+
+async def find_message(
+    server: ImapServer,
+    net: NetContext,
+    *,
+    header: str,
+    token: str,
+    folders: Sequence[str] | None = None,
+    timeout: float,
+    delete: bool = False,
+) -> FoundMessage | None:
+    """Wait up to ``timeout`` s (counted from this call) for the message with ``header: token``.
+
+    One session; ``folders`` default to the configured folder plus the junk folder. Returns where it
+    landed and after how long, or None on timeout (the caller decides what that means). With
+    ``delete`` the found copies are removed in the same session.
+    """
+    started = time.monotonic()
+    async with imap_session(server, net) as session:
+        found = await wait_for_message(
+            session, header=header, token=token, folders=folders, timeout=timeout, started=started
+        )
+        if found is not None and delete:
+            await session.delete(list(found.uids), folder=found.folder)
+        return found
