@@ -118,3 +118,52 @@ def response_code(text: str | None) -> str | None:
     """``AUTHENTICATIONFAILED`` from ``[AUTHENTICATIONFAILED] Authentication failed.``"""
     match = _RESPONSE_CODE_RE.match(text or "")
     return match.group(1).upper() if match else None
+
+
+_FETCH_START_RE = re.compile(rb"^\d+ FETCH \(", re.I)
+_SECTION_RE = re.compile(rb"(BODY\[[^\]]*\](?:<\d+>)?|RFC822(?:\.HEADER|\.TEXT)?)\s*\{\d+\}\s*$", re.I)
+
+
+class FetchItem:
+    """One message of a FETCH reply: its UID, RFC822.SIZE and the sections (``BODY[]``, ``BODY[1]<0>``...)."""
+
+    __slots__ = ("sections", "size", "uid")
+
+    def __init__(self, uid: int | None, size: int | None, sections: dict[str, bytes]) -> None:
+        self.uid = uid
+        self.size = size
+        self.sections = sections
+
+
+def parse_fetch(lines: Sequence[bytes | bytearray]) -> list[FetchItem]:
+    """Items of an untagged FETCH reply as aioimaplib splits it.
+
+    Each message starts with ``n FETCH (`` and continues over plain lines; a segment ending in ``{n}``
+    is followed by the literal (a ``bytearray``) of the section it names. UID and RFC822.SIZE may come
+    before or after the literals (servers differ), so they are read from all plain segments together.
+    """
+    items: list[FetchItem] = []
+    meta = b""
+    sections: dict[str, bytes] = {}
+    pending: str | None = None
+    started = False
+
+    def finish() -> None:
+        if started:
+            items.append(FetchItem(number(rb"\bUID (\d+)", meta), number(rb"RFC822\.SIZE (\d+)", meta), dict(sections)))
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            if pending is not None:
+                sections[pending] = bytes(line)
+                pending = None
+            continue
+        if _FETCH_START_RE.match(line):
+            finish()
+            started, meta, sections, pending = True, b"", {}, None
+        meta += b" " + line
+        match = _SECTION_RE.search(line)
+        if match:
+            pending = match.group(1).decode("ascii").upper().replace("BODY.PEEK", "BODY")
+    finish()
+    return items

@@ -28,6 +28,7 @@ import email.policy
 import re
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
+from datetime import date
 from email.message import EmailMessage
 from typing import TypeVar
 
@@ -50,8 +51,10 @@ from nimbus_api.imap.responses import (
     CAPABILITY_RE,
     CONTROL_RE,
     HEADER_NAME_RE,
+    FetchItem,
     Reply,
     number,
+    parse_fetch,
     parse_list,
     response_code,
     search_uids,
@@ -405,6 +408,60 @@ class ImapSession:
                 meta += b" " + line
         finish()
         return found
+
+    async def search_since(self, day: date) -> list[int]:
+        """UIDs of the messages in the selected folder whose internal date is on or after ``day``."""
+        return await self._uid_search("SINCE", day.strftime("%d-%b-%Y"))
+
+    async def _fetch(self, uids: str, items: str) -> list[FetchItem]:
+        self._require_selected("UID FETCH")
+        reply: Reply = await self._step(self._p.fetch(uids, items, by_uid=True), "UID FETCH")
+        if reply.result != "OK":
+            raise ImapError(PROTOCOL_ERROR, "the server refused FETCH", server_text=server_text(tagged_text(reply)))
+        return [item for item in parse_fetch(untagged(reply)) if item.uid is not None]
+
+    async def sizes_from(self, uid: int) -> dict[int, int]:
+        """``{uid: RFC822.SIZE}`` of the messages with UID >= ``uid`` in the selected folder."""
+        if uid < 1:
+            raise ValueError("UIDs start at 1")
+        # "n:*" always matches the highest UID, even below n: filter.
+        items = await self._fetch(f"{uid}:*", "(UID RFC822.SIZE)")
+        return {item.uid: item.size or 0 for item in items if item.uid is not None and item.uid >= uid}
+
+    async def sizes_of(self, uids: Iterable[int]) -> dict[int, int]:
+        wanted = list(uids)
+        if not wanted:
+            return {}
+        items = await self._fetch(uid_set(wanted), "(UID RFC822.SIZE)")
+        return {item.uid: item.size or 0 for item in items if item.uid is not None}
+
+    async def fetch_raw(self, uids: Iterable[int]) -> dict[int, bytes]:
+        """The whole messages (``BODY.PEEK[]``: the ``\\Seen`` flag is not set), by UID."""
+        wanted = list(uids)
+        if not wanted:
+            return {}
+        items = await self._fetch(uid_set(wanted), "(UID BODY.PEEK[])")
+        return {item.uid: item.sections.get("BODY[]", b"") for item in items if item.uid is not None}
+
+    async def fetch_head(self, uids: Iterable[int], part_limit: int) -> dict[int, tuple[bytes, bytes, bytes]]:
+        """``(header, first part's MIME header, first part's first part_limit bytes)`` by UID, unseen.
+
+        For messages too big to read whole. For a single-part message the "first part's MIME header"
+        is the message header again (RFC 3501 6.4.5): callers tell the two cases apart by Content-Type.
+        """
+        wanted = list(uids)
+        if not wanted:
+            return {}
+        items = await self._fetch(
+            uid_set(wanted), f"(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1]<0.{int(part_limit)}>)"
+        )
+        out: dict[int, tuple[bytes, bytes, bytes]] = {}
+        for item in items:
+            if item.uid is None:
+                continue
+            body = next((v for k, v in item.sections.items() if k.startswith("BODY[1]")), b"")
+            out[item.uid] = (item.sections.get("BODY[HEADER]", b""), item.sections.get("BODY[1.MIME]", b""), body)
+        return out
 
     async def delete(self, uids: Sequence[int], *, folder: str | None = None) -> None:
         """Delete ``uids`` from ``folder`` (default: the selected one, re-selected read-write if needed).
