@@ -121,6 +121,8 @@ def build_settings(database_url: str, redis_url: str, master_key: str, mail_worl
         # Limits are exercised by their own tests; here many accounts are connected per workspace.
         verify_limit_per_account=10_000,
         verify_limit_per_workspace=10_000,
+        # Workers started by tests do not sync every mailbox of the run; the sync tests run their own.
+        sync_enabled=False,
         **mail_world.settings_overrides(),
     )
     set_process_default(settings.allow_special_use_domains)

@@ -165,6 +165,48 @@ class Settings(BaseSettings):
         le=60,
         description="The dispatcher looks for due retries at least this often (new events wake it at once).",
     )
+    sync_enabled: bool = Field(
+        default=True, description="Run the IMAP sync in this worker process (every worker may; leases share the work)."
+    )
+    sync_max_connections: int = Field(
+        default=500,
+        ge=1,
+        le=20000,
+        description="A worker process holds at most this many mailboxes (one persistent IMAP connection each).",
+    )
+    sync_concurrency: int = Field(
+        default=32, ge=1, le=1000, description="At most this many mailbox polls in flight per worker process."
+    )
+    sync_lease_seconds: float = Field(
+        default=45.0,
+        ge=5,
+        le=600,
+        description="A worker's hold on a mailbox lasts this long unless renewed (every third of it); a dead "
+        "worker's mailboxes are taken over after it.",
+    )
+    sync_max_message_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=64 * 1024,
+        le=50 * 1024 * 1024,
+        description="A bigger message is stored as its header and first part only, marked truncated.",
+    )
+    sync_window_days: int = Field(
+        default=14,
+        ge=1,
+        le=90,
+        description="After a UIDVALIDITY change (and on a mailbox's first sync) the sync re-reads this many "
+        "days (SEARCH SINCE); Message-IDs already stored are skipped.",
+    )
+    sync_idle_close_seconds: float = Field(
+        default=900.0, ge=30, le=86400, description="A sync connection unused for this long is closed."
+    )
+    sync_backoff_max_seconds: float = Field(
+        default=1800.0,
+        ge=30,
+        le=86400,
+        description="After failures a mailbox is retried later and later (its interval doubled per failure, "
+        "with jitter), at most this long apart.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

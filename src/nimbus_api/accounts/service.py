@@ -44,6 +44,7 @@ from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount
 from nimbus_api.sending.sweeper import hand_back_orphans
+from nimbus_api.sync import mailboxes
 from nimbus_api.validation.schemas import VerificationResult
 from nimbus_api.validation.service import VerificationFailed, VerificationLocked, Verifier
 
@@ -81,6 +82,7 @@ async def create(
     except IntegrityError as exc:  # a concurrent create of the same address won the race
         raise EmailAccountExists(f"{draft.email} is already connected in this workspace") from exc
     await _store_secrets(session, vault, account, draft)
+    await mailboxes.register(session, account)
     return account, result
 
 
@@ -164,6 +166,7 @@ async def update(
     _apply_servers(account, draft)
     await _store_secrets(session, vault, account, draft)
     await session.flush()
+    await mailboxes.register(session, account)
     return account
 
 

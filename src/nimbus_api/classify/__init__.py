@@ -4,7 +4,7 @@
 verdict. ``nimbus classify FILE...`` prints the same verdicts as JSON lines.
 """
 
-from nimbus_api.classify.classifier import classify
+from nimbus_api.classify.classifier import classify, classify_parsed
 from nimbus_api.classify.types import (
     BOUNCE_REASONS,
     HARD_REASONS,
@@ -14,4 +14,13 @@ from nimbus_api.classify.types import (
     Recipient,
 )
 
-__all__ = ["BOUNCE_REASONS", "HARD_REASONS", "KINDS", "Classification", "Kind", "Recipient", "classify"]
+__all__ = [
+    "BOUNCE_REASONS",
+    "HARD_REASONS",
+    "KINDS",
+    "Classification",
+    "Kind",
+    "Recipient",
+    "classify",
+    "classify_parsed",
+]

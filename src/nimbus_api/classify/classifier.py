@@ -34,7 +34,11 @@ def _detectors() -> Sequence[tuple[str, Detector]]:
 
 def classify(raw: bytes) -> Classification:
     """Classify one message. Never raises."""
-    parsed = parse(raw)
+    return classify_parsed(parse(raw))
+
+
+def classify_parsed(parsed: Parsed) -> Classification:
+    """``classify`` for a message the caller has parsed already (``parsing.parse``)."""
     verdict: Classification | None = None
     for name, detector in _detectors():
         try:

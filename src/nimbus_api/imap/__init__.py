@@ -21,7 +21,7 @@ replies), ``names`` (modified UTF-7, special-use folders), ``errors`` (codes).
 from nimbus_api.imap.errors import CODES, ImapError
 from nimbus_api.imap.finding import find_message
 from nimbus_api.imap.names import decode_folder_name, encode_folder_name, special_use
-from nimbus_api.imap.session import ImapSession, imap_session
+from nimbus_api.imap.session import ImapSession, imap_session, open_session
 from nimbus_api.imap.types import MODES, Folder, FolderStatus, FoundMessage, ImapServer, Mode
 
 __all__ = [
@@ -38,5 +38,6 @@ __all__ = [
     "encode_folder_name",
     "find_message",
     "imap_session",
+    "open_session",
     "special_use",
 ]

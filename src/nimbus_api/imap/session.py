@@ -409,6 +409,19 @@ class ImapSession:
         finish()
         return found
 
+    async def unselect(self) -> None:
+        """Leave a folder selected read-only (``CLOSE``: after EXAMINE it expunges nothing, RFC 3501 6.4.2).
+
+        A STATUS of the selected folder may be answered from stale state (RFC 3501 6.3.10 advises
+        against it): the sync leaves a folder after fetching so the next poll's STATUS is exact.
+        """
+        if self._selected is None:
+            return
+        if not self._selected[1]:
+            raise RuntimeError("unselect() leaves read-only folders only: CLOSE would expunge a writable one")
+        self._selected = None
+        await self._step(self._p.close(), "CLOSE")
+
     async def search_since(self, day: date) -> list[int]:
         """UIDs of the messages in the selected folder whose internal date is on or after ``day``."""
         return await self._uid_search("SINCE", day.strftime("%d-%b-%Y"))
@@ -490,6 +503,11 @@ class ImapSession:
             raise ImapError(
                 PROTOCOL_ERROR, "the server refused to expunge", server_text=server_text(tagged_text(reply))
             )
+
+
+async def open_session(server: ImapServer, net: NetContext) -> ImapSession:
+    """Connect and LOGIN, for a connection the caller keeps (the sync): close it with ``aclose()``."""
+    return await ImapSession._open(server, net)
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from nimbus_api.kit.outage import Outages
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.sync.runner import SyncRunner
 from nimbus_api.webhooks.dispatcher import Dispatcher
 from nimbus_api.webhooks.runtime import WebhookKit
 
@@ -32,6 +33,7 @@ class WorkerResources:
     outages: Outages = field(default_factory=Outages)
     webhooks: WebhookKit | None = None
     dispatcher: Dispatcher | None = None
+    sync: SyncRunner | None = None
 
 
 def resources(ctx: dict[str, Any]) -> WorkerResources:

@@ -25,6 +25,7 @@ from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.sync.runner import SyncRunner, sync_config
 from nimbus_api.webhooks.runtime import build_dispatcher, build_kit
 from nimbus_api.worker.context import WorkerResources
 from nimbus_api.worker.resilience import OUTAGES_KEY, ResilientWorker, rides_out
@@ -67,6 +68,13 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         if settings.webhook_dispatcher:
             dispatcher = build_dispatcher(settings, kit, sessionmaker, outages=ctx[OUTAGES_KEY])
             dispatcher.start()
+        worker_id = f"worker-{uuid.uuid4().hex[:10]}"
+        sync = None
+        if settings.sync_enabled:
+            sync = SyncRunner(
+                sessionmaker, net, vault, sync_config(settings), owner=worker_id, outages=ctx[OUTAGES_KEY]
+            )
+            sync.start()
         ctx["nimbus"] = WorkerResources(
             settings=settings,
             engine=engine,
@@ -75,16 +83,19 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             pool=pool,
             pacer=Pacer(ctx["redis"], rate),
             mx=MxChecker(net.resolver),
-            worker_id=f"worker-{uuid.uuid4().hex[:10]}",
+            worker_id=worker_id,
             outages=ctx[OUTAGES_KEY],
             webhooks=kit,
             dispatcher=dispatcher,
+            sync=sync,
         )
         log.info("worker_started", queue=QUEUE_NAME)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         resources: WorkerResources | None = ctx.get("nimbus")
         if resources is not None:
+            if resources.sync is not None:
+                await resources.sync.stop()
             if resources.dispatcher is not None:
                 await resources.dispatcher.stop()
             if resources.webhooks is not None:

@@ -1,0 +1,1 @@
+"""IMAP sync: leases, cursors, persistent connections and the per-worker runner (see ``runner``)."""

@@ -1,0 +1,359 @@
+"""The IMAP sync of one worker process: hold leases, keep connections, poll what is due, store.
+
+Two loops run in each worker that has ``sync_enabled``:
+
+* **leases** (every ``lease / 3``): renew the held leases in one statement and drop the mailboxes lost;
+  reload the held mailboxes' settings (an edited password or host reconnects at the next poll); claim
+  free ones up to this worker's share; release the excess above it; close idle connections.
+* **polls** (every ``TICK`` s): start a poll for each held mailbox whose ``next_poll_at`` has come, at
+  most ``sync_concurrency`` at once. Due times are spread (``mailboxes.spread_offset``) and kept in phase
+  (``status.next_on_time``), so 1,000 mailboxes at 30 s poll about 33 per second, not 1,000 at once.
+
+A poll stores each batch of messages with its cursor in one transaction that first re-checks the lease
+(``leases.lock_held``); a worker that lost the mailbox meanwhile rolls back and forgets it. Its outcome
+(``status``) is recorded the same way. Postgres is the truth throughout: a worker keeps in memory only
+what it read from the rows it holds and wrote itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.imap import ImapError
+from nimbus_api.inbox import ingest
+from nimbus_api.kit.crypto import Secret
+from nimbus_api.kit.db import utcnow
+from nimbus_api.kit.net import NetContext
+from nimbus_api.kit.outage import Outages, backoff, outage_of
+from nimbus_api.models import MailboxFolder, MailboxSync
+from nimbus_api.sync import leases, mailboxes, status
+from nimbus_api.sync.connections import ConnectionBook
+from nimbus_api.sync.cursor import Cursor
+from nimbus_api.sync.mailboxes import Mailbox
+from nimbus_api.sync.poller import Limits, poll
+
+log = structlog.get_logger(__name__)
+TICK = 0.25
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the mailbox: what the poll was about to write is rolled back."""
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    capacity: int
+    concurrency: int
+    lease_seconds: float
+    max_message_bytes: int
+    window_days: int
+    idle_close_seconds: float
+    backoff_max_seconds: float
+
+
+def sync_config(settings: Settings) -> SyncConfig:
+    return SyncConfig(
+        capacity=settings.sync_max_connections,
+        concurrency=settings.sync_concurrency,
+        lease_seconds=settings.sync_lease_seconds,
+        max_message_bytes=settings.sync_max_message_bytes,
+        window_days=settings.sync_window_days,
+        idle_close_seconds=settings.sync_idle_close_seconds,
+        backoff_max_seconds=settings.sync_backoff_max_seconds,
+    )
+
+
+@dataclass
+class SyncStats:
+    polls: int = 0
+    failures: int = 0
+    stored: int = 0
+    fetched: int = 0
+    idle_polls: int = 0
+    lost: int = 0
+    claimed: int = 0
+    released: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class SyncRunner:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        net: NetContext,
+        vault: Vault,
+        config: SyncConfig,
+        *,
+        owner: str,
+        outages: Outages | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.vault = vault
+        self.config = config
+        self.owner = owner
+        self.outages = outages or Outages()
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.actor = Actor.system("imap_sync")
+        self.book = ConnectionBook(
+            net, self._open_password, capacity=config.capacity, idle_close=config.idle_close_seconds
+        )
+        self.held: dict[uuid.UUID, Mailbox] = {}
+        self.stats = SyncStats()
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.limits = Limits(max_message_bytes=config.max_message_bytes, window_days=config.window_days)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._lease_loop(), name="sync-leases"))
+        self._tasks.append(asyncio.create_task(self._poll_loop(), name="sync-polls"))
+
+    async def stop(self) -> None:
+        """Stop polling, let running polls end (bounded), release every lease, close the connections."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=10)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with self.sessionmaker() as session:
+                await leases.release(session, self.owner, list(self.held))
+                await session.commit()
+        self.held.clear()
+        await self.book.close_all()
+
+    # --- leases -----------------------------------------------------------------------------
+    async def _lease_loop(self) -> None:
+        failed = 0
+        while not self._stopping:
+            try:
+                await self.lease_round()
+            except Exception as exc:
+                failed += 1
+                if outage_of(exc) is None:
+                    log.exception("sync_lease_round_failed")
+                else:
+                    self.outages.failed(exc)
+                await asyncio.sleep(min(backoff(failed), self.config.lease_seconds / 3))
+                continue
+            if failed:
+                self.outages.of("postgres").recovered()
+            failed = 0
+            await asyncio.sleep(self.config.lease_seconds / 3)
+
+    async def lease_round(self) -> None:
+        """Renew, reload, claim up to the share, release the excess. Safe to call from a test."""
+        ttl = self.config.lease_seconds
+        async with self.sessionmaker() as session:
+            kept = await leases.renew(session, self.owner, list(self.held), ttl)
+            for account_id in [i for i in self.held if i not in kept]:
+                await self._forget(account_id, lost=True)
+            share = await leases.share(session, self.owner, self.config.capacity)
+            excess = len(self.held) - share.target
+            if excess > max(1, share.target // 10):
+                # give back the ones due last: another worker can take them before they are due
+                victims = sorted(
+                    (i for i in self.held if i not in self._running), key=lambda i: self.held[i].next_poll_at
+                )[-excess:]
+                await leases.release(session, self.owner, victims)
+                for account_id in victims:
+                    await self._forget(account_id)
+                self.stats.released += len(victims)
+            claimed = await leases.claim(session, self.owner, share.target - len(self.held), ttl)
+            self.stats.claimed += len(claimed)
+            await session.commit()
+            fresh = await mailboxes.load(session, [*self.held, *claimed])
+            await session.commit()
+        for account_id in claimed:
+            mailbox = fresh.get(account_id)
+            if mailbox is not None:
+                self.held[account_id] = mailbox
+        for account_id, mailbox in list(self.held.items()):
+            latest = fresh.get(account_id)
+            if latest is None:  # IMAP removed or account deleted: its row went with it
+                await self._forget(account_id)
+            elif latest.settings_key != mailbox.settings_key or latest.folder != mailbox.folder:
+                latest.cursors, latest.next_poll_at = mailbox.cursors, mailbox.next_poll_at
+                self.held[account_id] = latest
+            else:
+                mailbox.interval = latest.interval
+        await self.book.close_idle()
+
+    async def _forget(self, account_id: uuid.UUID, *, lost: bool = False) -> None:
+        self.held.pop(account_id, None)
+        if lost:
+            self.stats.lost += 1
+        if account_id not in self._running:
+            await self.book.discard(account_id, graceful=True)
+
+    # --- polls ------------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        while not self._stopping:
+            self.start_due()
+            await asyncio.sleep(TICK)
+
+    def start_due(self) -> int:
+        now = self.clock()
+        started = 0
+        for account_id, mailbox in list(self.held.items()):
+            if account_id in self._running or mailbox.next_poll_at > now:
+                continue
+            task = asyncio.create_task(self._poll_one(mailbox), name=f"sync-poll-{account_id}")
+            self._running[account_id] = task
+            task.add_done_callback(self._finished(account_id))
+            started += 1
+        return started
+
+    def _finished(self, account_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._running.pop(account_id, None)
+
+        return done
+
+    async def poll_now(self, account_id: uuid.UUID) -> None:
+        """Poll one held mailbox now and wait for it (tests, benchmarks)."""
+        mailbox = self.held[account_id]
+        await self._poll_one(mailbox)
+
+    async def run_due(self) -> int:
+        """Start every due poll and wait for all of them (tests, benchmarks)."""
+        self.start_due()
+        running = list(self._running.values())
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        return len(running)
+
+    async def _poll_one(self, mailbox: Mailbox) -> None:
+        async with self._slots:
+            if self._stopping or mailbox.account_id not in self.held:
+                return
+            started = time.monotonic()
+            try:
+                held = await self.book.get(mailbox)
+                report = await poll(held, mailbox, self._store, self.limits)
+            except LeaseLost:
+                await self._forget(mailbox.account_id, lost=True)
+                return
+            except ImapError as exc:
+                self.stats.failures += 1
+                self.stats.errors[exc.code] = self.stats.errors.get(exc.code, 0) + 1
+                await self.book.discard(mailbox.account_id)
+                await self._record(mailbox, exc)
+                log.info("sync_poll_failed", account_id=str(mailbox.account_id), code=exc.code)
+                return
+            except Exception as exc:
+                await self.book.discard(mailbox.account_id)
+                if outage_of(exc) is None:
+                    log.exception("sync_poll_crashed", account_id=str(mailbox.account_id))
+                    await self._record(
+                        mailbox, ImapError("imap.protocol_error", f"internal error ({type(exc).__name__})")
+                    )
+                else:
+                    self.outages.failed(exc)
+                    mailbox.next_poll_at = self.clock() + _seconds(backoff(mailbox.consecutive_failures + 1))
+                return
+            self.stats.polls += 1
+            self.stats.fetched += report.fetched
+            self.stats.stored += report.stored
+            if report.idle:
+                self.stats.idle_polls += 1
+            await self._record(mailbox, None)
+            log.debug(
+                "sync_polled",
+                account_id=str(mailbox.account_id),
+                plans=report.plans,
+                stored=report.stored,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+
+    async def _record(self, mailbox: Mailbox, error: ImapError | None) -> None:
+        try:
+            async with self.sessionmaker() as session:
+                if not await leases.lock_held(session, self.owner, mailbox.account_id):
+                    await session.rollback()
+                    await self._forget(mailbox.account_id, lost=True)
+                    return
+                now = self.clock()
+                if error is None:
+                    await status.record_success(session, mailbox, now)
+                else:
+                    await status.record_failure(
+                        session, mailbox, error, now, cap=self.config.backoff_max_seconds, rng=self.rng
+                    )
+                await session.commit()
+        except Exception as exc:
+            if outage_of(exc) is None:
+                raise
+            self.outages.failed(exc)
+            mailbox.next_poll_at = self.clock() + _seconds(backoff(1))
+
+    async def _store(
+        self, mailbox: Mailbox, folder: str, role: str, uidvalidity: int, fetched: list[ingest.Fetched], cursor: Cursor
+    ) -> int:
+        async with self.sessionmaker() as session:
+            if not await leases.lock_held(session, self.owner, mailbox.account_id):
+                await session.rollback()
+                raise LeaseLost(str(mailbox.account_id))
+            target = ingest.Target(
+                account_id=mailbox.account_id, workspace_id=mailbox.workspace_id, email=mailbox.email
+            )
+            outcome = await ingest.store(session, target, folder, uidvalidity, fetched)
+            now = self.clock()
+            values = {
+                "role": role,
+                "state": cursor.state,
+                "uidvalidity": cursor.uidvalidity,
+                "last_uid": cursor.last_uid,
+                "resets": cursor.resets,
+                "updated_at": now,
+            }
+            await session.execute(
+                insert(MailboxFolder)
+                .values(account_id=mailbox.account_id, name=folder, **values)
+                .on_conflict_do_update(index_elements=["account_id", "name"], set_=values)
+            )
+            if outcome.stored:
+                await session.execute(
+                    update(MailboxSync)
+                    .where(MailboxSync.account_id == mailbox.account_id)
+                    .values(messages_stored=MailboxSync.messages_stored + outcome.stored)
+                )
+            await session.commit()
+        return outcome.stored
+
+    async def _open_password(self, mailbox: Mailbox) -> Secret | None:
+        async with self.sessionmaker() as session:
+            secret = await self.vault.reveal_for_account(
+                session, mailbox.account_id, "imap_password", actor=self.actor, purpose="sync"
+            )
+            await session.commit()  # the audit row
+        return secret
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
