@@ -60,9 +60,7 @@ def upgrade() -> None:
     op.add_column("webhook_endpoints", sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True))
     op.add_column("webhook_endpoints", sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("webhook_endpoints", sa.Column("rate_window_start", sa.DateTime(timezone=True), nullable=True))
-    op.add_column(
-        "webhook_endpoints", sa.Column("rate_window_count", sa.Integer(), server_default="0", nullable=False)
-    )
+    op.add_column("webhook_endpoints", sa.Column("rate_window_count", sa.Integer(), server_default="0", nullable=False))
 
     op.alter_column("credential_access_log", "account_id", existing_type=sa.Uuid(), nullable=True)
     op.add_column("credential_access_log", sa.Column("webhook_endpoint_id", sa.Uuid(), nullable=True))
@@ -124,13 +122,9 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("lease_id IS NOT NULL"),
     )
-    op.create_index(
-        "ix_webhook_deliveries_endpoint_id_id", "webhook_deliveries", ["endpoint_id", "id"], unique=False
-    )
+    op.create_index("ix_webhook_deliveries_endpoint_id_id", "webhook_deliveries", ["endpoint_id", "id"], unique=False)
     op.create_index("ix_webhook_deliveries_event_id", "webhook_deliveries", ["event_id"], unique=False)
-    op.create_index(
-        op.f("ix_webhook_deliveries_workspace_id"), "webhook_deliveries", ["workspace_id"], unique=False
-    )
+    op.create_index(op.f("ix_webhook_deliveries_workspace_id"), "webhook_deliveries", ["workspace_id"], unique=False)
 
     op.create_table(
         "webhook_attempts",

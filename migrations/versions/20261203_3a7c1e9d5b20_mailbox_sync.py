@@ -4,7 +4,8 @@ Revision ID: 3a7c1e9d5b20
 Revises: 9d3e51c7a2f6
 Create Date: 2026-12-03 16:00:00.000000+00:00
 
-``mailbox_syncs`` (one row per account with IMAP: lease, schedule, status), ``mailbox_folders`` (the
+``mailbox_syncs`` (one row per account with IMAP: lease, schedule, status), ``sync_workers`` (who is
+alive to share the mailboxes with), ``mailbox_folders`` (the
 cursor per folder) and ``inbound_messages``. Existing accounts with IMAP get their sync row, due at once
 with a spread over their interval (the worker spreads new rows the same way).
 """
@@ -44,6 +45,11 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, nullable=False),
     )
     op.create_index("ix_mailbox_syncs_claim", "mailbox_syncs", ["lease_expires_at"])
+    op.create_table(
+        "sync_workers",
+        sa.Column("owner", sa.String(100), primary_key=True),
+        sa.Column("seen_at", TS, nullable=False),
+    )
     op.create_table(
         "mailbox_folders",
         sa.Column(
@@ -121,3 +127,4 @@ def downgrade() -> None:
     op.drop_table("inbound_messages")
     op.drop_table("mailbox_folders")
     op.drop_table("mailbox_syncs")
+    op.drop_table("sync_workers")

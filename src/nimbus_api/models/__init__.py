@@ -13,7 +13,7 @@ from nimbus_api.models.enrollment import Enrollment
 from nimbus_api.models.event import Event
 from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.inbound_message import InboundMessage
-from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync
+from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorker
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
@@ -41,6 +41,7 @@ __all__ = [
     "Message",
     "SendAttempt",
     "Suppression",
+    "SyncWorker",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -59,3 +59,12 @@ class MailboxFolder(Base):
     uidnext: Mapped[int | None] = mapped_column(BigInteger, default=None)
     resets: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncWorker(Base):
+    """A worker process that syncs, and when it last said so (``sync.leases.heartbeat``)."""
+
+    __tablename__ = "sync_workers"
+
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,12 +1,13 @@
 """Who syncs which mailbox: leases in Postgres, claimed with ``SKIP LOCKED``, renewed while held.
 
 A worker holds a set of mailboxes (``mailbox_syncs.lease_owner``/``lease_expires_at``, Postgres's clock).
-Every ``lease / 3`` it renews them all in one statement (a mailbox it no longer holds, because its lease
-lapsed and another worker took it, is dropped) and claims free or expired ones up to its share:
-``ceil(mailboxes / live workers)`` (live: owners with an unexpired lease, itself included), capped by its
-connection limit. A worker above its share by more than a tenth releases the excess, so a new worker gets
-work within a renewal period or two, and a dead worker's mailboxes are free once its leases expire
-(``sync_lease_seconds``, 45 s by default: well within two 30 s intervals).
+Every ``lease / 3`` it says it is alive (``sync_workers.seen_at``), renews its leases in one statement
+(a mailbox it no longer holds, because its lease lapsed and another worker took it, is dropped) and
+claims free or expired ones up to its share: ``ceil(mailboxes / live workers)`` (live: seen within one
+lease period, itself included), capped by its connection limit. A worker above its share by more than
+a tenth releases the excess, so a new worker gets work within a renewal period or two, and a dead
+worker's mailboxes are free once its leases expire (``sync_lease_seconds``, 45 s by default: well within
+two 30 s intervals).
 
 Holding a lease is checked again when a poll stores its messages (``lock_held``): a worker that lost a
 mailbox while a poll was running rolls that poll back instead of writing next to the new owner.
@@ -21,11 +22,20 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+_HEARTBEAT = text(
+    """
+    INSERT INTO sync_workers (owner, seen_at) VALUES (:owner, now())
+    ON CONFLICT (owner) DO UPDATE SET seen_at = now()
+    """
+)
+_FORGET_WORKERS = text("DELETE FROM sync_workers WHERE seen_at < now() - interval '1 day' OR owner = :owner")
 _SHARE = text(
     """
-    SELECT count(*) AS total,
-           count(DISTINCT lease_owner) FILTER (WHERE lease_expires_at > now() AND lease_owner <> :owner) AS others
-    FROM mailbox_syncs
+    WITH live AS (SELECT owner FROM sync_workers WHERE seen_at > now() - make_interval(secs => :ttl))
+    SELECT (SELECT count(*) FROM live) AS workers,
+           (SELECT count(*) FROM mailbox_syncs s
+            WHERE s.lease_owner IS NULL OR s.lease_expires_at < now()
+               OR s.lease_owner IN (SELECT owner FROM live)) AS total
     """
 )
 _CLAIM = text(
@@ -72,9 +82,20 @@ class Share:
     target: int
 
 
-async def share(session: AsyncSession, owner: str, capacity: int) -> Share:
-    row = (await session.execute(_SHARE, {"owner": owner})).one()
-    workers = int(row.others) + 1
+async def heartbeat(session: AsyncSession, owner: str) -> None:
+    """Say this worker is alive (``sync_workers``): the share divides the mailboxes among live workers."""
+    await session.execute(_HEARTBEAT, {"owner": owner})
+
+
+async def leave(session: AsyncSession, owner: str) -> None:
+    await session.execute(_FORGET_WORKERS, {"owner": owner})
+
+
+async def share(session: AsyncSession, owner: str, capacity: int, ttl: float) -> Share:
+    """This worker's share. Mailboxes held by an owner that is not a live worker (and whose lease has not
+    expired) are nobody's to share and not counted."""
+    row = (await session.execute(_SHARE, {"ttl": ttl})).one()
+    workers = max(int(row.workers), 1)
     target = min(capacity, math.ceil(int(row.total) / workers)) if row.total else 0
     return Share(total=int(row.total), workers=workers, target=target)
 

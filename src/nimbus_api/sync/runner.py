@@ -143,6 +143,7 @@ class SyncRunner:
         with contextlib.suppress(Exception):
             async with self.sessionmaker() as session:
                 await leases.release(session, self.owner, list(self.held))
+                await leases.leave(session, self.owner)
                 await session.commit()
         self.held.clear()
         await self.book.close_all()
@@ -170,10 +171,11 @@ class SyncRunner:
         """Renew, reload, claim up to the share, release the excess. Safe to call from a test."""
         ttl = self.config.lease_seconds
         async with self.sessionmaker() as session:
+            await leases.heartbeat(session, self.owner)
             kept = await leases.renew(session, self.owner, list(self.held), ttl)
             for account_id in [i for i in self.held if i not in kept]:
                 await self._forget(account_id, lost=True)
-            share = await leases.share(session, self.owner, self.config.capacity)
+            share = await leases.share(session, self.owner, self.config.capacity, ttl)
             excess = len(self.held) - share.target
             if excess > max(1, share.target // 10):
                 # give back the ones due last: another worker can take them before they are due
