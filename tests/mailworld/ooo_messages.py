@@ -30,7 +30,12 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import uuid
+from collections.abc import Callable
 from email.message import EmailMessage
+
+#: What every out-of-office builder looks like: ``builder(lang, from_addr=..., to_addr=..., subject=...,
+#: in_reply_to=..., text=...)``.
+Builder = Callable[..., EmailMessage]
 
 DEFAULT_FROM = "Anna Example <anna@prospect.example>"
 DEFAULT_TO = "Bob Sender <bob@nimbus.example>"
