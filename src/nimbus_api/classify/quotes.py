@@ -30,6 +30,9 @@ _QUOTE_HEADER_RE = re.compile(
     r"(?:on|am|le|el|il|op|em|den|d\.|dne|dnia|w dniu)\s[^\n]{0,200}(?:\n[^\n]{0,200})?"
     r"(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napsal\(a\)|napisał\(a\)|"
     r"napisał|napisała)[^\n:]{0,80}:[ \t]*$"
+    # Any other one-line form with a date or an address ("czw., 3 gru 2026 ... napisał(a):").
+    r"|(?=[^\n]{0,400}?\s(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napsal\(a\)|"
+    r"napisał\(a\)|napisał|napisała)[ \t]*:[ \t]*$)[^\n]*?[\d@]"
     r"|-{3,}[ \t]*(?:original message|ursprüngliche nachricht|message d'origine|mensaje original|"
     r"messaggio originale|oorspronkelijk bericht|mensagem original|originalmeddelande|"
     r"oryginalna wiadomość|forwarded message|weitergeleitete nachricht|message transféré)[ \t]*-*[ \t]*$"
