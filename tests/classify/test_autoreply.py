@@ -3,6 +3,7 @@ the human replies it must leave alone, and the corpus's RFC 3834 messages."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -376,6 +377,54 @@ def test_corpus_rfc3834_messages_are_auto_replies() -> None:
         found = classify(path.read_bytes())
         assert found.kind == "auto_reply", (path.name, found.reasons)
         assert [r.reason for r in found.recipients] == ["vacation"]
+
+
+def test_corpus_reports_are_never_claimed() -> None:
+    """148 of the corpus's bounces say ``Auto-Submitted`` too: none is read as an out-of-office, even
+    with no report detector before this one."""
+    labels_file = CORPUS_DIR / "labels.jsonl"
+    if not labels_file.is_file():
+        pytest.skip(f"corpus not found at {CORPUS_DIR} (set NIMBUS_CORPUS_DIR)")
+    claimed = []
+    for line in labels_file.read_text().splitlines():
+        label = json.loads(line)
+        if label["kind"] != "auto_reply" and verdict((CORPUS_DIR / label["file"]).read_bytes()) is not None:
+            claimed.append(label["file"])
+    assert claimed == []
+
+
+# --- what the report detectors own ---------------------------------------------------------------
+def _report(report_type: str) -> bytes:
+    return (
+        "From: MTA <reports@mx.prospect.example>\r\nSubject: Delivery Status Notification (Failure)\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: multipart/report; report-type={report_type}; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nI am out of the office.\r\n--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("report_type", ["delivery-status", "feedback-report", '""'])
+def test_reports_are_left_to_their_detectors(report_type: str) -> None:
+    assert verdict(_report(report_type)) is None
+
+
+def test_read_receipt_is_an_automatic_answer() -> None:
+    assert reasons(_report("disposition-notification")) == (
+        "header:auto-submitted=auto-replied",
+        "body:ooo-en",
+    )
+
+
+@pytest.mark.parametrize("sender", ["MAILER-DAEMON@mx.prospect.example", "postmaster@prospect.example"])
+def test_mail_system_senders_are_left_alone(sender: str) -> None:
+    raw = message(subject="Undelivered Mail Returned to Sender", headers={"Auto-Submitted": "auto-replied"})
+    raw = raw.replace(b"Anna Example <anna@prospect.example>", sender.encode())
+    assert verdict(raw) is None
+
+
+def test_apple_unsubscribe_is_left_alone() -> None:
+    raw = message(subject="unsubscribe", headers={"Auto-Submitted": "auto-replied", "X-Apple-Unsubscribe": "true"})
+    assert verdict(raw) is None
 
 
 # --- a real Sieve vacation response --------------------------------------------------------------
