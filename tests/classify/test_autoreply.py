@@ -77,6 +77,41 @@ def test_every_language_has_subject_and_body_rows(lang: str, field: str) -> None
     assert any(r.lang == lang and r.field == field for r in PATTERNS)
 
 
+#: Ordinary subjects and first lines, in the table's languages, that no row may match.
+ORDINARY_LINES = [
+    "Re: Automatic reply: Pricing",
+    "AW: Abwesenheitsnotiz: Ihr Angebot",
+    "Automation of replies in our CRM",
+    "Autumn offer",
+    "Out of curiosity, what is the price?",
+    "I was out of the office last week, sorry for the delay.",
+    "I am out of ideas, can you help?",
+    "I'm away from my desk a lot, please call instead.",
+    "I'm out of the office tomorrow, but yes: Thursday works.",
+    "I will be out of the office next week, so let's talk today.",
+    "Thank you for your email. We are interested.",
+    "Ich bin bis morgen erreichbar.",
+    "Ich bin gerne bereit, einen Termin zu vereinbaren.",
+    "Absenz von Daten im Bericht",
+    "Je suis intéressé par votre offre.",
+    "Absence de réponse de votre part",
+    "Estoy interesado en la oferta.",
+    "Fuera de plazo: la factura",
+    "Sono interessato alla vostra proposta.",
+    "Ik ben geïnteresseerd in uw voorstel.",
+    "Estou interessado na proposta.",
+    "Jag är intresserad av ert förslag.",
+    "Jestem zainteresowany ofertą.",
+    "Auto insurance quote",
+]
+
+
+@pytest.mark.parametrize("line", ORDINARY_LINES)
+def test_no_row_matches_ordinary_lines(line: str) -> None:
+    matched = [_row_id(r) for r in PATTERNS if compiled_row(r).match(fold(line)) and not r.needs_thread]
+    assert matched == []
+
+
 def test_auto_prefix_counts_only_on_an_answer() -> None:
     # "Auto:" is RFC 3834's prefix, and also the German word for car.
     assert verdict(message(subject="Auto: Angebot für Ihren Fuhrpark")) is None

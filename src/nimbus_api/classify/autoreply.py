@@ -71,6 +71,9 @@ class Pattern:
 # (``Out of Office``) with a word boundary.
 _END = r"\s*:"
 _WORD = r"\b"
+# What follows "I am out of the office" in an auto-reply: a date range, a return, the end of the clause
+# ("I'm out of the office tomorrow, but yes" and "away from my desk a lot" are a person writing).
+_ABSENCE_GOES_ON = r"(?: until| till| through| from| and| with| on| returning| for|\s*[.,;:!]|\s*$)"
 
 #: The wording table: language, field, pattern, an example it must match.
 PATTERNS: tuple[Pattern, ...] = (
@@ -85,9 +88,10 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern("en", "subject", r"away (?:until|till|from (?:the )?office)" + _WORD, "Away until May 5"),
     Pattern("en", "subject", r"auto" + _END, "Auto: Our proposal", needs_thread=True),
     Pattern("en", "body", r"(?:i am|i'm|i will be|i'll be) (?:currently |now )?(?:out of (?:the )?office|"
-            r"away from (?:the |my )?(?:office|desk|e-?mail))", "I am currently out of the office."),
-    Pattern("en", "body", r"(?:i am|i'm) (?:currently |now )?(?:away|on (?:annual |parental |maternity |"
-            r"paternity |sick )?(?:leave|vacation|holiday))(?: until| till| from| and| with|[.,;])",
+            r"away from (?:the |my )?(?:office|desk|e-?mail))" + _ABSENCE_GOES_ON,
+            "I am currently out of the office."),
+    Pattern("en", "body", r"(?:i am|i'm) (?:currently |now )?(?:away(?! from (?:the |my )?(?:office|desk|e-?mail))|"
+            r"on (?:annual |parental |maternity |paternity |sick )?(?:leave|vacation|holiday))" + _ABSENCE_GOES_ON,
             "I'm on vacation until 12 May."),
     Pattern("en", "body", r"this is an? (?:automatic|automated|auto-generated) (?:reply|response|message)",
             "This is an automatic reply."),
@@ -178,6 +182,8 @@ _SPACES_RE = re.compile(r"[ \t]+")
 
 
 def _strip_marks(text: str) -> str:
+    if text.isascii():  # nearly every line: nothing to fold
+        return text
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD_TABLE))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -345,7 +351,7 @@ REPORT_TYPES_NOT_OURS = frozenset({"delivery-status", "feedback-report", ""})
 _SYSTEM_SENDER_RE = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster|mail\.delivery\.subsystem)$", re.I)
 
 
-def left_to_others(parsed: Parsed) -> bool:
+def left_to_others(parsed: Parsed, from_address: str | None = None) -> bool:
     """A delivery report, a mail system's own message or an unsubscribe: left to the other detectors.
 
     MTAs mark their bounces ``Auto-Submitted: auto-replied`` / ``auto-generated`` too (148 of the
@@ -358,13 +364,15 @@ def left_to_others(parsed: Parsed) -> bool:
             return True
     if _token(parsed.header("X-Apple-Unsubscribe")) == "true":  # Apple Mail's unsubscribe: an opt-out
         return True
-    local = parsed.from_address.partition("@")[0]
+    sender = parsed.from_address if from_address is None else from_address
+    local = sender.partition("@")[0]
     return bool(local and _SYSTEM_SENDER_RE.match(local))
 
 
 def detect(parsed: Parsed) -> Classification | None:
     """``auto_reply`` with the reasons that fired, or ``None`` when nothing says the message is automatic."""
-    if left_to_others(parsed):
+    sender = parsed.from_address
+    if left_to_others(parsed, sender):
         return None
     strong, weak = _header_signals(parsed)
     in_reply_to = message_ids(parsed.header("In-Reply-To"))
@@ -386,10 +394,10 @@ def detect(parsed: Parsed) -> Classification | None:
     else:
         return None
     original = in_reply_to[0] if in_reply_to else (references[-1] if references else "")
-    recipient = Recipient(address=parsed.from_address, action="delivered", reason="vacation")
+    recipient = Recipient(address=sender, action="delivered", reason="vacation")
     return Classification(
         kind="auto_reply",
         reasons=tuple(dict.fromkeys(reasons)),
-        recipients=(recipient,) if parsed.from_address else (),
+        recipients=(recipient,) if sender else (),
         original_message_id=original,
     )
