@@ -136,6 +136,11 @@ def test_subjects_are_folded(subject: str, reason: str) -> None:
     assert (reason in reasons(raw)) if reason else verdict(raw) is None
 
 
+@pytest.mark.parametrize("subject", ["[EXTERNAL] Automatic reply: Pricing", "[EXT] [SPAM?] Out of Office"])
+def test_gateway_tags_before_the_subject(subject: str) -> None:
+    assert reasons(message(subject=subject)) == ("subject:ooo-en",)
+
+
 def test_body_wording_after_a_greeting_and_a_thank_you() -> None:
     raw = message(body="Guten Tag,\n\nvielen Dank für Ihre E-Mail. Ich bin bis 14.12. nicht im Büro.\n")
     assert reasons(raw) == ("body:ooo-de",)

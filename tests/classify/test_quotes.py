@@ -114,6 +114,21 @@ def test_html_only_reply() -> None:
     assert new_text(parse(bytes(msg))) == "Sounds good, call me & my colleague."
 
 
+def test_outlook_html_reply() -> None:
+    msg = EmailMessage()
+    msg["From"] = "anna@prospect.example"
+    msg["Subject"] = "RE: Our proposal"
+    msg.set_content(
+        '<html><head><style>p.MsoNormal {margin:0}</style></head><body><div class="WordSection1">'
+        '<p class="MsoNormal">Tuesday works.</p><p class="MsoNormal">Anna</p>'
+        '<div id="divRplyFwdMsg"><hr><b>From:</b> Bob Sender &lt;bob@nimbus.example&gt;<br>'
+        "<b>Sent:</b> Thursday, December 3, 2026 09:00<br><b>To:</b> Anna<br>"
+        "<b>Subject:</b> Our proposal</div><p>Hello Anna, would a call suit you?</p></div></body></html>",
+        subtype="html",
+    )
+    assert new_text(parse(bytes(msg))) == "Tuesday works.\nAnna"
+
+
 def test_plain_part_preferred_over_html() -> None:
     msg = EmailMessage()
     msg["From"] = "anna@prospect.example"

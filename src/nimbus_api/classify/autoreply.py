@@ -301,6 +301,10 @@ _QUOTE_MARKER_RE = re.compile(
 )
 
 
+#: Tags gateways put in front of a subject (``[EXTERNAL]``, ``[SPAM?]``), skipped before the rows.
+_TAG_RE = re.compile(r"^(?:\s*\[[^\]\n]{1,30}\])+\s*")
+
+
 def _quotes_history(text: str) -> bool:
     return _QUOTE_MARKER_RE.search(text) is not None
 
@@ -379,7 +383,8 @@ def detect(parsed: Parsed) -> Classification | None:
     references = message_ids(" ".join(parsed.headers("References")))
     threaded = bool(in_reply_to or references)
 
-    subject_reason = _match_rows(fold(parsed.subject), _SUBJECT_ROWS, _SUBJECT_ANY, threaded)
+    subject = _TAG_RE.sub("", fold(parsed.subject))
+    subject_reason = _match_rows(subject, _SUBJECT_ROWS, _SUBJECT_ANY, threaded)
     decisive = [*strong]
     if subject_reason:
         decisive.append(subject_reason)
