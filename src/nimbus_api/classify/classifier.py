@@ -29,7 +29,9 @@ Detector = Callable[[Parsed], Classification | None]
 
 def _detectors() -> Sequence[tuple[str, Detector]]:
     # Imported here so each detector module stays importable (and testable) on its own.
-    return ()
+    from nimbus_api.classify import autoreply
+
+    return (("autoreply", autoreply.detect),)
 
 
 def classify(raw: bytes) -> Classification:
