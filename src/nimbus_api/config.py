@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         le=60,
         description="The dispatcher looks for due retries at least this often (new events wake it at once).",
     )
+    bounce_min_sample: int = Field(
+        default=20,
+        ge=1,
+        le=100000,
+        description="The bounce guard judges an inbox's bounce rate in a campaign only after this many of its "
+        "SMTP transactions in that campaign.",
+    )
     sync_enabled: bool = Field(
         default=True, description="Run the IMAP sync in this worker process (every worker may; leases share the work)."
     )

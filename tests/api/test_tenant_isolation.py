@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.pagination import encode_cursor
-from nimbus_api.models import Credential, Enrollment, WebhookSecret
+from nimbus_api.models import Credential, Enrollment, InboundMessage, WebhookSecret
 from nimbus_api.workspaces import service as workspaces
 from tests.conftest import Tenant, TenantFactory, account_payload
 
@@ -78,6 +78,7 @@ class Owned:
     suppressed_email: str
     endpoint_id: str
     webhook_secret: str
+    inbound_id: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -104,6 +105,7 @@ class Owned:
             "suppressed address": self.suppressed_email,
             "webhook endpoint id": self.endpoint_id,
             "webhook signing secret": self.webhook_secret,
+            "inbound message id": self.inbound_id,
         }
 
 
@@ -126,6 +128,7 @@ PATH_PARAMS: dict[str, str] = {
     "suppression_id": "suppression_id",
     "endpoint_id": "endpoint_id",
     "event_id": "outbox_event_id",
+    "message_id": "inbound_id",
 }
 
 
@@ -180,6 +183,8 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "webhook_endpoints_create": lambda world: {"url": WEBHOOK_URL, "event_types": ["enrollment.*"]},
     "webhook_endpoints_update": lambda world: {"description": "written by workspace A", "enabled": False},
     "events_replay": lambda world: {},
+    "inbox_update": lambda world: {"read": True, "archived": False},
+    "inbox_reply": lambda world: {"text": "Answered from workspace A."},
 }
 FILES = {"contacts_import_csv"}
 
@@ -187,6 +192,7 @@ FILES = {"contacts_import_csv"}
 # idempotency keys must stay inside the caller's workspace.
 PROBES: dict[str, Callable[[Owned], str]] = {
     "account_id": lambda b: b.account_id,
+    "campaign_id": lambda b: b.campaign_id,
     "domain_id": lambda b: b.domain_id,
     "domain": lambda b: b.domain_name,
     "name": lambda b: b.domain_name,
@@ -387,6 +393,33 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollments[0]["id"]))
         )
     assert token
+    # a reply in the inbox (stored as the sync stores one; the sync itself is tested in tests/sync)
+    inbound_id = uuid.uuid4()
+    raw = (
+        f"From: Prospect <prospect@{domain_name}>\r\nTo: {email}\r\nSubject: Re: hello\r\n"
+        f"Message-ID: <reply-{label}@{domain_name}>\r\n\r\nInterested.\r\n"
+    ).encode()
+    async with sessionmaker() as session, session.begin():
+        session.add(
+            InboundMessage(
+                id=inbound_id,
+                workspace_id=tenant.workspace_id,
+                account_id=uuid.UUID(account["id"]),
+                folder="INBOX",
+                uidvalidity=1,
+                uid=1,
+                dedupe_key=f"reply-{label}@{domain_name}",
+                message_id_header=f"reply-{label}@{domain_name}",
+                kind="reply",
+                reasons=["subject:reply-prefix"],
+                classification={"recipients": [], "detected_kind": "reply", "parse_notes": []},
+                from_address=f"prospect@{domain_name}",
+                subject="Re: hello",
+                size=len(raw),
+                raw=raw,
+                text_body="Interested.",
+            )
+        )
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -409,6 +442,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         suppressed_email=suppressed_email,
         endpoint_id=hook["id"],
         webhook_secret=hook["secret"],
+        inbound_id=str(inbound_id),
         idempotency_keys=keys,
     )
 
@@ -445,6 +479,8 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "suppressions": "/v1/suppressions",
         "webhook endpoint": f"/v1/webhook-endpoints/{owner.endpoint_id}",
         "webhook endpoints": "/v1/webhook-endpoints",
+        "inbox": "/v1/inbox",
+        "inbound message": f"/v1/inbox/{owner.inbound_id}",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():

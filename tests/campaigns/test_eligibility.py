@@ -35,9 +35,21 @@ class Camp:
 
 
 def reason(
-    inbox: Inbox, *, campaign: Camp | None = None, domain_paused: bool = False, usage: Usage | None = None
+    inbox: Inbox,
+    *,
+    campaign: Camp | None = None,
+    domain_paused: bool = False,
+    usage: Usage | None = None,
+    disabled_in_campaign: bool = False,
 ) -> str | None:
-    return ineligibility_reason(inbox, domain_paused=domain_paused, usage=usage, campaign=campaign or Camp(), now=NOW)
+    return ineligibility_reason(
+        inbox,
+        domain_paused=domain_paused,
+        usage=usage,
+        campaign=campaign or Camp(),
+        now=NOW,
+        disabled_in_campaign=disabled_in_campaign,
+    )
 
 
 def test_an_eligible_inbox_has_no_reason() -> None:
@@ -103,8 +115,10 @@ def test_first_reason_in_documented_order() -> None:
         {"cooldown_until": None},
         {"campaign_types": ["cold"]},
     ]
-    seen = []
-    for fix in fixes:
+    seen = [reason(inbox, domain_paused=True, usage=Usage(sends=1), disabled_in_campaign=True)]
+    inbox = replace(inbox, is_active=True)
+    seen.append(reason(inbox, domain_paused=True, usage=Usage(sends=1), disabled_in_campaign=True))
+    for fix in fixes[1:]:
         seen.append(reason(inbox, domain_paused=True, usage=Usage(sends=1)))
         inbox = replace(inbox, **fix)  # type: ignore[arg-type]
     seen.append(reason(inbox, domain_paused=True, usage=Usage(sends=1)))

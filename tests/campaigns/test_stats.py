@@ -14,7 +14,7 @@ from nimbus_api.models import AccountDailyUsage, Enrollment, Message
 from tests.campaigns.conftest import InboxFactory, create_campaign, create_contacts
 from tests.conftest import Tenant
 
-STATES = ["queued", "leased", "sent", "deferred", "failed", "suppressed", "expired", "unknown"]
+STATES = ["queued", "leased", "sent", "deferred", "failed", "suppressed", "expired", "unknown", "bounced", "cancelled"]
 
 
 async def test_stats_count_everything_with_zeros(
@@ -24,7 +24,7 @@ async def test_stats_count_everything_with_zeros(
     url = f"/v1/campaigns/{campaign['id']}"
     empty = (await tenant.client.get(f"{url}/stats")).json()
     assert empty["messages"] == dict.fromkeys(STATES, 0)
-    assert empty["enrollments"] == {"active": 0, "completed": 0, "stopped": 0, "bounced": 0, "failed": 0}
+    assert empty["enrollments"] == {"active": 0, "completed": 0, "replied": 0, "stopped": 0, "bounced": 0, "failed": 0}
     assert (empty["sends_today"], empty["campaign_sent_today"], empty["inboxes"]) == (0, 0, [])
 
     busy, fresh = await make_inbox(tenant, daily_send_limit=50), await make_inbox(tenant)
@@ -58,7 +58,7 @@ async def test_stats_count_everything_with_zeros(
         rows[2].status = "failed"
     stats = (await tenant.client.get(f"{url}/stats")).json()
     assert stats["messages"] == {**dict.fromkeys(STATES, 0), "sent": 2, "failed": 1, "queued": 1}
-    assert stats["enrollments"] == {"active": 3, "completed": 0, "stopped": 0, "bounced": 0, "failed": 1}
+    assert stats["enrollments"] == {"active": 3, "completed": 0, "replied": 0, "stopped": 0, "bounced": 0, "failed": 1}
     assert stats["sends_today"] == 50, "yesterday's usage is not today's"
     assert stats["campaign_sent_today"] == 1
     budgets = {

@@ -76,13 +76,18 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
     assert emitted == {
         "account.disabled",
         "account.enabled",
+        "account.sync_failed",
         "campaign.started",
         "campaign.paused",
         "campaign.completed",
         "enrollment.completed",
         "enrollment.bounced",
         "enrollment.unsubscribed",
+        "enrollment.replied",
+        "enrollment.auto_replied",
         "contact.suppressed",
+        "message.bounced",
+        "message.complained",
         "webhook.test",
     }
 

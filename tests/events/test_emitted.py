@@ -25,6 +25,9 @@ from tests.servers.smtp_server import TestSmtpServer
 
 Sm = async_sessionmaker[AsyncSession]
 
+# ``account.disabled`` fields that only the bounce guard fills (null otherwise: the keys are always there)
+NOT_BY_THE_GUARD = {"campaign_id": None, "bounce_rate": None, "bounces": None, "sends": None, "threshold": None}
+
 
 async def _enrollment_ids(sm: Sm, campaign_id: uuid.UUID) -> list[uuid.UUID]:
     async with sm() as session:
@@ -80,7 +83,10 @@ async def test_a_person_switching_an_inbox_off_and_on(campaigns: Campaigns, tena
     email = r.json()["email"]
     found = await events_of(sessionmaker, tenant.workspace_id)
     assert [(e.type, e.payload["data"]) for e in found] == [
-        ("account.disabled", {"account_id": str(inbox), "email": email, "reason": "manual", "by": "person"}),
+        (
+            "account.disabled",
+            {"account_id": str(inbox), "email": email, "reason": "manual", "by": "person", **NOT_BY_THE_GUARD},
+        ),
         ("account.enabled", {"account_id": str(inbox), "email": email}),
     ]
 
@@ -99,7 +105,13 @@ async def test_the_sender_pausing_an_inbox_on_a_credential_failure(
     (paused,) = await events_of(sessionmaker, tenant.workspace_id)
     assert (paused.type, paused.payload["data"]) == (
         "account.disabled",
-        {"account_id": str(inbox), "email": account.email, "reason": "smtp.auth_failed", "by": "sender"},
+        {
+            "account_id": str(inbox),
+            "email": account.email,
+            "reason": "smtp.auth_failed",
+            "by": "sender",
+            **NOT_BY_THE_GUARD,
+        },
     )
 
 

@@ -43,7 +43,7 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
-from nimbus_api.models import Enrollment, Event, WebhookAttempt, WebhookDelivery
+from nimbus_api.models import Enrollment, Event, InboundMessage, WebhookAttempt, WebhookDelivery
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
 from tests.conftest import Tenant, account_payload, change_smtp_password
 from tests.security.test_dump import assert_absent
@@ -453,6 +453,29 @@ async def test_a_canary_password_leaks_nowhere(
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollment_id))
         )
     started = (await call("GET", "/v1/events", params={"type": "campaign.started"})).json()["data"]
+    # a reply in the canary account's inbox (as the sync stores one): answering it sends with the canary
+    inbound_id = uuid.uuid4()
+    raw = b"From: asker@example.test\r\nSubject: Re: hi\r\nMessage-ID: <canary-reply@example.test>\r\n\r\nyes\r\n"
+    async with sessionmaker() as session, session.begin():
+        session.add(
+            InboundMessage(
+                id=inbound_id,
+                workspace_id=tenant.workspace_id,
+                account_id=uuid.UUID(account_id),
+                folder="INBOX",
+                uidvalidity=1,
+                uid=1,
+                dedupe_key="canary-reply@example.test",
+                message_id_header="canary-reply@example.test",
+                kind="reply",
+                reasons=[],
+                classification={"recipients": [], "parse_notes": []},
+                from_address="asker@example.test",
+                subject="Re: hi",
+                size=len(raw),
+                raw=raw,
+            )
+        )
     ids = {
         "event_id": started[0]["id"],
         "account_id": account_id,
@@ -463,6 +486,7 @@ async def test_a_canary_password_leaks_nowhere(
         "suppression_id": suppression_id,
         "endpoint_id": endpoint_id,
         "token": str(token),
+        "message_id": str(inbound_id),
     }
 
     def request_body(method: str, template: str) -> dict[str, Any]:
@@ -487,6 +511,9 @@ async def test_a_canary_password_leaks_nowhere(
             ("POST", "/v1/webhook-endpoints/{endpoint_id}/test"): {},
             ("POST", "/v1/events/{event_id}/replay"): {"json": {}},
             ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): {"json": {"description": "canary hook"}},
+            ("PATCH", "/v1/inbox/{message_id}"): {"json": {"read": True}},
+            ("POST", "/v1/inbox/{message_id}/reply"): {"json": {"text": "thanks"}},
+            ("POST", "/v1/campaigns/{campaign_id}/accounts/{account_id}/reenable"): {},
         }
         if (method, template) in bodies:
             return bodies[(method, template)]

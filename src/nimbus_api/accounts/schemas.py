@@ -204,6 +204,28 @@ class ImapSettingsOut(BaseModel):
     allow_plaintext_auth: bool
 
 
+SyncState = TypeAliasType("SyncState", Literal["pending", "ok", "failing"])
+
+
+class SyncStatusOut(BaseModel):
+    """How reading this inbox over IMAP goes (README: the sync)."""
+
+    status: SyncState = Field(description="`pending`: not polled yet; `failing`: the last polls failed.")
+    last_success_at: datetime | None
+    last_poll_at: datetime | None
+    next_poll_at: datetime
+    lag_seconds: float | None = Field(
+        description="How far behind reading was at the last poll: 0 when it succeeded, else the seconds from "
+        "the last success (or the start of the sync) to that failed attempt; null before the first poll. The "
+        "lag now is the time since `last_success_at`."
+    )
+    consecutive_failures: int
+    last_error_code: str | None = Field(description="An `imap.*` code, e.g. `imap.auth_failed`.")
+    last_error_detail: str | None
+    failing_since: datetime | None
+    messages_stored: int
+
+
 class EmailAccountRead(BaseModel):
     id: uuid.UUID
     email: str
@@ -229,8 +251,9 @@ class EmailAccountRead(BaseModel):
     reputation_score: float
     warmup_progress: float
     current_stage: int = Field(ge=0, le=5)
-    bounce_rate_7d: float
-    complaint_rate_7d: float
+    bounce_rate_7d: float = Field(description="Percent: permanent bounces / sends over the last 7 days (UTC).")
+    complaint_rate_7d: float = Field(description="Percent: complaints / sends over the last 7 days (UTC).")
+    sync: SyncStatusOut | None = Field(description="The IMAP sync (null without IMAP).")
     cooldown_until: datetime | None
     disabled_at: datetime | None
     disabled_reason: str | None

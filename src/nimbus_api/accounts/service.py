@@ -34,6 +34,7 @@ from nimbus_api.accounts.schemas import (
     EmailAccountUpdate,
     ImapSettingsOut,
     SmtpSettingsOut,
+    SyncStatusOut,
 )
 from nimbus_api.credentials.vault import Actor, CredentialKind, Vault
 from nimbus_api.domains import service as domains
@@ -42,7 +43,7 @@ from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
-from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount
+from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount, MailboxSync
 from nimbus_api.sending.sweeper import hand_back_orphans
 from nimbus_api.sync import mailboxes
 from nimbus_api.validation.schemas import VerificationResult
@@ -352,6 +353,10 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
             select(Domain.id, Domain.name).where(Domain.id.in_({a.domain_id for a in accounts}))
         )
         names = {row[0]: row[1] for row in rows}
+    syncs: dict[uuid.UUID, MailboxSync] = {}
+    if accounts:
+        found = await session.scalars(select(MailboxSync).where(MailboxSync.account_id.in_([a.id for a in accounts])))
+        syncs = {row.account_id: row for row in found}
     out = []
     for a in accounts:
         out.append(
@@ -399,6 +404,7 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 current_stage=a.current_stage,
                 bounce_rate_7d=a.bounce_rate_7d,
                 complaint_rate_7d=a.complaint_rate_7d,
+                sync=_sync_out(syncs[a.id]) if a.id in syncs else None,
                 cooldown_until=a.cooldown_until,
                 disabled_at=a.disabled_at,
                 disabled_reason=a.disabled_reason,
@@ -411,6 +417,24 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
             )
         )
     return out
+
+
+def _sync_out(row: MailboxSync) -> SyncStatusOut:
+    lag = None
+    if row.last_poll_at is not None:
+        lag = round(max((row.last_poll_at - (row.last_success_at or row.created_at)).total_seconds(), 0.0), 3)
+    return SyncStatusOut(
+        status=row.status,
+        last_success_at=row.last_success_at,
+        last_poll_at=row.last_poll_at,
+        next_poll_at=row.next_poll_at,
+        lag_seconds=lag,
+        consecutive_failures=row.consecutive_failures,
+        last_error_code=row.last_error_code,
+        last_error_detail=row.last_error_detail,
+        failing_since=row.failing_since,
+        messages_stored=row.messages_stored,
+    )
 
 
 async def list_events(

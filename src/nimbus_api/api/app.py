@@ -33,6 +33,7 @@ from nimbus_api.enrollments.endpoints import router as enrollments_router
 from nimbus_api.enrollments.endpoints import unsubscribe_router
 from nimbus_api.events.document import register_webhooks, tidy_webhooks
 from nimbus_api.events.endpoints import router as events_router
+from nimbus_api.inbox.endpoints import router as inbox_router
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import ProblemDetail
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         contacts_router,
         suppressions_router,
         events_router,
+        inbox_router,
         webhooks_router,
         unsubscribe_router,
     ):

@@ -6,6 +6,7 @@ the pool list, stats) and the sending side can share it. It mirrors the rotation
 
 =====================  ==========================================================================
 ``disabled``           the person paused the inbox (``is_active`` false) or the platform disabled it
+``bounce_rate``        the bounce guard took it out of this campaign (``campaigns.bounce_guard``)
 ``below_min_health``   ``overall_score`` below the campaign's ``min_health_score``
 ``stage``              ``current_stage`` below 3 for a cold campaign, below 2 for a nurture one
 ``cooldown``           ``cooldown_until`` is in the future
@@ -25,10 +26,18 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 IneligibleReason = Literal[
-    "disabled", "below_min_health", "stage", "cooldown", "restricted", "domain_paused", "budget_exhausted"
+    "disabled",
+    "bounce_rate",
+    "below_min_health",
+    "stage",
+    "cooldown",
+    "restricted",
+    "domain_paused",
+    "budget_exhausted",
 ]
 REASONS: tuple[IneligibleReason, ...] = (
     "disabled",
+    "bounce_rate",
     "below_min_health",
     "stage",
     "cooldown",
@@ -81,12 +90,15 @@ def ineligibility_reason(
     usage: DailyUsage | None,
     campaign: CampaignRules,
     now: datetime,
+    disabled_in_campaign: bool = False,
 ) -> IneligibleReason | None:
     """The first reason ``account`` cannot send for ``campaign`` at ``now``, or None when it can.
 
     ``usage`` is the account's usage row of ``now``'s UTC day (None: nothing sent today)."""
     if not account.is_active or account.disabled_at is not None:
         return "disabled"
+    if disabled_in_campaign:
+        return "bounce_rate"
     if account.overall_score < campaign.min_health_score:
         return "below_min_health"
     if account.current_stage < MIN_STAGE[campaign.type]:

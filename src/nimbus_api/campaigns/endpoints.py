@@ -15,6 +15,7 @@ from nimbus_api.campaigns.schemas import (
     CampaignStats,
     CampaignStatus,
     CampaignUpdate,
+    PoolAccountRead,
     PoolAttach,
     PoolPage,
 )
@@ -222,3 +223,20 @@ async def campaign_accounts_detach(
     campaign = await service.get(session, auth.workspace_id, campaign_id)
     await pool.detach(session, campaign, account_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{campaign_id}/accounts/{account_id}/reenable",
+    name="campaign_accounts_reenable",
+    summary="Put an inbox the bounce guard disabled back into the campaign's rotation",
+    response_model=PoolAccountRead,
+    responses=problem_responses(404, 422, codes={404: ["campaign.not_found", "campaign_account.not_found"]}),
+)
+async def campaign_accounts_reenable(
+    campaign_id: uuid.UUID, account_id: uuid.UUID, auth: AuthContext, session: Session
+) -> PoolAccountRead:
+    """Clears `bounce_guard.disabled_at` and restarts the inbox's bounce count in this campaign (its rate
+    is judged again after the minimum sample). An inbox that is not disabled is returned unchanged. A
+    campaign the guard paused (`all_accounts_disabled`) stays paused until it is started again."""
+    campaign = await service.get(session, auth.workspace_id, campaign_id)
+    return await pool.reenable(session, campaign, account_id, utcnow())

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api.accounts.errors import AccountNotFound
 from nimbus_api.campaigns.eligibility import IneligibleReason, ineligibility_reason
 from nimbus_api.campaigns.errors import PoolAccountNotFound
-from nimbus_api.campaigns.schemas import PoolAccountRead, Throttled, ThrottleReason
+from nimbus_api.campaigns.schemas import BounceGuardState, PoolAccountRead, Throttled, ThrottleReason
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.pagination import decode_cursor, encode_cursor
 from nimbus_api.models import AccountDailyUsage, Campaign, CampaignAccount, Domain, EmailAccount
@@ -32,6 +32,7 @@ class PoolInbox:
     domain_paused: bool
     usage: AccountDailyUsage | None
     added_at: datetime
+    member: CampaignAccount | None = None
 
     @property
     def sends_today(self) -> int:
@@ -43,15 +44,18 @@ class PoolInbox:
 
     def reason(self, campaign: Campaign, now: datetime) -> IneligibleReason | None:
         return ineligibility_reason(
-            self.account, domain_paused=self.domain_paused, usage=self.usage, campaign=campaign, now=now
+            self.account,
+            domain_paused=self.domain_paused,
+            usage=self.usage,
+            campaign=campaign,
+            now=now,
+            disabled_in_campaign=self.member is not None and self.member.disabled_at is not None,
         )
 
 
-def _pool_query(day: date) -> Select[uuid.UUID, datetime, EmailAccount, bool, AccountDailyUsage]:
+def _pool_query(day: date) -> Select[CampaignAccount, EmailAccount, bool, AccountDailyUsage]:
     return (
-        select(
-            CampaignAccount.campaign_id, CampaignAccount.created_at, EmailAccount, Domain.is_paused, AccountDailyUsage
-        )
+        select(CampaignAccount, EmailAccount, Domain.is_paused, AccountDailyUsage)
         .join(EmailAccount, EmailAccount.id == CampaignAccount.account_id)
         .join(Domain, Domain.id == EmailAccount.domain_id)
         .outerjoin(
@@ -71,8 +75,10 @@ async def load_pools(
         return pools
     stmt = _pool_query(utc_day(now))
     rows = await session.execute(stmt.where(CampaignAccount.campaign_id.in_(ids)).order_by(EmailAccount.id))
-    for campaign_id, added_at, account, paused, usage in rows:
-        pools[campaign_id].append(PoolInbox(account=account, domain_paused=paused, usage=usage, added_at=added_at))
+    for member, account, paused, usage in rows:
+        pools[member.campaign_id].append(
+            PoolInbox(account=account, domain_paused=paused, usage=usage, added_at=member.created_at, member=member)
+        )
     return pools
 
 
@@ -100,6 +106,14 @@ def pool_read(campaign: Campaign, inbox: PoolInbox, now: datetime) -> PoolAccoun
         eligible=reason is None,
         reason=reason,
         added_at=inbox.added_at,
+        bounce_guard=BounceGuardState(
+            disabled_at=inbox.member.disabled_at,
+            reason=inbox.member.disabled_reason,
+            detail=inbox.member.disabled_detail,
+            counts_since=inbox.member.counts_since,
+        )
+        if inbox.member is not None
+        else None,
     )
 
 
@@ -152,8 +166,34 @@ async def list_page(
         stmt = stmt.where(EmailAccount.id < decode_cursor(cursor))
     rows = (await session.execute(stmt.order_by(EmailAccount.id.desc()).limit(limit + 1))).all()
     inboxes = [
-        PoolInbox(account=account, domain_paused=paused, usage=usage, added_at=added_at)
-        for _, added_at, account, paused, usage in rows[:limit]
+        PoolInbox(account=account, domain_paused=paused, usage=usage, added_at=member.created_at, member=member)
+        for member, account, paused, usage in rows[:limit]
     ]
     next_cursor = encode_cursor(inboxes[-1].account.id) if len(rows) > limit and inboxes else None
     return [pool_read(campaign, inbox, now) for inbox in inboxes], next_cursor
+
+
+async def reenable(session: AsyncSession, campaign: Campaign, account_id: uuid.UUID, now: datetime) -> PoolAccountRead:
+    """Back into the campaign's rotation after the bounce guard took it out; its count restarts now.
+    A member that is not disabled is left as it is (the call is safe to repeat)."""
+    member = await session.scalar(
+        select(CampaignAccount)
+        .where(CampaignAccount.campaign_id == campaign.id, CampaignAccount.account_id == account_id)
+        .with_for_update()
+    )
+    if member is None:
+        raise PoolAccountNotFound()
+    if member.disabled_at is not None:
+        member.disabled_at = member.disabled_reason = member.disabled_detail = None
+        member.counts_since = now
+        await session.flush()
+    row = (
+        await session.execute(
+            _pool_query(utc_day(now)).where(
+                CampaignAccount.campaign_id == campaign.id, CampaignAccount.account_id == account_id
+            )
+        )
+    ).one()
+    fresh, account, paused, usage = row
+    inbox = PoolInbox(account=account, domain_paused=paused, usage=usage, added_at=fresh.created_at, member=fresh)
+    return pool_read(campaign, inbox, now)

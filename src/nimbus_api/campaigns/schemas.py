@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -163,6 +163,9 @@ class CampaignCreate(StrictModel):
     min_health_score: Annotated[float, Field(ge=0, le=100)] = 70.0
     bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0, description="Percent.")] = 8.0
     verify_email_mx: bool = Field(default=False, description="Check the recipient domain's MX before step 1.")
+    stop_on_auto_reply: bool = Field(
+        default=False, description="An auto-reply (out of office) ends the contact's sequence; by default it goes on."
+    )
     schedule: Schedule = Field(default_factory=Schedule)
     randomize_delay_seconds: DelayRange | None = None
     steps: Steps = Field(
@@ -178,6 +181,7 @@ class CampaignUpdate(PatchModel):
     min_health_score: Annotated[float, Field(ge=0, le=100)] | None = not_null()
     bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0)] | None = not_null()
     verify_email_mx: bool | None = not_null()
+    stop_on_auto_reply: bool | None = not_null()
     schedule: Schedule | None = not_null()
     randomize_delay_seconds: DelayRange | None = None
     steps: Steps | None = not_null()
@@ -227,8 +231,12 @@ class CampaignRead(BaseModel):
     status: CampaignStatus
     paused_reason: str | None
     min_health_score: float
-    bounce_rate_threshold: float
+    bounce_rate_threshold: float = Field(
+        description="Percent. An inbox whose permanent bounces in this campaign exceed it (after the minimum "
+        "sample) leaves the campaign's rotation (README: the bounce guard)."
+    )
     verify_email_mx: bool
+    stop_on_auto_reply: bool
     schedule: Schedule
     randomize_delay_seconds: DelayRange | None
     steps: list[StepOut]
@@ -252,6 +260,18 @@ class PoolAttach(StrictModel):
     )
 
 
+class BounceGuardState(BaseModel):
+    """The bounce guard's hold on this inbox in this campaign (``disabled_at`` null: none)."""
+
+    disabled_at: datetime | None
+    reason: str | None = Field(description="`bounce_rate` when disabled.")
+    detail: dict[str, Any] | None = Field(
+        description="The figures that disabled it: `bounce_rate` (percent), `bounces`, `sends`, `threshold`, "
+        "`min_sample`, `counted_since`."
+    )
+    counts_since: datetime | None = Field(description="Its count restarted here (re-enabled); null: since it joined.")
+
+
 class PoolAccountRead(BaseModel):
     account_id: uuid.UUID
     email: str
@@ -264,6 +284,7 @@ class PoolAccountRead(BaseModel):
     eligible: bool
     reason: IneligibleReason | None = Field(description="Why the inbox may not send for this campaign now.")
     added_at: datetime
+    bounce_guard: BounceGuardState | None = None
 
 
 class PoolPage(BaseModel):
@@ -280,11 +301,14 @@ class MessageCounts(BaseModel):
     suppressed: int = 0
     expired: int = 0
     unknown: int = 0
+    bounced: int = Field(default=0, description="Sent, then failed permanently by a bounce report.")
+    cancelled: int = Field(default=0, description="Not sent: the contact replied, complained or bounced first.")
 
 
 class EnrollmentCounts(BaseModel):
     active: int = 0
     completed: int = 0
+    replied: int = 0
     stopped: int = 0
     bounced: int = 0
     failed: int = 0

@@ -48,7 +48,16 @@ from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.models import Campaign, CampaignStep
 
-_NOT_NULLABLE = {"name", "type", "min_health_score", "bounce_rate_threshold", "verify_email_mx", "schedule", "steps"}
+_NOT_NULLABLE = {
+    "name",
+    "type",
+    "min_health_score",
+    "bounce_rate_threshold",
+    "verify_email_mx",
+    "stop_on_auto_reply",
+    "schedule",
+    "steps",
+}
 
 
 def _clock(value: str) -> time:
@@ -111,6 +120,7 @@ async def create(session: AsyncSession, workspace_id: uuid.UUID, payload: Campai
         min_health_score=payload.min_health_score,
         bounce_rate_threshold=payload.bounce_rate_threshold,
         verify_email_mx=payload.verify_email_mx,
+        stop_on_auto_reply=payload.stop_on_auto_reply,
     )
     _apply_schedule(campaign, payload.schedule)
     _apply_delay(campaign, payload.randomize_delay_seconds)
@@ -151,7 +161,14 @@ async def update(
         raise ValidationProblem(
             [FieldError(field=name, message="may not be null", type="value_error") for name in sorted(nulls)]
         )
-    for name in fields & {"name", "type", "min_health_score", "bounce_rate_threshold", "verify_email_mx"}:
+    for name in fields & {
+        "name",
+        "type",
+        "min_health_score",
+        "bounce_rate_threshold",
+        "verify_email_mx",
+        "stop_on_auto_reply",
+    }:
         setattr(campaign, name, getattr(patch, name))
     if patch.schedule is not None:
         _apply_schedule(campaign, patch.schedule)
@@ -287,6 +304,7 @@ async def to_read(
                 min_health_score=c.min_health_score,
                 bounce_rate_threshold=c.bounce_rate_threshold,
                 verify_email_mx=c.verify_email_mx,
+                stop_on_auto_reply=c.stop_on_auto_reply,
                 schedule=schedule_of(c),
                 randomize_delay_seconds=delay,
                 steps=[

@@ -10,7 +10,9 @@ from typing_extensions import TypeAliasType
 from nimbus_api.kit.schemas import JsonUuid, StrictModel
 from nimbus_api.suppressions.schemas import SuppressionReason
 
-EnrollmentStatus = TypeAliasType("EnrollmentStatus", Literal["active", "completed", "stopped", "bounced", "failed"])
+EnrollmentStatus = TypeAliasType(
+    "EnrollmentStatus", Literal["active", "completed", "replied", "stopped", "bounced", "failed"]
+)
 MAX_ENROLL = 10_000
 
 
@@ -43,6 +45,8 @@ class EnrollmentRead(BaseModel):
     next_send_at: datetime | None = Field(description="When the next step is due; null while in flight or done.")
     account_id: uuid.UUID | None = Field(description="The inbox that sent step 1 (follow-ups go through it).")
     stop_reason: str | None
+    replied_at: datetime | None = Field(description="When the contact first replied.")
+    auto_replied_at: datetime | None = Field(description="The latest automatic answer.")
     created_at: datetime
     updated_at: datetime
 

@@ -108,6 +108,8 @@ def to_read(enrollment: Enrollment, email: str) -> EnrollmentRead:
         next_send_at=enrollment.next_send_at,
         account_id=enrollment.account_id,
         stop_reason=enrollment.stop_reason,
+        replied_at=enrollment.replied_at,
+        auto_replied_at=enrollment.auto_replied_at,
         created_at=enrollment.created_at,
         updated_at=enrollment.updated_at,
     )

@@ -37,17 +37,26 @@ class EventData(BaseModel):
 # --- emitted ------------------------------------------------------------------------------------------
 
 
-DisabledBy = TypeAliasType("DisabledBy", Literal["sender", "person"])
+DisabledBy = TypeAliasType("DisabledBy", Literal["sender", "person", "bounce_guard"])
 
 
 class AccountDisabledData(EventData):
     """The inbox left the rotation: the sender paused it on a failure that cannot be the recipient's
-    (login, TLS, sender address, relay refused), or a person set `is_active` to false."""
+    (login, TLS, sender address, relay refused), or a person set `is_active` to false; or (`by`:
+    `bounce_guard`, with `campaign_id`) its bounce rate in one campaign went over the campaign's threshold,
+    and it left that campaign's rotation only."""
 
     account_id: uuid.UUID
     email: Email
-    reason: Code = Field(description="The failure's code (`smtp.auth_failed`, ...), or `manual` (a person).")
+    reason: Code = Field(
+        description="The failure's code (`smtp.auth_failed`, ...), `manual` (a person), or `bounce_rate`."
+    )
     by: DisabledBy
+    campaign_id: uuid.UUID | None = Field(default=None, description="`bounce_guard`: the campaign concerned.")
+    bounce_rate: float | None = Field(default=None, ge=0, le=100, description="`bounce_guard`: percent.")
+    bounces: int | None = Field(default=None, ge=0)
+    sends: int | None = Field(default=None, ge=0)
+    threshold: float | None = Field(default=None, ge=0, le=100, description="The campaign's threshold, percent.")
 
 
 class AccountEnabledData(EventData):
@@ -63,13 +72,16 @@ class CampaignStartedData(EventData):
     resumed: bool = Field(description="True when a paused campaign was started again.")
 
 
-CampaignPauseReason = TypeAliasType("CampaignPauseReason", Literal["manual"])
+CampaignPauseReason = TypeAliasType("CampaignPauseReason", Literal["manual", "all_accounts_disabled"])
 
 
 class CampaignPausedData(EventData):
     campaign_id: uuid.UUID
     name: Name
-    reason: CampaignPauseReason = Field(description="`manual`: paused through the API.")
+    reason: CampaignPauseReason = Field(
+        description="`manual`: paused through the API; `all_accounts_disabled`: every inbox of its pool was "
+        "taken out of it by the bounce guard."
+    )
 
 
 class CampaignCompletedData(EventData):
@@ -133,7 +145,10 @@ BounceKind = TypeAliasType("BounceKind", Literal["hard", "soft"])
 
 
 class MessageBouncedData(EventData):
-    """A bounce report (DSN) that arrived after the message was accepted."""
+    """A bounce report (DSN) that arrived after the message was accepted and fails its recipient
+    permanently. `hard`: the address itself is bad (unknown user or domain, moved, no mail accepted) and
+    was suppressed; `soft`: refused for this message (policy, spam filtering, reputation...), the address
+    stays. A delayed report is no bounce and emits nothing."""
 
     message_id: uuid.UUID
     enrollment_id: uuid.UUID | None
@@ -143,6 +158,8 @@ class MessageBouncedData(EventData):
     kind: BounceKind
     enhanced_code: Annotated[str, Field(max_length=20)] | None
     diagnostic: Text | None
+    reason: Code | None = Field(default=None, description="`userunknown`, `mailboxfull`, `blocked`... (README).")
+    inbound_message_id: uuid.UUID | None = Field(default=None, description="The report, in the inbox.")
 
 
 class MessageComplainedData(EventData):
@@ -153,6 +170,8 @@ class MessageComplainedData(EventData):
     campaign_id: uuid.UUID | None
     account_id: uuid.UUID
     email: Email
+    feedback_type: Code | None = Field(default=None, description="The report's Feedback-Type (`abuse`...).")
+    inbound_message_id: uuid.UUID | None = Field(default=None, description="The report, in the inbox.")
 
 
 class AccountSyncFailedData(EventData):
@@ -229,7 +248,7 @@ class Spec:
 CATALOGUE: dict[str, Spec] = {
     "account.disabled": Spec(AccountDisabledData, "An inbox was paused (by the sender or a person)", True),
     "account.enabled": Spec(AccountEnabledData, "A person resumed an inbox", True),
-    "account.sync_failed": Spec(AccountSyncFailedData, "Reading an inbox over IMAP failed", False),
+    "account.sync_failed": Spec(AccountSyncFailedData, "Reading an inbox over IMAP failed", True),
     "account.health_changed": Spec(AccountHealthChangedData, "An inbox's health score changed", False),
     "campaign.started": Spec(CampaignStartedData, "A campaign started (or resumed)", True),
     "campaign.paused": Spec(CampaignPausedData, "A campaign was paused", True),
@@ -237,11 +256,11 @@ CATALOGUE: dict[str, Spec] = {
     "enrollment.completed": Spec(EnrollmentCompletedData, "A contact got a campaign's last step", True),
     "enrollment.bounced": Spec(EnrollmentBouncedData, "A contact's address bounced", True),
     "enrollment.unsubscribed": Spec(EnrollmentUnsubscribedData, "A contact unsubscribed", True),
-    "enrollment.replied": Spec(EnrollmentRepliedData, "A contact replied", False),
-    "enrollment.auto_replied": Spec(EnrollmentAutoRepliedData, "A contact's mailbox answered automatically", False),
+    "enrollment.replied": Spec(EnrollmentRepliedData, "A contact replied", True),
+    "enrollment.auto_replied": Spec(EnrollmentAutoRepliedData, "A contact's mailbox answered automatically", True),
     "contact.suppressed": Spec(ContactSuppressedData, "An address was suppressed", True),
-    "message.bounced": Spec(MessageBouncedData, "A bounce report arrived for a sent message", False),
-    "message.complained": Spec(MessageComplainedData, "A recipient reported a message as spam", False),
+    "message.bounced": Spec(MessageBouncedData, "A bounce report arrived for a sent message", True),
+    "message.complained": Spec(MessageComplainedData, "A recipient reported a message as spam", True),
     "domain.unhealthy": Spec(DomainHealthData, "A sending domain's DNS checks started failing", False),
     "domain.healthy": Spec(DomainHealthData, "A sending domain's DNS checks pass again", False),
     "alert.triggered": Spec(AlertTriggeredData, "An alert fired", False),

@@ -55,6 +55,7 @@ class Target:
     account_id: uuid.UUID
     workspace_id: uuid.UUID
     email: str
+    min_sample: int = 20
 
 
 @dataclass

@@ -4,7 +4,8 @@ In order, the first that finds one wins (``method`` is stored with the inbound r
 
 1. ``message_id``: the Message-ID quoted by a report (the returned ``message/rfc822`` or
    ``text/rfc822-headers`` part) or an auto-reply's ``In-Reply-To``;
-2. ``in_reply_to`` / ``references``: a reply's threading headers, newest reference first;
+2. ``in_reply_to`` / ``references``: a reply's threading headers, newest reference first (an answer we
+   sent from the inbox, ``outbound_replies``, stands for the message it answered);
 3. ``sender`` (replies and auto-replies): the From address is a contact of the workspace with an
    enrollment sent from this account (an active one first, then the most recently changed); the match is
    that enrollment's latest sent message;
@@ -24,7 +25,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.classify import Classification
-from nimbus_api.models import Contact, Enrollment, Message
+from nimbus_api.models import Contact, Enrollment, InboundMessage, Message, OutboundReply
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,19 @@ async def _by_ids(session: AsyncSession, workspace_id: uuid.UUID, ids: Sequence[
         )
     ).scalars()
     found = {m.message_id_header: m for m in rows}
+    # our answers from the inbox (``outbound_replies``) stand for the message they answered
+    answered = await session.execute(
+        select(OutboundReply.message_id_header, Message)
+        .join(InboundMessage, InboundMessage.id == OutboundReply.inbound_message_id)
+        .join(Message, Message.id == InboundMessage.sent_message_id)
+        .where(OutboundReply.message_id_header.in_(wanted), OutboundReply.workspace_id == workspace_id)
+    )
+    for header, answered_message in answered:
+        found.setdefault(header, answered_message)
     for candidate in wanted:  # the caller's order: most specific first
-        message = found.get(candidate)
-        if message is not None:
-            return _match(message, method)
+        hit = found.get(candidate)
+        if hit is not None:
+            return _match(hit, method)
     return None
 
 

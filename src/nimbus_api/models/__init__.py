@@ -15,6 +15,7 @@ from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.inbound_message import InboundMessage
 from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorker
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
+from nimbus_api.models.outbound_reply import OutboundReply
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
 from nimbus_api.models.workspace import Workspace
@@ -39,6 +40,7 @@ __all__ = [
     "MailboxFolder",
     "MailboxSync",
     "Message",
+    "OutboundReply",
     "SendAttempt",
     "Suppression",
     "SyncWorker",

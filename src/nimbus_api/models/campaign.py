@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, time
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, Time, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, Time, UniqueConstraint, false
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -35,6 +35,8 @@ class Campaign(Base):
     min_health_score: Mapped[float] = mapped_column(Float, default=70.0)
     bounce_rate_threshold: Mapped[float] = mapped_column(Float, default=8.0)
     verify_email_mx: Mapped[bool] = mapped_column(Boolean, default=False)
+    stop_on_auto_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An auto-reply (out of office) ends the contact's sequence; by default the sequence goes on."""
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     send_days: Mapped[list[int]] = mapped_column(ARRAY(Integer), default=lambda: [0, 1, 2, 3, 4])
     send_start: Mapped[time] = mapped_column(Time, default=time(9, 0))
@@ -66,7 +68,12 @@ class CampaignStep(Base):
 
 
 class CampaignAccount(Base):
-    """An inbox in a campaign's sending pool."""
+    """An inbox in a campaign's sending pool.
+
+    ``disabled_at``: the bounce guard (``campaigns.bounce_guard``) took it out of this campaign's rotation
+    (``disabled_reason`` ``bounce_rate``, the figures in ``disabled_detail``); re-enabling clears it and sets
+    ``counts_since``, from which its bounce rate in this campaign is counted again.
+    """
 
     __tablename__ = "campaign_accounts"
 
@@ -74,4 +81,8 @@ class CampaignAccount(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    disabled_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    disabled_detail: Mapped[dict[str, object] | None] = mapped_column(JSONB, default=None)
+    counts_since: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

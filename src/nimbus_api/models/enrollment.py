@@ -1,7 +1,9 @@
 """A contact's way through a campaign's steps.
 
 States: ``active`` (a step is due at ``next_send_at``, or its message is in flight) -> ``completed``
-(every step sent) | ``stopped`` (suppressed, unsubscribed, replied, paused by a person) | ``bounced``
+(every step sent) | ``replied`` (the contact answered: ``inbox.effects``; also from ``completed``) |
+``stopped`` (suppressed, unsubscribed, complained, an auto-reply with ``stop_on_auto_reply``, paused by a
+person) | ``bounced``
 (hard bounce, or the MX check at dispatch failed) | ``failed`` (a step's message failed permanently).
 ``account_id`` is the inbox that sent step 1: follow-ups go through it, or wait for it. If that inbox is
 deleted, what it had not sent goes back to the dispatcher (``sending.sweeper.hand_back_orphans``) and the
@@ -49,6 +51,8 @@ class Enrollment(Base):
         ForeignKey("email_accounts.id", ondelete="SET NULL"), default=None, index=True
     )
     stop_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    replied_at: Mapped[datetime | None] = mapped_column(default=None)
+    auto_replied_at: Mapped[datetime | None] = mapped_column(default=None)
     inbox_handoffs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """How often a send of this enrollment paused its inbox and was handed to another one
     (``sending.record.pause_inbox``: once at most, then the send fails)."""

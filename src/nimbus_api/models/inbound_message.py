@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,9 +24,11 @@ class InboundMessage(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "folder", "uidvalidity", "uid"),
         UniqueConstraint("account_id", "dedupe_key"),
-        # The unified inbox: a workspace's messages, newest first (cursor on (created_at, id)).
-        Index("ix_inbound_messages_inbox", "workspace_id", text("created_at DESC"), text("id DESC")),
+        # The unified inbox: a workspace's messages, newest first (ids are UUIDv7: creation order).
+        Index("ix_inbound_messages_inbox", "workspace_id", "id"),
         Index("ix_inbound_messages_sent_message", "sent_message_id"),
+        # An account's bounces and complaints of the last 7 days (``inbox.rates``).
+        Index("ix_inbound_messages_account_kind", "account_id", "kind", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

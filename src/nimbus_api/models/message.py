@@ -9,6 +9,8 @@ Message states (transitions only in ``sending.states``):
                       leased --connection lost after the final dot--> unknown   (never retried blindly)
                       leased --lease expired (worker died)--> unknown          (the sweeper; never resent)
     deferred --past the maximum lifetime--> expired
+    queued | deferred --the contact replied, complained or bounced hard--> cancelled  (``inbox.effects``)
+    sent --a bounce report (DSN) failing the recipient permanently--> bounced       (``inbox.effects``)
 
 A message row exists before any SMTP traffic; ``(enrollment_id, step)`` is unique, so a step is never
 queued twice.
@@ -77,6 +79,7 @@ class Message(Base):
     reply_text: Mapped[str | None] = mapped_column(Text, default=None)
     error_code: Mapped[str | None] = mapped_column(String(60), default=None)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    bounced_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -103,7 +106,8 @@ class SendAttempt(Base):
 
 
 class AccountDailyUsage(Base):
-    """Sends (and step-1 sends) of an inbox in one UTC day; reserved in the same statement as the pick."""
+    """Sends (and step-1 sends) of an inbox in one UTC day; reserved in the same statement as the pick.
+    Also the day's bounces and complaints, the numerators of the 7-day rates (``inbox.rates``)."""
 
     __tablename__ = "account_daily_usage"
 
@@ -111,3 +115,6 @@ class AccountDailyUsage(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     sends: Mapped[int] = mapped_column(Integer, default=0)
     new_contacts: Mapped[int] = mapped_column(Integer, default=0)
+    bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Permanent refusals counted this day: 5xx at send time and bounce reports (``inbox.rates``)."""
+    complaints: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

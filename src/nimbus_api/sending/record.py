@@ -17,12 +17,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api import events
+from nimbus_api.campaigns import bounce_guard
 from nimbus_api.events.catalogue import (
     AccountDisabledData,
     ContactSuppressedData,
     EnrollmentBouncedData,
     EnrollmentCompletedData,
 )
+from nimbus_api.inbox import rates
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_id
 from nimbus_api.models import AccountEvent, EmailAccount, Enrollment, Message, Suppression
@@ -108,7 +110,9 @@ class Chunk:
     unsent: list[Work]
 
 
-async def record_chunk(session: AsyncSession, worker_id: str, account: EmailAccount, chunk: Chunk) -> None:
+async def record_chunk(
+    session: AsyncSession, worker_id: str, account: EmailAccount, chunk: Chunk, *, min_sample: int = 20
+) -> None:
     """Every outcome of a chunk: the ``sent`` ones in bulk, the others with an attempt row each;
     messages that never reached the wire are given back as ``queued``, their attempt not counted."""
     now = datetime.now(UTC)
@@ -135,7 +139,7 @@ async def record_chunk(session: AsyncSession, worker_id: str, account: EmailAcco
         await session.execute(ATTEMPTS_SQL, _attempt_rows(undelivered, account.id, chunk.started, now))
     for result in results:
         if result.outcome != "sent":
-            await record_one(session, account, result, now)
+            await record_one(session, account, result, now, min_sample=min_sample)
     if unsent:
         await give_back(session, worker_id, [item.message_id for item in unsent])
 
@@ -169,8 +173,11 @@ def _attempt_rows(results: list[Result], account_id: uuid.UUID, started: datetim
     }
 
 
-async def record_one(session: AsyncSession, account: EmailAccount, result: Result, now: datetime) -> None:
-    """An outcome other than ``sent`` (the rare path: one message at a time)."""
+async def record_one(
+    session: AsyncSession, account: EmailAccount, result: Result, now: datetime, *, min_sample: int = 20
+) -> None:
+    """An outcome other than ``sent`` (the rare path: one message at a time). A 5xx refusal counts as a
+    permanent bounce: toward the account's 7-day rate and the campaign's bounce guard (``min_sample``)."""
     item, outcome, error = result.item, result.outcome, result.error
     shown = result.reply or (error.reply if error else None)
     message = await session.get_one(Message, item.message_id, with_for_update=True)
@@ -234,6 +241,10 @@ async def record_one(session: AsyncSession, account: EmailAccount, result: Resul
         # (the attempt stays on record, but does not count as one of the message's tries).
         message.state = "queued"
         message.attempts = max(0, message.attempts - 1)
+    if message.state == "failed" and message.reply_code is not None and message.reply_code >= 500:
+        await rates.count(session, account.id, "bounces", now)
+        await session.flush()
+        await bounce_guard.check(session, message.campaign_id, account.id, min_sample=min_sample, now=now)
 
 
 def _emit_hard_bounce(

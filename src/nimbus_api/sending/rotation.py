@@ -1,9 +1,10 @@
 """Rotation: pick eligible inboxes of a campaign's pool and reserve their budgets, in one statement.
 
-Eligible means: active and not disabled; ``overall_score >= min_health_score``; ``current_stage`` at least
-3 for cold campaigns, 2 for nurture; not in cooldown; the campaign's type allowed on the inbox; its
-domain not paused; under ``daily_send_limit`` today (UTC) and, for step 1, under
-``daily_new_contacts_limit``; past ``min_send_interval_seconds`` since its last pick. Among eligible
+Eligible means: in the pool and not disabled there by the bounce guard; active and not disabled;
+``overall_score >= min_health_score``; ``current_stage`` at least 3 for cold campaigns, 2 for nurture;
+not in cooldown; the campaign's type allowed on the inbox; its domain not paused; under
+``daily_send_limit`` today (UTC) and, for step 1, under ``daily_new_contacts_limit``; past
+``min_send_interval_seconds`` since its last pick. Among eligible
 inboxes the least recently used goes first.
 
 The candidates are read in rotation order from ``ix_email_accounts_rotation`` (workspace, ``last_sent_at``
@@ -53,6 +54,7 @@ WITH candidate AS (
     JOIN domains d ON d.id = a.domain_id
     LEFT JOIN account_daily_usage u ON u.account_id = a.id AND u.day = :day
     WHERE ca.campaign_id = :campaign_id
+      AND ca.disabled_at IS NULL  -- the bounce guard took it out of this campaign (campaigns.bounce_guard)
       -- A pool's inboxes are its workspace's: this lets the plan walk ix_email_accounts_rotation (the
       -- workspace's inboxes, least recently used first) and stop at the first :n eligible ones.
       AND a.workspace_id = :workspace_id

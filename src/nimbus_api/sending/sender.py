@@ -79,6 +79,7 @@ class SenderDeps:
     batch: int = 100
     commit_every: int = 25
     outages: Outages = field(default_factory=Outages)
+    bounce_min_sample: int = 20
 
 
 @dataclass
@@ -317,7 +318,7 @@ class _Lane:
         async with deps.sessionmaker() as session, session.begin():
             await session.execute(GENERIC_PLANS_SQL)
             if sent is not None:
-                await record_chunk(session, deps.worker_id, self.account, sent)
+                await record_chunk(session, deps.worker_id, self.account, sent, min_sample=deps.bounce_min_sample)
             if now is None:
                 return _Leased([], {})
             rows = await lease(
@@ -410,7 +411,13 @@ class _Lane:
         if not decided:
             return
         async with self.deps.sessionmaker() as session, session.begin():
-            await record_chunk(session, self.deps.worker_id, self.account, Chunk(datetime.now(UTC), decided, []))
+            await record_chunk(
+                session,
+                self.deps.worker_id,
+                self.account,
+                Chunk(datetime.now(UTC), decided, []),
+                min_sample=self.deps.bounce_min_sample,
+            )
         for result in decided:
             self.report.outcomes[result.outcome] += 1
 

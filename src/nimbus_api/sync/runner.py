@@ -63,6 +63,7 @@ class SyncConfig:
     window_days: int
     idle_close_seconds: float
     backoff_max_seconds: float
+    bounce_min_sample: int = 20
 
 
 def sync_config(settings: Settings) -> SyncConfig:
@@ -74,6 +75,7 @@ def sync_config(settings: Settings) -> SyncConfig:
         window_days=settings.sync_window_days,
         idle_close_seconds=settings.sync_idle_close_seconds,
         backoff_max_seconds=settings.sync_backoff_max_seconds,
+        bounce_min_sample=settings.bounce_min_sample,
     )
 
 
@@ -322,7 +324,10 @@ class SyncRunner:
                 await session.rollback()
                 raise LeaseLost(str(mailbox.account_id))
             target = ingest.Target(
-                account_id=mailbox.account_id, workspace_id=mailbox.workspace_id, email=mailbox.email
+                account_id=mailbox.account_id,
+                workspace_id=mailbox.workspace_id,
+                email=mailbox.email,
+                min_sample=self.config.bounce_min_sample,
             )
             outcome = await ingest.store(session, target, folder, uidvalidity, fetched)
             now = self.clock()

@@ -1,0 +1,138 @@
+"""The mail loop for the effect tests: an inbox with IMAP in a campaign, step 1 really sent through the
+mail world's SMTP server, and answers (replies, bounce reports, auto-replies, complaints) delivered into
+the inbox's real Dovecot mailbox, then read by a ``SyncRunner``."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nimbus_api.models import Enrollment, Event, InboundMessage, Message
+from nimbus_api.sending.sender import SenderDeps, run_inbox
+from nimbus_api.sync.runner import SyncRunner
+from tests.conftest import Tenant, account_payload
+from tests.sending.conftest import Campaigns, campaigns, deps, pool
+from tests.servers.mail_world import MailWorld
+from tests.sync.conftest import make_runner, park_others
+
+__all__ = ["campaigns", "deps", "make_runner", "pool"]
+
+
+@dataclass
+class Loop:
+    """One inbox, one campaign, its contacts; ``sent`` maps each contact address to its step-1 message."""
+
+    tenant: Tenant
+    world: MailWorld
+    sessionmaker: async_sessionmaker[AsyncSession]
+    runner: SyncRunner
+    campaigns: Campaigns
+    deps: SenderDeps
+    inbox_id: uuid.UUID
+    inbox_email: str
+    campaign_id: uuid.UUID
+    contacts: list[str]
+    sent: dict[str, Message] = field(default_factory=dict)
+
+    async def send_step(self) -> None:
+        await self.campaigns.dispatch(self.campaign_id)
+        await run_inbox(self.deps, self.inbox_id, max_seconds=20)
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(Message).where(Message.campaign_id == self.campaign_id, Message.step == 0)
+            )
+            self.sent = {m.to_email: m for m in rows}
+
+    def deliver(self, raw: bytes | EmailMessage, *, folder: str | None = None) -> None:
+        data = raw.as_bytes() if isinstance(raw, EmailMessage) else raw
+        self.world.dovecot.deliver_lmtp(self.inbox_email, data, folder=folder)
+
+    async def sync(self) -> None:
+        if self.inbox_id not in self.runner.held:
+            await self.runner.lease_round()
+        await self.runner.poll_now(self.inbox_id)
+
+    async def inbound(self) -> list[InboundMessage]:
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(InboundMessage).where(InboundMessage.account_id == self.inbox_id).order_by(InboundMessage.uid)
+            )
+            return list(rows)
+
+    async def enrollment(self, contact: str) -> Enrollment:
+        async with self.sessionmaker() as session:
+            message = self.sent[contact]
+            return await session.get_one(Enrollment, message.enrollment_id)
+
+    async def messages(self, contact: str) -> list[Message]:
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(Message).where(Message.enrollment_id == self.sent[contact].enrollment_id).order_by(Message.step)
+            )
+            return list(rows)
+
+    async def events(self, kind: str) -> list[dict[str, object]]:
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(Event).where(Event.workspace_id == self.tenant.workspace_id, Event.type == kind)
+            )
+            return [e.payload["data"] for e in rows]
+
+    def reply_to(self, contact: str, body: str = "Sounds good, let's talk on Tuesday.", **headers: str) -> EmailMessage:
+        """What a person's mail client sends back: threaded on our message, quoting it."""
+        ours = self.sent[contact]
+        msg = EmailMessage()
+        msg["From"] = f"Grace <{contact}>"
+        msg["To"] = self.inbox_email
+        msg["Subject"] = f"Re: {ours.subject}"
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = make_msgid(domain="example.org")
+        msg["In-Reply-To"] = ours.message_id_header
+        msg["References"] = ours.message_id_header
+        for name, value in headers.items():
+            msg[name.replace("_", "-")] = value
+        msg.set_content(f"{body}\n\nOn Tue, Ada wrote:\n> Hi Grace\n> unsubscribe: ...\n")
+        return msg
+
+
+@pytest.fixture
+async def loop(
+    tenant: Tenant,
+    mail_world: MailWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    make_runner,
+    campaigns: Campaigns,
+    deps: SenderDeps,
+) -> Loop:
+    email = f"seller-{secrets.token_hex(4)}@example.test"
+    r = await tenant.client.post("/v1/email-accounts", json=account_payload(email=email, from_name="Ada"))
+    assert r.status_code == 201, r.text
+    inbox_id = uuid.UUID(r.json()["id"])
+    from nimbus_api.models import EmailAccount
+
+    async with sessionmaker() as session, session.begin():
+        account = await session.get_one(EmailAccount, inbox_id)
+        account.current_stage, account.overall_score = 3, 80.0
+    await park_others(sessionmaker, tenant.workspace_id)
+    contacts = [f"lead{i}-{secrets.token_hex(3)}@example.org" for i in range(3)]
+    campaign_id = await campaigns.campaign([inbox_id], contacts)
+    return Loop(
+        tenant=tenant,
+        world=mail_world,
+        sessionmaker=sessionmaker,
+        runner=make_runner(),
+        campaigns=campaigns,
+        deps=deps,
+        inbox_id=inbox_id,
+        inbox_email=email,
+        campaign_id=campaign_id,
+        contacts=contacts,
+    )
