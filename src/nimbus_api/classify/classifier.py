@@ -29,7 +29,14 @@ Detector = Callable[[Parsed], Classification | None]
 
 def _detectors() -> Sequence[tuple[str, Detector]]:
     # Imported here so each detector module stays importable (and testable) on its own.
-    return ()
+    from nimbus_api.classify import arf, dsn, nonrfc
+
+    # ``autoreply`` goes after ``nonrfc``: MTAs mark their bounces ``Auto-Submitted`` too.
+    return (
+        ("arf", arf.detect),
+        ("dsn", dsn.detect),
+        ("nonrfc", nonrfc.detect),
+    )
 
 
 def classify(raw: bytes) -> Classification:
