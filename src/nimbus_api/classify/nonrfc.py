@@ -1,8 +1,200 @@
+"""Bounces without a delivery-status part: Exim, qmail, old sendmail, Exchange, webmail systems.
+
+A message is a bounce when it has ``X-Failed-Recipients``, or when its sender or subject looks like a
+mail system's (mailer-daemon, postmaster, "Undelivered Mail Returned to Sender") *and* its text opens
+with a bounce's wording (``bounce_patterns.BODY_PATTERNS``). The report text is cut where the
+returned message starts; failed recipients are found where MTAs put them (``RECIPIENT_PATTERNS``),
+else in ``X-Failed-Recipients``, else by ``flufl.bounce``, else as the returned message's ``To``.
+Each recipient's diagnostic is the text after its address up to the next recipient; its status code,
+reply code and reason are read from there (``reasons``), from the whole report when that says
+nothing. A notice that the message is only delayed is a ``delivery_report``, never a bounce.
+"""
+
 from __future__ import annotations
 
+import email.utils
+import re
+
+from nimbus_api.classify import bounce_patterns as bp
+from nimbus_api.classify import reasons as reasons_mod
+from nimbus_api.classify.dsn import build_recipient, verdict_for
+from nimbus_api.classify.original import returned_header, returned_message_id
 from nimbus_api.classify.parsing import Parsed
-from nimbus_api.classify.types import Classification
+from nimbus_api.classify.types import Action, Classification, Recipient
+
+_ADDR_RE = re.compile(bp.ADDR)
+_MAX_REPORT = 64 * 1024
+_MAX_DIAGNOSTIC = 1200
+_NOT_RECIPIENT_LOCAL = ("mailer-daemon", "postmaster", "support", "abuse", "noreply", "no-reply")
 
 
 def detect(parsed: Parsed) -> Classification | None:
+    fired: list[str] = []
+    failed_header = _addresses(" ".join(parsed.headers("X-Failed-Recipients")))
+    if failed_header:
+        fired.append("pattern:x-failed-recipients")
+    sender = bp.first(bp.SENDER_PATTERNS, parsed.header("From") or "<>")
+    if sender is not None:
+        fired.append(f"pattern:sender-{sender.name}")
+    subject = bp.first(bp.SUBJECT_PATTERNS, parsed.subject)
+    if subject is not None:
+        fired.append(f"pattern:subject-{subject.name}")
+    if not failed_header and sender is None and subject is None:
+        return None
+    text = parsed.body_text()[:_MAX_REPORT]
+    report = _cut_report(text, fired)
+    body = _body_pattern(report)
+    if body is not None:
+        fired.append(f"pattern:body-{body.name}")
+    if not failed_header and body is None:
+        return None
+    action: Action = "delayed" if body is not None and body.action == "delayed" else "failed"
+    if action == "delayed":
+        fired.append("pattern:delayed")
+    recipients = _recipients(parsed, report, failed_header, action, fired)
+    if not recipients:
+        return None
+    verdict = verdict_for(parsed, recipients, fired)
+    if not verdict.original_message_id:
+        from dataclasses import replace
+
+        verdict = replace(verdict, original_message_id=returned_message_id(parsed, text[len(report) :]))
+    return verdict
+
+
+def _body_pattern(report: str) -> bp.BodyPattern | None:
+    for pattern in bp.BODY_PATTERNS:
+        if pattern.regex.search(report):
+            return pattern
     return None
+
+
+def _cut_report(text: str, fired: list[str]) -> str:
+    """The report part of ``text``: everything before the returned message starts."""
+    cut = len(text)
+    name = ""
+    for marker in bp.ORIGINAL_MARKERS:
+        match = marker.regex.search(text, 0, cut)
+        if match is not None and match.start() < cut and match.start() > 0:
+            cut, name = match.start(), marker.name
+    if name:
+        fired.append(f"pattern:cut-{name}")
+    return text[:cut]
+
+
+def _addresses(value: str) -> list[str]:
+    return list(dict.fromkeys(m.group(0).lower() for m in _ADDR_RE.finditer(value)))
+
+
+def _recipients(
+    parsed: Parsed, report: str, failed_header: list[str], action: Action, fired: list[str]
+) -> list[Recipient]:
+    excluded = _excluded(parsed)
+    positions: dict[str, int] = {}
+    spans: list[tuple[int, int, str]] = []
+    for pattern in bp.RECIPIENT_PATTERNS:
+        for match in pattern.regex.finditer(report):
+            address = match.group("addr").lower()
+            if address in excluded or address.split("@")[0] in _NOT_RECIPIENT_LOCAL:
+                continue
+            spans.append((match.start(), match.end(), address))
+            if address not in positions:
+                positions[address] = match.start()
+                fired.append(f"pattern:recipient-{pattern.name}")
+    found = sorted(positions, key=positions.__getitem__)
+    addresses = failed_header or found
+    if not addresses:
+        addresses = _flufl(parsed, excluded)
+        if addresses:
+            fired.append("pattern:recipient-flufl-bounce")
+    if not addresses:
+        to = _addresses(returned_header(parsed, "To"))
+        addresses = [a for a in to if a not in excluded][:1]
+        if addresses:
+            fired.append("pattern:recipient-returned-to")
+    if not addresses:
+        return []
+    chunks = _chunks(report, addresses, spans)
+    single = len(addresses) == 1
+    vendor = bp.first(bp.VENDOR_REASONS, report)  # type: ignore[arg-type]
+    recipients: list[Recipient] = []
+    for address in addresses:
+        chunk = chunks.get(address, "")
+        recipients.append(_recipient(address, chunk, report if single else "", action, vendor, fired))
+    return recipients
+
+
+def _excluded(parsed: Parsed) -> set[str]:
+    """Addresses that are never the failed recipient: the bounce's own sender and addressee."""
+    out: set[str] = set()
+    for name in ("From", "To", "Return-Path", "Reply-To"):
+        _, address = email.utils.parseaddr(parsed.header(name))
+        if address:
+            out.add(address.lower())
+    return out
+
+
+def _chunks(report: str, addresses: list[str], spans: list[tuple[int, int, str]]) -> dict[str, str]:
+    """Each address's diagnostic: from its first mention to the next recipient's first mention."""
+    starts: dict[str, tuple[int, int]] = {}
+    for start, end, address in sorted(spans):
+        if address in addresses and address not in starts:
+            starts[address] = (start, end)
+    lowered = report.lower()
+    for address in addresses:
+        if address not in starts:
+            index = lowered.find(address)
+            if index >= 0:
+                starts[address] = (index, index + len(address))
+    order = sorted(starts.items(), key=lambda item: item[1][0])
+    chunks: dict[str, str] = {}
+    for i, (address, (_, end)) in enumerate(order):
+        stop = order[i + 1][1][0] if i + 1 < len(order) else len(report)
+        chunks[address] = report[end:stop][:_MAX_DIAGNOSTIC]
+    return chunks
+
+
+def _recipient(
+    address: str,
+    chunk: str,
+    whole: str,
+    action: Action,
+    vendor: bp.VendorReason | None,
+    fired: list[str],
+) -> Recipient:
+    diagnostic = " ".join(chunk.split())
+    context = diagnostic
+    status = reasons_mod.find_status(diagnostic)
+    if whole and not status and reasons_mod.phrase_rule(diagnostic) is None:
+        context = " ".join(whole.split())[:_MAX_DIAGNOSTIC * 2]
+        status = reasons_mod.find_status(context)
+    reply_code = reasons_mod.find_reply_code(context)
+    command = reasons_mod.find_command(chunk) or reasons_mod.find_command(whole)
+    reason = ""
+    if vendor is not None:
+        fired.append(f"pattern:vendor-{vendor.name}")
+        reason = vendor.reason
+    if action == "delayed" and status.startswith("5"):
+        status = "4" + status[1:]
+    return build_recipient(
+        address=address,
+        action=action,
+        status=status,
+        reply_code=reply_code,
+        diagnostic=diagnostic,
+        fired=fired,
+        text=context,
+        command=command,
+        reason=reason,
+    )
+
+
+def _flufl(parsed: Parsed, excluded: set[str]) -> list[str]:
+    try:
+        from flufl.bounce import all_failures
+
+        temporary, permanent = all_failures(parsed.message)
+    except Exception:  # a detector of the library that trips on a strange message: no addresses
+        return []
+    found = sorted({a.decode("utf-8", "replace").lower() for a in (*permanent, *temporary)})
+    return [a for a in found if "@" in a and a not in excluded]
