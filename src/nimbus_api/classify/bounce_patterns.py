@@ -52,78 +52,176 @@ def _c(regex: str, flags: int = 0) -> re.Pattern[str]:
 SENDER_PATTERNS: tuple[Pattern, ...] = (
     Pattern("mailer-daemon", _c(r"\bmailer-daemon\b|^<?mailer-daemon@")),
     Pattern("postmaster", _c(r"\bpostmaster@")),
-    Pattern("mail-delivery-system", _c(r"mail delivery (?:system|subsystem|service)|mail deliver system|mail\.delivery\.system@")),
+    Pattern(
+        "mail-delivery-system",
+        _c(r"mail delivery (?:system|subsystem|service)|mail deliver system|mail\.delivery\.system@"),
+    ),
     Pattern("mailer-local-part", _c(r"<?(?:mailer|mmdf|mail-daemon|bounces?|nobody)@")),
     Pattern("empty-from", _c(r"^\s*<>\s*$")),
     Pattern("list-admin", _c(r"^[^@<]*-admin@|<[^@>]*-admin@")),
 )
 
 SUBJECT_PATTERNS: tuple[Pattern, ...] = (
-    Pattern("undelivered-mail", _c(r"undeliver(?:ed|able)(?: mail)?|returned mail|mail returned|returned to sender")),
-    Pattern("delivery-status-notification", _c(r"delivery status notification|delivery notification|delivery (?:has )?failed|delivery failure")),
-    Pattern("failure-notice", _c(r"failure notice|mail delivery failed|mail failure|mail system error|mail failed")),
-    Pattern("could-not-send", _c(r"could not send|not delivered|non-?delivery|nondeliverable|delivery problem")),
-    Pattern("delayed", _c(r"delayed mail|delivery (?:is )?delayed|\(delay\)|warning: message .{1,80} delayed")),
+    Pattern(
+        "undelivered-mail",
+        _c(r"undeliver(?:ed|able)(?: mail)?|returned mail|mail returned|returned to sender"),
+    ),
+    Pattern(
+        "delivery-status-notification",
+        _c(r"delivery status notification|delivery notification|delivery (?:has )?failed|delivery failure"),
+    ),
+    Pattern(
+        "failure-notice",
+        _c(r"failure notice|mail delivery failed|mail failure|mail system error|mail failed"),
+    ),
+    Pattern(
+        "could-not-send",
+        _c(r"could not send|not delivered|non-?delivery|nondeliverable|delivery problem"),
+    ),
+    Pattern(
+        "delayed",
+        _c(r"delayed mail|delivery (?:is )?delayed|\(delay\)|warning: message .{1,80} delayed"),
+    ),
     Pattern("list-refusal", _c(r"are not (?:a )?member|loop alert")),
 )
 
 #: The opening words of a bounce. Delay notices say the message is still queued.
 BODY_PATTERNS: tuple[BodyPattern, ...] = (
     BodyPattern("delay-warning-only", _c(r"warning message only|you do not need to resend"), "delayed"),
-    BodyPattern("delay-still-retrying", _c(
-        r"has not yet been delivered|will be retried|delivery attempts will continue|still being retried|"
-        r"has been delayed|could not send mail for past|delivery (?:is|has been) delayed"
-    ), "delayed"),
-    BodyPattern("exim-failed", _c(r"could not be delivered to one or more (?:of its )?recipients|following address(?:\(es\))? failed"), "failed"),
+    BodyPattern(
+        "delay-still-retrying",
+        _c(
+            r"has not yet been delivered|will be retried|delivery attempts will continue|"
+            r"still being retried|has been delayed|could not send mail for past|delivery (?:is|"
+            r"has been) delayed"
+        ),
+        "delayed",
+    ),
+    BodyPattern(
+        "exim-failed",
+        _c(
+            r"could not be delivered to one or more (?:of its )?recipients|"
+            r"following address(?:\(es\))? failed"
+        ),
+        "failed",
+    ),
     BodyPattern("qmail-failed", _c(r"i'm afraid i wasn't able to deliver|qmail-send program"), "failed"),
-    BodyPattern("postfix-failed", _c(r"could not be delivered to one or more destinations|this is the (?:postfix|mail system) program"), "failed"),
-    BodyPattern("sendmail-failed", _c(r"following addresses had (?:permanent )?(?:fatal|delivery) errors|transcript of session follows|unsent message follows"), "failed"),
-    BodyPattern("gmail-failed", _c(r"delivery to the following recipients? failed|technical details of permanent failure|address not found"), "failed"),
-    BodyPattern("yahoo-failed", _c(r"unable to deliver your message to the following|sorry, we were unable to deliver"), "failed"),
-    BodyPattern("exchange-failed", _c(r"did not reach the following recipient|delivery has failed to these recipients|could not be delivered because|was not delivered to"), "failed"),
-    BodyPattern("generic-failed", _c(
-        r"unable to deliver (?:the |your )?message|message could not be delivered|delivery failed|"
-        r"failed permanently|permanent (?:fatal )?error|couldn't be delivered|could not be delivered|"
-        r"undeliverable|failed addresses follow|not be delivered|no valid recipients"
-    ), "failed"),
-    BodyPattern("japanese-failed", re.compile(r"送信に失敗|配信できません|送信できません|届きませんでした|宛先不明|エラーのため"), "failed"),
+    BodyPattern(
+        "postfix-failed",
+        _c(
+            r"could not be delivered to one or more destinations|this is the (?:postfix|"
+            r"mail system) program"
+        ),
+        "failed",
+    ),
+    BodyPattern(
+        "sendmail-failed",
+        _c(
+            r"following addresses had (?:permanent )?(?:fatal|delivery) errors|"
+            r"transcript of session follows|unsent message follows"
+        ),
+        "failed",
+    ),
+    BodyPattern(
+        "gmail-failed",
+        _c(
+            r"delivery to the following recipients? failed|technical details of permanent failure|"
+            r"address not found"
+        ),
+        "failed",
+    ),
+    BodyPattern(
+        "yahoo-failed",
+        _c(r"unable to deliver your message to the following|sorry, we were unable to deliver"),
+        "failed",
+    ),
+    BodyPattern(
+        "exchange-failed",
+        _c(
+            r"did not reach the following recipient|delivery has failed to these recipients|"
+            r"could not be delivered because|was not delivered to"
+        ),
+        "failed",
+    ),
+    BodyPattern(
+        "generic-failed",
+        _c(
+            r"unable to deliver (?:the |your )?message|message could not be delivered|delivery failed|"
+            r"failed permanently|permanent (?:fatal )?error|couldn't be delivered|could not be delivered|"
+            r"undeliverable|failed addresses follow|not be delivered|no valid recipients"
+        ),
+        "failed",
+    ),
+    BodyPattern(
+        "japanese-failed",
+        re.compile(r"送信に失敗|配信できません|送信できません|届きませんでした|宛先不明|エラーのため"),
+        "failed",
+    ),
     BodyPattern("russian-failed", re.compile(r"не может быть доставлено|не доставлено"), "failed"),
-    BodyPattern("list-refusal", _c(r"you are not a member|not member of|loop alert|duplicated message-id"), "failed"),
+    BodyPattern(
+        "list-refusal",
+        _c(r"you are not a member|not member of|loop alert|duplicated message-id"),
+        "failed",
+    ),
 )
 
 #: The line where the returned message (or its headers) starts; the report is what comes before.
 ORIGINAL_MARKERS: tuple[Pattern, ...] = (
     Pattern("exim-copy", _c(r"^-{3,} ?This is a copy of (?:the|your) message", re.M)),
     Pattern("qmail-copy", _c(r"^-{2,} ?Below this line is a copy of the message", re.M)),
-    Pattern("original-message", _c(r"^[ \t]*-{2,}[ \t]*(?:original message|unsent message follows|message text follows|the header of the original message)", re.M)),
-    Pattern("original-headers", _c(r"^(?:original message (?:headers|follows)|included is a copy of the message header|-+ ?original message ?-+|original message headers:)", re.M)),
+    Pattern(
+        "original-message",
+        _c(
+            r"^[ \t]*-{2,}[ \t]*(?:original message|unsent message follows|message text follows|"
+            r"the header of the original message)",
+            re.M,
+        ),
+    ),
+    Pattern(
+        "original-headers",
+        _c(
+            r"^(?:original message (?:headers|follows)|included is a copy of the message header|"
+            r"-+ ?original message ?-+|original message headers:)",
+            re.M,
+        ),
+    ),
     Pattern("mfilter-original", _c(r"^-{3,}original message", re.M)),
     Pattern("headers-follow", _c(r"^(?:Return-Path|Received): ", re.M)),
 )
 
-#: Where a failed recipient's address sits in the report. Rows are tried in order; each yields the
-#: ``addr`` group. Addresses in ``To:``/``From:`` summary lines are never recipients.
+#: Where a failed recipient's address sits in the report. Every row yields the ``addr`` group; a
+#: recipient's position is its first match. ``To:``/``From:`` summary lines are never recipients.
 RECIPIENT_PATTERNS: tuple[Pattern, ...] = (
     Pattern("angle-colon", _c(rf"^[ \t]*<(?P<addr>{ADDR})>:", re.M)),
     Pattern("quoted-colon", _c(rf'^[ \t]*"(?P<addr>{ADDR})":[ \t]*$', re.M)),
     Pattern("sendmail-reply-line", _c(rf"^[ \t]*[45]\d\d <(?P<addr>{ADDR})>\.\.\.", re.M)),
     Pattern("rcpt-to-transcript", _c(rf">>> ?RCPT TO: ?<(?P<addr>{ADDR})>", re.M)),
     Pattern("address-field", _c(rf"\bAddress: ?<(?P<addr>{ADDR})>")),
-    Pattern("deliver-to-line", _c(
-        rf"(?:deliver(?:ed)? (?:message |mail )?to|reach the following recipient|failed recipient|"
-        rf"address(?:es)? failed|recipient address)s?:[ \t]*<?(?P<addr>{ADDR})>?"
-    )),
-    Pattern("label-colon-address", _c(
-        rf"^(?!(?:to|from|cc|bcc|sender|reply-to|original sender|return-path|delivered-to|x-[\w-]+)\s*:)"
-        rf"[A-Za-z][A-Za-z ]{{2,40}}:[ \t]*<?(?P<addr>{ADDR})>?[ \t]*$",
-        re.M,
-    )),
-    Pattern("bare-address-line", _c(
-        rf"^[ \t]*(?:\*[ \t]*|>>>[ \t]*|\|[ \t]*)?<?(?P<addr>{ADDR})>?"
-        rf"(?:<mailto:[^>\s]{{1,200}}>|[ \t]+on[ \t].{{1,80}}|[ \t]+\[[^\]\n]{{1,200}}\]|[ \t]+\.\.\.[ \t].{{1,200}}|"
-        rf"[ \t]+<[^>\s]{{1,200}}>|[ \t]+\(.{{1,200}}\)|[ \t]+Invalid Address,.{{1,300}})?[ \t]*:?[ \t]*$",
-        re.M,
-    )),
+    Pattern(
+        "deliver-to-line",
+        _c(
+            rf"(?:deliver(?:ed)? (?:message |mail )?to|reach the following recipient|failed recipient|"
+            rf"address(?:es)? failed|recipient address)s?:[ \t]*<?(?P<addr>{ADDR})>?"
+        ),
+    ),
+    Pattern(
+        "label-colon-address",
+        _c(
+            rf"^(?!(?:to|from|cc|bcc|sender|reply-to|original sender|return-path|delivered-to|"
+            rf"x-[\w-]+)\s*:)[A-Za-z][A-Za-z ]{{2,40}}:[ \t]*<?(?P<addr>{ADDR})>?[ \t]*$",
+            re.M,
+        ),
+    ),
+    Pattern(
+        "bare-address-line",
+        _c(
+            rf"^[ \t]*(?:\*[ \t]*|>>>[ \t]*|\|[ \t]*)?<?(?P<addr>{ADDR})>?(?:<mailto:[^>\s]{{1,200}}>|"
+            rf"[ \t]+on[ \t].{{1,80}}|[ \t]+\[[^\]\n]{{1,200}}\]|[ \t]+\.\.\.[ \t].{{1,200}}|"
+            rf"[ \t]+<[^>\s]{{1,200}}>|[ \t]+\(.{{1,200}}\)|"
+            rf"[ \t]+Invalid Address,.{{1,300}})?[ \t]*:?[ \t]*$",
+            re.M,
+        ),
+    ),
 )
 
 #: Formats whose reason is the format itself.

@@ -166,7 +166,7 @@ def _recipient(
     context = diagnostic
     status = reasons_mod.find_status(diagnostic)
     if whole and not status and reasons_mod.phrase_rule(diagnostic) is None:
-        context = " ".join(whole.split())[:_MAX_DIAGNOSTIC * 2]
+        context = " ".join(whole.split())[: _MAX_DIAGNOSTIC * 2]
         status = reasons_mod.find_status(context)
     reply_code = reasons_mod.find_reply_code(context)
     command = reasons_mod.find_command(chunk) or reasons_mod.find_command(whole)

@@ -81,270 +81,138 @@ STATUS_TABLE: tuple[StatusRule, ...] = (
     StatusRule("status-x.7.6", "*.7.6", "securityerror", _ANY),
 )
 
-#: Diagnostic wording per reason; first match wins. Keep each regex linear (no nested quantifiers).
-PHRASE_TABLE: tuple[PhraseRule, ...] = (
-    PhraseRule(
-        "phrase-not-rfc-compliant",
-        _p(
-            r"rfc ?5322|rfc ?2822|rfc ?822\b|not (?:rfc[- ]?)?compliant|non-?compliant|duplicate header|"
-            r"multiple (?:addresses in )?(?:from|to|subject|message-id|date)[: ]|bare lf|bare line ?feed|"
-            r"(?:header|headers) (?:are |is )?(?:invalid|missing|malformed)|missing (?:required )?header"
-        ),
-        "notcompliantrfc",
-    ),
-    PhraseRule(
-        "phrase-mailer-error",
-        _p(
-            r"mailer error|unknown mailer|procmail|command died|pipe to |program failed|"
-            r"exit (?:status|code) \d|local mailer|delivery program"
-        ),
-        "mailererror",
-    ),
-    PhraseRule(
-        "phrase-spam-classification",
-        _p(
-            r"spam classification|rejected (?:due to|as|for) spam|identified as spam|classified as spam|"
-            r"detected as spam|considered (?:as )?spam|looks like spam|spam score|spam content"
-        ),
-        "spamdetected",
-    ),
-    PhraseRule(
-        "phrase-expired",
-        _p(
-            r"retry timeout exceeded|retry time not reached for any host|message expired|"
-            r"delivery time expired|queue ?time exceeded|could not be delivered for \d+ days|"
-            r"has been delayed|delivery attempts will continue|giving up on|maximum time expired|"
-            r"exceeded the max(?:imum)? time|too long in (?:the )?queue|was not delivered after|"
-            r"retry limit exceeded|message timed out|unable to deliver (?:the )?message after|"
-            r"delivery expired|i'm not going to try again|could not be delivered within|TTL expired"
-        ),
-        "expired",
-    ),
-    PhraseRule(
-        "phrase-auth-spf-dkim-dmarc",
-        _p(
-            r"\bSPF\b|sender policy framework|\bDMARC\b|\bDKIM\b|not pass authentication|"
-            r"authentication (?:check )?fail|unauthenticated (?:email|mail)|does not designate|"
-            r"not designated|sender (?:domain )?is not authorized|domain-based message authentication"
-        ),
-        "authfailure",
-    ),
-    PhraseRule(
-        "phrase-ptr-reverse-dns",
-        _p(
-            r"\bPTR\b|reverse dns|reverse (?:lookup|hostname|DNS lookup)|no rDNS|"
-            r"(?:cannot|can't|could not|couldn't) find your hostname|not have a reverse|"
-            r"rdns (?:lookup|check)|(?:ip|client) (?:address )?has no (?:ptr|host ?name)|"
-            r"unresolvable (?:ip|host)|not resolve (?:your )?(?:ip|address)|reverse mapping"
-        ),
-        "requireptr",
-    ),
-    PhraseRule(
-        "phrase-reputation",
-        _p(r"\breputation\b|sender score|senderscore|low (?:ip )?quality|poor (?:ip )?quality"),
-        "badreputation",
-    ),
-    PhraseRule("phrase-virus", _p(r"\bvirus\b|malware|infected|trojan|worm detected"), "virusdetected"),
-    PhraseRule(
-        "phrase-relay-denied",
-        _p(
-            r"relay(?:ing)? (?:access )?denied|relay(?:ing)? not (?:permitted|allowed)|"
-            r"not permitted to relay|unable to relay|we do not relay|(?:configured|allowed) to relay|"
-            r"relay not allowed|not a local domain|no relaying|does not relay|"
-            r"is not a gateway|relay prohibited|relay access"
-        ),
-        "norelaying",
-    ),
-    PhraseRule(
-        "phrase-too-many-connections",
-        _p(
-            r"(?<!sent to )too many (?:connections|sessions|concurrent|recipients)|connection (?:rate )?limit|"
-            r"too many simultaneous|concurrent connections|frequency limited"
-        ),
-        "toomanyconn",
-    ),
-    PhraseRule("phrase-recipient-access-denied", _p(r"recipient address rejected: access denied"), "userunknown"),
-    PhraseRule(
-        "phrase-blocklist",
-        _p(
-            r"blocked using|\bspamhaus\b|\bspamcop\b|\bbarracuda\b|\bsorbs\b|blacklist|blocklist|"
-            r"black list|block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|"
-            r"listed (?:at|in|on|by)|client host \S+ blocked|(?:ip|address) (?:is |has been )?blocked|"
-            r"connection (?:refused|rejected) by|blocked by|has been blocked|"
-            r"rejected by policy from|banned|not allowed to send|refused to talk|"
-            r"mail server (?:ip )?(?:address )?is blocked|poor reputation|sender ip|your ip|"
-            r"client ip|host rejected|administrative prohibition|block(?:ed)? for spam"
-        ),
-        "blocked",
-    ),
-    PhraseRule(
-        "phrase-rate-limit",
-        _p(
-            r"rate limit|ratelimit|too many (?:messages|emails|mails)|sent to too many recipients|"
-            r"sending rate|throttl|too fast|too much mail|slow down"
-        ),
-        "speeding",
-    ),
-    PhraseRule(
-        "phrase-mailbox-full",
-        _p(
-            r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed|full|violation)|"
-            r"exceed(?:s|ed|ing)? (?:the |its |his |her )?(?:storage |mailbox |disk )?(?:quota|size limit|storage)|"
-            r"mailbox (?:size )?limit|insufficient (?:disk )?space|not enough (?:storage|space)|"
-            r"mail ?box (?:has )?exceeded|full mailbox|mailfolder is full|user is over|"
-            r"out of storage|storage (?:space )?(?:is )?full|is over (?:the )?(?:allowed )?quota|"
-            r"mailbox would exceed|account is full|inbox is full|no space left|mailbox has no space|"
-            r"quota limit|disk quota"
-        ),
-        "mailboxfull",
-    ),
-    PhraseRule(
-        "phrase-message-too-big",
-        _p(
-            r"message (?:is )?too (?:big|large)|(?:message|mail) size exceeds|exceeds (?:the )?"
-            r"(?:maximum )?(?:message )?size|size limit exceeded|message length exceeds|"
-            r"larger than (?:the )?(?:current )?(?:system )?limit"
-        ),
-        "mesgtoobig",
-    ),
-    PhraseRule(
-        "phrase-has-moved",
-        _p(r"has moved|address (?:has )?changed|no longer (?:uses|using)|forwarding address"),
-        "hasmoved",
-    ),
-    PhraseRule(
-        "phrase-sender-rejected",
-        _p(
-            r"sender (?:address )?(?:rejected|refused|denied|invalid|unknown)|domain of sender address|"
-            r"sender domain|purported responsible address"
-        ),
-        "rejected",
-    ),
-    PhraseRule(
-        "phrase-suspended",
-        _p(
-            r"suspended|inactive|disabled|deactivated|frozen|temporar(?:y|ily) locked|"
-            r"account (?:has been |is )?(?:locked|closed|expired)|"
-            r"mailbox (?:is )?(?:closed|inactive)|not (?:an )?active|no longer active|"
-            r"account (?:is )?on hold|mailbox not active|is no longer available|put on hold"
-        ),
-        "suspend",
-    ),
-    PhraseRule(
-        "phrase-null-mx",
-        _p(
-            r"null mx|does not accept (?:any )?mail|not accept(?:ing)? (?:any )?(?:e-?)?mail|accepts no mail|"
-            r"no mail(?: service)? (?:for|at) this domain|doesn.t receive (?:e-?)?mail|domain does not receive"
-        ),
-        "notaccept",
-    ),
-    PhraseRule(
-        "phrase-user-unknown",
-        _p(
-            r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user|person)|"
-            r"(?:user|mailbox|recipient|address|account|addressee) (?:\S+ )?(?:does not|doesn't|did not) exist|"
-            r"does not exist|doesn't exist|not exist|unknown (?:recipient|mailbox|address|local part|alias)|"
-            r"(?:recipient|user|mailbox|address|addressee) (?:is )?(?:unknown|invalid|not found)|"
-            r"invalid (?:recipient|mailbox|address|user)|mailbox unavailable|mailbox not found|"
-            r"(?:user|recipient|mailbox|address) not (?:found|known|listed|valid)|"
-            r"not a valid (?:user|mailbox|recipient)|no mailbox (?:here|by that name|for)|"
-            r"not our customer|unrouteable address|no valid recipients|bad destination mailbox|"
-            r"(?:account|mailbox) (?:is )?unavailable|recipient (?:address )?rejected|(?<!sender )address rejected|"
-            r"user not found|no user|sorry, no mailbox|has no account|"
-            r"cannot be found|could not be found|name not recognized|unknown local|"
-            r"addressee unknown|undeliverable address|mailbox (?:name )?(?:not allowed|invalid)|"
-            r"illegal alias|user doesn.t have|we do not have a user|no account by that name"
-        ),
-        "userunknown",
-    ),
-    PhraseRule(
-        "phrase-host-unknown",
-        _p(
-            r"host unknown|unknown host|domain (?:name )?not found|host not found|"
-            r"name or service not known|no such (?:domain|host)|(?:domain|host) (?:does not|doesn't) exist|"
-            r"unrouteable mail domain|unroutable domain|domain (?:is )?(?:unknown|invalid)|"
-            r"no (?:mx|mail exchanger|dns) (?:record|entry|host)|nxdomain|"
-            r"host or domain name not found|unknown domain|invalid domain|dns error|"
-            r"(?:domain|host) lookup failed|host name lookup failure|hostname lookup"
-        ),
-        "hostunknown",
-    ),
-    PhraseRule(
-        "phrase-spam",
-        _p(
-            r"\bspam\b|\bUBE\b|unsolicited|junk mail|bulk mail|"
-            r"content (?:was |has been )?(?:identified|flagged)|message content rejected|"
-            r"spamassassin|content filter"
-        ),
-        "spamdetected",
-    ),
-    PhraseRule(
-        "phrase-policy",
-        _p(
-            r"\bpolicy\b|polic(?:ies|y) violation|prohibited|not allowed|blocked because its content|"
-            r"violat(?:es|ion)|blocked attachment|attachment (?:type )?(?:not allowed|rejected)"
-        ),
-        "policyviolation",
-    ),
-    PhraseRule(
-        "phrase-security",
-        _p(
-            r"starttls|\bTLS\b|encryption (?:required|needed)|certificate|insecure|"
-            r"authentication required|must (?:authenticate|issue a STARTTLS)|security"
-        ),
-        "securityerror",
-    ),
-    PhraseRule(
-        "phrase-syntax",
-        _p(
-            r"syntax error|command (?:not )?(?:recognized|unrecognized)|improper sequence|"
-            r"bad sequence of commands|invalid command|unrecognized command|line too long"
-        ),
-        "syntaxerror",
-    ),
-    PhraseRule(
-        "phrase-filtered",
-        _p(
-            r"\bfilter(?:ed)?\b|rejected by (?:the )?recipient|recipient (?:has )?(?:rejected|refused)|"
-            r"not authorized to (?:send|receive)|does not accept mail from|refused by (?:the )?recipient|"
-            r"restricted|refused mail from|only accepts mail from|allow ?list|white ?list|"
-            r"not on the list|moderat(?:ed|or)|members only|not a member|permission denied|forbidden"
-        ),
-        "filtered",
-    ),
-    PhraseRule(
-        "phrase-system-full", _p(r"disk full|file system full|insufficient system storage|out of disk"), "systemfull"
-    ),
-    PhraseRule(
-        "phrase-network",
-        _p(
-            r"connection (?:timed out|refused|reset|lost|closed)|network (?:error|unreachable)|"
-            r"(?:host|server) unreachable|no route to host|could not connect|unable to connect|"
-            r"cannot connect|lost connection|timed out|hop count exceeded|too many hops|"
-            r"mail loop|loop(?:ing)? detected|routing loop|dns (?:lookup )?(?:failure|timeout)|"
-            r"temporary lookup failure|temporary dns|servfail"
-        ),
-        "networkerror",
-    ),
-    PhraseRule(
-        "phrase-system-error",
-        _p(
-            r"system error|internal (?:server )?error|server error|local error|"
-            r"temporary (?:local )?(?:problem|failure)|service (?:not available|unavailable)|"
-            r"system (?:is )?(?:not available|unavailable)|resources? (?:temporarily )?unavailable|"
-            r"misconfigur|configuration error|i/o error|could not load"
-        ),
-        "systemerror",
-    ),
-    PhraseRule(
-        "phrase-rejected",
-        _p(
-            r"rejected|refused|denied|not accepted|"
-            r"unable to (?:deliver|accept)|undeliverable"
-        ),
-        "rejected",
-    ),
+#: Diagnostic wording per reason: (name, reason, regex); first match wins. Keep each regex linear
+#: (no nested quantifiers, bounded gaps) so that no text can make it backtrack.
+# fmt: off
+_PHRASES: tuple[tuple[str, str, str], ...] = (
+    ("phrase-not-rfc-compliant", "notcompliantrfc",
+     r"rfc ?5322|rfc ?2822|rfc ?822\b|not (?:rfc[- ]?)?compliant|non-?compliant|duplicate header|"
+     r"multiple (?:addresses in )?(?:from|to|subject|message-id|date)[: ]|bare lf|bare line ?feed|"
+     r"(?:header|headers) (?:are |is )?(?:invalid|missing|malformed)|missing (?:required )?header"),
+    ("phrase-mailer-error", "mailererror",
+     r"mailer error|unknown mailer|procmail|command died|pipe to |program failed|exit (?:status|"
+     r"code) \d|local mailer|delivery program"),
+    ("phrase-spam-classification", "spamdetected",
+     r"spam classification|rejected (?:due to|as|for) spam|identified as spam|classified as spam|"
+     r"detected as spam|considered (?:as )?spam|looks like spam|spam score|spam content"),
+    ("phrase-expired", "expired",
+     r"retry timeout exceeded|retry time not reached for any host|message expired|"
+     r"delivery time expired|queue ?time exceeded|could not be delivered for \d+ days|has been delayed|"
+     r"delivery attempts will continue|giving up on|maximum time expired|"
+     r"exceeded the max(?:imum)? time|too long in (?:the )?queue|was not delivered after|"
+     r"retry limit exceeded|message timed out|unable to deliver (?:the )?message after|"
+     r"delivery expired|i'm not going to try again|could not be delivered within|TTL expired"),
+    ("phrase-auth-spf-dkim-dmarc", "authfailure",
+     r"\bSPF\b|sender policy framework|\bDMARC\b|\bDKIM\b|not pass authentication|"
+     r"authentication (?:check )?fail|unauthenticated (?:email|mail)|does not designate|not designated|"
+     r"sender (?:domain )?is not authorized|domain-based message authentication"),
+    ("phrase-ptr-reverse-dns", "requireptr",
+     r"\bPTR\b|reverse dns|reverse (?:lookup|hostname|DNS lookup)|no rDNS|(?:cannot|can't|could not|"
+     r"couldn't) find your hostname|not have a reverse|rdns (?:lookup|check)|(?:ip|"
+     r"client) (?:address )?has no (?:ptr|host ?name)|unresolvable (?:ip|host)|"
+     r"not resolve (?:your )?(?:ip|address)|reverse mapping"),
+    ("phrase-reputation", "badreputation",
+     r"\breputation\b|sender score|senderscore|low (?:ip )?quality|poor (?:ip )?quality"),
+    ("phrase-virus", "virusdetected",
+     r"\bvirus\b|malware|infected|trojan|worm detected"),
+    ("phrase-relay-denied", "norelaying",
+     r"relay(?:ing)? (?:access )?denied|relay(?:ing)? not (?:permitted|allowed)|not permitted to relay|"
+     r"unable to relay|we do not relay|(?:configured|allowed) to relay|relay not allowed|"
+     r"not a local domain|no relaying|does not relay|is not a gateway|relay prohibited|relay access"),
+    ("phrase-too-many-connections", "toomanyconn",
+     r"(?<!sent to )too many (?:connections|sessions|concurrent|recipients)|connection (?:rate )?limit|"
+     r"too many simultaneous|concurrent connections|frequency limited"),
+    ("phrase-recipient-access-denied", "userunknown",
+     r"recipient address rejected: access denied"),
+    ("phrase-blocklist", "blocked",
+     r"blocked using|\bspamhaus\b|\bspamcop\b|\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
+     r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|listed (?:at|in|on|by)|"
+     r"client host \S+ blocked|(?:ip|address) (?:is |has been )?blocked|connection (?:refused|"
+     r"rejected) by|blocked by|has been blocked|rejected by policy from|banned|not allowed to send|"
+     r"refused to talk|mail server (?:ip )?(?:address )?is blocked|poor reputation|sender ip|your ip|"
+     r"client ip|host rejected|administrative prohibition|block(?:ed)? for spam"),
+    ("phrase-rate-limit", "speeding",
+     r"rate limit|ratelimit|too many (?:messages|emails|mails)|sent to too many recipients|"
+     r"sending rate|throttl|too fast|too much mail|slow down"),
+    ("phrase-mailbox-full", "mailboxfull",
+     r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed|full|violation)|exceed(?:s|ed|"
+     r"ing)? (?:the |its |his |her )?(?:storage |mailbox |disk )?(?:quota|size limit|storage)|"
+     r"mailbox (?:size )?limit|insufficient (?:disk )?space|not enough (?:storage|space)|"
+     r"mail ?box (?:has )?exceeded|full mailbox|mailfolder is full|user is over|out of storage|"
+     r"storage (?:space )?(?:is )?full|is over (?:the )?(?:allowed )?quota|mailbox would exceed|"
+     r"account is full|inbox is full|no space left|mailbox has no space|quota limit|disk quota"),
+    ("phrase-message-too-big", "mesgtoobig",
+     r"message (?:is )?too (?:big|large)|(?:message|mail) size exceeds|"
+     r"exceeds (?:the )?(?:maximum )?(?:message )?size|size limit exceeded|message length exceeds|"
+     r"larger than (?:the )?(?:current )?(?:system )?limit"),
+    ("phrase-has-moved", "hasmoved",
+     r"has moved|address (?:has )?changed|no longer (?:uses|using)|forwarding address"),
+    ("phrase-sender-rejected", "rejected",
+     r"sender (?:address )?(?:rejected|refused|denied|invalid|unknown)|domain of sender address|"
+     r"sender domain|purported responsible address"),
+    ("phrase-suspended", "suspend",
+     r"suspended|inactive|disabled|deactivated|frozen|temporar(?:y|ily) locked|account (?:has been |"
+     r"is )?(?:locked|closed|expired)|mailbox (?:is )?(?:closed|inactive)|not (?:an )?active|"
+     r"no longer active|account (?:is )?on hold|mailbox not active|is no longer available|put on hold"),
+    ("phrase-null-mx", "notaccept",
+     r"null mx|does not accept (?:any )?mail|not accept(?:ing)? (?:any )?(?:e-?)?mail|accepts no mail|"
+     r"no mail(?: service)? (?:for|at) this domain|doesn.t receive (?:e-?)?mail|domain does not receive"),
+    ("phrase-directory-lookup", "userunknown",
+     r"recipient name is not recognized|not listed in (?:the )?(?:domino )?directory|"
+     r"not listed in public name|^unknown user: |address lookup failed"),
+    ("phrase-user-unknown", "userunknown",
+     r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user|person)|"
+     r"(?:user|mailbox|recipient|address|account|addressee) (?:\S+ )?(?:does not|doesn't|"
+     r"did not) exist|does not exist|doesn't exist|not exist|unknown (?:recipient|mailbox|address|"
+     r"local part|alias)|(?:recipient|user|mailbox|address|addressee) (?:is )?(?:unknown|invalid|"
+     r"not found)|invalid (?:recipient|mailbox|address|user)|mailbox unavailable|mailbox not found|"
+     r"(?:user|recipient|mailbox|address) not (?:found|known|listed|valid)|not a valid (?:user|mailbox|"
+     r"recipient)|no mailbox (?:here|by that name|for)|not our customer|unrouteable address|"
+     r"no valid recipients|bad destination mailbox|(?:account|mailbox) (?:is )?unavailable|"
+     r"recipient (?:address )?rejected|(?<!sender )address rejected|user not found|no user|"
+     r"sorry, no mailbox|has no account|cannot be found|could not be found|name not recognized|"
+     r"unknown local|addressee unknown|undeliverable address|mailbox (?:name )?(?:not allowed|invalid)|"
+     r"illegal alias|user doesn.t have|we do not have a user|no account by that name"),
+    ("phrase-host-unknown", "hostunknown",
+     r"host unknown|unknown host|domain (?:name )?not found|host not found|name or service not known|"
+     r"no such (?:domain|host)|(?:domain|host) (?:does not|doesn't) exist|unrouteable mail domain|"
+     r"unroutable domain|domain (?:is )?(?:unknown|invalid)|no (?:mx|mail exchanger|dns) (?:record|"
+     r"entry|host)|nxdomain|host or domain name not found|unknown domain|invalid domain|dns error|"
+     r"(?:domain|host) lookup failed|host name lookup failure|hostname lookup"),
+    ("phrase-spam", "spamdetected",
+     r"\bspam\b|\bUBE\b|unsolicited|junk mail|bulk mail|content (?:was |has been )?(?:identified|"
+     r"flagged)|message content rejected|spamassassin|content filter"),
+    ("phrase-policy", "policyviolation",
+     r"\bpolicy\b|polic(?:ies|y) violation|prohibited|not allowed|blocked because its content|"
+     r"violat(?:es|ion)|blocked attachment|attachment (?:type )?(?:not allowed|rejected)"),
+    ("phrase-security", "securityerror",
+     r"starttls|\bTLS\b|encryption (?:required|needed)|certificate|insecure|authentication required|"
+     r"must (?:authenticate|issue a STARTTLS)|security"),
+    ("phrase-syntax", "syntaxerror",
+     r"syntax error|command (?:not )?(?:recognized|unrecognized)|improper sequence|"
+     r"bad sequence of commands|invalid command|unrecognized command|line too long"),
+    ("phrase-filtered", "filtered",
+     r"\bfilter(?:ed)?\b|rejected by (?:the )?recipient|recipient (?:has )?(?:rejected|refused)|"
+     r"not authorized to (?:send|receive)|does not accept mail from|refused by (?:the )?recipient|"
+     r"restricted|refused mail from|only accepts mail from|allow ?list|white ?list|not on the list|"
+     r"moderat(?:ed|or)|members only|not a member|permission denied|forbidden"),
+    ("phrase-system-full", "systemfull",
+     r"disk full|file system full|insufficient system storage|out of disk"),
+    ("phrase-network", "networkerror",
+     r"connection (?:timed out|refused|reset|lost|closed)|network (?:error|unreachable)|(?:host|"
+     r"server) unreachable|no route to host|could not connect|unable to connect|cannot connect|"
+     r"lost connection|timed out|hop count exceeded|too many hops|mail loop|loop(?:ing)? detected|"
+     r"routing loop|dns (?:lookup )?(?:failure|timeout)|temporary lookup failure|temporary dns|servfail"),
+    ("phrase-system-error", "systemerror",
+     r"system error|internal (?:server )?error|server error|local error|"
+     r"temporary (?:local )?(?:problem|failure)|service (?:not available|unavailable)|"
+     r"system (?:is )?(?:not available|unavailable)|resources? (?:temporarily )?unavailable|"
+     r"misconfigur|configuration error|i/o error|could not load"),
+    ("phrase-rejected", "rejected",
+     r"rejected|refused|denied|not accepted|unable to (?:deliver|accept)|undeliverable"),
 )
+# fmt: on
+PHRASE_TABLE: tuple[PhraseRule, ...] = tuple(PhraseRule(name, _p(regex), reason) for name, reason, regex in _PHRASES)
 
 #: Reasons that say the attempt is still going on, only for 4.x.x (a 4.4.x with no wording expired).
 _CLASS_FALLBACK: tuple[tuple[str, str], ...] = (
@@ -407,9 +275,12 @@ def phrase_rule(text: str) -> PhraseRule | None:
 #: whatever the wording says (sisimai's "filtered"), not because the address is unknown.
 COMMAND_RE = re.compile(
     r"in reply to (?:end of )?(DATA|RCPT TO|MAIL FROM|HELO|EHLO)\b|>>> ?(DATA|RCPT TO|MAIL FROM|HELO|EHLO)\b|"
-    r"after (?:end of )?(DATA|RCPT TO|MAIL FROM)\b",
+    r"after (?:end of )?(DATA|RCPT TO|MAIL FROM|RCPT|MAIL)\b|"
+    r"(?:most progress was|for) (RCPT TO|DATA|MAIL FROM) response|\[(RCPT_TO|MAIL_FROM|DATA)\]|"
+    r"SMTP:(RCPT|MAIL|DATA)\b|-{3,}SMTP command\s+(DATA|RCPT TO|MAIL FROM)\b",
     re.I,
 )
+_COMMANDS = {"RCPT": "RCPT TO", "RCPT_TO": "RCPT TO", "MAIL": "MAIL FROM", "MAIL_FROM": "MAIL FROM"}
 
 
 _TRANSCRIPT_ANSWER_RE = re.compile(r"<<<\s*[45]\d\d")
@@ -423,6 +294,7 @@ def find_command(text: str) -> str:
     """
     for match in COMMAND_RE.finditer(text):
         command = next(g for g in match.groups() if g).upper()
+        command = _COMMANDS.get(command, command)
         if match.group(2) is None:
             return command
         following = text[match.end() : match.end() + 2000]
@@ -437,10 +309,13 @@ def reason_for(status: str, text: str, fired: list[str] | None = None, command: 
 
     ``fired`` (when given) receives the names of the rules used (``reason:status-x.1.1``).
     """
-    reason, by_code = _reason(status, text, fired)
-    if reason == "userunknown" and command == "DATA" and not by_code:
-        # "550 Unknown user" answering DATA: a filter refused the message (a 5.1.1 still says user)
-        _fire(fired, "userunknown-after-data")
+    reason, rule = _reason(status, text, fired)
+    address_code = status[1:4] == ".1."
+    if rule == "phrase-user-unknown" and not address_code and command in {"DATA", ""}:
+        # "550 User unknown" quoted with no x.1.x code and not in answer to RCPT TO: a filter may
+        # have refused the message after reading it (sisimai's "filtered"), the address is not
+        # known to be bad. The receiving system's own directory lookup stays "userunknown".
+        _fire(fired, "userunknown-not-at-rcpt")
         return "filtered"
     if reason == "hostunknown" and status.startswith("4"):
         _fire(fired, "hostunknown-temporary")
@@ -448,23 +323,23 @@ def reason_for(status: str, text: str, fired: list[str] | None = None, command: 
     return reason
 
 
-def _reason(status: str, text: str, fired: list[str] | None) -> tuple[str, bool]:
-    """The reason, and whether the status code (not the wording) decided it."""
+def _reason(status: str, text: str, fired: list[str] | None) -> tuple[str, str]:
+    """The reason, and the name of the rule that decided it."""
     by_status = status_rule(status)
     by_phrase = phrase_rule(text)
     if by_status is not None and (
         by_phrase is None or not ("*" in by_status.yields_to or by_phrase.reason in by_status.yields_to)
     ):
         _fire(fired, by_status.name)
-        return by_status.reason, True
+        return by_status.reason, by_status.name
     if by_phrase is not None:
         _fire(fired, by_phrase.name)
-        return by_phrase.reason, False
+        return by_phrase.reason, by_phrase.name
     for prefix, reason in _CLASS_FALLBACK:
         if status.startswith(prefix):
             _fire(fired, f"class-{prefix}x")
-            return reason, True
-    return "undefined", False
+            return reason, f"class-{prefix}x"
+    return "undefined", ""
 
 
 def is_hard(reason: str, permanent: bool) -> bool:
