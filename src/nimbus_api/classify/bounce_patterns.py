@@ -180,7 +180,7 @@ ORIGINAL_MARKERS: tuple[Pattern, ...] = (
     Pattern(
         "original-headers",
         _c(
-            r"^(?:original message (?:headers|follows)|included is a copy of the message header|"
+            r"^[ \t]*(?:original (?:message|mail) (?:headers|follows|as follows)|included is a copy of the message header|"
             r"-+ ?original message ?-+|original message headers:)",
             re.M,
         ),
@@ -207,7 +207,7 @@ RECIPIENT_PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "label-colon-address",
         _c(
-            rf"^(?!(?:to|from|cc|bcc|sender|reply-to|original sender|return-path|delivered-to|"
+            rf"^[ \t]*(?!(?:to|from|cc|bcc|sender|reply-to|original sender|return-path|delivered-to|"
             rf"x-[\w-]+)\s*:)[A-Za-z][A-Za-z ]{{2,40}}:[ \t]*<?(?P<addr>{ADDR})>?[ \t]*$",
             re.M,
         ),

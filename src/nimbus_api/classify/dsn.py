@@ -139,13 +139,20 @@ def detect(parsed: Parsed) -> Classification | None:
         fired.insert(0, "dsn:report-type=delivery-status")
         if not texts:
             texts = [part_text(p) for p in parsed.walk() if p.get_content_maintype() == "text" and not _in_returned(p)]
+            texts.append(parsed.report_text())
             fired.append("dsn:status-fields-in-text")
     if not fired:
         return None
     groups = [g for text in texts for g in parse_status_fields(text)]
-    notification = parsed.body_text()
-    recipients = [r for r in (recipient_from_group(g, fired, notification) for g in groups) if r is not None]
-    recipients = _dedupe(recipients)
+    notification = parsed.report_text()
+    pairs = [(g, r) for g in groups if (r := recipient_from_group(g, fired, notification)) is not None]
+    seen: set[str] = set()
+    pairs = [(g, r) for g, r in pairs if not (r.address in seen or seen.add(r.address))]
+    if len(pairs) == 1 and not pairs[0][1].diagnostic and notification:
+        # no Diagnostic-Code: the human-readable part usually says what happened
+        group = pairs[0][0]
+        pairs = [(group, recipient_from_group(group, fired, notification, context=notification) or pairs[0][1])]
+    recipients = [r for _, r in pairs]
     if not recipients:
         if not is_dsn_report(parsed):
             return None
@@ -251,7 +258,11 @@ def address_of(value: str) -> str:
     return match.group(0).strip(".").lower() if match else ""
 
 
-def recipient_from_group(group: StatusGroup, fired: list[str], notification: str = "") -> Recipient | None:
+def recipient_from_group(
+    group: StatusGroup, fired: list[str], notification: str = "", context: str = ""
+) -> Recipient | None:
+    """A recipient from one per-recipient block; ``context`` is wording to read the reason from
+    when the block has no Diagnostic-Code."""
     address = ""
     for name in ("final-recipient", "original-recipient", "x-actual-recipient"):
         address = address_of(group.get(name))
@@ -284,7 +295,7 @@ def recipient_from_group(group: StatusGroup, fired: list[str], notification: str
         diagnostic=diagnostic,
         remote_mta=address_of_mta(group.get("remote-mta")),
         fired=fired,
-        text=f"{diagnostic} {comment}".strip(),
+        text=f"{diagnostic} {comment} {' '.join(context.split())[:2000]}".strip(),
         command=command,
         reason=reason_hint,
     )
@@ -349,17 +360,6 @@ def _action(value: str, status: str, diagnostic: str) -> Action:
     if code.startswith("4"):
         return "delayed"
     return "failed"
-
-
-def _dedupe(recipients: list[Recipient]) -> list[Recipient]:
-    seen: set[str] = set()
-    out: list[Recipient] = []
-    for r in recipients:
-        if r.address in seen:
-            continue
-        seen.add(r.address)
-        out.append(r)
-    return out
 
 
 __all__ = ["address_of", "build_recipient", "detect", "parse_status_fields", "returned_header", "status_texts"]

@@ -17,7 +17,7 @@ import re
 
 from nimbus_api.classify import bounce_patterns as bp
 from nimbus_api.classify import reasons as reasons_mod
-from nimbus_api.classify.dsn import build_recipient, verdict_for
+from nimbus_api.classify.dsn import build_recipient, parse_status_fields, recipient_from_group, verdict_for
 from nimbus_api.classify.original import returned_header, returned_message_id
 from nimbus_api.classify.parsing import Parsed
 from nimbus_api.classify.types import Action, Classification, Recipient
@@ -41,17 +41,19 @@ def detect(parsed: Parsed) -> Classification | None:
         fired.append(f"pattern:subject-{subject.name}")
     if not failed_header and sender is None and subject is None:
         return None
-    text = parsed.body_text()[:_MAX_REPORT]
+    text = parsed.report_text()[:_MAX_REPORT].replace("\r\n", "\n")
     report = _cut_report(text, fired)
-    body = _body_pattern(report)
+    body = _body_pattern(" ".join(report.split()))
     if body is not None:
         fired.append(f"pattern:body-{body.name}")
-    if not failed_header and body is None:
+    if not failed_header and body is None and (sender is None or subject is None):
         return None
     action: Action = "delayed" if body is not None and body.action == "delayed" else "failed"
     if action == "delayed":
         fired.append("pattern:delayed")
-    recipients = _recipients(parsed, report, failed_header, action, fired)
+    recipients = _embedded_dsn(report, fired) or _recipients(
+        parsed, report, text[len(report) :], failed_header, action, fired
+    )
     if not recipients:
         return None
     verdict = verdict_for(parsed, recipients, fired)
@@ -86,8 +88,24 @@ def _addresses(value: str) -> list[str]:
     return list(dict.fromkeys(m.group(0).lower() for m in _ADDR_RE.finditer(value)))
 
 
+def _embedded_dsn(report: str, fired: list[str]) -> list[Recipient]:
+    """RFC 3464 fields pasted into the text (a report whose MIME structure was lost)."""
+    if "final-recipient" not in report.lower():
+        return []
+    recipients = [r for g in parse_status_fields(report) if (r := recipient_from_group(g, fired, report)) is not None]
+    if recipients:
+        fired.append("pattern:embedded-delivery-status")
+    return recipients
+
+
+def _pasted_header(rest: str, name: str) -> str:
+    """A header of the returned message pasted as text after the report (no message/rfc822 part)."""
+    match = re.search(rf"^[ \t]*{name}:[ \t]*(.{{1,300}})$", rest[:20000], re.M | re.I)
+    return match.group(1).strip() if match else ""
+
+
 def _recipients(
-    parsed: Parsed, report: str, failed_header: list[str], action: Action, fired: list[str]
+    parsed: Parsed, report: str, rest: str, failed_header: list[str], action: Action, fired: list[str]
 ) -> list[Recipient]:
     excluded = _excluded(parsed)
     positions: dict[str, int] = {}
@@ -108,7 +126,7 @@ def _recipients(
         if addresses:
             fired.append("pattern:recipient-flufl-bounce")
     if not addresses:
-        to = _addresses(returned_header(parsed, "To"))
+        to = _addresses(returned_header(parsed, "To") or _pasted_header(rest, "To"))
         addresses = [a for a in to if a not in excluded][:1]
         if addresses:
             fired.append("pattern:recipient-returned-to")

@@ -139,7 +139,7 @@ class Parsed:
     def first_text(self, subtype: str = "plain") -> str:
         """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
         for part in self._own_parts():
-            if part.get_content_type() == f"text/{subtype}" and not _is_attachment(part):
+            if content_type(part) == f"text/{subtype}" and not _is_attachment(part):
                 return part_text(part)
         return ""
 
@@ -150,6 +150,18 @@ class Parsed:
             return text
         html = self.first_text("html")
         return strip_html(html) if html else ""
+
+    def report_text(self) -> str:
+        """``body_text``, or when MIME parsing found no parts (a multipart whose boundary never
+        appears), the raw body: reports with a broken boundary are still read."""
+        text = self.body_text()
+        if text:
+            return text
+        payload = self.message.get_payload()
+        if isinstance(payload, str) and self.message.is_multipart() is False and payload:
+            self.note("mime:no-parts-read-as-text")
+            return payload
+        return ""
 
     def _own_parts(self) -> Iterator[Message]:
         """Parts of this message, not descending into attached messages (``message/rfc822``)."""
@@ -164,6 +176,12 @@ class Parsed:
             if part.get_content_maintype() == "message":
                 continue
             yield part
+
+
+def content_type(part: Message) -> str:
+    """``part.get_content_type()``, lenient: ``text/plain\n charset=...`` (no ``;``) is ``text/plain``."""
+    value = part.get_content_type()
+    return value.split(None, 1)[0] if value else value
 
 
 def _is_attachment(part: Message) -> bool:
