@@ -115,7 +115,7 @@ def _recipients(
             address = match.group("addr").lower()
             if address in excluded or address.split("@")[0] in _NOT_RECIPIENT_LOCAL:
                 continue
-            spans.append((match.start(), match.end(), address))
+            spans.append((match.start(), match.end("addr"), address))
             if address not in positions:
                 positions[address] = match.start()
                 fired.append(f"pattern:recipient-{pattern.name}")

@@ -64,7 +64,7 @@ STATUS_TABLE: tuple[StatusRule, ...] = (
     StatusRule("status-x.1.7", "*.1.7", "rejected", _ANY),
     StatusRule("status-x.1.8", "*.1.8", "rejected", _ANY),
     StatusRule("status-x.1.10", "*.1.10", "notaccept", frozenset({"userunknown", "hostunknown"})),
-    StatusRule("status-x.2.1", "*.2.1", "suspend", frozenset({"filtered", "mailboxfull"})),
+    StatusRule("status-x.2.1", "*.2.1", "suspend", frozenset({"filtered", "mailboxfull", "userunknown"})),
     StatusRule("status-x.2.2", "*.2.2", "mailboxfull"),
     StatusRule("status-x.2.3", "*.2.3", "exceedlimit"),
     StatusRule("status-x.3.1", "*.3.1", "systemfull"),
@@ -92,6 +92,12 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
     ("phrase-mailer-error", "mailererror",
      r"mailer error|unknown mailer|procmail|command died|pipe to |program failed|exit (?:status|"
      r"code) \d|local mailer|delivery program"),
+    ("phrase-directory-lookup", "userunknown",
+     r"recipient name is not recognized|not listed in (?:the )?(?:domino )?directory|"
+     r"not listed in public name|^unknown user: |address lookup failed"),
+    ("phrase-dns-temporary", "networkerror",
+     r"host not found, try again|name service error for domain|temporary (?:dns|lookup) failure|"
+     r"dns (?:lookup )?(?:timeout|servfail)"),
     ("phrase-spam-classification", "spamdetected",
      r"spam classification|rejected (?:due to|as|for) spam|identified as spam|classified as spam|"
      r"detected as spam|considered (?:as )?spam|looks like spam|spam score|spam content"),
@@ -126,7 +132,7 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"recipient address rejected: access denied"),
     ("phrase-blocklist", "blocked",
      r"blocked using|\bspamhaus\b|\bspamcop\b|\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
-     r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|listed (?:at|in|on|by)|"
+     r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|(?<!not )listed (?:at|in|on|by)|"
      r"client host \S+ blocked|(?:ip|address) (?:is |has been )?blocked|connection (?:refused|"
      r"rejected) by|blocked by|has been blocked|rejected by policy from|banned|not allowed to send|"
      r"refused to talk|mail server (?:ip )?(?:address )?is blocked|poor reputation|sender ip|your ip|"
@@ -149,17 +155,15 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"has moved|address (?:has )?changed|no longer (?:uses|using)|forwarding address"),
     ("phrase-sender-rejected", "rejected",
      r"sender (?:address )?(?:rejected|refused|denied|invalid|unknown)|domain of sender address|"
-     r"sender domain|purported responsible address"),
+     r"sender domain|purported responsible address|from: domain is invalid"),
     ("phrase-suspended", "suspend",
      r"suspended|inactive|disabled|deactivated|frozen|temporar(?:y|ily) locked|account (?:has been |"
      r"is )?(?:locked|closed|expired)|mailbox (?:is )?(?:closed|inactive)|not (?:an )?active|"
      r"no longer active|account (?:is )?on hold|mailbox not active|is no longer available|put on hold"),
     ("phrase-null-mx", "notaccept",
      r"null mx|does not accept (?:any )?mail|not accept(?:ing)? (?:any )?(?:e-?)?mail|accepts no mail|"
-     r"no mail(?: service)? (?:for|at) this domain|doesn.t receive (?:e-?)?mail|domain does not receive"),
-    ("phrase-directory-lookup", "userunknown",
-     r"recipient name is not recognized|not listed in (?:the )?(?:domino )?directory|"
-     r"not listed in public name|^unknown user: |address lookup failed"),
+     r"no mail(?: service)? (?:for|at) this domain|doesn.t receive (?:e-?)?mail|domain does not receive|"
+     r"indicated no smtp service"),
     ("phrase-user-unknown", "userunknown",
      r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user|person)|"
      r"(?:user|mailbox|recipient|address|account|addressee) (?:\S+ )?(?:does not|doesn't|"
@@ -167,14 +171,15 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"local part|alias)|(?:recipient|user|mailbox|address|addressee) (?:is )?(?:unknown|invalid|"
      r"not found)|invalid (?:recipient|mailbox|address|user)|mailbox unavailable|mailbox not found|"
      r"(?:user|recipient|mailbox|address) not (?:found|known|listed|valid)|not a valid (?:user|mailbox|"
-     r"recipient)|no mailbox (?:here|by that name|for)|not our customer|unrouteable address|"
+     r"recipient)|no mailbox (?:here|by that name|for)|not our customer|"
      r"no valid recipients|bad destination mailbox|(?:account|mailbox) (?:is )?unavailable|"
      r"recipient (?:address )?rejected|(?<!sender )address rejected|user not found|no user|"
      r"sorry, no mailbox|has no account|cannot be found|could not be found|name not recognized|"
      r"unknown local|addressee unknown|undeliverable address|mailbox (?:name )?(?:not allowed|invalid)|"
      r"illegal alias|user doesn.t have|we do not have a user|no account by that name"),
     ("phrase-host-unknown", "hostunknown",
-     r"host unknown|unknown host|domain (?:name )?not found|host not found|name or service not known|"
+     r"host unknown|unknown host|unrouteable address|(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist|"
+     r"domain (?:name )?not found|host not found|name or service not known|"
      r"no such (?:domain|host)|(?:domain|host) (?:does not|doesn't) exist|unrouteable mail domain|"
      r"unroutable domain|domain (?:is )?(?:unknown|invalid)|no (?:mx|mail exchanger|dns) (?:record|"
      r"entry|host)|nxdomain|host or domain name not found|unknown domain|invalid domain|dns error|"
@@ -292,6 +297,7 @@ def find_command(text: str) -> str:
     In a session transcript (``>>> RCPT To:<a@b>`` / ``<<< 550 ...``) it is the first command that got
     a 4xx/5xx answer: sendmail goes on to send DATA after a refused RCPT.
     """
+    text = " ".join(text.split())
     for match in COMMAND_RE.finditer(text):
         command = next(g for g in match.groups() if g).upper()
         command = _COMMANDS.get(command, command)
@@ -304,12 +310,19 @@ def find_command(text: str) -> str:
     return ""
 
 
+_ABOUT_RECIPIENT = frozenset({"userunknown", "hostunknown", "filtered", "suspend", "hasmoved", "notaccept"})
+
+
 def reason_for(status: str, text: str, fired: list[str] | None = None, command: str = "") -> str:
     """The reason for one recipient from its status code, diagnostic ``text`` and SMTP ``command``.
 
     ``fired`` (when given) receives the names of the rules used (``reason:status-x.1.1``).
     """
     reason, rule = _reason(status, text, fired)
+    if command == "MAIL FROM" and reason in _ABOUT_RECIPIENT:
+        # refused in answer to MAIL FROM: the server refused the sender, not this recipient
+        _fire(fired, "refused-at-mail-from")
+        return "rejected"
     address_code = status[1:4] == ".1."
     if rule == "phrase-user-unknown" and not address_code and command in {"DATA", ""}:
         # "550 User unknown" quoted with no x.1.x code and not in answer to RCPT TO: a filter may
