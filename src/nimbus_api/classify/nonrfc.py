@@ -120,7 +120,11 @@ def _recipients(
                 positions[address] = match.start()
                 fired.append(f"pattern:recipient-{pattern.name}")
     found = sorted(positions, key=positions.__getitem__)
-    addresses = failed_header or found
+    lowered = report.lower()
+    if failed_header and (all(a in lowered for a in failed_header) or not found):
+        addresses = failed_header
+    else:
+        addresses = found or failed_header
     if not addresses:
         addresses = _flufl(parsed, excluded)
         if addresses:
@@ -153,21 +157,20 @@ def _excluded(parsed: Parsed) -> set[str]:
 
 
 def _chunks(report: str, addresses: list[str], spans: list[tuple[int, int, str]]) -> dict[str, str]:
-    """Each address's diagnostic: from its first mention to the next recipient's first mention."""
-    starts: dict[str, tuple[int, int]] = {}
-    for start, end, address in sorted(spans):
-        if address in addresses and address not in starts:
-            starts[address] = (start, end)
+    """Each address's diagnostic: from its first mention up to the next mention of a recipient."""
+    mentions = sorted((start, end, a) for start, end, a in spans if a in addresses)
     lowered = report.lower()
     for address in addresses:
-        if address not in starts:
+        if not any(a == address for _, _, a in mentions):
             index = lowered.find(address)
             if index >= 0:
-                starts[address] = (index, index + len(address))
-    order = sorted(starts.items(), key=lambda item: item[1][0])
+                mentions.append((index, index + len(address), address))
+    mentions.sort()
     chunks: dict[str, str] = {}
-    for i, (address, (_, end)) in enumerate(order):
-        stop = order[i + 1][1][0] if i + 1 < len(order) else len(report)
+    for i, (_, end, address) in enumerate(mentions):
+        if address in chunks:
+            continue
+        stop = next((m[0] for m in mentions[i + 1 :] if m[0] >= end and m[2] != address), len(report))
         chunks[address] = report[end:stop][:_MAX_DIAGNOSTIC]
     return chunks
 

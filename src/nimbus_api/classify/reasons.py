@@ -87,7 +87,7 @@ STATUS_TABLE: tuple[StatusRule, ...] = (
 _PHRASES: tuple[tuple[str, str, str], ...] = (
     ("phrase-not-rfc-compliant", "notcompliantrfc",
      r"rfc ?5322|rfc ?2822|rfc ?822\b|not (?:rfc[- ]?)?compliant|non-?compliant|duplicate header|"
-     r"multiple (?:addresses in )?(?:from|to|subject|message-id|date)[: ]|bare lf|bare line ?feed|"
+     r"multiple (?:\S+ ){0,3}?(?:addresses in )?(?:from|to|subject|message-id|date)[: ]|bare lf|bare line ?feed|"
      r"(?:header|headers) (?:are |is )?(?:invalid|missing|malformed)|missing (?:required )?header"),
     ("phrase-mailer-error", "mailererror",
      r"mailer error|unknown mailer|procmail|command died|pipe to |program failed|exit (?:status|"
@@ -103,11 +103,12 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"detected as spam|considered (?:as )?spam|looks like spam|spam score|spam content"),
     ("phrase-expired", "expired",
      r"retry timeout exceeded|retry time not reached for any host|message expired|"
-     r"delivery time expired|queue ?time exceeded|could not be delivered for \d+ days|has been delayed|"
-     r"delivery attempts will continue|giving up on|maximum time expired|"
-     r"exceeded the max(?:imum)? time|too long in (?:the )?queue|was not delivered after|"
-     r"retry limit exceeded|message timed out|unable to deliver (?:the )?message after|"
-     r"delivery expired|i'm not going to try again|could not be delivered within|TTL expired"),
+     r"delivery time expired|queue ?time exceeded|could not be delivered for \d+ days|"
+     r"maximum time expired|exceeded the max(?:imum)? time|was not delivered after|"
+     r"retry limit exceeded|message timed out|delivery expired|could not be delivered within|"
+     r"not delivered within|TTL expired|aborted after \d|did not accept our requests to connect"),
+    ("phrase-spam-content", "spamdetected",
+     r"blacklisted (?:url|link)|\buribl\b|\bsurbl\b"),
     ("phrase-auth-spf-dkim-dmarc", "authfailure",
      r"\bSPF\b|sender policy framework|\bDMARC\b|\bDKIM\b|not pass authentication|"
      r"authentication (?:check )?fail|unauthenticated (?:email|mail)|does not designate|not designated|"
@@ -118,7 +119,7 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"client) (?:address )?has no (?:ptr|host ?name)|unresolvable (?:ip|host)|"
      r"not resolve (?:your )?(?:ip|address)|reverse mapping"),
     ("phrase-reputation", "badreputation",
-     r"\breputation\b|sender score|senderscore|low (?:ip )?quality|poor (?:ip )?quality"),
+     r"user complaints|\breputation\b|sender score|senderscore|low (?:ip )?quality|poor (?:ip )?quality"),
     ("phrase-virus", "virusdetected",
      r"\bvirus\b|malware|infected|trojan|worm detected"),
     ("phrase-relay-denied", "norelaying",
@@ -131,7 +132,7 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
     ("phrase-recipient-access-denied", "userunknown",
      r"recipient address rejected: access denied"),
     ("phrase-blocklist", "blocked",
-     r"blocked using|\bspamhaus\b|\bspamcop\b|\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
+     r"blocked using|smtp server of your isp|invalid ip for sending|\bspamhaus\b|\bspamcop\b|\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
      r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|(?<!not )listed (?:at|in|on|by)|"
      r"client host \S+ blocked|(?:ip|address) (?:is |has been )?blocked|connection (?:refused|"
      r"rejected) by|blocked by|has been blocked|rejected by policy from|banned|not allowed to send|"
@@ -141,7 +142,7 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"rate limit|ratelimit|too many (?:messages|emails|mails)|sent to too many recipients|"
      r"sending rate|throttl|too fast|too much mail|slow down"),
     ("phrase-mailbox-full", "mailboxfull",
-     r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed|full|violation)|exceed(?:s|ed|"
+     r"mailbox exceeds allowed size|mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed|full|violation)|exceed(?:s|ed|"
      r"ing)? (?:the |its |his |her )?(?:storage |mailbox |disk )?(?:quota|size limit|storage)|"
      r"mailbox (?:size )?limit|insufficient (?:disk )?space|not enough (?:storage|space)|"
      r"mail ?box (?:has )?exceeded|full mailbox|mailfolder is full|user is over|out of storage|"
@@ -163,7 +164,9 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
     ("phrase-null-mx", "notaccept",
      r"null mx|does not accept (?:any )?mail|not accept(?:ing)? (?:any )?(?:e-?)?mail|accepts no mail|"
      r"no mail(?: service)? (?:for|at) this domain|doesn.t receive (?:e-?)?mail|domain does not receive|"
-     r"indicated no smtp service"),
+     r"indicated no smtp service|couldn't find a mail exchanger|no mx record found"),
+    ("phrase-domain-does-not-exist", "hostunknown",
+     r"(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist"),
     ("phrase-user-unknown", "userunknown",
      r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user|person)|"
      r"(?:user|mailbox|recipient|address|account|addressee) (?:\S+ )?(?:does not|doesn't|"
@@ -178,7 +181,7 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"unknown local|addressee unknown|undeliverable address|mailbox (?:name )?(?:not allowed|invalid)|"
      r"illegal alias|user doesn.t have|we do not have a user|no account by that name"),
     ("phrase-host-unknown", "hostunknown",
-     r"host unknown|unknown host|unrouteable address|(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist|"
+     r"host unknown|unknown host|unrouteable address|"
      r"domain (?:name )?not found|host not found|name or service not known|"
      r"no such (?:domain|host)|(?:domain|host) (?:does not|doesn't) exist|unrouteable mail domain|"
      r"unroutable domain|domain (?:is )?(?:unknown|invalid)|no (?:mx|mail exchanger|dns) (?:record|"
@@ -213,6 +216,9 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"temporary (?:local )?(?:problem|failure)|service (?:not available|unavailable)|"
      r"system (?:is )?(?:not available|unavailable)|resources? (?:temporarily )?unavailable|"
      r"misconfigur|configuration error|i/o error|could not load"),
+    ("phrase-gave-up", "expired",
+     r"i'm not going to try again|too long in (?:the )?queue|giving up|has been delayed|"
+     r"delivery attempts will continue|unable to deliver (?:the )?message after"),
     ("phrase-rejected", "rejected",
      r"rejected|refused|denied|not accepted|unable to (?:deliver|accept)|undeliverable"),
 )
