@@ -31,6 +31,15 @@ class Pattern:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientPattern:
+    """``line``: the diagnostic is the rest of the matched line (``554 <a@b>... Host unknown``)."""
+
+    name: str
+    regex: re.Pattern[str]
+    line: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BodyPattern:
     name: str
     regex: re.Pattern[str]
@@ -180,7 +189,8 @@ ORIGINAL_MARKERS: tuple[Pattern, ...] = (
     Pattern(
         "original-headers",
         _c(
-            r"^[ \t]*(?:original (?:message|mail) (?:headers|follows|as follows)|included is a copy of the message header|"
+            r"^[ \t]*(?:original (?:message|mail) (?:headers|follows|as follows)|"
+            r"included is a copy of the message header|"
             r"-+ ?original message ?-+|original message headers:)",
             re.M,
         ),
@@ -191,20 +201,20 @@ ORIGINAL_MARKERS: tuple[Pattern, ...] = (
 
 #: Where a failed recipient's address sits in the report. Every row yields the ``addr`` group; a
 #: recipient's position is its first match. ``To:``/``From:`` summary lines are never recipients.
-RECIPIENT_PATTERNS: tuple[Pattern, ...] = (
-    Pattern("angle-colon", _c(rf"^[ \t]*<(?P<addr>{ADDR})>:", re.M)),
-    Pattern("quoted-colon", _c(rf'^[ \t]*"(?P<addr>{ADDR})":[ \t]*$', re.M)),
-    Pattern("sendmail-reply-line", _c(rf"^[ \t]*[45]\d\d <(?P<addr>{ADDR})>\.\.\.", re.M)),
-    Pattern("rcpt-to-transcript", _c(rf">>> ?RCPT TO: ?<(?P<addr>{ADDR})>", re.M)),
-    Pattern("address-field", _c(rf"\bAddress: ?<(?P<addr>{ADDR})>")),
-    Pattern(
+RECIPIENT_PATTERNS: tuple[RecipientPattern, ...] = (
+    RecipientPattern("angle-colon", _c(rf"^[ \t]*<(?P<addr>{ADDR})>:", re.M)),
+    RecipientPattern("quoted-colon", _c(rf'^[ \t]*"(?P<addr>{ADDR})":[ \t]*$', re.M)),
+    RecipientPattern("sendmail-reply-line", _c(rf"^[ \t]*[45]\d\d <(?P<addr>{ADDR})>\.\.\.", re.M), line=True),
+    RecipientPattern("rcpt-to-transcript", _c(rf">>> ?RCPT TO: ?<(?P<addr>{ADDR})>", re.M)),
+    RecipientPattern("address-field", _c(rf"\bAddress: ?<(?P<addr>{ADDR})>")),
+    RecipientPattern(
         "deliver-to-line",
         _c(
             rf"(?:deliver(?:ed)? (?:message |mail )?to|reach the following recipient|failed recipient|"
             rf"address(?:es)? failed|recipient address)s?:[ \t]*<?(?P<addr>{ADDR})>?"
         ),
     ),
-    Pattern(
+    RecipientPattern(
         "label-colon-address",
         _c(
             rf"^[ \t]*(?!(?:to|from|cc|bcc|sender|reply-to|original sender|return-path|delivered-to|"
@@ -212,7 +222,7 @@ RECIPIENT_PATTERNS: tuple[Pattern, ...] = (
             re.M,
         ),
     ),
-    Pattern(
+    RecipientPattern(
         "bare-address-line",
         _c(
             rf"^[ \t]*(?:\*[ \t]*|>>>[ \t]*|\|[ \t]*)?<?(?P<addr>{ADDR})>?(?:<mailto:[^>\s]{{1,200}}>|"
@@ -233,7 +243,15 @@ VENDOR_REASONS: tuple[VendorReason, ...] = (
 
 
 def first(patterns: tuple[Pattern, ...], text: str) -> Pattern | None:
+    """The first row whose regex occurs in ``text``."""
     for pattern in patterns:
         if pattern.regex.search(text):
             return pattern
+    return None
+
+
+def vendor_reason(text: str) -> VendorReason | None:
+    for row in VENDOR_REASONS:
+        if row.regex.search(text):
+            return row
     return None

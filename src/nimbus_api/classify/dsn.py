@@ -146,8 +146,8 @@ def detect(parsed: Parsed) -> Classification | None:
     groups = [g for text in texts for g in parse_status_fields(text)]
     notification = parsed.report_text()
     pairs = [(g, r) for g in groups if (r := recipient_from_group(g, fired, notification)) is not None]
-    seen: set[str] = set()
-    pairs = [(g, r) for g, r in pairs if not (r.address in seen or seen.add(r.address))]
+    first_of = {r.address: i for i, (_, r) in reversed(list(enumerate(pairs)))}
+    pairs = [pair for i, pair in enumerate(pairs) if first_of[pair[1].address] == i]
     if len(pairs) == 1 and not pairs[0][1].diagnostic and notification:
         # no Diagnostic-Code: the human-readable part usually says what happened
         group = pairs[0][0]

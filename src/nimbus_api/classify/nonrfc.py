@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+from typing import NamedTuple
 
 from nimbus_api.classify import bounce_patterns as bp
 from nimbus_api.classify import reasons as reasons_mod
@@ -109,13 +110,14 @@ def _recipients(
 ) -> list[Recipient]:
     excluded = _excluded(parsed)
     positions: dict[str, int] = {}
-    spans: list[tuple[int, int, str]] = []
+    spans: list[Mention] = []
     for pattern in bp.RECIPIENT_PATTERNS:
         for match in pattern.regex.finditer(report):
             address = match.group("addr").lower()
             if address in excluded or address.split("@")[0] in _NOT_RECIPIENT_LOCAL:
                 continue
-            spans.append((match.start(), match.end("addr"), address))
+            line_end = report.find("\n", match.end()) if pattern.line else -1
+            spans.append(Mention(match.start(), match.end("addr"), address, line_end))
             if address not in positions:
                 positions[address] = match.start()
                 fired.append(f"pattern:recipient-{pattern.name}")
@@ -138,11 +140,11 @@ def _recipients(
         return []
     chunks = _chunks(report, addresses, spans)
     single = len(addresses) == 1
-    vendor = bp.first(bp.VENDOR_REASONS, report)  # type: ignore[arg-type]
+    vendor = bp.vendor_reason(report)
     recipients: list[Recipient] = []
     for address in addresses:
-        chunk = chunks.get(address, "")
-        recipients.append(_recipient(address, chunk, report if single else "", action, vendor, fired))
+        chunk, mentioned = chunks.get(address, ("", ""))
+        recipients.append(_recipient(address, chunk, mentioned, report if single else "", action, vendor, fired))
     return recipients
 
 
@@ -156,28 +158,45 @@ def _excluded(parsed: Parsed) -> set[str]:
     return out
 
 
-def _chunks(report: str, addresses: list[str], spans: list[tuple[int, int, str]]) -> dict[str, str]:
-    """Each address's diagnostic: from its first mention up to the next mention of a recipient."""
-    mentions = sorted((start, end, a) for start, end, a in spans if a in addresses)
+class Mention(NamedTuple):
+    """Where a recipient pattern found an address: the match start, the address end, and for
+    one-line rows the end of that line (the diagnostic stops there)."""
+
+    start: int
+    end: int
+    address: str
+    line_end: int = -1
+
+
+def _chunks(report: str, addresses: list[str], spans: list[Mention]) -> dict[str, tuple[str, str]]:
+    """Each address's diagnostic (from its first mention up to the next mention of a recipient),
+    and the same text from the start of the mention (to read the SMTP command from)."""
+    mentions = sorted(m for m in spans if m.address in addresses)
     lowered = report.lower()
     for address in addresses:
-        if not any(a == address for _, _, a in mentions):
+        if not any(m.address == address for m in mentions):
             index = lowered.find(address)
             if index >= 0:
-                mentions.append((index, index + len(address), address))
+                mentions.append(Mention(index, index + len(address), address))
     mentions.sort()
-    chunks: dict[str, str] = {}
-    for i, (_, end, address) in enumerate(mentions):
-        if address in chunks:
+    chunks: dict[str, tuple[str, str]] = {}
+    for i, mention in enumerate(mentions):
+        if mention.address in chunks:
             continue
-        stop = next((m[0] for m in mentions[i + 1 :] if m[0] >= end and m[2] != address), len(report))
-        chunks[address] = report[end:stop][:_MAX_DIAGNOSTIC]
+        stop = next(
+            (m.start for m in mentions[i + 1 :] if m.start >= mention.end and m.address != mention.address),
+            len(report),
+        )
+        if mention.line_end >= 0:
+            stop = min(stop, mention.line_end)
+        chunks[mention.address] = (report[mention.end : stop][:_MAX_DIAGNOSTIC], report[mention.start : stop])
     return chunks
 
 
 def _recipient(
     address: str,
     chunk: str,
+    mentioned: str,
     whole: str,
     action: Action,
     vendor: bp.VendorReason | None,
@@ -190,7 +209,7 @@ def _recipient(
         context = " ".join(whole.split())[: _MAX_DIAGNOSTIC * 2]
         status = reasons_mod.find_status(context)
     reply_code = reasons_mod.find_reply_code(context)
-    command = reasons_mod.find_command(chunk) or reasons_mod.find_command(whole)
+    command = reasons_mod.find_command(mentioned) or reasons_mod.find_command(whole)
     reason = ""
     if vendor is not None:
         fired.append(f"pattern:vendor-{vendor.name}")

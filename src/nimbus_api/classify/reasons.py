@@ -94,7 +94,8 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"code) \d|local mailer|delivery program"),
     ("phrase-directory-lookup", "userunknown",
      r"recipient name is not recognized|not listed in (?:the )?(?:domino )?directory|"
-     r"not listed in public name|^unknown user: |address lookup failed"),
+     r"not listed in public name|^unknown user: |address lookup failed|invalid final delivery userid|"
+     r"user doesn't have an? \S+ account|address couldn't be found|\*\* address not found \*\*"),
     ("phrase-dns-temporary", "networkerror",
      r"host not found, try again|name service error for domain|temporary (?:dns|lookup) failure|"
      r"dns (?:lookup )?(?:timeout|servfail)"),
@@ -132,7 +133,8 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
     ("phrase-recipient-access-denied", "userunknown",
      r"recipient address rejected: access denied"),
     ("phrase-blocklist", "blocked",
-     r"blocked using|smtp server of your isp|invalid ip for sending|\bspamhaus\b|\bspamcop\b|\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
+     r"blocked using|smtp server of your isp|invalid ip for sending|\bspamhaus\b|\bspamcop\b|"
+     r"\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
      r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|(?<!not )listed (?:at|in|on|by)|"
      r"client host \S+ blocked|(?:ip|address) (?:is |has been )?blocked|connection (?:refused|"
      r"rejected) by|blocked by|has been blocked|rejected by policy from|banned|not allowed to send|"
@@ -142,7 +144,8 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"rate limit|ratelimit|too many (?:messages|emails|mails)|sent to too many recipients|"
      r"sending rate|throttl|too fast|too much mail|slow down"),
     ("phrase-mailbox-full", "mailboxfull",
-     r"mailbox exceeds allowed size|mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed|full|violation)|exceed(?:s|ed|"
+     r"mailbox exceeds allowed size|mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed|full|"
+     r"violation)|exceed(?:s|ed|"
      r"ing)? (?:the |its |his |her )?(?:storage |mailbox |disk )?(?:quota|size limit|storage)|"
      r"mailbox (?:size )?limit|insufficient (?:disk )?space|not enough (?:storage|space)|"
      r"mail ?box (?:has )?exceeded|full mailbox|mailfolder is full|user is over|out of storage|"
