@@ -55,8 +55,8 @@ def _arf(parsed: Parsed) -> Classification | None:
         report_type = str(parsed.message.get_param("report-type") or "").lower()
         if report_type == "feedback-report":
             reasons.append("arf:report-type=feedback-report")
-    texts = [part_text(p) for p in parsed.walk() if p.get_content_type() in FEEDBACK_PART_TYPES]
-    texts += [_message_fields(p) for p in parsed.walk() if p.get_content_type() in FEEDBACK_PART_TYPES]
+    feedback_parts = parsed.parts_of_type(FEEDBACK_PART_TYPES)
+    texts = [part_text(p) for p in feedback_parts] + [_message_fields(p) for p in feedback_parts]
     if texts:
         reasons.append("arf:feedback-report-part")
     if not reasons:

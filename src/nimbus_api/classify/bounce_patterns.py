@@ -53,8 +53,19 @@ class VendorReason:
     reason: str
 
 
+_UPPER_RE = re.compile(r"(?<!\\)(?<!\(\?)[A-Z]")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _c(regex: str, flags: int = 0) -> re.Pattern[str]:
-    return re.compile(regex, re.I | flags)
+    """A case-insensitive row, matched against ``lowered`` text: its letters are lowered (escapes
+    and ``(?P<`` kept) instead of compiling with ``re.I``, which is several times slower."""
+    return re.compile(_UPPER_RE.sub(lambda m: m.group(0).lower(), regex), flags)
+
+
+def lowered(text: str) -> str:
+    """``text`` with ASCII letters lowered: same length, so match positions index ``text`` too."""
+    return text.translate(_ASCII_LOWER)
 
 
 #: Matched against ``display-name <address>`` of the From header.
@@ -244,6 +255,7 @@ VENDOR_REASONS: tuple[VendorReason, ...] = (
 
 def first(patterns: tuple[Pattern, ...], text: str) -> Pattern | None:
     """The first row whose regex occurs in ``text``."""
+    text = lowered(text)
     for pattern in patterns:
         if pattern.regex.search(text):
             return pattern
@@ -251,6 +263,7 @@ def first(patterns: tuple[Pattern, ...], text: str) -> Pattern | None:
 
 
 def vendor_reason(text: str) -> VendorReason | None:
+    text = lowered(text)
     for row in VENDOR_REASONS:
         if row.regex.search(text):
             return row

@@ -20,7 +20,7 @@ from email.message import Message
 
 from nimbus_api.classify import reasons as reasons_mod
 from nimbus_api.classify import ses
-from nimbus_api.classify.original import RETURNED_TYPES, returned_header, returned_message_id
+from nimbus_api.classify.original import returned_header, returned_message_id
 from nimbus_api.classify.parsing import Parsed, part_text
 from nimbus_api.classify.types import Action, Classification, Kind, Recipient
 
@@ -109,9 +109,7 @@ def _message_text(message: Message) -> str:
 def status_texts(parsed: Parsed) -> list[str]:
     """The texts of the delivery-status parts, in MIME order."""
     texts: list[str] = []
-    for part in parsed.walk():
-        if part.get_content_type() not in STATUS_PART_TYPES:
-            continue
+    for part in parsed.parts_of_type(STATUS_PART_TYPES):
         payload = part.get_payload()
         if isinstance(payload, list):
             texts.append("\n\n".join(_message_text(p) for p in payload if isinstance(p, Message)))
@@ -138,7 +136,7 @@ def detect(parsed: Parsed) -> Classification | None:
     if is_dsn_report(parsed):
         fired.insert(0, "dsn:report-type=delivery-status")
         if not texts:
-            texts = [part_text(p) for p in parsed.walk() if p.get_content_maintype() == "text" and not _in_returned(p)]
+            texts = [part_text(p) for ctype, p in parsed.typed_parts() if ctype.startswith("text/")]
             texts.append(parsed.report_text())
             fired.append("dsn:status-fields-in-text")
     if not fired:
@@ -227,10 +225,6 @@ def verdict_for(parsed: Parsed, recipients: list[Recipient], fired: list[str]) -
         recipients=tuple(recipients),
         original_message_id=returned_message_id(parsed),
     )
-
-
-def _in_returned(part: Message) -> bool:
-    return part.get_content_type() in RETURNED_TYPES
 
 
 #: A relaying MTA's own gloss before the remote server's words: ``5.1.0 - Unknown address error 550-'...'``

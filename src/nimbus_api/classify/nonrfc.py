@@ -24,7 +24,9 @@ from nimbus_api.classify.parsing import Parsed
 from nimbus_api.classify.types import Action, Classification, Recipient
 
 _ADDR_RE = re.compile(bp.ADDR)
-_MAX_REPORT = 64 * 1024
+_MAX_TEXT = 32 * 1024
+#: The report (before the returned message) is looked for in this many characters.
+_MAX_REPORT = 12 * 1024
 _MAX_DIAGNOSTIC = 1200
 _NOT_RECIPIENT_LOCAL = ("mailer-daemon", "postmaster", "support", "abuse", "noreply", "no-reply")
 
@@ -42,9 +44,9 @@ def detect(parsed: Parsed) -> Classification | None:
         fired.append(f"pattern:subject-{subject.name}")
     if not failed_header and sender is None and subject is None:
         return None
-    text = parsed.report_text()[:_MAX_REPORT].replace("\r\n", "\n")
+    text = parsed.report_text()[:_MAX_TEXT].replace("\r\n", "\n")
     report = _cut_report(text, fired)
-    body = _body_pattern(" ".join(report.split()))
+    body = _body_pattern(" ".join(report[:6000].lower().split()))
     if body is not None:
         fired.append(f"pattern:body-{body.name}")
     if not failed_header and body is None and (sender is None or subject is None):
@@ -74,10 +76,11 @@ def _body_pattern(report: str) -> bp.BodyPattern | None:
 
 def _cut_report(text: str, fired: list[str]) -> str:
     """The report part of ``text``: everything before the returned message starts."""
-    cut = len(text)
+    cut = min(len(text), _MAX_REPORT)
     name = ""
+    low = bp.lowered(text[:cut])
     for marker in bp.ORIGINAL_MARKERS:
-        match = marker.regex.search(text, 0, cut)
+        match = marker.regex.search(low, 0, cut)
         if match is not None and match.start() < cut and match.start() > 0:
             cut, name = match.start(), marker.name
     if name:
@@ -109,10 +112,11 @@ def _recipients(
     parsed: Parsed, report: str, rest: str, failed_header: list[str], action: Action, fired: list[str]
 ) -> list[Recipient]:
     excluded = _excluded(parsed)
+    low = bp.lowered(report)
     positions: dict[str, int] = {}
     spans: list[Mention] = []
     for pattern in bp.RECIPIENT_PATTERNS:
-        for match in pattern.regex.finditer(report):
+        for match in pattern.regex.finditer(low):
             address = match.group("addr").lower()
             if address in excluded or address.split("@")[0] in _NOT_RECIPIENT_LOCAL:
                 continue

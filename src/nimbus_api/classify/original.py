@@ -23,10 +23,11 @@ _BODY_MSGID_RE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.I | re.M)
 
 def returned_parts(parsed: Parsed) -> list[Message]:
     """The returned message (or its headers) as parsed messages, in MIME order."""
+    cached: list[Message] | None = parsed.memo.get("returned_parts")
+    if cached is not None:
+        return cached
     found: list[Message] = []
-    for part in parsed.walk():
-        if part.get_content_type() not in RETURNED_TYPES:
-            continue
+    for part in parsed.parts_of_type(RETURNED_TYPES):
         payload = part.get_payload()
         if isinstance(payload, list):
             found.extend(p for p in payload if isinstance(p, Message))
@@ -34,6 +35,7 @@ def returned_parts(parsed: Parsed) -> list[Message]:
             text = part_text(part)
             if text:
                 found.append(_parse_headers(text))
+    parsed.memo["returned_parts"] = found
     return found
 
 

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 #: Messages are cut at this many bytes before parsing: the classifier needs headers, the report parts
 #: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
@@ -89,6 +90,8 @@ class Parsed:
     raw: bytes
     notes: list[str] = field(default_factory=list)
     truncated: bool = False
+    #: values detectors compute more than once (the From address, the parts, the report text)
+    memo: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: str) -> str:
         """The first value of a header, decoded; ``""`` when absent."""
@@ -117,8 +120,10 @@ class Parsed:
     @property
     def from_address(self) -> str:
         """The From address, lower-cased; ``""`` when there is none that parses."""
-        _, address = email.utils.parseaddr(self.header("From"))
-        return address.strip().lower()
+        if "from_address" not in self.memo:
+            _, address = email.utils.parseaddr(self.header("From"))
+            self.memo["from_address"] = address.strip().lower()
+        return str(self.memo["from_address"])
 
     @property
     def message_id(self) -> str:
@@ -126,11 +131,23 @@ class Parsed:
         return ids[0] if ids else ""
 
     def walk(self) -> Iterator[Message]:
-        try:
-            yield from self.message.walk()
-        except Exception:
-            self.note("mime:walk-failed")
-            return
+        """Every part, depth first (computed once)."""
+        return iter(part for _, part in self.typed_parts())
+
+    def typed_parts(self) -> list[tuple[str, Message]]:
+        """``(content type, part)`` for every part, depth first (computed once)."""
+        parts: list[tuple[str, Message]] | None = self.memo.get("parts")
+        if parts is None:
+            parts = []
+            try:
+                parts.extend((content_type(part), part) for part in self.message.walk())
+            except Exception:
+                self.note("mime:walk-failed")
+            self.memo["parts"] = parts
+        return parts
+
+    def parts_of_type(self, types: frozenset[str]) -> list[Message]:
+        return [part for ctype, part in self.typed_parts() if ctype in types]
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -154,6 +171,11 @@ class Parsed:
     def report_text(self) -> str:
         """``body_text``, or when MIME parsing found no parts (a multipart whose boundary never
         appears), the raw body: reports with a broken boundary are still read."""
+        if "report_text" not in self.memo:
+            self.memo["report_text"] = self._report_text()
+        return str(self.memo["report_text"])
+
+    def _report_text(self) -> str:
         text = self.body_text()
         if text:
             return text

@@ -17,6 +17,7 @@ authentication is permanent for that message but says nothing bad about the addr
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -47,11 +48,18 @@ class PhraseRule:
     reason: str
 
 
+_UPPER_RE = re.compile(r"(?<!\\)[A-Z]")
+
+
 def _p(regex: str) -> re.Pattern[str]:
-    return re.compile(regex, re.I)
+    """A phrase regex, matched against lower-cased text: its letters are lowered (escapes such as
+    ``\\S`` kept) instead of compiling with ``re.I``, which is several times slower."""
+    return re.compile(_UPPER_RE.sub(lambda m: m.group(0).lower(), regex))
 
 
 _ANY = frozenset({"*"})
+#: Wording is looked for in the first this-many characters of a diagnostic or report.
+_PHRASE_SCAN = 3000
 _NOT_ADDRESS = frozenset({"mailboxfull", "mailererror", "speeding", "toomanyconn", "systemerror", "networkerror"})
 
 #: Enhanced status codes (RFC 3463, RFC 7505, RFC 7372, RFC 8689) whose meaning is clear enough.
@@ -277,12 +285,19 @@ def status_rule(status: str) -> StatusRule | None:
 
 
 def phrase_rule(text: str) -> PhraseRule | None:
+    """The first ``PHRASE_TABLE`` row whose wording occurs in ``text`` (case-insensitive)."""
     if not text:
         return None
-    for rule in PHRASE_TABLE:
-        if rule.pattern.search(text):
-            return rule
-    return None
+    index = _phrase_index(text[:_PHRASE_SCAN].lower())
+    return PHRASE_TABLE[index] if index >= 0 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _phrase_index(lowered: str) -> int:
+    for index, rule in enumerate(PHRASE_TABLE):
+        if rule.pattern.search(lowered):
+            return index
+    return -1
 
 
 #: The SMTP command a rejection answered: a recipient refused after DATA was refused by a filter,

@@ -17,6 +17,13 @@ _FOLD = ("!\r\n ", "!\n ")
 
 def notification(parsed: Parsed) -> dict[str, Any] | None:
     """The SES notification object of a message, or ``None`` when it is not one."""
+    if "ses" not in parsed.memo:
+        parsed.memo["ses"] = _notification(parsed)
+    found: dict[str, Any] | None = parsed.memo["ses"]
+    return found
+
+
+def _notification(parsed: Parsed) -> dict[str, Any] | None:
     if not (parsed.has_header("x-amz-sns-message-id") or "amazonaws.com" in parsed.from_address):
         return None
     text = parsed.first_text("plain")
