@@ -13,7 +13,6 @@ whose status part was sent as ``text/plain`` is still read.
 
 from __future__ import annotations
 
-import email.utils
 import re
 from dataclasses import dataclass, field, replace
 from email.message import Message
@@ -243,12 +242,7 @@ def address_of(value: str) -> str:
     """``rfc822; <Someone@Example.COM>`` -> ``someone@example.com``; ``""`` when no address."""
     if ";" in value:
         value = value.split(";", 1)[1]
-    value = value.strip().strip("<>").strip()
-    _, parsed_addr = email.utils.parseaddr(value)
-    candidate = parsed_addr or value
-    match = _ADDR_RE.search(candidate)
-    if match is None:
-        match = _ADDR_RE.search(value)
+    match = _ADDR_RE.search(value)
     return match.group(0).strip(".").lower() if match else ""
 
 

@@ -12,7 +12,6 @@ nothing. A notice that the message is only delayed is a ``delivery_report``, nev
 
 from __future__ import annotations
 
-import email.utils
 import re
 from typing import NamedTuple
 
@@ -156,9 +155,7 @@ def _excluded(parsed: Parsed) -> set[str]:
     """Addresses that are never the failed recipient: the bounce's own sender and addressee."""
     out: set[str] = set()
     for name in ("From", "To", "Return-Path", "Reply-To"):
-        _, address = email.utils.parseaddr(parsed.header(name))
-        if address:
-            out.add(address.lower())
+        out.update(_addresses(parsed.header(name)))
     return out
 
 

@@ -93,21 +93,37 @@ class Parsed:
     #: values detectors compute more than once (the From address, the parts, the report text)
     memo: dict[str, Any] = field(default_factory=dict)
 
+    def _header_map(self) -> dict[str, list[object]]:
+        """Raw header values by lower-cased name (built once: ``Message.get`` scans every header)."""
+        found: dict[str, list[object]] | None = self.memo.get("header_map")
+        if found is None:
+            found = {}
+            try:
+                for name, value in self.message.items():
+                    found.setdefault(str(name).lower(), []).append(value)
+            except Exception:
+                self.note("headers:unreadable")
+            self.memo["header_map"] = found
+        return found
+
     def header(self, name: str) -> str:
         """The first value of a header, decoded; ``""`` when absent."""
+        values = self._header_map().get(name.lower())
+        if not values:
+            return ""
         try:
-            return decode_header_value(self.message.get(name))
+            return decode_header_value(values[0])
         except Exception:
             return ""
 
     def headers(self, name: str) -> list[str]:
         try:
-            return [decode_header_value(v) for v in self.message.get_all(name) or []]
+            return [decode_header_value(v) for v in self._header_map().get(name.lower(), [])]
         except Exception:
             return []
 
     def has_header(self, name: str) -> bool:
-        return name in self.message
+        return name.lower() in self._header_map()
 
     @property
     def content_type(self) -> str:

@@ -51,10 +51,19 @@ class PhraseRule:
 _UPPER_RE = re.compile(r"(?<!\\)[A-Z]")
 
 
+_LEADING_WORD_BOUNDARY_RE = re.compile(r"(^|\|)\\b([a-z]+)")
+
+
 def _p(regex: str) -> re.Pattern[str]:
-    """A phrase regex, matched against lower-cased text: its letters are lowered (escapes such as
-    ``\\S`` kept) instead of compiling with ``re.I``, which is several times slower."""
-    return re.compile(_UPPER_RE.sub(lambda m: m.group(0).lower(), regex))
+    """A phrase regex, matched against lower-cased text.
+
+    Its letters are lowered (escapes such as ``\\S`` kept) instead of compiling with ``re.I``, and a
+    leading ``\\bword`` becomes ``word(?<!\\wword)``: both keep a literal prefix the regex engine
+    can scan for, several times faster on long reports.
+    """
+    regex = _UPPER_RE.sub(lambda m: m.group(0).lower(), regex)
+    regex = _LEADING_WORD_BOUNDARY_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}(?<!\\w{m.group(2)})", regex)
+    return re.compile(regex)
 
 
 _ANY = frozenset({"*"})
@@ -136,14 +145,14 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"unable to relay|we do not relay|(?:configured|allowed) to relay|relay not allowed|"
      r"not a local domain|no relaying|does not relay|is not a gateway|relay prohibited|relay access"),
     ("phrase-too-many-connections", "toomanyconn",
-     r"(?<!sent to )too many (?:connections|sessions|concurrent|recipients)|connection (?:rate )?limit|"
+     r"too many(?<!sent to too many) (?:connections|sessions|concurrent|recipients)|connection (?:rate )?limit|"
      r"too many simultaneous|concurrent connections|frequency limited"),
     ("phrase-recipient-access-denied", "userunknown",
      r"recipient address rejected: access denied"),
     ("phrase-blocklist", "blocked",
      r"blocked using|smtp server of your isp|invalid ip for sending|\bspamhaus\b|\bspamcop\b|"
      r"\bbarracuda\b|\bsorbs\b|blacklist|blocklist|black list|"
-     r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|(?<!not )listed (?:at|in|on|by)|"
+     r"block list|\bRBL\b|\bDNSBL\b|\bDUL\b|dynamic ip|dialup|dial-up|listed(?<!not listed) (?:at|in|on|by)|"
      r"client host \S+ blocked|(?:ip|address) (?:is |has been )?blocked|connection (?:refused|"
      r"rejected) by|blocked by|has been blocked|rejected by policy from|banned|not allowed to send|"
      r"refused to talk|mail server (?:ip )?(?:address )?is blocked|poor reputation|sender ip|your ip|"
@@ -187,7 +196,7 @@ _PHRASES: tuple[tuple[str, str, str], ...] = (
      r"(?:user|recipient|mailbox|address) not (?:found|known|listed|valid)|not a valid (?:user|mailbox|"
      r"recipient)|no mailbox (?:here|by that name|for)|not our customer|"
      r"no valid recipients|bad destination mailbox|(?:account|mailbox) (?:is )?unavailable|"
-     r"recipient (?:address )?rejected|(?<!sender )address rejected|user not found|no user|"
+     r"recipient (?:address )?rejected|address rejected(?<!sender address rejected)|user not found|no user|"
      r"sorry, no mailbox|has no account|cannot be found|could not be found|name not recognized|"
      r"unknown local|addressee unknown|undeliverable address|mailbox (?:name )?(?:not allowed|invalid)|"
      r"illegal alias|user doesn.t have|we do not have a user|no account by that name"),
