@@ -65,7 +65,7 @@ def _c(regex: str, flags: int = 0) -> re.Pattern[str]:
 
 def lowered(text: str) -> str:
     """``text`` with ASCII letters lowered: same length, so match positions index ``text`` too."""
-    return text.translate(_ASCII_LOWER)
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 #: Matched against ``display-name <address>`` of the From header.

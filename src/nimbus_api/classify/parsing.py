@@ -9,10 +9,12 @@ headers (a bare ``<`` in Message-ID, an unknown encoded-word charset), which mus
 
 from __future__ import annotations
 
+import codecs
 import email.header
 import email.parser
 import email.policy
 import email.utils
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -173,8 +175,23 @@ class Parsed:
         """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
         for part in self._own_parts():
             if content_type(part) == f"text/{subtype}" and not _is_attachment(part):
+                self._check_charset(part)
                 return part_text(part)
         return ""
+
+    def _check_charset(self, part: Message) -> None:
+        """Note a text part whose declared charset is unknown or does not decode its bytes."""
+        charset = part.get_content_charset()
+        if not charset or not _known_charset(charset):
+            return
+        try:
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                payload.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            self.note("charset:undecodable")
+        except Exception:  # a payload the parser cannot decode at all is noted, never raised
+            self.note("mime:undecodable-payload")
 
     def body_text(self) -> str:
         """The readable text: the first text/plain part, else the first text/html part, tags stripped."""
@@ -261,4 +278,18 @@ def parse(raw: bytes) -> Parsed:
         parsed.note("headers:none")
     for defect in getattr(message, "defects", []) or []:
         parsed.note(f"mime:{type(defect).__name__}")
+    for ctype, part in parsed.typed_parts():
+        if ctype.startswith("text/"):
+            charset = part.get_content_charset()
+            if charset and not _known_charset(charset):
+                parsed.note("charset:unknown")
     return parsed
+
+
+@functools.lru_cache(maxsize=256)
+def _known_charset(charset: str) -> bool:
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return False
+    return True
