@@ -26,7 +26,7 @@ def message(headers: Sequence[tuple[str, str]], body: str, *, crlf: bool = False
 def dsn(
     status_fields: str,
     *,
-    notification: str = "This is the mail system at host mx.send.example.com.\n\nYour message could not be delivered.\n",
+    notification: str = "This is the mail system at host mx.send.example.com.\n\nYour message was not delivered.\n",
     returned: str = RETURNED_HEADERS,
     returned_type: str = "text/rfc822-headers",
     status_type: str = "message/delivery-status",
