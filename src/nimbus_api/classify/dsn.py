@@ -209,15 +209,15 @@ def _ses(parsed: Parsed) -> Classification | None:
     return replace(verdict, original_message_id=ses.mail_message_id(obj))
 
 
-def verdict_for(parsed: Parsed, recipients: list[Recipient], fired: list[str]) -> Classification:
+def verdict_for(parsed: Parsed, recipients: list[Recipient], fired: list[str], prefix: str = "dsn") -> Classification:
     """``bounce`` when any recipient failed permanently, else ``delivery_report``."""
     kind: Kind
     if any(r.action == "failed" for r in recipients):
         kind = "bounce"
-        fired.append("dsn:action=failed")
+        fired.append(f"{prefix}:action=failed")
     else:
         kind = "delivery_report"
-        fired.append("dsn:" + "+".join(dict.fromkeys(f"action={r.action}" for r in recipients)))
+        fired.append(f"{prefix}:" + "+".join(dict.fromkeys(f"action={r.action}" for r in recipients)))
     return Classification(
         kind=kind,
         reasons=tuple(dict.fromkeys(fired)),

@@ -58,7 +58,7 @@ def detect(parsed: Parsed) -> Classification | None:
     )
     if not recipients:
         return None
-    verdict = verdict_for(parsed, recipients, fired)
+    verdict = verdict_for(parsed, recipients, fired, prefix="pattern")
     if not verdict.original_message_id:
         from dataclasses import replace
 
