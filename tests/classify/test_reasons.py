@@ -199,7 +199,7 @@ def test_find_command(text: str, command: str) -> None:
 
 
 def test_only_address_reasons_are_hard() -> None:
-    assert HARD_REASONS == {"userunknown", "hostunknown", "hasmoved", "notaccept"}
+    assert {"userunknown", "hostunknown", "hasmoved", "notaccept"} == HARD_REASONS
     for reason in BOUNCE_REASONS:
         assert is_hard(reason, permanent=True) == (reason in HARD_REASONS)
         assert not is_hard(reason, permanent=False)
