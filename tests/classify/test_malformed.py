@@ -27,7 +27,8 @@ from tests.classify.mail import dsn, message
             "mime:StartBoundaryNotFoundDefect",
         ),
         (
-            b"From: a@example.com\nSubject: x\nContent-Type: text/plain; charset=x-no-such-charset\n\n\xff\xfe\x00 hi\n",
+            b"From: a@example.com\nSubject: x\nContent-Type: text/plain; charset=x-no-such-charset\n\n"
+            b"\xff\xfe\x00 hi\n",
             "charset:unknown",
         ),
     ],
