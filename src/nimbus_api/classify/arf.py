@@ -95,7 +95,7 @@ def _message_fields(part: object) -> str:
     lines: list[str] = []
     for sub in payload:
         if isinstance(sub, Message):
-            lines.extend(f"{k}: {decode_header_value(v)}" for k, v in sub.items())
+            lines.extend(f"{k}: {decode_header_value(v)}" for k, v in sub.raw_items())
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ whose status part was sent as ``text/plain`` is still read.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from email.message import Message
@@ -96,7 +97,7 @@ def parse_status_fields(text: str) -> list[StatusGroup]:
 def _message_text(message: Message) -> str:
     """A message/* sub-part's text: its header-like fields, then whatever the parser left as body."""
     try:
-        lines = [f"{name}: {value}" for name, value in message.items()]
+        lines = [f"{name}: {value}" for name, value in message.raw_items()]
     except Exception:  # a header the parser kept as an object it cannot render: keep the rest
         lines = []
     payload = message.get_payload()
@@ -269,7 +270,7 @@ def recipient_from_group(
     reply_code = reasons_mod.find_reply_code(diagnostic)
     # "Status: 4.0.0 (host name lookup failure)": the comment is wording too
     comment = group.get("status").partition("(")[2]
-    command = reasons_mod.find_command(diagnostic) or reasons_mod.find_command(notification)
+    command = reasons_mod.find_command(diagnostic) or _notification_command(notification)
     if group.get("action").strip().lower().startswith("expired"):
         fired.append("reason:action-expired")
         reason_hint = "expired"
@@ -327,6 +328,12 @@ def build_recipient(
         diagnostic=diagnostic[:1000],
         remote_mta=remote_mta,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _notification_command(notification: str) -> str:
+    """The SMTP command the human-readable part names (computed once per report)."""
+    return reasons_mod.find_command(notification)
 
 
 def address_of_mta(value: str) -> str:
