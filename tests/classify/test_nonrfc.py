@@ -176,3 +176,11 @@ def test_mailer_daemon_newsletter_without_bounce_wording_is_not_a_bounce() -> No
         "Here are this week's top posts.\n",
     )
     assert classify(raw).kind == "other"
+
+
+def test_a_person_forwarding_a_bounce_is_not_a_bounce() -> None:
+    raw = message(
+        [("From", "Alice <alice@example.com>"), ("Subject", "Fwd: Undelivered Mail Returned to Sender")],
+        "Bob, see below, what does this mean?\n\n" + EXIM,
+    )
+    assert classify(raw).kind not in {"bounce", "delivery_report"}

@@ -23,6 +23,7 @@ from nimbus_api.classify.parsing import Parsed
 from nimbus_api.classify.types import Action, Classification, Recipient
 
 _ADDR_RE = re.compile(bp.ADDR)
+_FORWARD_OR_REPLY_RE = re.compile(r"^\s*(?:(?:re|aw|sv|antw|fwd?|wg|tr|rv|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
 _MAX_TEXT = 32 * 1024
 #: The report (before the returned message) is looked for in this many characters.
 _MAX_REPORT = 12 * 1024
@@ -39,6 +40,8 @@ def detect(parsed: Parsed) -> Classification | None:
     if sender is not None:
         fired.append(f"pattern:sender-{sender.name}")
     subject = bp.first(bp.SUBJECT_PATTERNS, parsed.subject)
+    if subject is not None and sender is None and _FORWARD_OR_REPLY_RE.match(parsed.subject):
+        subject = None  # a person answering or forwarding a bounce: "Re: Undelivered Mail ..."
     if subject is not None:
         fired.append(f"pattern:subject-{subject.name}")
     if not failed_header and sender is None and subject is None:
