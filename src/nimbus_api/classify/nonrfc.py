@@ -12,6 +12,7 @@ nothing. A notice that the message is only delayed is a ``delivery_report``, nev
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import NamedTuple
 
@@ -21,6 +22,12 @@ from nimbus_api.classify.dsn import build_recipient, parse_status_fields, recipi
 from nimbus_api.classify.original import returned_header, returned_message_id
 from nimbus_api.classify.parsing import Parsed
 from nimbus_api.classify.types import Action, Classification, Recipient
+
+# flufl.bounce logs every failure of its own detectors with a traceback; for us a failing library
+# detector only means "no addresses from it", so its logger is kept quiet.
+_FLUFL_LOG = logging.getLogger("flufl.bounce")
+_FLUFL_LOG.addHandler(logging.NullHandler())
+_FLUFL_LOG.propagate = False
 
 _ADDR_RE = re.compile(bp.ADDR)
 _FORWARD_OR_REPLY_RE = re.compile(r"^\s*(?:(?:re|aw|sv|antw|fwd?|wg|tr|rv|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
