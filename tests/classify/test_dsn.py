@@ -224,3 +224,33 @@ def test_report_without_recipient_fields_is_left_to_the_next_detector() -> None:
     verdict = classify(raw)
     assert not any(r.startswith("dsn:") for r in verdict.reasons)
     assert "pattern:recipient-returned-to" in verdict.reasons
+
+
+def _wrap(inner: bytes, *, subject: str) -> bytes:
+    """``inner`` attached as message/rfc822 to a text part."""
+    return message(
+        [
+            ("From", "Mail Delivery Subsystem <MAILER-DAEMON@relay.example.org>"),
+            ("Subject", subject),
+            ("Content-Type", 'multipart/mixed; boundary="wrap"'),
+        ],
+        "--wrap\nContent-Type: text/plain\n\nThe following addresses had permanent delivery errors\n"
+        "--wrap\nContent-Type: message/rfc822\n\n" + inner.decode() + "\n--wrap--\n",
+    )
+
+
+def test_a_relay_wrapping_the_dsn_it_received_is_read() -> None:
+    inner = dsn("Final-Recipient: rfc822; gone@rcpt.example.net\nAction: failed\nStatus: 5.1.1\n")
+    verdict = classify(_wrap(inner, subject="Returned mail: User unknown"))
+    assert verdict.kind == "bounce"
+    assert [r.address for r in verdict.recipients] == ["gone@rcpt.example.net"]
+
+
+def test_a_bounce_of_a_bounce_reports_only_its_own_recipients() -> None:
+    inner = dsn("Final-Recipient: rfc822; first@rcpt.example.net\nAction: failed\nStatus: 5.1.1\n")
+    outer = dsn(
+        "Final-Recipient: rfc822; second@rcpt.example.net\nAction: failed\nStatus: 5.7.1\n",
+        returned_type="message/rfc822",
+        returned=inner.decode(),
+    )
+    assert [r.address for r in classify(outer).recipients] == ["second@rcpt.example.net"]

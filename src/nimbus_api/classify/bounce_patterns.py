@@ -207,7 +207,7 @@ ORIGINAL_MARKERS: tuple[Pattern, ...] = (
         ),
     ),
     Pattern("mfilter-original", _c(r"^-{3,}original message", re.M)),
-    Pattern("headers-follow", _c(r"^(?:Return-Path|Received): ", re.M)),
+    Pattern("headers-follow", _c(r"^(?:Return-Path|Received): ?\S", re.M)),
 )
 
 #: Where a failed recipient's address sits in the report. Every row yields the ``addr`` group; a
@@ -239,7 +239,7 @@ RECIPIENT_PATTERNS: tuple[RecipientPattern, ...] = (
             rf"^[ \t]*(?:\*[ \t]*|>>>[ \t]*|\|[ \t]*)?<?(?P<addr>{ADDR})>?(?:<mailto:[^>\s]{{1,200}}>|"
             rf"[ \t]+on[ \t].{{1,80}}|[ \t]+\[[^\]\n]{{1,200}}\]|[ \t]+\.\.\.[ \t].{{1,200}}|"
             rf"[ \t]+<[^>\s]{{1,200}}>|[ \t]+\(.{{1,200}}\)|"
-            rf"[ \t]+Invalid Address,.{{1,300}})?[ \t]*:?[ \t]*$",
+            rf"[ \t]+(?:Invalid Address|Error), ERROR_CODE.{{1,300}})?[ \t]*:?[ \t]*$",
             re.M,
         ),
     ),

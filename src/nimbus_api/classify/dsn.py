@@ -109,7 +109,12 @@ def _message_text(message: Message) -> str:
 def status_texts(parsed: Parsed) -> list[str]:
     """The texts of the delivery-status parts, in MIME order."""
     texts: list[str] = []
-    for part in parsed.parts_of_type(STATUS_PART_TYPES):
+    # this report's own status parts; only when it has none, those of an attached report (a relay
+    # that wrapped the DSN it received in a message of its own)
+    parts = parsed.parts_of_type(STATUS_PART_TYPES) or [
+        part for ctype, part in parsed.typed_parts() if ctype in STATUS_PART_TYPES
+    ]
+    for part in parts:
         payload = part.get_payload()
         if isinstance(payload, list):
             texts.append("\n\n".join(_message_text(p) for p in payload if isinstance(p, Message)))

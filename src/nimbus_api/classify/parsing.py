@@ -179,7 +179,23 @@ class Parsed:
         return parts
 
     def parts_of_type(self, types: frozenset[str]) -> list[Message]:
-        return [part for ctype, part in self.typed_parts() if ctype in types]
+        """This message's parts of the given types, not those inside an attached message (a
+        bounce of a bounce carries the first one's delivery-status part in its returned copy)."""
+        own: list[tuple[str, Message]] | None = self.memo.get("own_parts")
+        if own is None:
+            own = []
+            stack: list[Message] = [self.message]
+            while stack:
+                part = stack.pop(0)
+                ctype = content_type(part)
+                own.append((ctype, part))
+                if ctype.startswith("message/"):
+                    continue
+                payload = part.get_payload() if part.is_multipart() else None
+                if isinstance(payload, list):
+                    stack[0:0] = [p for p in payload if isinstance(p, Message)]
+            self.memo["own_parts"] = own
+        return [part for ctype, part in own if ctype in types]
 
     def note(self, text: str) -> None:
         if text not in self.notes:
