@@ -34,9 +34,9 @@ def dsn(
     sender: str = "MAILER-DAEMON@mx.send.example.com (Mail Delivery System)",
     subject: str = "Undelivered Mail Returned to Sender",
     crlf: bool = False,
+    boundary: str = "=_bnd_42",
 ) -> bytes:
     """A ``multipart/report`` DSN with the given per-message and per-recipient status fields."""
-    boundary = "=_bnd_42"
     ctype = f'multipart/report; boundary="{boundary}"'
     if report_type:
         ctype += f"; report-type={report_type}"

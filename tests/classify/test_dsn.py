@@ -247,7 +247,7 @@ def test_a_relay_wrapping_the_dsn_it_received_is_read() -> None:
 
 
 def test_a_bounce_of_a_bounce_reports_only_its_own_recipients() -> None:
-    inner = dsn("Final-Recipient: rfc822; first@rcpt.example.net\nAction: failed\nStatus: 5.1.1\n")
+    inner = dsn("Final-Recipient: rfc822; first@rcpt.example.net\nAction: failed\nStatus: 5.1.1\n", boundary="in")
     outer = dsn(
         "Final-Recipient: rfc822; second@rcpt.example.net\nAction: failed\nStatus: 5.7.1\n",
         returned_type="message/rfc822",
