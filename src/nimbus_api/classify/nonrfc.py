@@ -1,8 +1,10 @@
 """Bounces without a delivery-status part: Exim, qmail, old sendmail, Exchange, webmail systems.
 
-A message is a bounce when it has ``X-Failed-Recipients``, or when its sender or subject looks like a
-mail system's (mailer-daemon, postmaster, "Undelivered Mail Returned to Sender") *and* its text opens
-with a bounce's wording (``bounce_patterns.BODY_PATTERNS``). The report text is cut where the
+A message is a bounce when it has ``X-Failed-Recipients``; or when its sender or subject looks like a
+mail system's (mailer-daemon, postmaster, "Undelivered Mail Returned to Sender") *and* its text has a
+bounce's wording (``bounce_patterns.BODY_PATTERNS``); or when both its sender and its subject do. A
+subject with a reply or forward prefix from an ordinary sender is a person's mail about a bounce, not
+one. The report text is cut where the
 returned message starts; failed recipients are found where MTAs put them (``RECIPIENT_PATTERNS``),
 else in ``X-Failed-Recipients``, else by ``flufl.bounce``, else as the returned message's ``To``.
 Each recipient's diagnostic is the text after its address up to the next recipient; its status code,
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import NamedTuple
 
 from nimbus_api.classify import bounce_patterns as bp
@@ -70,8 +73,6 @@ def detect(parsed: Parsed) -> Classification | None:
         return None
     verdict = verdict_for(parsed, recipients, fired, prefix="pattern")
     if not verdict.original_message_id:
-        from dataclasses import replace
-
         verdict = replace(verdict, original_message_id=returned_message_id(parsed, text[len(report) :]))
     return verdict
 
