@@ -205,23 +205,26 @@ class Parsed:
         """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
         for part in self._own_parts():
             if content_type(part) == f"text/{subtype}" and not _is_attachment(part):
-                self._check_charset(part)
-                return part_text(part)
+                return self._text_of(part)
         return ""
 
-    def _check_charset(self, part: Message) -> None:
-        """Note a text part whose declared charset is unknown or does not decode its bytes."""
+    def _text_of(self, part: Message) -> str:
+        """``part_text``, noting bytes its declared charset does not decode."""
         charset = part.get_content_charset()
         if not charset or not _known_charset(charset):
-            return
+            return part_text(part)
         try:
             payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                payload.decode(charset)
-        except (UnicodeDecodeError, LookupError):
-            self.note("charset:undecodable")
         except Exception:  # a payload the parser cannot decode at all is noted, never raised
             self.note("mime:undecodable-payload")
+            return part_text(part)
+        if not isinstance(payload, bytes):
+            return part_text(part)
+        try:
+            return payload.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            self.note("charset:undecodable")
+            return _decode_bytes(payload, charset)
 
     def body_text(self) -> str:
         """The readable text: the first text/plain part, else the first text/html part, tags stripped."""

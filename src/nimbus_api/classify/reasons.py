@@ -311,13 +311,14 @@ def _phrase_index(lowered: str) -> int:
 
 #: The SMTP command a rejection answered: a recipient refused after DATA was refused by a filter,
 #: whatever the wording says (sisimai's "filtered"), not because the address is unknown.
-COMMAND_RE = re.compile(
+COMMAND_RE = _p(
     r"in reply to (?:end of )?(DATA|RCPT TO|MAIL FROM|HELO|EHLO)\b|>>> ?(DATA|RCPT TO|MAIL FROM|HELO|EHLO)\b|"
     r"after (?:end of )?(DATA|RCPT TO|MAIL FROM|RCPT|MAIL)\b|"
     r"(?:most progress was|for) (RCPT TO|DATA|MAIL FROM) response|\[(RCPT_TO|MAIL_FROM|DATA)\]|"
-    r"SMTP:(RCPT|MAIL|DATA)\b|-{3,}SMTP command\s+(DATA|RCPT TO|MAIL FROM)\b",
-    re.I,
+    r"SMTP:(RCPT|MAIL|DATA)\b|-{3,}SMTP command (DATA|RCPT TO|MAIL FROM)\b"
 )
+#: The SMTP command is looked for in the first this-many characters.
+_COMMAND_SCAN = 6000
 _COMMANDS = {"RCPT": "RCPT TO", "RCPT_TO": "RCPT TO", "MAIL": "MAIL FROM", "MAIL_FROM": "MAIL FROM"}
 
 
@@ -330,7 +331,7 @@ def find_command(text: str) -> str:
     In a session transcript (``>>> RCPT To:<a@b>`` / ``<<< 550 ...``) it is the first command that got
     a 4xx/5xx answer: sendmail goes on to send DATA after a refused RCPT.
     """
-    text = " ".join(text.split())
+    text = " ".join(text[:_COMMAND_SCAN].lower().split())
     for match in COMMAND_RE.finditer(text):
         command = next(g for g in match.groups() if g).upper()
         command = _COMMANDS.get(command, command)
