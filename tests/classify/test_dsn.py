@@ -254,3 +254,10 @@ def test_a_bounce_of_a_bounce_reports_only_its_own_recipients() -> None:
         returned=inner.decode(),
     )
     assert [r.address for r in classify(outer).recipients] == ["second@rcpt.example.net"]
+
+
+def test_a_permanent_status_on_a_delayed_recipient_is_a_bounce() -> None:
+    raw = dsn("Final-Recipient: rfc822; a@rcpt.example.net\nAction: delayed\nStatus: 5.1.1\n")
+    verdict = classify(raw)
+    assert verdict.kind == "bounce"
+    assert verdict.recipients[0].permanent

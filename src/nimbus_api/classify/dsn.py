@@ -216,9 +216,10 @@ def _ses(parsed: Parsed) -> Classification | None:
 
 
 def verdict_for(parsed: Parsed, recipients: list[Recipient], fired: list[str], prefix: str = "dsn") -> Classification:
-    """``bounce`` when any recipient failed permanently, else ``delivery_report``."""
+    """``bounce`` when any recipient failed permanently (``Action: failed``, or a 5.x.x status on a
+    recipient not reported delivered), else ``delivery_report``."""
     kind: Kind
-    if any(r.action == "failed" for r in recipients):
+    if any(r.permanent and r.action in {"failed", "delayed"} for r in recipients):
         kind = "bounce"
         fired.append(f"{prefix}:action=failed")
     else:
