@@ -17,6 +17,7 @@ stop a mailbox's sync.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -27,11 +28,18 @@ from nimbus_api.classify.types import Classification
 Detector = Callable[[Parsed], Classification | None]
 
 
+@functools.cache
 def _detectors() -> Sequence[tuple[str, Detector]]:
     # Imported here so each detector module stays importable (and testable) on its own.
-    from nimbus_api.classify import autoreply
+    from nimbus_api.classify import arf, autoreply, dsn, nonrfc
 
-    return (("autoreply", autoreply.detect),)
+    # ``autoreply`` goes after the reports: MTAs mark their bounces ``Auto-Submitted`` too.
+    return (
+        ("arf", arf.detect),
+        ("dsn", dsn.detect),
+        ("nonrfc", nonrfc.detect),
+        ("autoreply", autoreply.detect),
+    )
 
 
 def classify(raw: bytes) -> Classification:

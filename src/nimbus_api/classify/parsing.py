@@ -9,14 +9,17 @@ headers (a bare ``<`` in Message-ID, an unknown encoded-word charset), which mus
 
 from __future__ import annotations
 
+import codecs
 import email.header
 import email.parser
 import email.policy
 import email.utils
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 #: Messages are cut at this many bytes before parsing: the classifier needs headers, the report parts
 #: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
@@ -67,6 +70,21 @@ def message_ids(value: str) -> tuple[str, ...]:
     return (bare,) if bare and " " not in bare and "@" in bare else ()
 
 
+_ANGLE_RE = re.compile(r"<([^<>\s]*@[^<>\s]*)>")
+_BARE_ADDR_RE = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
+
+
+def address_in(value: str) -> str:
+    """The address of a From-like header value, lower-cased: the last ``<...>`` holding one, else
+    the first bare ``local@domain``; ``""`` when there is none. (A regex, not ``parseaddr``: faster,
+    and a display name that looks like an address does not fool it.)"""
+    angled = _ANGLE_RE.findall(value)
+    if angled:
+        return str(angled[-1]).strip().lower()
+    match = _BARE_ADDR_RE.search(value)
+    return match.group(0).strip(".").lower() if match else ""
+
+
 def part_text(part: Message) -> str:
     """A non-multipart part's payload as text (transfer encoding undone, charset applied, lenient)."""
     try:
@@ -89,22 +107,40 @@ class Parsed:
     raw: bytes
     notes: list[str] = field(default_factory=list)
     truncated: bool = False
+    #: values detectors compute more than once (the From address, the parts, the report text)
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def _header_map(self) -> dict[str, list[object]]:
+        """Raw header values by lower-cased name (built once: ``Message.get`` scans every header)."""
+        found: dict[str, list[object]] | None = self.memo.get("header_map")
+        if found is None:
+            found = {}
+            try:
+                for name, value in self.message.raw_items():
+                    found.setdefault(str(name).lower(), []).append(value)
+            except Exception:
+                self.note("headers:unreadable")
+            self.memo["header_map"] = found
+        return found
 
     def header(self, name: str) -> str:
         """The first value of a header, decoded; ``""`` when absent."""
+        values = self._header_map().get(name.lower())
+        if not values:
+            return ""
         try:
-            return decode_header_value(self.message.get(name))
+            return decode_header_value(values[0])
         except Exception:
             return ""
 
     def headers(self, name: str) -> list[str]:
         try:
-            return [decode_header_value(v) for v in self.message.get_all(name) or []]
+            return [decode_header_value(v) for v in self._header_map().get(name.lower(), [])]
         except Exception:
             return []
 
     def has_header(self, name: str) -> bool:
-        return name in self.message
+        return name.lower() in self._header_map()
 
     @property
     def content_type(self) -> str:
@@ -117,8 +153,9 @@ class Parsed:
     @property
     def from_address(self) -> str:
         """The From address, lower-cased; ``""`` when there is none that parses."""
-        _, address = email.utils.parseaddr(self.header("From"))
-        return address.strip().lower()
+        if "from_address" not in self.memo:
+            self.memo["from_address"] = address_in(self.header("From"))
+        return str(self.memo["from_address"])
 
     @property
     def message_id(self) -> str:
@@ -126,11 +163,39 @@ class Parsed:
         return ids[0] if ids else ""
 
     def walk(self) -> Iterator[Message]:
-        try:
-            yield from self.message.walk()
-        except Exception:
-            self.note("mime:walk-failed")
-            return
+        """Every part, depth first (computed once)."""
+        return iter(part for _, part in self.typed_parts())
+
+    def typed_parts(self) -> list[tuple[str, Message]]:
+        """``(content type, part)`` for every part, depth first (computed once)."""
+        parts: list[tuple[str, Message]] | None = self.memo.get("parts")
+        if parts is None:
+            parts = []
+            try:
+                parts.extend((content_type(part), part) for part in self.message.walk())
+            except Exception:
+                self.note("mime:walk-failed")
+            self.memo["parts"] = parts
+        return parts
+
+    def parts_of_type(self, types: frozenset[str]) -> list[Message]:
+        """This message's parts of the given types, not those inside an attached message (a
+        bounce of a bounce carries the first one's delivery-status part in its returned copy)."""
+        own: list[tuple[str, Message]] | None = self.memo.get("own_parts")
+        if own is None:
+            own = []
+            stack: list[Message] = [self.message]
+            while stack:
+                part = stack.pop(0)
+                ctype = content_type(part)
+                own.append((ctype, part))
+                if ctype.startswith("message/"):
+                    continue
+                payload = part.get_payload() if part.is_multipart() else None
+                if isinstance(payload, list):
+                    stack[0:0] = [p for p in payload if isinstance(p, Message)]
+            self.memo["own_parts"] = own
+        return [part for ctype, part in own if ctype in types]
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -139,9 +204,27 @@ class Parsed:
     def first_text(self, subtype: str = "plain") -> str:
         """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
         for part in self._own_parts():
-            if part.get_content_type() == f"text/{subtype}" and not _is_attachment(part):
-                return part_text(part)
+            if content_type(part) == f"text/{subtype}" and not _is_attachment(part):
+                return self._text_of(part)
         return ""
+
+    def _text_of(self, part: Message) -> str:
+        """``part_text``, noting bytes its declared charset does not decode."""
+        charset = part.get_content_charset()
+        if not charset or not _known_charset(charset):
+            return part_text(part)
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:  # a payload the parser cannot decode at all is noted, never raised
+            self.note("mime:undecodable-payload")
+            return part_text(part)
+        if not isinstance(payload, bytes):
+            return part_text(part)
+        try:
+            return payload.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            self.note("charset:undecodable")
+            return _decode_bytes(payload, charset)
 
     def body_text(self) -> str:
         """The readable text: the first text/plain part, else the first text/html part, tags stripped."""
@@ -150,6 +233,23 @@ class Parsed:
             return text
         html = self.first_text("html")
         return strip_html(html) if html else ""
+
+    def report_text(self) -> str:
+        """``body_text``, or when MIME parsing found no parts (a multipart whose boundary never
+        appears), the raw body: reports with a broken boundary are still read."""
+        if "report_text" not in self.memo:
+            self.memo["report_text"] = self._report_text()
+        return str(self.memo["report_text"])
+
+    def _report_text(self) -> str:
+        text = self.body_text()
+        if text:
+            return text
+        payload = self.message.get_payload()
+        if isinstance(payload, str) and self.message.is_multipart() is False and payload:
+            self.note("mime:no-parts-read-as-text")
+            return payload
+        return ""
 
     def _own_parts(self) -> Iterator[Message]:
         """Parts of this message, not descending into attached messages (``message/rfc822``)."""
@@ -164,6 +264,12 @@ class Parsed:
             if part.get_content_maintype() == "message":
                 continue
             yield part
+
+
+def content_type(part: Message) -> str:
+    """``part.get_content_type()``, lenient: ``text/plain\n charset=...`` (no ``;``) is ``text/plain``."""
+    value = part.get_content_type()
+    return value.split(None, 1)[0] if value else value
 
 
 def _is_attachment(part: Message) -> bool:
@@ -205,4 +311,18 @@ def parse(raw: bytes) -> Parsed:
         parsed.note("headers:none")
     for defect in getattr(message, "defects", []) or []:
         parsed.note(f"mime:{type(defect).__name__}")
+    for ctype, part in parsed.typed_parts():
+        if ctype.startswith("text/"):
+            charset = part.get_content_charset()
+            if charset and not _known_charset(charset):
+                parsed.note("charset:unknown")
     return parsed
+
+
+@functools.lru_cache(maxsize=256)
+def _known_charset(charset: str) -> bool:
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return False
+    return True
