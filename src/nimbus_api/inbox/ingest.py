@@ -135,7 +135,7 @@ async def store(
     if not kept:
         return outcome
     now = utcnow()
-    ids = new_ids(len(kept))
+    ids = sorted(new_ids(len(kept)))  # in UID order: the inbox lists by id, newest first
     matches: dict[uuid.UUID, tuple[Classification, Match | None, Parsed]] = {}
     for row_id, (item, parsed, verdict) in zip(ids, kept, strict=True):
         found = await match(session, target.workspace_id, target.account_id, verdict)
