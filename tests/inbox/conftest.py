@@ -27,6 +27,65 @@ from tests.sync.conftest import make_runner, park_others
 __all__ = ["campaigns", "deps", "make_runner", "pool"]
 
 
+def dsn_report(
+    inbox_email: str,
+    contact: str,
+    ours: Message,
+    *,
+    status: str = "5.1.1",
+    action: str = "failed",
+    diagnostic: str = "smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+    report_id: str | None = None,
+) -> bytes:
+    """A bounce report as Postfix writes one (RFC 3464), returning our message's headers."""
+    boundary = f"bnd-{secrets.token_hex(6)}"
+    report = report_id or make_msgid(domain="mx.example.org")
+    diag = diagnostic.format(rcpt=contact)
+    lines = [
+        "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)",
+        f"To: {inbox_email}",
+        "Subject: Undelivered Mail Returned to Sender" if action == "failed" else "Delayed Mail (still being retried)",
+        f"Message-ID: {report}",
+        f"Date: {format_datetime(datetime.now(UTC))}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "This is the mail system at host mx.example.org.",
+        "",
+        "I'm sorry to have to inform you that your message could not be delivered"
+        if action == "failed"
+        else "Your message could not be delivered for 4 hours. It will be retried until it is 5 days old.",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        "Reporting-MTA: dns; mx.example.org",
+        "",
+        f"Final-Recipient: rfc822; {contact}",
+        f"Original-Recipient: rfc822;{contact}",
+        f"Action: {action}",
+        f"Status: {status}",
+        "Remote-MTA: dns; mail.example.org",
+        f"Diagnostic-Code: {diag}",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "",
+        f"From: Ada <{inbox_email}>",
+        f"To: {contact}",
+        f"Subject: {ours.subject}",
+        f"Message-ID: {ours.message_id_header}",
+        "",
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
+
+
 @dataclass
 class Loop:
     """One inbox, one campaign, its contacts; ``sent`` maps each contact address to its step-1 message."""
@@ -96,56 +155,15 @@ class Loop:
         diagnostic: str = "smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
         report_id: str | None = None,
     ) -> bytes:
-        """A bounce report as Postfix writes one (RFC 3464), returning our message's headers."""
-        ours = self.sent[contact]
-        boundary = f"bnd-{secrets.token_hex(6)}"
-        report = report_id or make_msgid(domain="mx.example.org")
-        diag = diagnostic.format(rcpt=contact)
-        lines = [
-            "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)",
-            f"To: {self.inbox_email}",
-            "Subject: Undelivered Mail Returned to Sender"
-            if action == "failed"
-            else "Delayed Mail (still being retried)",
-            f"Message-ID: {report}",
-            f"Date: {format_datetime(datetime.now(UTC))}",
-            "Auto-Submitted: auto-replied",
-            "MIME-Version: 1.0",
-            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-            "",
-            f"--{boundary}",
-            "Content-Type: text/plain; charset=us-ascii",
-            "",
-            "This is the mail system at host mx.example.org.",
-            "",
-            "I'm sorry to have to inform you that your message could not be delivered"
-            if action == "failed"
-            else "Your message could not be delivered for 4 hours. It will be retried until it is 5 days old.",
-            "",
-            f"--{boundary}",
-            "Content-Type: message/delivery-status",
-            "",
-            "Reporting-MTA: dns; mx.example.org",
-            "",
-            f"Final-Recipient: rfc822; {contact}",
-            f"Original-Recipient: rfc822;{contact}",
-            f"Action: {action}",
-            f"Status: {status}",
-            "Remote-MTA: dns; mail.example.org",
-            f"Diagnostic-Code: {diag}",
-            "",
-            f"--{boundary}",
-            "Content-Type: text/rfc822-headers",
-            "",
-            f"From: Ada <{self.inbox_email}>",
-            f"To: {contact}",
-            f"Subject: {ours.subject}",
-            f"Message-ID: {ours.message_id_header}",
-            "",
-            f"--{boundary}--",
-            "",
-        ]
-        return "\r\n".join(lines).encode()
+        return dsn_report(
+            self.inbox_email,
+            contact,
+            self.sent[contact],
+            status=status,
+            action=action,
+            diagnostic=diagnostic,
+            report_id=report_id,
+        )
 
     def complaint(self, contact: str) -> bytes:
         """A feedback-loop report (RFC 5965 ARF) with our message attached."""
