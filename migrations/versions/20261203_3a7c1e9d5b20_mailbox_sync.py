@@ -53,6 +53,7 @@ def upgrade() -> None:
         "sync_workers",
         sa.Column("owner", sa.String(100), primary_key=True),
         sa.Column("seen_at", TS, nullable=False),
+        sa.Column("expires_at", TS, nullable=False),
     )
     op.create_table(
         "mailbox_folders",

@@ -81,6 +81,9 @@ async def make_runner(
     sessionmaker: async_sessionmaker[AsyncSession], app_state: AppState, vault: Vault
 ) -> AsyncIterator[RunnerFactory]:
     runners: list[SyncRunner] = []
+    async with sessionmaker() as session:  # workers of earlier tests (killed ones too) are gone now
+        await session.execute(text("DELETE FROM sync_workers"))
+        await session.commit()
 
     def factory(owner: str | None = None, **overrides: object) -> SyncRunner:
         runner = SyncRunner(

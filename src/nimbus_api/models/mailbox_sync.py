@@ -68,3 +68,5 @@ class SyncWorker(Base):
 
     owner: Mapped[str] = mapped_column(String(100), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """Alive until then (its last heartbeat plus its lease period)."""

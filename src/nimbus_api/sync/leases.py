@@ -1,13 +1,13 @@
 """Who syncs which mailbox: leases in Postgres, claimed with ``SKIP LOCKED``, renewed while held.
 
 A worker holds a set of mailboxes (``mailbox_syncs.lease_owner``/``lease_expires_at``, Postgres's clock).
-Every ``lease / 3`` it says it is alive (``sync_workers.seen_at``), renews its leases in one statement
-(a mailbox it no longer holds, because its lease lapsed and another worker took it, is dropped) and
-claims free or expired ones up to its share: ``ceil(mailboxes / live workers)`` (live: seen within one
-lease period, itself included), capped by its connection limit. A worker above its share by more than
-a tenth releases the excess, so a new worker gets work within a renewal period or two, and a dead
-worker's mailboxes are free once its leases expire (``sync_lease_seconds``, 45 s by default: well within
-two 30 s intervals).
+Every ``lease / 3`` it says it is alive (``sync_workers.expires_at``: now plus its lease period), renews its
+leases in one statement (a mailbox it no longer holds, because its lease lapsed and another worker took it,
+is dropped) and claims free or expired ones up to its share: ``ceil(mailboxes / live workers)`` (live: an
+unexpired ``sync_workers`` row, itself included), capped by its connection limit. A worker above its share
+by more than a tenth releases the excess, so a new worker gets work within a renewal period or two, and a
+dead worker's mailboxes are free once its leases expire (``sync_lease_seconds``, 45 s by default: well
+within two 30 s intervals).
 
 Holding a lease is checked again when a poll stores its messages (``lock_held``): a worker that lost a
 mailbox while a poll was running rolls that poll back instead of writing next to the new owner.
@@ -24,14 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 _HEARTBEAT = text(
     """
-    INSERT INTO sync_workers (owner, seen_at) VALUES (:owner, now())
-    ON CONFLICT (owner) DO UPDATE SET seen_at = now()
+    INSERT INTO sync_workers (owner, seen_at, expires_at) VALUES (:owner, now(), now() + make_interval(secs => :ttl))
+    ON CONFLICT (owner) DO UPDATE SET seen_at = now(), expires_at = now() + make_interval(secs => :ttl)
     """
 )
-_FORGET_WORKERS = text("DELETE FROM sync_workers WHERE seen_at < now() - interval '1 day' OR owner = :owner")
+_FORGET_WORKERS = text("DELETE FROM sync_workers WHERE expires_at < now() - interval '1 day' OR owner = :owner")
 _SHARE = text(
     """
-    WITH live AS (SELECT owner FROM sync_workers WHERE seen_at > now() - make_interval(secs => :ttl))
+    WITH live AS (SELECT owner FROM sync_workers WHERE expires_at > now())
     SELECT (SELECT count(*) FROM live) AS workers,
            (SELECT count(*) FROM mailbox_syncs s
             WHERE s.lease_owner IS NULL OR s.lease_expires_at < now()
@@ -82,19 +82,20 @@ class Share:
     target: int
 
 
-async def heartbeat(session: AsyncSession, owner: str) -> None:
-    """Say this worker is alive (``sync_workers``): the share divides the mailboxes among live workers."""
-    await session.execute(_HEARTBEAT, {"owner": owner})
+async def heartbeat(session: AsyncSession, owner: str, ttl: float) -> None:
+    """Say this worker is alive for the next ``ttl`` seconds (``sync_workers``), its lease period: the share
+    divides the mailboxes among live workers, and a killed worker stops counting when its leases lapse."""
+    await session.execute(_HEARTBEAT, {"owner": owner, "ttl": ttl})
 
 
 async def leave(session: AsyncSession, owner: str) -> None:
     await session.execute(_FORGET_WORKERS, {"owner": owner})
 
 
-async def share(session: AsyncSession, owner: str, capacity: int, ttl: float) -> Share:
+async def share(session: AsyncSession, owner: str, capacity: int) -> Share:
     """This worker's share. Mailboxes held by an owner that is not a live worker (and whose lease has not
     expired) are nobody's to share and not counted."""
-    row = (await session.execute(_SHARE, {"ttl": ttl})).one()
+    row = (await session.execute(_SHARE)).one()
     workers = max(int(row.workers), 1)
     target = min(capacity, math.ceil(int(row.total) / workers)) if row.total else 0
     return Share(total=int(row.total), workers=workers, target=target)

@@ -122,6 +122,7 @@ class SyncRunner:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._successes: dict[uuid.UUID, tuple[uuid.UUID, datetime, datetime]] = {}
         self.limits = Limits(max_message_bytes=config.max_message_bytes, window_days=config.window_days)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -142,6 +143,8 @@ class SyncRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.flush_successes()
         with contextlib.suppress(Exception):
             async with self.sessionmaker() as session:
                 await leases.release(session, self.owner, list(self.held))
@@ -173,11 +176,11 @@ class SyncRunner:
         """Renew, reload, claim up to the share, release the excess. Safe to call from a test."""
         ttl = self.config.lease_seconds
         async with self.sessionmaker() as session:
-            await leases.heartbeat(session, self.owner)
+            await leases.heartbeat(session, self.owner, ttl)
             kept = await leases.renew(session, self.owner, list(self.held), ttl)
             for account_id in [i for i in self.held if i not in kept]:
                 await self._forget(account_id, lost=True)
-            share = await leases.share(session, self.owner, self.config.capacity, ttl)
+            share = await leases.share(session, self.owner, self.config.capacity)
             excess = len(self.held) - share.target
             if excess > max(1, share.target // 10):
                 # give back the ones due last: another worker can take them before they are due
@@ -220,6 +223,23 @@ class SyncRunner:
         while not self._stopping:
             self.start_due()
             await asyncio.sleep(TICK)
+            await self.flush_successes()
+
+    async def flush_successes(self) -> None:
+        """Write the successful polls since the last flush (``status.record_successes``), in one statement."""
+        if not self._successes:
+            return
+        done, self._successes = list(self._successes.values()), {}
+        try:
+            async with self.sessionmaker() as session:
+                await status.record_successes(session, self.owner, done)
+                await session.commit()
+        except Exception as exc:
+            if outage_of(exc) is None:
+                raise
+            self.outages.failed(exc)
+            for item in done:  # kept for the next flush, unless a newer outcome replaced them
+                self._successes.setdefault(item[0], item)
 
     def start_due(self) -> int:
         now = self.clock()
@@ -240,16 +260,18 @@ class SyncRunner:
         return done
 
     async def poll_now(self, account_id: uuid.UUID) -> None:
-        """Poll one held mailbox now and wait for it (tests, benchmarks)."""
+        """Poll one held mailbox now and wait for it, its outcome written (tests, benchmarks)."""
         mailbox = self.held[account_id]
         await self._poll_one(mailbox)
+        await self.flush_successes()
 
     async def run_due(self) -> int:
-        """Start every due poll and wait for all of them (tests, benchmarks)."""
+        """Start every due poll and wait for all of them, their outcomes written (tests, benchmarks)."""
         self.start_due()
         running = list(self._running.values())
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+        await self.flush_successes()
         return len(running)
 
     async def _poll_one(self, mailbox: Mailbox) -> None:
@@ -286,7 +308,9 @@ class SyncRunner:
             self.stats.stored += report.stored
             if report.idle:
                 self.stats.idle_polls += 1
-            await self._record(mailbox, None)
+            now = self.clock()
+            due = status.succeeded(mailbox, now)
+            self._successes[mailbox.account_id] = (mailbox.account_id, now, due)
             log.debug(
                 "sync_polled",
                 account_id=str(mailbox.account_id),
@@ -295,20 +319,18 @@ class SyncRunner:
                 ms=round((time.monotonic() - started) * 1000, 1),
             )
 
-    async def _record(self, mailbox: Mailbox, error: ImapError | None) -> None:
+    async def _record(self, mailbox: Mailbox, error: ImapError) -> None:
+        """A failed poll, written at once (with ``account.sync_failed`` when one is due)."""
+        self._successes.pop(mailbox.account_id, None)  # this outcome is newer than a pending success
         try:
             async with self.sessionmaker() as session:
                 if not await leases.lock_held(session, self.owner, mailbox.account_id):
                     await session.rollback()
                     await self._forget(mailbox.account_id, lost=True)
                     return
-                now = self.clock()
-                if error is None:
-                    await status.record_success(session, mailbox, now)
-                else:
-                    await status.record_failure(
-                        session, mailbox, error, now, cap=self.config.backoff_max_seconds, rng=self.rng
-                    )
+                await status.record_failure(
+                    session, mailbox, error, self.clock(), cap=self.config.backoff_max_seconds, rng=self.rng
+                )
                 await session.commit()
         except Exception as exc:
             if outage_of(exc) is None:

@@ -1,5 +1,9 @@
 """A mailbox's sync status after each poll, its next poll time, and ``account.sync_failed`` (once).
 
+Successes are written in batches (``record_successes``: one statement for every poll that succeeded since
+the last flush, a fraction of a second), so an idle poll costs two STATUS commands and no transaction of its
+own; a failure is written at once, with its event when one is due.
+
 ``ok`` after a successful poll (failures and the notice cleared). After a failed one: ``failing``,
 ``consecutive_failures`` + 1, the error's ``imap.*`` code and detail, and the next poll pushed back:
 the interval doubled per consecutive failure, with +-20 % jitter, capped by ``sync_backoff_max_seconds``
@@ -13,9 +17,10 @@ minutes it is).
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api import events
@@ -54,28 +59,36 @@ def backoff_delay(interval: int, failures: int, cap: float, rng: random.Random) 
     return max(float(interval), base * rng.uniform(0.8, 1.2)) if failures > 1 else float(interval)
 
 
-async def record_success(session: AsyncSession, mailbox: Mailbox, now: datetime) -> datetime:
+_SUCCESSES = text(
+    """
+    UPDATE mailbox_syncs s
+    SET status = 'ok', last_poll_at = v.at, last_success_at = v.at, next_poll_at = v.due, consecutive_failures = 0,
+        last_error_code = NULL, last_error_detail = NULL, failing_since = NULL, failure_notified_at = NULL,
+        updated_at = v.at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[]), CAST(:dues AS timestamptz[])) AS v(id, at, due)
+    WHERE s.account_id = v.id AND s.lease_owner = :owner
+    """
+)
+
+
+def succeeded(mailbox: Mailbox, now: datetime) -> datetime:
+    """The in-memory side of a success: the next poll in phase, failures forgotten. The row follows in the
+    next ``record_successes`` (a batch: an idle poll costs no transaction of its own)."""
     due = next_on_time(mailbox.next_poll_at, mailbox.interval, now)
-    await session.execute(
-        update(MailboxSync)
-        .where(MailboxSync.account_id == mailbox.account_id)
-        .values(
-            status="ok",
-            last_poll_at=now,
-            last_success_at=now,
-            next_poll_at=due,
-            consecutive_failures=0,
-            last_error_code=None,
-            last_error_detail=None,
-            failing_since=None,
-            failure_notified_at=None,
-            updated_at=now,
-        )
-    )
     mailbox.next_poll_at = due
     mailbox.consecutive_failures = 0
     mailbox.failure_notified = False
     return due
+
+
+async def record_successes(session: AsyncSession, owner: str, done: list[tuple[uuid.UUID, datetime, datetime]]) -> None:
+    """Successful polls ``(account_id, at, next_poll_at)`` in one statement, for mailboxes ``owner`` holds."""
+    if not done:
+        return
+    await session.execute(
+        _SUCCESSES,
+        {"ids": [d[0] for d in done], "ats": [d[1] for d in done], "dues": [d[2] for d in done], "owner": owner},
+    )
 
 
 async def record_failure(
