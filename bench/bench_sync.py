@@ -34,6 +34,9 @@ from sqlalchemy import func, select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.servers.certs import make_test_certs
+from tests.servers.dovecot import Dovecot
+
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.db import make_engine, make_sessionmaker, utcnow
@@ -44,8 +47,6 @@ from nimbus_api.logging import configure_logging
 from nimbus_api.models import Domain, EmailAccount, InboundMessage, MailboxSync
 from nimbus_api.sync.runner import SyncConfig, SyncRunner
 from nimbus_api.workspaces import service as workspaces
-from tests.servers.certs import make_test_certs
-from tests.servers.dovecot import Dovecot
 
 ADMIN = os.environ.get("NIMBUS_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 CYCLE_MAILBOXES = int(os.environ.get("NIMBUS_BENCH_SYNC_MAILBOXES", "500"))
