@@ -87,3 +87,35 @@ def test_keys_generate_prints_a_fernet_key(settings: Settings) -> None:
 
     out = run(settings, "keys", "generate")
     Fernet(out.stdout.strip().encode())
+
+
+def test_classify_prints_one_json_line_per_file(settings: Settings, tmp_path: Path) -> None:
+    import json
+
+    bounce = tmp_path / "bounce.eml"
+    bounce.write_bytes(
+        b"From: MAILER-DAEMON@mx.example.org\r\nTo: ada@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nnot delivered\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; lead@example.org\r\nAction: failed\r\n"
+        b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--b\r\n"
+        b"Content-Type: text/rfc822-headers\r\n\r\nMessage-ID: <ours-1@example.com>\r\n\r\n--b--\r\n"
+    )
+    garbage = tmp_path / "garbage.eml"
+    garbage.write_bytes(b"\xff\x00 not mail")
+    out = run(settings, "classify", str(bounce), str(garbage), str(tmp_path / "missing.eml"))
+    assert out.returncode == 1, out.stderr  # the missing file
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(bounce), str(garbage), str(tmp_path / "missing.eml")]
+    first = lines[0]
+    assert first["kind"] == "bounce" and first["matched_message_id"] == "ours-1@example.com"
+    [rcpt] = first["recipients"]
+    assert (rcpt["address"], rcpt["status"], rcpt["hard"], rcpt["reason"]) == (
+        "lead@example.org",
+        "5.1.1",
+        True,
+        "userunknown",
+    )
+    assert first["reasons"] and "diagnostic" in rcpt
+    assert lines[1]["kind"] == "other" and lines[1]["parse_notes"]
+    assert "error" in lines[2]
