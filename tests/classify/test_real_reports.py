@@ -47,7 +47,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailLoop]:
     with mail_loop_or_skip(
         certs,
         routes={BLOCKED_DOMAIN: f"error:5.7.1 {BLOCKED_TEXT}", DENIED_DOMAIN: f"error:5.7.1 {DENIED_TEXT}"},
-        deferred_domains=[DEFERRED_DOMAIN]
+        deferred_domains=[DEFERRED_DOMAIN],
     ) as running:
         yield running
 
