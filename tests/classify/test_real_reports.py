@@ -193,3 +193,32 @@ def _exists(pid: int) -> bool:
             return bool(stat.read())
     except OSError:
         return False
+
+
+def test_mail_loop_route_added_after_start(loop: MailLoop) -> None:
+    """``route`` on a running Postfix rewrites the texthash table and reloads: the next message uses it."""
+    domain = f"late{next(_serial)}.example"
+    loop.route(domain, "error:5.7.26 Unauthenticated mail is not accepted")
+    sender = new_user(loop, "late")
+    message_id, raw = send_and_read_back(loop, sender, f"someone@{domain}")
+    assert_real_postfix_dsn(raw)
+    verdict = classify(raw)
+    assert verdict.kind == "bounce", verdict.reasons
+    assert [r.status for r in verdict.recipients] == ["5.7.26"]
+    assert verdict.original_message_id == message_id
+
+
+def test_mail_loop_queue_tools(loop: MailLoop) -> None:
+    """A deferred message sits in the queue (``queue_ids``), ``flush`` retries it now, ``delete`` drops it."""
+    postfix = loop.postfix
+    sender = new_user(loop, "queue")
+    mark = len(postfix.log_text())
+    loop.send(plain_message(sender, f"q@{DEFERRED_DOMAIN}"), sender=sender, recipients=[f"q@{DEFERRED_DOMAIN}"])
+    found = postfix.wait_for_log(r"postfix/cleanup\[\d+\]: ([0-9A-F]+): message-id=", start=mark)
+    queue_id = found.group(1)
+    postfix.wait_for_log(rf"{queue_id}: to=<q@{DEFERRED_DOMAIN}>.*status=deferred", start=mark)
+    assert queue_id in postfix.queue_ids()
+    postfix.flush()
+    postfix.delete(queue_id)
+    assert wait_until(lambda: queue_id not in postfix.queue_ids(), timeout=5)
+    postfix.wait_for_log(rf"{queue_id}: removed", start=mark)

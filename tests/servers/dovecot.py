@@ -24,6 +24,11 @@ What the config sets up:
   created on first login;
 * LMTP with ``lmtp_save_to_detail_mailbox``: ``user+Junk@domain`` delivers into Junk.
 
+* optionally (``Dovecot(certs, sieve=True, submission_host="127.0.0.1:PORT")``) Pigeonhole's Sieve on
+  LMTP delivery, scripts installed with ``set_sieve``, ``vacation :seconds`` allowed with no minimum
+  period, and Sieve's outgoing mail (vacation replies) submitted over SMTP to ``submission_host``
+  (``tests/servers/mail_loop.py`` points it at a private Postfix); off by default;
+
 * no stats-writer connections (``stats_writer_socket_path =``), which keeps the stop fast.
 
 Stopping sends SIGTERM to the master and reaps it (~1 s); children still starting up at that moment

@@ -12,7 +12,9 @@ Routing: ``virtual_domains`` are delivered over LMTP (``lmtp="inet:127.0.0.1:POR
 ``error:5.7.1 text`` (a failed DSN with that status), ``smtp:[127.0.0.1]:CLOSED_PORT`` or
 ``retry:4.4.1 text`` (deferrals: ``Action: delayed`` warnings), anything else Postfix knows. Every
 other destination bounces with ``error:5.4.4`` (nothing leaves loopback). ``flush()``, ``log_text()``,
-``wait_for_log()``, ``queue_ids()``, ``empty_queue()``.
+``wait_for_log()``, ``queue_ids()``, ``delete()``, ``empty_queue()``.
+
+``tests/servers/mail_loop.py`` pairs it with a Sieve-enabled ``Dovecot``.
 
 Facts found while writing this (beyond /work/shared/TESTING.md), Postfix 3.7.11 on Debian, run as root:
 
@@ -453,9 +455,12 @@ class Postfix:
         out = self._run("postqueue", "-c", str(self.config_dir), "-j")
         return [json.loads(line)["queue_id"] for line in out.splitlines() if line.strip()]
 
+    def delete(self, queue_id: str = "ALL") -> None:
+        """Delete one queued message, or every one (``postsuper -d``)."""
+        self._run("postsuper", "-c", str(self.config_dir), "-d", queue_id)
+
     def empty_queue(self) -> None:
-        """Delete every queued message (``postsuper -d ALL``)."""
-        self._run("postsuper", "-c", str(self.config_dir), "-d", "ALL")
+        self.delete("ALL")
 
 
 def _backdate(*paths: Path) -> None:
