@@ -41,10 +41,10 @@ Facts found while writing this (beyond /work/shared/TESTING.md), Postfix 3.7.11 
   minimal_backoff_time = 1s``, ``maximal_backoff_time = 2s``, ``transport_retry_time = 1s`` retry a
   deferred message every second; ``in_flow_delay = 0`` keeps smtpd from pacing.
 * On SIGTERM ``master`` SIGTERMs its process group and exits at once: its children die as orphans and
-  stay zombies until pid 1 reaps them. So ``master`` runs under a tiny Python reaper
-  (``PR_SET_CHILD_SUBREAPER``): the reaper forwards SIGTERM, reaps every orphan, SIGKILLs any child still
-  there after 5 s, and exits only when nothing it started is left; ``PR_SET_PDEATHSIG`` stops it all if
-  the test process dies. A stop takes ~0.1 s.
+  stay zombies until pid 1 reaps them. So ``master`` runs under ``tests/servers/subreaper.py``
+  (``PR_SET_CHILD_SUBREAPER``): it forwards SIGTERM, reaps every orphan, SIGKILLs any still there after
+  5 s, and exits only when nothing it started is left; ``PR_SET_PDEATHSIG`` stops it all if the test
+  process dies. A stop takes ~0.05 s. (``master`` calls setsid(): it is in a session of its own.)
 * ``route()`` after start rewrites the texthash file and reloads (SIGHUP to master); the processes that
   cached the old table exit when idle, so give routes to the constructor where you can.
 """
@@ -65,6 +65,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from tests.servers.dovecot import _children_of, _port_open, free_port
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 DAEMON_DIRECTORY = Path("/usr/lib/postfix/sbin")
@@ -73,55 +75,7 @@ SETGID_GROUP = "postdrop"
 QUEUE_SUBDIRS = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private")
 QUEUE_SUBDIRS_MORE = ("saved", "trace")
 
-# Runs as ``python -c REAPER master -c DIR -s``: a subreaper that owns master and all its orphans.
-REAPER = r"""
-import ctypes, os, signal, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-child = os.fork()
-if child == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-def forward(signum, frame):
-    try:
-        os.kill(child, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-signal.signal(signal.SIGTERM, forward)
-signal.signal(signal.SIGINT, forward)
-if os.getppid() == 1:
-    forward(0, None)
-status = 0
-while True:
-    pid, st = os.waitpid(-1, 0)
-    if pid == child:
-        status = os.waitstatus_to_exitcode(st)
-        break
-deadline = time.monotonic() + 5
-while True:
-    try:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        break
-    if pid:
-        continue
-    if time.monotonic() > deadline:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[-1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                if ppid == os.getpid():
-                    try:
-                        os.kill(int(entry), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        deadline = float("inf")
-    time.sleep(0.01)
-sys.exit(status if status >= 0 else 1)
-"""
+SUBREAPER = Path(__file__).with_name("subreaper.py")
 
 
 class PostfixError(RuntimeError):
@@ -144,18 +98,6 @@ def postfix_unavailable_reason() -> str:
     except KeyError:
         return f"user {MAIL_OWNER!r} or group {SETGID_GROUP!r} missing (install Debian's postfix package)"
     return ""
-
-
-def free_port() -> int:
-    from tests.servers.dovecot import free_port as pick
-
-    return pick()
-
-
-def _port_open(port: int) -> bool:
-    from tests.servers.dovecot import _port_open as probe
-
-    return probe(port)
 
 
 class Postfix:
@@ -255,8 +197,9 @@ class Postfix:
     def _launch(self) -> None:
         stderr = (self.root / "stderr.log").open("wb")
         try:
+            master = [str(DAEMON_DIRECTORY / "master"), "-c", str(self.config_dir), "-s"]
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", REAPER, str(DAEMON_DIRECTORY / "master"), "-c", str(self.config_dir), "-s"],
+                [sys.executable, "-I", str(SUBREAPER), *master],
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
@@ -281,12 +224,14 @@ class Postfix:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        tree = self._tree(proc.pid)
         proc.send_signal(signal.SIGTERM)  # the reaper forwards it to master and waits for everything
         try:
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        except subprocess.TimeoutExpired:  # not seen; master and the reaper are in sessions of their own
+            for pid in {*tree, *self._tree(proc.pid)}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
     def diagnostics(self) -> str:
@@ -313,11 +258,13 @@ class Postfix:
 
     def processes(self) -> list[int]:
         """Pids of the reaper and everything under it (for leak checks)."""
-        from tests.servers.dovecot import _children_of
-
         if self._proc is None or self._proc.poll() is not None:
             return []
-        found, todo = [], [self._proc.pid]
+        return self._tree(self._proc.pid)
+
+    @staticmethod
+    def _tree(root: int) -> list[int]:
+        found, todo = [], [root]
         while todo:
             pid = todo.pop()
             found.append(pid)
@@ -327,7 +274,7 @@ class Postfix:
     # --- configuration
 
     def main_cf(self) -> dict[str, str]:
-        transport_lines = "no route in tests"
+        no_route = "no route in tests"
         settings = {
             "config_directory": str(self.config_dir),
             "meta_directory": str(self.config_dir),
@@ -354,9 +301,9 @@ class Postfix:
             "alias_maps": "",
             "alias_database": "",
             "local_recipient_maps": "",
-            "local_transport": f"error:5.1.1 {transport_lines}",
-            "default_transport": f"error:5.4.4 {transport_lines}",
-            "relay_transport": f"error:5.4.4 {transport_lines}",
+            "local_transport": f"error:5.1.1 {no_route}",
+            "default_transport": f"error:5.4.4 {no_route}",
+            "relay_transport": f"error:5.4.4 {no_route}",
             "virtual_mailbox_domains": ", ".join(self.virtual_domains),
             "virtual_transport": f"lmtp:{self.lmtp}" if self.lmtp else "error:5.4.4 no lmtp destination",
             "transport_maps": f"texthash:{self.transport_file}",
