@@ -7,7 +7,8 @@ and is classified as it arrived, byte for byte.
 
 * unknown user of the Dovecot domain: Dovecot's LMTP answers ``550 5.1.1``, Postfix bounces;
 * ``BLOCKED_DOMAIN``: Postfix's ``error:5.7.1`` transport bounces;
-* ``DEFERRED_DOMAIN``: a closed loopback port; ``delay_warning_time = 1s`` mails ``Action: delayed``;
+* ``DEFERRED_DOMAIN``: a closed loopback port; ``delay_warning_time = 1s`` mails ``Action: delayed``
+  at once, and after ``QUEUE_LIFETIME`` the message comes back ``Action: failed`` (status 4.4.1);
 * a Sieve ``vacation :seconds 1`` script answers a person-to-person message, and (RFC 3834, as in
   real life) not a message with ``List-Unsubscribe`` or ``Precedence: bulk``.
 
@@ -33,6 +34,7 @@ BLOCKED_TEXT = "Message rejected by local policy"
 DENIED_DOMAIN = "denied.example"
 DENIED_TEXT = "Recipient address rejected: Access denied"  # Postfix's wording for an access(5) REJECT
 DEFERRED_DOMAIN = "slow.example"
+QUEUE_LIFETIME = "2s"  # a message deferred that long is returned as failed
 VACATION = 'require ["vacation", "vacation-seconds"];\nvacation :seconds 1 :subject "Out of office" "I am away";\n'
 
 _serial = count(1)
@@ -47,6 +49,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailLoop]:
         certs,
         routes={BLOCKED_DOMAIN: f"error:5.7.1 {BLOCKED_TEXT}", DENIED_DOMAIN: f"error:5.7.1 {DENIED_TEXT}"},
         deferred_domains=[DEFERRED_DOMAIN],
+        queue_lifetime=QUEUE_LIFETIME,
     ) as running:
         yield running
 
@@ -60,7 +63,7 @@ def send_and_read_back(loop: MailLoop, sender: str, rcpt: str) -> tuple[str, byt
     one message that comes back to ``sender``."""
     msg = plain_message(sender, rcpt)
     loop.send(msg, sender=sender, recipients=[rcpt])
-    [back] = loop.wait_for_messages(sender)
+    back = loop.wait_for_messages(sender)[0]
     return str(msg["Message-ID"]).strip("<>"), back
 
 
@@ -132,6 +135,29 @@ def test_deferral_gives_a_delayed_report_not_a_bounce(loop: MailLoop) -> None:
     assert recipient.permanent is False
     assert recipient.hard is False
     assert verdict.original_message_id == message_id
+
+
+def test_expired_deferral_is_a_permanent_soft_bounce(loop: MailLoop) -> None:
+    """Past ``maximal_queue_lifetime`` Postfix gives up: ``Action: failed`` with the last 4.x.x status."""
+    sender = new_user(loop, "expired")
+    rcpt = f"late@{DEFERRED_DOMAIN}"
+    msg = plain_message(sender, rcpt)
+    loop.send(msg, sender=sender, recipients=[rcpt])
+    warning, raw = loop.wait_for_messages(sender, 2)
+    assert b"Action: delayed" in warning
+    assert_real_postfix_dsn(raw)
+    assert b"Action: failed" in raw
+    assert message_from_bytes(raw)["Subject"] == "Undelivered Mail Returned to Sender"
+
+    verdict = classify(raw)
+    assert verdict.kind == "bounce", verdict.reasons
+    [recipient] = verdict.recipients
+    assert recipient.address == rcpt
+    assert recipient.action == "failed"
+    assert recipient.status.startswith("4.")
+    assert recipient.permanent is True
+    assert recipient.hard is False, recipient.reason
+    assert verdict.original_message_id == str(msg["Message-ID"]).strip("<>")
 
 
 def test_sieve_vacation_reply_is_an_auto_reply(loop: MailLoop) -> None:

@@ -44,14 +44,22 @@ class MailLoop:
         routes: Mapping[str, str] | None = None,
         deferred_domains: Iterable[str] = (),
         delay_warning_time: str = "1s",
+        queue_lifetime: str = "1d",
     ) -> None:
         """``routes``: domain -> Postfix transport; ``deferred_domains``: domains routed to
-        ``deferred_transport()`` (every attempt refused, so ``Action: delayed`` reports)."""
+        ``deferred_transport()`` (every attempt refused, so ``Action: delayed`` reports);
+        ``queue_lifetime``: Postfix's ``maximal_queue_lifetime`` and ``bounce_queue_lifetime`` (a
+        deferred message is returned as failed, ``Action: failed``, once it is that old)."""
         self.closed_port = free_port()  # nothing listens here: connections are refused (4.4.1)
         all_routes = dict(routes or {})
         all_routes.update({domain: self.deferred_transport() for domain in deferred_domains})
         self.postfix = Postfix(
-            virtual_domains=mailbox_domains, routes=all_routes, port=free_port(), delay_warning_time=delay_warning_time
+            virtual_domains=mailbox_domains,
+            routes=all_routes,
+            port=free_port(),
+            delay_warning_time=delay_warning_time,
+            maximal_queue_lifetime=queue_lifetime,
+            bounce_queue_lifetime=queue_lifetime,
         )
         self.dovecot = Dovecot(certs, sieve=True, submission_host=f"{HOST}:{self.postfix.port}")
 
