@@ -7,6 +7,8 @@ and is classified as it arrived, byte for byte.
 
 * unknown user of the Dovecot domain: Dovecot's LMTP answers ``550 5.1.1``, Postfix bounces;
 * ``BLOCKED_DOMAIN``: Postfix's ``error:5.7.1`` transport bounces;
+* ``NAME.example`` for each of ``REMOTES``: an SMTP hop that answers RCPT with a 4xx/5xx, quoted in the
+  DSN as "host 127.0.0.1 said: ...";
 * ``DEFERRED_DOMAIN``: a closed loopback port; ``delay_warning_time = 1s`` mails ``Action: delayed``
   at once, and after ``QUEUE_LIFETIME`` the message comes back ``Action: failed`` (status 4.4.1);
 * a Sieve ``vacation :seconds 1`` script answers a person-to-person message, and (RFC 3834, as in
@@ -34,6 +36,13 @@ BLOCKED_TEXT = "Message rejected by local policy"
 DENIED_DOMAIN = "denied.example"
 DENIED_TEXT = "Recipient address rejected: Access denied"  # Postfix's wording for an access(5) REJECT
 DEFERRED_DOMAIN = "slow.example"
+#: SMTP hops (extra smtpd listeners of the same Postfix posing as other hosts) answering every RCPT so;
+#: Postfix's smtpd words it "<addr>: Recipient address rejected: TEXT", as any Postfix MX would.
+REMOTES = {
+    "busy": "451 4.2.1 Mailbox busy, try again later",
+    "disabled": "550 5.2.1 Mailbox disabled, not accepting messages",
+    "policy": "554 5.7.1 Rejected by local policy",
+}
 QUEUE_LIFETIME = "2s"  # a message deferred that long is returned as failed
 VACATION = 'require ["vacation", "vacation-seconds"];\nvacation :seconds 1 :subject "Out of office" "I am away";\n'
 
@@ -47,7 +56,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailLoop]:
     certs = make_test_certs(tmp_path_factory.mktemp("real-reports-certs"))
     with mail_loop_or_skip(
         certs,
-        routes={BLOCKED_DOMAIN: f"error:5.7.1 {BLOCKED_TEXT}", DENIED_DOMAIN: f"error:5.7.1 {DENIED_TEXT}"},
+        routes={
+            BLOCKED_DOMAIN: f"error:5.7.1 {BLOCKED_TEXT}",
+            DENIED_DOMAIN: f"error:5.7.1 {DENIED_TEXT}",
+            **{f"{name}.example": f"remote:{name}" for name in REMOTES},
+        },
+        remotes=REMOTES,
         deferred_domains=[DEFERRED_DOMAIN],
         queue_lifetime=QUEUE_LIFETIME,
     ) as running:
@@ -116,6 +130,59 @@ def test_error_transport_5_7_1_is_a_soft_permanent_bounce(loop: MailLoop, domain
             "read as userunknown via reason:phrase-recipient-access-denied, so hard=True for a policy refusal"
         )
     assert recipient.hard is False, recipient.reason
+
+
+def test_remote_4xx_at_rcpt_gives_a_delayed_report(loop: MailLoop) -> None:
+    sender = new_user(loop, "busy")
+    rcpt = "someone@busy.example"
+    message_id, raw = send_and_read_back(loop, sender, rcpt)
+    assert_real_postfix_dsn(raw)
+    assert b"Diagnostic-Code: smtp; 451 4.2.1" in raw
+
+    verdict = classify(raw)
+    assert verdict.kind == "delivery_report", verdict.reasons
+    [recipient] = verdict.recipients
+    assert (recipient.address, recipient.action, recipient.status) == (rcpt, "delayed", "4.2.1")
+    assert (recipient.reply_code, recipient.remote_mta) == ("451", "127.0.0.1")
+    assert recipient.permanent is False
+    assert recipient.hard is False
+    assert verdict.original_message_id == message_id
+    if recipient.reason == "userunknown":
+        pytest.xfail(
+            "classifier: 451 4.2.1 '<addr>: Recipient address rejected: Mailbox busy' is read as userunknown "
+            "(reason:phrase-user-unknown matches Postfix's 'Recipient address rejected' prefix)"
+        )
+    assert recipient.reason != "userunknown"
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "reason"),
+    [("disabled", "5.2.1", "suspend"), ("policy", "5.7.1", "")],
+)
+def test_remote_5xx_at_rcpt_is_a_soft_permanent_bounce(loop: MailLoop, name: str, status: str, reason: str) -> None:
+    """Refusals at RCPT that say nothing about the address existing: permanent, but not hard."""
+    sender = new_user(loop, name)
+    rcpt = f"someone@{name}.example"
+    message_id, raw = send_and_read_back(loop, sender, rcpt)
+    assert_real_postfix_dsn(raw)
+    assert f"Diagnostic-Code: smtp; {REMOTES[name][:9]}".encode() in raw
+
+    verdict = classify(raw)
+    assert verdict.kind == "bounce", verdict.reasons
+    [recipient] = verdict.recipients
+    assert (recipient.address, recipient.action, recipient.status) == (rcpt, "failed", status)
+    assert (recipient.reply_code, recipient.remote_mta) == (REMOTES[name][:3], "127.0.0.1")
+    assert recipient.permanent is True
+    assert verdict.original_message_id == message_id
+    if name == "policy" and recipient.hard:
+        pytest.xfail(
+            "classifier: 554 5.7.1 '<addr>: Recipient address rejected: Rejected by local policy' (any "
+            "Postfix MX's access/policy refusal at RCPT) is read as userunknown, hard=True "
+            "(reason:phrase-user-unknown matches 'Recipient address rejected')"
+        )
+    assert recipient.hard is False, recipient.reason
+    if reason:
+        assert recipient.reason == reason
 
 
 def test_deferral_gives_a_delayed_report_not_a_bounce(loop: MailLoop) -> None:

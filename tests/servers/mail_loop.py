@@ -6,8 +6,10 @@
   Sieve's vacation replies go out through Postfix;
 * a ``Postfix`` delivering the ``mailbox_domains`` (default ``MAILBOX_DOMAIN``) over LMTP into that
   Dovecot, and routing any other domain as told (``routes`` / ``route``): ``error:5.7.1 text`` bounces
-  with that status, ``deferred_transport()`` points at a closed loopback port (``Action: delayed``
-  warnings within a second).
+  with that status, ``remote:NAME`` goes to an SMTP hop answering RCPT with the reply given in
+  ``remotes`` (``451 4.2.1 ...``: delayed, ``550 5.2.1 ...``: failed, quoted as "host said"),
+  ``deferred_transport()`` points at a closed loopback port (``Action: delayed`` warnings within a
+  second; after ``queue_lifetime`` a failed DSN).
 
 Mail from ``someone@MAILBOX_DOMAIN`` (a Dovecot user, ``add_user``) that Postfix cannot deliver comes
 back as Postfix's own RFC 3464 report into that user's maildir; ``wait_for_messages`` polls for it.
@@ -42,11 +44,13 @@ class MailLoop:
         *,
         mailbox_domains: Iterable[str] = (MAILBOX_DOMAIN,),
         routes: Mapping[str, str] | None = None,
+        remotes: Mapping[str, str] | None = None,
         deferred_domains: Iterable[str] = (),
         delay_warning_time: str = "1s",
         queue_lifetime: str = "1d",
     ) -> None:
-        """``routes``: domain -> Postfix transport; ``deferred_domains``: domains routed to
+        """``routes``: domain -> Postfix transport (or ``remote:NAME``); ``remotes``: name -> the reply
+        that SMTP hop gives every RCPT (``Postfix(remotes=...)``); ``deferred_domains``: domains routed to
         ``deferred_transport()`` (every attempt refused, so ``Action: delayed`` reports);
         ``queue_lifetime``: Postfix's ``maximal_queue_lifetime`` and ``bounce_queue_lifetime`` (a
         deferred message is returned as failed, ``Action: failed``, once it is that old)."""
@@ -56,6 +60,7 @@ class MailLoop:
         self.postfix = Postfix(
             virtual_domains=mailbox_domains,
             routes=all_routes,
+            remotes=remotes,
             port=free_port(),
             delay_warning_time=delay_warning_time,
             maximal_queue_lifetime=queue_lifetime,

@@ -10,7 +10,9 @@ open to 127.0.0.0/8 without auth, is what tests send through.
 Routing: ``virtual_domains`` are delivered over LMTP (``lmtp="inet:127.0.0.1:PORT"``, e.g. a
 ``Dovecot``'s LMTP listener); ``routes`` (a ``transport_maps`` in ``texthash`` form) send a domain to
 ``error:5.7.1 text`` (a failed DSN with that status), ``smtp:[127.0.0.1]:CLOSED_PORT`` or
-``retry:4.4.1 text`` (deferrals: ``Action: delayed`` warnings), anything else Postfix knows. Every
+``retry:4.4.1 text`` (deferrals: ``Action: delayed`` warnings), ``remote:NAME`` (an SMTP hop that
+answers RCPT with the reply given in ``remotes``, so the DSN quotes a real "host ... said: 451 ..."),
+anything else Postfix knows. Every
 other destination bounces with ``error:5.4.4`` (nothing leaves loopback). ``flush()``, ``log_text()``,
 ``wait_for_log()``, ``queue_ids()``, ``delete()``, ``empty_queue()``.
 
@@ -109,6 +111,7 @@ class Postfix:
         virtual_domains: Iterable[str] = (),
         lmtp: str = "",
         routes: Mapping[str, str] | None = None,
+        remotes: Mapping[str, str] | None = None,
         port: int = 0,
         myhostname: str = "mx.nimbus-postfix.test",
         delay_warning_time: str = "1s",
@@ -118,7 +121,10 @@ class Postfix:
     ) -> None:
         """``lmtp``: where ``virtual_domains`` go, ``inet:127.0.0.1:PORT`` or ``unix:/path``; ``port``: the
         listener port (0: a free one, picked again if lost at start; a given port is kept, so another
-        server can be configured with it before this one starts)."""
+        server can be configured with it before this one starts). ``remotes``: name -> an SMTP reply
+        (``"451 4.2.1 Mailbox busy"``): an extra smtpd listener of this instance, posing as another
+        host, that answers every RCPT TO with that reply; route a domain to it with the transport
+        ``remote:NAME``."""
         self.virtual_domains = [d.lower() for d in virtual_domains]
         self.lmtp = lmtp
         self.routes = {k.lower(): v for k, v in (routes or {}).items()}
@@ -129,6 +135,11 @@ class Postfix:
         self.extra_main = dict(extra_main or {})
         self._fixed_port = port
         self.port = port or free_port()
+        self.remotes = dict(remotes or {})
+        for name, reply in self.remotes.items():
+            if not re.fullmatch(r"[a-z0-9]+", name) or not re.fullmatch(r"[45]\d\d [^{}\n]+", reply):
+                raise ValueError("a remote is named [a-z0-9]+ and answers '4xx/5xx text' (no braces)")
+        self.remote_ports = {name: free_port() for name in self.remotes}
         self.root = Path(tempfile.mkdtemp(prefix="nimbus-postfix-"))
         self.root.chmod(0o755)  # postfix-owned processes traverse it
         self.config_dir = self.root / "conf"
@@ -168,6 +179,7 @@ class Postfix:
                 last_error = str(exc)
                 self._terminate()
                 self.port = self._fixed_port or free_port()
+                self.remote_ports = {name: free_port() for name in self.remotes}
         raise PostfixError(last_error)
 
     def _make_dirs(self) -> None:
@@ -323,6 +335,9 @@ class Postfix:
             "smtp_connect_timeout": "5s",
             "lmtp_connect_timeout": "5s",
         }
+        for name, reply in self.remotes.items():
+            # an access result "4xx/5xx text" for every recipient; "reject" satisfies smtpd's relay check
+            settings[f"nimbus_remote_{name}_restrictions"] = f"check_recipient_access static:{{{reply}}}, reject"
         settings.update(self.extra_main)
         return settings
 
@@ -330,6 +345,16 @@ class Postfix:
         services = [
             # name, type, private, unpriv, chroot, wakeup, maxproc, command
             (f"{HOST}:{self.port}", "inet", "n", "-", "n", "-", "-", "smtpd -o smtpd_reject_unlisted_recipient=no"),
+            *[
+                (
+                    f"{HOST}:{self.remote_ports[name]}",
+                    *("inet", "n", "-", "n", "-", "-"),
+                    # its own host name: Postfix's smtp client bounces mail that greets it with its own
+                    f"smtpd -o myhostname=mx.{name}.remote.test"
+                    f" -o smtpd_relay_restrictions=$nimbus_remote_{name}_restrictions",
+                )
+                for name in self.remotes
+            ],
             ("pickup", "unix", "n", "-", "n", "60", "1", "pickup"),
             ("cleanup", "unix", "n", "-", "n", "-", "0", "cleanup"),
             ("qmgr", "unix", "n", "-", "n", "300", "1", "qmgr"),
@@ -361,11 +386,20 @@ class Postfix:
         _backdate(self.config_dir / "main.cf", self.config_dir / "master.cf")
 
     def _write_transport(self) -> None:
-        text = "".join(f"{domain} {transport}\n" for domain, transport in sorted(self.routes.items()))
+        text = "".join(f"{domain} {self.transport(route)}\n" for domain, route in sorted(self.routes.items()))
         tmp = self.transport_file.with_suffix(".tmp")
         tmp.write_text(text)
         _backdate(tmp)
         tmp.replace(self.transport_file)
+
+    def transport(self, route: str) -> str:
+        """The Postfix transport for a route (``remote:NAME`` is the smtp client to that remote)."""
+        kind, _, name = route.partition(":")
+        if kind == "remote":
+            if name not in self.remote_ports:
+                raise ValueError(f"no remote {name!r} (Postfix(remotes={{{name!r}: '451 ...'}}))")
+            return f"smtp:[{HOST}]:{self.remote_ports[name]}"
+        return route
 
     def route(self, domain: str, transport: str) -> None:
         """Route ``domain`` to ``transport`` (``error:5.7.1 text``, ``smtp:[127.0.0.1]:PORT``...); reloads
