@@ -12,9 +12,9 @@ Routing: ``virtual_domains`` are delivered over LMTP (``lmtp="inet:127.0.0.1:POR
 ``error:5.7.1 text`` (a failed DSN with that status), ``smtp:[127.0.0.1]:CLOSED_PORT`` or
 ``retry:4.4.1 text`` (deferrals: ``Action: delayed`` warnings), ``remote:NAME`` (an SMTP hop that
 answers RCPT with the reply given in ``remotes``, so the DSN quotes a real "host ... said: 451 ..."),
-anything else Postfix knows. Every
-other destination bounces with ``error:5.4.4`` (nothing leaves loopback). ``flush()``, ``log_text()``,
-``wait_for_log()``, ``queue_ids()``, ``delete()``, ``empty_queue()``.
+anything else Postfix knows. Every other destination bounces with ``error:5.4.4`` (nothing leaves
+loopback). Queue and log: ``flush()``, ``queue_ids()``, ``delete()``, ``empty_queue()``,
+``log_text()``, ``wait_for_log()``.
 
 ``tests/servers/mail_loop.py`` pairs it with a Sieve-enabled ``Dovecot``.
 
@@ -30,11 +30,12 @@ Facts found while writing this (beyond /work/shared/TESTING.md), Postfix 3.7.11 
   at the config directory (with an empty ``dynamicmaps.cf``; hash and texthash are built in).
 * ``maillog_file`` is refused outside ``maillog_file_prefixes`` (default ``/var, /dev/stdout``): set it
   to the temporary directory. The ``postlog`` service (``unix-dgram ... postlogd``) must be in master.cf.
-* Every daemon needs ``chroot = n`` in master.cf (the queue is not a chroot jail).
-* smtpd rejects at RCPT (``450``/``550``, no DSN) a recipient whose transport is ``error:``/``retry:``,
-  and a virtual-domain recipient not in ``virtual_mailbox_maps``: the listener runs with
-  ``smtpd_reject_unlisted_recipient = no`` so such mail is accepted and bounced by the queue, as a real
-  MTA further down the line would.
+* Every service runs with ``chroot = n`` (a chroot in the queue directory would need copies of /etc files).
+* smtpd refuses at RCPT, with no DSN, a recipient whose transport is ``error:``/``retry:`` (``550 5.7.1
+  <a@x>: Recipient address rejected: TEXT``, ``450 4.4.1 ...``): the listener runs with
+  ``smtpd_reject_unlisted_recipient = no`` so such mail is accepted and bounced by the queue, as a
+  real MTA further down the line would. (A virtual-domain recipient is accepted either way while
+  ``virtual_mailbox_maps`` is empty; Dovecot's LMTP decides.)
 * Postfix reads a ``main.cf`` modified in the last ~2 s only after waiting for it to settle (300 ms
   sleeps, a 2.4 s start): the files written here are backdated 10 s, so a start takes ~0.1 s.
 * ``delay_warning_time = 1s`` works: the ``Action: delayed`` report is mailed at the first deferral,
@@ -47,8 +48,13 @@ Facts found while writing this (beyond /work/shared/TESTING.md), Postfix 3.7.11 
   (``PR_SET_CHILD_SUBREAPER``): it forwards SIGTERM, reaps every orphan, SIGKILLs any still there after
   5 s, and exits only when nothing it started is left; ``PR_SET_PDEATHSIG`` stops it all if the test
   process dies. A stop takes ~0.05 s. (``master`` calls setsid(): it is in a session of its own.)
-* ``route()`` after start rewrites the texthash file and reloads (SIGHUP to master); the processes that
-  cached the old table exit when idle, so give routes to the constructor where you can.
+* ``route()`` after start rewrites the texthash file (read once per process) and reloads (SIGHUP to
+  master, ~50 ms): the next message takes the new route (tested). Routes given to the constructor
+  need no reload.
+* A ``remotes`` hop is another smtpd listener of the same master: it needs its own ``myhostname``
+  (Postfix's smtp client bounces, "loops back to myself", mail to a server greeting with its own name),
+  and a ``reject`` after the ``check_recipient_access static:{4xx text}`` (smtpd refuses relay
+  restrictions without one). Its refusal is worded "<a@x>: Recipient address rejected: TEXT".
 """
 
 from __future__ import annotations
