@@ -74,7 +74,7 @@ def new_user(loop: MailLoop, name: str) -> str:
 
 def send_and_read_back(loop: MailLoop, sender: str, rcpt: str) -> tuple[str, bytes]:
     """Send a plain message from ``sender`` to ``rcpt``; return its Message-ID (no brackets) and the
-    one message that comes back to ``sender``."""
+    first message that comes back to ``sender``."""
     msg = plain_message(sender, rcpt)
     loop.send(msg, sender=sender, recipients=[rcpt])
     back = loop.wait_for_messages(sender)[0]
