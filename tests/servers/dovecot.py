@@ -24,6 +24,11 @@ What the config sets up:
   created on first login;
 * LMTP with ``lmtp_save_to_detail_mailbox``: ``user+Junk@domain`` delivers into Junk.
 
+* optionally (``Dovecot(certs, sieve=True, submission_host="127.0.0.1:PORT")``) Pigeonhole's Sieve on
+  LMTP delivery, scripts installed with ``set_sieve``, ``vacation :seconds`` allowed with no minimum
+  period, and Sieve's outgoing mail (vacation replies) submitted over SMTP to ``submission_host``
+  (``tests/servers/mail_loop.py`` points it at a private Postfix); off by default;
+
 * no stats-writer connections (``stats_writer_socket_path =``), which keeps the stop fast.
 
 Stopping sends SIGTERM to the master and reaps it (~1 s); children still starting up at that moment
@@ -122,8 +127,13 @@ def _alive(pid: int) -> bool:
 class Dovecot:
     """One private Dovecot instance; a context manager (``with Dovecot(certs) as dovecot:``)."""
 
-    def __init__(self, certs: TestCerts) -> None:
+    def __init__(self, certs: TestCerts, *, sieve: bool = False, submission_host: str = "") -> None:
+        """``sieve``: run Pigeonhole's Sieve on LMTP delivery (scripts from ``set_sieve``), with
+        ``vacation :seconds`` allowed and no minimum period; ``submission_host`` (``127.0.0.1:PORT``, an
+        SMTP server such as a private Postfix) is where Sieve sends vacation replies and redirects."""
         self.certs = certs
+        self.sieve = sieve
+        self.submission_host = submission_host
         self.root = Path(tempfile.mkdtemp(prefix="nimbus-dovecot-"))
         self.root.chmod(0o755)  # the auth process (user dovecot) and mail processes traverse it
         self.instance_name = f"nimbus-test-{uuid.uuid4().hex[:8]}"
@@ -326,6 +336,20 @@ class Dovecot:
             "  }",
             "}",
         ]
+        if self.sieve:
+            lines += [
+                "protocol lmtp {",
+                "  mail_plugins = $mail_plugins sieve",
+                "}",
+                "plugin {",
+                # The script ``set_sieve`` writes: ~/sieve/main.sieve, active through the ~/.dovecot.sieve link.
+                "  sieve = file:~/sieve;active=~/.dovecot.sieve",
+                "  sieve_extensions = +vacation-seconds",
+                "  sieve_vacation_min_period = 0",
+                "}",
+            ]
+        if self.submission_host:
+            lines.append(f"submission_host = {self.submission_host}")
         if rootless:  # Dovecot's documented set-up for running without root
             me = pwd.getpwuid(os.geteuid()).pw_name
             lines += [
@@ -359,6 +383,47 @@ class Dovecot:
         tmp.write_text(entry)
         tmp.chmod(0o644)
         tmp.replace(self.users_dir / name)
+
+    def set_sieve(self, user: str, script: str) -> Path:
+        """Install ``script`` as the user's active Sieve script (``~/sieve/main.sieve``, linked from
+        ``~/.dovecot.sieve``), owned by the mail user; the next LMTP delivery compiles and runs it.
+        Needs ``Dovecot(..., sieve=True)``."""
+        if not self.sieve:
+            raise DovecotError("this instance runs without Sieve: Dovecot(certs, sieve=True)")
+        home = self.home(user)
+        if not home.exists():
+            raise DovecotError(f"no such user {user!r} (add_user first)")
+        scripts = home / "sieve"
+        scripts.mkdir(exist_ok=True)
+        os.chown(scripts, self.mail_uid, self.mail_gid)
+        scripts.chmod(0o700)
+        target = scripts / "main.sieve"
+        tmp = scripts / ".main.sieve.tmp"
+        tmp.write_text(script)
+        os.chown(tmp, self.mail_uid, self.mail_gid)
+        tmp.replace(target)
+        # A compiled binary newer than the script (same second) would be kept: drop it.
+        (scripts / "main.svbin").unlink(missing_ok=True)
+        link = home / ".dovecot.sieve"
+        if not link.is_symlink():
+            link.unlink(missing_ok=True)
+            link.symlink_to("sieve/main.sieve")
+            os.lchown(link, self.mail_uid, self.mail_gid)
+        return target
+
+    def maildir_messages(self, user: str, *, folder: str = "INBOX") -> list[bytes]:
+        """The raw messages in a user's maildir folder (``new/`` and ``cur/``), oldest first."""
+        from nimbus_api.imap.names import encode_folder_name
+
+        maildir = self.home(user) / "Maildir"
+        if folder.upper() != "INBOX":
+            maildir = maildir / ("." + encode_folder_name(folder).replace("/", "."))
+        files = [path for sub in ("new", "cur") if (maildir / sub).is_dir() for path in (maildir / sub).iterdir()]
+        found = []
+        for path in sorted(files, key=lambda p: p.name):
+            with contextlib.suppress(FileNotFoundError):  # moved from new/ to cur/ meanwhile
+                found.append(path.read_bytes())
+        return found
 
     def doveadm(self, *args: str) -> str:
         result = subprocess.run(
