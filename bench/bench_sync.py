@@ -260,7 +260,10 @@ async def cycle_bench(dsn: str, vault: Vault, dovecot: Dovecot, net: NetContext)
         assert len(runner.held) == CYCLE_MAILBOXES, len(runner.held)
         t = time.monotonic()
         await runner.run_due()  # first poll: connections opened, cursors set (not timed)
-        print(f"  product: {runner.book.opened} connections opened and first poll in {time.monotonic() - t:.1f} s")
+        print(
+            f"  product: {runner.book.opened} connections opened and first poll in {time.monotonic() - t:.1f} s"
+            f" ({runner.stats.failures} failed: {runner.stats.errors})"
+        )
         t = time.monotonic()
         await raw.connect()
         print(f"  raw: {len(raw.clients)} connections opened in {time.monotonic() - t:.1f} s", flush=True)
@@ -283,7 +286,7 @@ async def cycle_bench(dsn: str, vault: Vault, dovecot: Dovecot, net: NetContext)
                     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
                     assert polls == CYCLE_MAILBOXES, polls
                     got = await stored(sm, ids)
-                    assert got == expected, f"stored {got}, expected {expected}"
+                    assert got == expected, f"stored {got}, expected {expected}; failures {runner.stats.errors}"
                     product_times.append(elapsed)
                     product_cpu.append(cpu)
                 else:

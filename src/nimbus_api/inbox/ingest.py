@@ -23,20 +23,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.classify import Classification, classify_parsed
 from nimbus_api.classify.parsing import Parsed, parse
 from nimbus_api.classify.report import verdict_json
-from nimbus_api.inbox import effects
-from nimbus_api.inbox.matching import Match, match
+from nimbus_api.inbox import effects, matching
+from nimbus_api.inbox.matching import Match
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_ids
-from nimbus_api.models import InboundMessage, Message
+from nimbus_api.models import InboundMessage
 
 VERIFICATION_HEADER = "X-Nimbus-Verification"
+_INSERT = insert(InboundMessage).on_conflict_do_nothing().returning(InboundMessage.id)
 MAX_TEXT = 200_000  # characters of text/HTML body kept in the row for the inbox (the raw message is whole)
 
 
@@ -93,18 +93,6 @@ def _from_name(parsed: Parsed) -> str | None:
     return name[:300] or None
 
 
-async def _ours(session: AsyncSession, workspace_id: uuid.UUID, ids: Sequence[str]) -> set[str]:
-    wanted = [f"<{i}>" for i in ids if i]
-    if not wanted:
-        return set()
-    rows = await session.scalars(
-        select(Message.message_id_header).where(
-            Message.message_id_header.in_(wanted), Message.workspace_id == workspace_id
-        )
-    )
-    return {value.strip("<>") for value in rows}
-
-
 def _is_own(parsed: Parsed, verdict: Classification, target: Target, ours: set[str]) -> bool:
     if parsed.has_header(VERIFICATION_HEADER) or verdict.message_id.startswith("nimbus-verify-"):
         return True
@@ -116,77 +104,109 @@ def _text(value: str) -> str | None:
     return value[:MAX_TEXT] if value.strip() else None
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One mailbox folder's fetched messages, to be stored under ``uidvalidity``."""
+
+    target: Target
+    folder: str
+    uidvalidity: int
+    fetched: Sequence[Fetched]
+
+
 async def store(
     session: AsyncSession, target: Target, folder: str, uidvalidity: int, fetched: Sequence[Fetched]
 ) -> Outcome:
-    outcome = Outcome()
-    if not fetched:
-        return outcome
-    parsed_all = [(item, parse(item.raw)) for item in fetched]
-    verdicts = [classify_parsed(parsed) for _, parsed in parsed_all]
-    ours = await _ours(session, target.workspace_id, [v.message_id for v in verdicts])
-    rows: list[dict[str, Any]] = []
-    kept: list[tuple[Fetched, Parsed, Classification]] = []
-    for (item, parsed), verdict in zip(parsed_all, verdicts, strict=True):
-        if _is_own(parsed, verdict, target, ours):
-            outcome.own += 1
-            continue
-        kept.append((item, parsed, verdict))
-    if not kept:
-        return outcome
+    return (await store_many(session, [Batch(target, folder, uidvalidity, fetched)]))[0]
+
+
+async def store_many(session: AsyncSession, batches: Sequence[Batch]) -> list[Outcome]:
+    """Store the batches of several mailboxes in the caller's transaction: their lookups are two queries and
+    their rows one INSERT, whatever their number (a sync worker commits many mailboxes' polls together)."""
+    outcomes = [Outcome() for _ in batches]
+    parsed_all = [[(item, parse(item.raw)) for item in batch.fetched] for batch in batches]
+    verdicts = [[classify_parsed(parsed) for _, parsed in items] for items in parsed_all]
+    groups = [
+        (batch.target.workspace_id, batch.target.account_id, found)
+        for batch, found in zip(batches, verdicts, strict=True)
+        if found
+    ]
+    lookups = iter(await matching.lookup_many(session, groups)) if groups else iter(())
     now = utcnow()
-    ids = sorted(new_ids(len(kept)))  # in UID order: the inbox lists by id, newest first
-    matches: dict[uuid.UUID, tuple[Classification, Match | None, Parsed]] = {}
-    for row_id, (item, parsed, verdict) in zip(ids, kept, strict=True):
-        found = await match(session, target.workspace_id, target.account_id, verdict)
-        kind = _final_kind(verdict, found)
-        notes = list(verdict.parse_notes)
-        if item.truncated:
-            notes.append("size:truncated-at-fetch")
-        rows.append(
-            {
-                "id": row_id,
-                "workspace_id": target.workspace_id,
-                "account_id": target.account_id,
-                "folder": folder,
-                "uidvalidity": uidvalidity,
-                "uid": item.uid,
-                "dedupe_key": dedupe_key(parsed),
-                "message_id_header": verdict.message_id[:300] or None,
-                "kind": kind,
-                "reasons": list(verdict.reasons) + ([f"match:{found.method}"] if found else []),
-                "classification": {**verdict_json(verdict, ""), "parse_notes": notes, "detected_kind": verdict.kind},
-                "from_address": verdict.from_address[:320] or None,
-                "from_name": _from_name(parsed),
-                "to_addresses": parsed.header("To")[:2000] or None,
-                "subject": verdict.subject or None,
-                "date_header": _date(parsed),
-                "size": item.size,
-                "truncated": item.truncated,
-                "raw": item.raw,
-                "text_body": _text(parsed.first_text("plain")),
-                "html_body": _text(parsed.first_text("html")),
-                "new_text": _text(effects.new_text_of(parsed, verdict)) if kind in ("reply", "other") else None,
-                "match_method": found.method if found else None,
-                "sent_message_id": found.message_id if found else None,
-                "enrollment_id": found.enrollment_id if found else None,
-                "contact_id": found.contact_id if found else None,
-                "campaign_id": found.campaign_id if found else None,
-                "created_at": now,
-            }
-        )
-        matches[row_id] = (verdict, found, parsed)
-    inserted = await session.execute(
-        insert(InboundMessage).values(rows).on_conflict_do_nothing().returning(InboundMessage.id)
-    )
-    new = {row[0] for row in inserted}
-    outcome.stored = len(new)
-    outcome.duplicates = len(rows) - len(new)
+    rows: list[dict[str, Any]] = []
+    acting: dict[uuid.UUID, tuple[int, Classification, Match | None]] = {}
+    for n, (batch, items, found_verdicts) in enumerate(zip(batches, parsed_all, verdicts, strict=True)):
+        if not items:
+            continue
+        found_all = next(lookups)
+        kept = []
+        for (item, parsed), verdict, found in zip(items, found_verdicts, found_all.matches, strict=True):
+            if _is_own(parsed, verdict, batch.target, found_all.ours):
+                outcomes[n].own += 1
+            else:
+                kept.append((item, parsed, verdict, found))
+        ids = sorted(new_ids(len(kept)))  # in UID order: the inbox lists by id, newest first
+        for row_id, (item, parsed, verdict, found) in zip(ids, kept, strict=True):
+            rows.append(_row(row_id, batch, item, parsed, verdict, found, now))
+            acting[row_id] = (n, verdict, found)
+    if not rows:
+        return outcomes
+    # executemany of one cached statement (SQLAlchemy batches it as multi-row INSERTs); ``.values(rows)``
+    # would compile a new statement for every batch.
+    inserted = {row[0] for row in await session.execute(_INSERT, rows)}
     for row in rows:
-        if row["id"] in new:
-            verdict, found, _ = matches[row["id"]]
-            await effects.apply(session, target, row, verdict, found)
-    return outcome
+        n, verdict, found = acting[row["id"]]
+        if row["id"] in inserted:
+            outcomes[n].stored += 1
+            await effects.apply(session, batches[n].target, row, verdict, found)
+        else:
+            outcomes[n].duplicates += 1
+    return outcomes
+
+
+def _row(
+    row_id: uuid.UUID,
+    batch: Batch,
+    item: Fetched,
+    parsed: Parsed,
+    verdict: Classification,
+    found: Match | None,
+    now: datetime,
+) -> dict[str, Any]:
+    kind = _final_kind(verdict, found)
+    notes = list(verdict.parse_notes)
+    if item.truncated:
+        notes.append("size:truncated-at-fetch")
+    return {
+        "id": row_id,
+        "workspace_id": batch.target.workspace_id,
+        "account_id": batch.target.account_id,
+        "folder": batch.folder,
+        "uidvalidity": batch.uidvalidity,
+        "uid": item.uid,
+        "dedupe_key": dedupe_key(parsed),
+        "message_id_header": verdict.message_id[:300] or None,
+        "kind": kind,
+        "reasons": list(verdict.reasons) + ([f"match:{found.method}"] if found else []),
+        "classification": {**verdict_json(verdict, ""), "parse_notes": notes, "detected_kind": verdict.kind},
+        "from_address": verdict.from_address[:320] or None,
+        "from_name": _from_name(parsed),
+        "to_addresses": parsed.header("To")[:2000] or None,
+        "subject": verdict.subject or None,
+        "date_header": _date(parsed),
+        "size": item.size,
+        "truncated": item.truncated,
+        "raw": item.raw,
+        "text_body": _text(parsed.first_text("plain")),
+        "html_body": _text(parsed.first_text("html")),
+        "new_text": _text(effects.new_text_of(parsed, verdict)) if kind in ("reply", "other") else None,
+        "match_method": found.method if found else None,
+        "sent_message_id": found.message_id if found else None,
+        "enrollment_id": found.enrollment_id if found else None,
+        "contact_id": found.contact_id if found else None,
+        "campaign_id": found.campaign_id if found else None,
+        "created_at": now,
+    }
 
 
 def _final_kind(verdict: Classification, found: Match | None) -> str:

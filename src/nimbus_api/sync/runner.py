@@ -9,8 +9,9 @@ Two loops run in each worker that has ``sync_enabled``:
   most ``sync_concurrency`` at once. Due times are spread (``mailboxes.spread_offset``) and kept in phase
   (``status.next_on_time``), so 1,000 mailboxes at 30 s poll about 33 per second, not 1,000 at once.
 
-A poll stores each batch of messages with its cursor in one transaction that first re-checks the lease
-(``leases.lock_held``); a worker that lost the mailbox meanwhile rolls back and forgets it. Its outcome
+A poll hands each batch of messages with its folder's cursor to the ``Storer``, which commits the batches of
+the polls of the moment together (group commit), after re-checking their leases; a worker that lost a
+mailbox meanwhile writes nothing for it and forgets it. Its outcome
 (``status``) is recorded the same way. Postgres is the truth throughout: a worker keeps in memory only
 what it read from the rows it holds and wrote itself.
 """
@@ -20,38 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.imap import ImapError
-from nimbus_api.inbox import ingest
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.kit.outage import Outages, backoff, outage_of
-from nimbus_api.models import MailboxFolder, MailboxSync
 from nimbus_api.sync import leases, mailboxes, status
 from nimbus_api.sync.connections import ConnectionBook
-from nimbus_api.sync.cursor import Cursor
 from nimbus_api.sync.mailboxes import Mailbox
 from nimbus_api.sync.poller import Limits, poll
+from nimbus_api.sync.storer import LeaseLost, Storer
 
 log = structlog.get_logger(__name__)
 TICK = 0.25
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the mailbox: what the poll was about to write is rolled back."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +115,7 @@ class SyncRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._successes: dict[uuid.UUID, tuple[uuid.UUID, datetime, datetime]] = {}
+        self.storer = Storer(sessionmaker, owner, min_sample=config.bounce_min_sample, clock=clock)
         self.limits = Limits(max_message_bytes=config.max_message_bytes, window_days=config.window_days)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -143,6 +136,7 @@ class SyncRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.storer.close()
         with contextlib.suppress(Exception):
             await self.flush_successes()
         with contextlib.suppress(Exception):
@@ -278,10 +272,9 @@ class SyncRunner:
         async with self._slots:
             if self._stopping or mailbox.account_id not in self.held:
                 return
-            started = time.monotonic()
             try:
                 held = await self.book.get(mailbox)
-                report = await poll(held, mailbox, self._store, self.limits)
+                report = await poll(held, mailbox, self.storer.store, self.limits)
             except LeaseLost:
                 await self._forget(mailbox.account_id, lost=True)
                 return
@@ -311,13 +304,6 @@ class SyncRunner:
             now = self.clock()
             due = status.succeeded(mailbox, now)
             self._successes[mailbox.account_id] = (mailbox.account_id, now, due)
-            log.debug(
-                "sync_polled",
-                account_id=str(mailbox.account_id),
-                plans=report.plans,
-                stored=report.stored,
-                ms=round((time.monotonic() - started) * 1000, 1),
-            )
 
     async def _record(self, mailbox: Mailbox, error: ImapError) -> None:
         """A failed poll, written at once (with ``account.sync_failed`` when one is due)."""
@@ -337,43 +323,6 @@ class SyncRunner:
                 raise
             self.outages.failed(exc)
             mailbox.next_poll_at = self.clock() + _seconds(backoff(1))
-
-    async def _store(
-        self, mailbox: Mailbox, folder: str, role: str, uidvalidity: int, fetched: list[ingest.Fetched], cursor: Cursor
-    ) -> int:
-        async with self.sessionmaker() as session:
-            if not await leases.lock_held(session, self.owner, mailbox.account_id):
-                await session.rollback()
-                raise LeaseLost(str(mailbox.account_id))
-            target = ingest.Target(
-                account_id=mailbox.account_id,
-                workspace_id=mailbox.workspace_id,
-                email=mailbox.email,
-                min_sample=self.config.bounce_min_sample,
-            )
-            outcome = await ingest.store(session, target, folder, uidvalidity, fetched)
-            now = self.clock()
-            values = {
-                "role": role,
-                "state": cursor.state,
-                "uidvalidity": cursor.uidvalidity,
-                "last_uid": cursor.last_uid,
-                "resets": cursor.resets,
-                "updated_at": now,
-            }
-            await session.execute(
-                insert(MailboxFolder)
-                .values(account_id=mailbox.account_id, name=folder, **values)
-                .on_conflict_do_update(index_elements=["account_id", "name"], set_=values)
-            )
-            if outcome.stored:
-                await session.execute(
-                    update(MailboxSync)
-                    .where(MailboxSync.account_id == mailbox.account_id)
-                    .values(messages_stored=MailboxSync.messages_stored + outcome.stored)
-                )
-            await session.commit()
-        return outcome.stored
 
     async def _open_password(self, mailbox: Mailbox) -> Secret | None:
         async with self.sessionmaker() as session:
