@@ -274,7 +274,7 @@ async def cycle_bench(dsn: str, vault: Vault, dovecot: Dovecot, net: NetContext)
             # one new message in every tenth mailbox; both sides then read it (each with its own cursor)
             targets = users[run % step :: step]
             for n, user in enumerate(targets):
-                dovecot.deliver_maildir(user, message(n, user))
+                dovecot.deliver_lmtp(user, message(n, user))  # as an MTA delivers: indexes updated
             for side in ("raw", "product") if run % 2 == 0 else ("product", "raw"):
                 if side == "product":
                     expected += len(targets)

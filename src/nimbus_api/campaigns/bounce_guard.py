@@ -20,7 +20,8 @@ before ``min_sample`` transactions. Disabling:
    dispatcher picks another one (a threaded follow-up carries the thread from its new inbox);
 3. ``account.disabled`` (``by: bounce_guard``, the campaign, the rate);
 4. when no inbox of the pool is left enabled, the campaign (if active) is paused with ``paused_reason:
-   all_accounts_disabled`` and ``campaign.paused`` fires; what was queued waits, nothing is lost.
+   all_accounts_disabled`` and ``campaign.paused`` fires; what was queued waits, nothing is lost. The
+   campaign's row is locked for that count, so concurrent disables of the last inboxes pause it once.
 
 Rotation skips a pool member with ``disabled_at`` set (``sending.rotation``); ``pool.reenable`` (``POST
 /v1/campaigns/{id}/accounts/{account_id}/reenable``) clears it and restarts its count.
@@ -140,6 +141,10 @@ async def check(
 
 
 async def _pause_if_pool_gone(session: AsyncSession, campaign: Campaign, now: datetime) -> None:
+    # The campaign's row is locked before counting: two workers disabling the pool's last two inboxes at
+    # the same moment would otherwise each still see the other's inbox enabled, and neither would pause.
+    # Under READ COMMITTED the count after the lock sees every disable committed before it.
+    await session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
     enabled = await session.scalar(
         select(func.count())
         .select_from(CampaignAccount)
