@@ -124,11 +124,6 @@ def test_error_transport_5_7_1_is_a_soft_permanent_bounce(loop: MailLoop, domain
     assert recipient.status == "5.7.1"
     assert recipient.permanent is True
     assert verdict.original_message_id == message_id
-    if recipient.hard and text == DENIED_TEXT:
-        pytest.xfail(
-            "classifier: 5.7.1 'Recipient address rejected: Access denied' (a Postfix access-map REJECT) is "
-            "read as userunknown via reason:phrase-recipient-access-denied, so hard=True for a policy refusal"
-        )
     assert recipient.hard is False, recipient.reason
 
 
@@ -147,11 +142,6 @@ def test_remote_4xx_at_rcpt_gives_a_delayed_report(loop: MailLoop) -> None:
     assert recipient.permanent is False
     assert recipient.hard is False
     assert verdict.original_message_id == message_id
-    if recipient.reason == "userunknown":
-        pytest.xfail(
-            "classifier: 451 4.2.1 '<addr>: Recipient address rejected: Mailbox busy' is read as userunknown "
-            "(reason:phrase-user-unknown matches Postfix's 'Recipient address rejected' prefix)"
-        )
     assert recipient.reason != "userunknown"
 
 
@@ -174,12 +164,6 @@ def test_remote_5xx_at_rcpt_is_a_soft_permanent_bounce(loop: MailLoop, name: str
     assert (recipient.reply_code, recipient.remote_mta) == (REMOTES[name][:3], "127.0.0.1")
     assert recipient.permanent is True
     assert verdict.original_message_id == message_id
-    if name == "policy" and recipient.hard:
-        pytest.xfail(
-            "classifier: 554 5.7.1 '<addr>: Recipient address rejected: Rejected by local policy' (any "
-            "Postfix MX's access/policy refusal at RCPT) is read as userunknown, hard=True "
-            "(reason:phrase-user-unknown matches 'Recipient address rejected')"
-        )
     assert recipient.hard is False, recipient.reason
     if reason:
         assert recipient.reason == reason

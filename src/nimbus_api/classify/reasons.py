@@ -370,10 +370,28 @@ def reason_for(status: str, text: str, fired: list[str] | None = None, command: 
     return reason
 
 
+#: Postfix's smtpd writes "<address>: Recipient address rejected: <why>" for every refusal at RCPT,
+#: whatever the why (an access map's "Access denied", a policy service, a busy mailbox). With a status
+#: that says policy (x.7.x), mailbox state (x.2.x) or a temporary failure, the prefix says nothing about
+#: the address: the reason is read from the why alone. (Office 365 writes the same words with 5.4.1 for
+#: a recipient its directory does not know: that stays ``userunknown``.)
+_POSTFIX_RCPT_PREFIX = re.compile(r"recipient address rejected:?\s*", re.I)
+_PREFIX_RULES = frozenset({"phrase-user-unknown", "phrase-recipient-access-denied"})
+
+
+def _prefix_only(status: str, text: str, rule: PhraseRule | None) -> bool:
+    if rule is None or rule.name not in _PREFIX_RULES or not _POSTFIX_RCPT_PREFIX.search(text):
+        return False
+    return status[1:3] in (".7", ".2") or status.startswith("4.")
+
+
 def _reason(status: str, text: str, fired: list[str] | None) -> tuple[str, str]:
     """The reason, and the name of the rule that decided it."""
     by_status = status_rule(status)
     by_phrase = phrase_rule(text)
+    if _prefix_only(status, text, by_phrase):
+        by_phrase = phrase_rule(_POSTFIX_RCPT_PREFIX.sub("", text))
+        _fire(fired, "postfix-rcpt-prefix-ignored")
     if by_status is not None and (
         by_phrase is None or not ("*" in by_status.yields_to or by_phrase.reason in by_status.yields_to)
     ):
