@@ -137,3 +137,27 @@ def mail(subject: str, *, sender: str = "prospect@example.org", message_id: str 
         "",
     ]
     return "\r\n".join(lines).encode()
+
+
+async def connect_inboxes(
+    tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession], count: int, prefix: str, *, daily_send_limit: int
+) -> tuple[list[str], list[uuid.UUID]]:
+    """``count`` mailboxes of the mail world connected through the API, ready to send (stage 3, score 80)
+    and read every 30 s; returns their addresses and ids."""
+    from sqlalchemy import update
+
+    from nimbus_api.models import EmailAccount
+
+    emails = [f"{prefix}-{i}-{secrets.token_hex(3)}@example.test" for i in range(count)]
+    inboxes: list[uuid.UUID] = []
+    for email in emails:
+        r = await tenant.client.post("/v1/email-accounts", json=account_payload(email=email))
+        assert r.status_code == 201, r.text
+        inboxes.append(uuid.UUID(r.json()["id"]))
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(EmailAccount)
+            .where(EmailAccount.id.in_(inboxes))
+            .values(current_stage=3, overall_score=80.0, sync_interval_seconds=30, daily_send_limit=daily_send_limit)
+        )
+    return emails, inboxes

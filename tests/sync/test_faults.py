@@ -18,14 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import AccountDailyUsage, EmailAccount, Event, InboundMessage, MailboxSync, Message
+from nimbus_api.models import AccountDailyUsage, Event, InboundMessage, MailboxSync, Message
 from nimbus_api.sending.sender import SenderDeps, run_inbox
-from tests.conftest import Tenant, account_payload
+from tests.conftest import Tenant
 from tests.inbox.conftest import dsn_report
 from tests.sending.conftest import Campaigns, campaigns, deps, pool  # noqa: F401 - fixtures
 from tests.sending.fleet import Workers
 from tests.servers.mail_world import MailWorld
-from tests.sync.conftest import mail, park_others
+from tests.sync.conftest import connect_inboxes, mail, park_others
 
 MAILBOXES = 8
 PLAIN = 12  # messages per mailbox besides the bounce reports
@@ -92,18 +92,7 @@ async def test_a_killed_sync_worker_loses_nothing_and_doubles_nothing(
     sessionmaker: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    emails = [f"fault-{i}-{secrets.token_hex(3)}@example.test" for i in range(MAILBOXES)]
-    inboxes: list[uuid.UUID] = []
-    for email in emails:
-        r = await tenant.client.post("/v1/email-accounts", json=account_payload(email=email))
-        assert r.status_code == 201, r.text
-        inboxes.append(uuid.UUID(r.json()["id"]))
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            update(EmailAccount)
-            .where(EmailAccount.id.in_(inboxes))
-            .values(current_stage=3, overall_score=80.0, sync_interval_seconds=30, daily_send_limit=1000)
-        )
+    emails, inboxes = await connect_inboxes(tenant, sessionmaker, MAILBOXES, "fault", daily_send_limit=1000)
     # step 1 of a campaign, really sent, three recipients per inbox
     contacts = [f"c{i}-{secrets.token_hex(3)}@example.org" for i in range(3 * MAILBOXES)]
     campaign_id = await campaigns.campaign(inboxes, contacts)

@@ -17,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import Campaign, CampaignAccount, EmailAccount, Event, MailboxSync
+from nimbus_api.models import Campaign, CampaignAccount, Event, MailboxSync
 from nimbus_api.sending.sender import SenderDeps, run_inbox
-from tests.conftest import Tenant, account_payload
+from tests.conftest import Tenant
 from tests.inbox.conftest import dsn_report
 from tests.sending.conftest import Campaigns, campaigns, deps, pool  # noqa: F401 - fixtures
 from tests.sending.fleet import Workers
 from tests.servers.mail_world import MailWorld
-from tests.sync.conftest import park_others
+from tests.sync.conftest import connect_inboxes, park_others
 
 INBOXES = 4
 SENDS = 25  # per inbox: over the minimum sample of 20
@@ -52,18 +52,7 @@ async def test_four_workers_disable_each_inbox_once_and_pause_once(
     sessionmaker: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    emails = [f"guard-{i}-{secrets.token_hex(3)}@example.test" for i in range(INBOXES)]
-    inboxes: list[uuid.UUID] = []
-    for email in emails:
-        r = await tenant.client.post("/v1/email-accounts", json=account_payload(email=email))
-        assert r.status_code == 201, r.text
-        inboxes.append(uuid.UUID(r.json()["id"]))
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            update(EmailAccount)
-            .where(EmailAccount.id.in_(inboxes))
-            .values(current_stage=3, overall_score=80.0, sync_interval_seconds=30, daily_send_limit=SENDS)
-        )
+    emails, inboxes = await connect_inboxes(tenant, sessionmaker, INBOXES, "guard", daily_send_limit=SENDS)
     contacts = [f"g{i}-{secrets.token_hex(3)}@example.org" for i in range(INBOXES * SENDS)]
     campaign_id = await campaigns.campaign(inboxes, contacts)
     async with sessionmaker() as session, session.begin():
