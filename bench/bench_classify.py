@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from nimbus_api.classify import Classification, classify
 from nimbus_api.classify.reasons import _phrase_index
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("NIMBUS_CORPUS_DIR") or REPO_ROOT / ".." / "shared" / "corpus").resolve()
 PASSES = 5
 SPEED_TARGET = 2000.0
