@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
+from nimbus_api.classify import mimeparse
+
 #: Messages are cut at this many bytes before parsing: the classifier needs headers, the report parts
 #: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
 PARSE_LIMIT = 4 * 1024 * 1024
@@ -298,7 +300,7 @@ def parse(raw: bytes) -> Parsed:
         data = data[:PARSE_LIMIT]
         truncated = True
     try:
-        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+        message = mimeparse.parse_bytes(data)
     except Exception:  # the stdlib parser is lenient, but a guard costs nothing
         message = Message()
         parsed = Parsed(message=message, raw=raw, truncated=truncated)
