@@ -87,8 +87,12 @@ def address_in(value: str) -> str:
     return match.group(0).strip(".").lower() if match else ""
 
 
-def part_text(part: Message) -> str:
-    """A non-multipart part's payload as text (transfer encoding undone, charset applied, lenient)."""
+_NO_CHARSET = object()
+
+
+def part_text(part: Message, charset: object = _NO_CHARSET) -> str:
+    """A non-multipart part's payload as text (transfer encoding undone, charset applied, lenient).
+    ``charset``: ``part.get_content_charset()`` when the caller knows it already."""
     try:
         payload = part.get_payload(decode=True)
     except Exception:
@@ -98,12 +102,18 @@ def part_text(part: Message) -> str:
         return raw if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return str(payload)
-    return _decode_bytes(payload, part.get_content_charset())
+    if charset is _NO_CHARSET:
+        charset = part.get_content_charset()
+    return _decode_bytes(payload, charset if isinstance(charset, str) else None)
 
 
 @dataclass(slots=True)
 class Parsed:
-    """A parsed message plus what went wrong while parsing it."""
+    """A parsed message plus what went wrong while parsing it.
+
+    What detectors ask of it more than once is computed once: decoded header values, each part's
+    content type and charset, each part's text (transfer encoding undone once), the part lists.
+    """
 
     message: Message
     raw: bytes
@@ -111,6 +121,11 @@ class Parsed:
     truncated: bool = False
     #: values detectors compute more than once (the From address, the parts, the report text)
     memo: dict[str, Any] = field(default_factory=dict)
+    #: per-part caches, keyed by ``id(part)`` (the parts live as long as this object)
+    _types: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _charsets: dict[int, str | None] = field(default_factory=dict, init=False, repr=False)
+    _texts: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _decoded: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def _header_map(self) -> dict[str, list[object]]:
         """Raw header values by lower-cased name (built once: ``Message.get`` scans every header)."""
@@ -127,13 +142,20 @@ class Parsed:
 
     def header(self, name: str) -> str:
         """The first value of a header, decoded; ``""`` when absent."""
-        values = self._header_map().get(name.lower())
+        key = name.lower()
+        cached = self._decoded.get(key)
+        if cached is not None:
+            return cached
+        values = self._header_map().get(key)
         if not values:
-            return ""
-        try:
-            return decode_header_value(values[0])
-        except Exception:
-            return ""
+            value = ""
+        else:
+            try:
+                value = decode_header_value(values[0])
+            except Exception:
+                value = ""
+        self._decoded[key] = value
+        return value
 
     def headers(self, name: str) -> list[str]:
         try:
@@ -146,7 +168,21 @@ class Parsed:
 
     @property
     def content_type(self) -> str:
-        return self.message.get_content_type()
+        found: str | None = self.memo.get("content_type")
+        if found is None:
+            found = self.memo["content_type"] = self.message.get_content_type()
+        return found
+
+    @property
+    def report_type(self) -> str:
+        """The ``report-type`` parameter of a ``multipart/report``, lower-cased; ``""`` otherwise."""
+        found: str | None = self.memo.get("report_type")
+        if found is None:
+            found = ""
+            if self.content_type == "multipart/report":
+                found = str(self.message.get_param("report-type") or "").lower()
+            self.memo["report_type"] = found
+        return found
 
     @property
     def subject(self) -> str:
@@ -168,13 +204,37 @@ class Parsed:
         """Every part, depth first (computed once)."""
         return iter(part for _, part in self.typed_parts())
 
+    def part_type(self, part: Message) -> str:
+        """``content_type(part)``, computed once per part."""
+        key = id(part)
+        found = self._types.get(key)
+        if found is None:
+            found = self._types[key] = content_type(part)
+        return found
+
+    def charset(self, part: Message) -> str | None:
+        """``part.get_content_charset()``, computed once per part."""
+        key = id(part)
+        if key in self._charsets:
+            return self._charsets[key]
+        found = self._charsets[key] = part.get_content_charset()
+        return found
+
+    def part_text(self, part: Message) -> str:
+        """``part_text(part)``, computed once per part."""
+        key = id(part)
+        found = self._texts.get(key)
+        if found is None:
+            found = self._texts[key] = part_text(part, self.charset(part))
+        return found
+
     def typed_parts(self) -> list[tuple[str, Message]]:
         """``(content type, part)`` for every part, depth first (computed once)."""
         parts: list[tuple[str, Message]] | None = self.memo.get("parts")
         if parts is None:
             parts = []
             try:
-                parts.extend((content_type(part), part) for part in self.message.walk())
+                parts.extend((self.part_type(part), part) for part in self.message.walk())
             except Exception:
                 self.note("mime:walk-failed")
             self.memo["parts"] = parts
@@ -189,7 +249,7 @@ class Parsed:
             stack: list[Message] = [self.message]
             while stack:
                 part = stack.pop(0)
-                ctype = content_type(part)
+                ctype = self.part_type(part)
                 own.append((ctype, part))
                 if ctype.startswith("message/"):
                     continue
@@ -205,28 +265,39 @@ class Parsed:
 
     def first_text(self, subtype: str = "plain") -> str:
         """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
+        key = f"first_text:{subtype}"
+        found: str | None = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = self._first_text(subtype)
+        return found
+
+    def _first_text(self, subtype: str) -> str:
+        wanted = f"text/{subtype}"
         for part in self._own_parts():
-            if content_type(part) == f"text/{subtype}" and not _is_attachment(part):
+            if self.part_type(part) == wanted and not _is_attachment(part):
                 return self._text_of(part)
         return ""
 
     def _text_of(self, part: Message) -> str:
         """``part_text``, noting bytes its declared charset does not decode."""
-        charset = part.get_content_charset()
+        charset = self.charset(part)
         if not charset or not _known_charset(charset):
-            return part_text(part)
+            return self.part_text(part)
         try:
             payload = part.get_payload(decode=True)
         except Exception:  # a payload the parser cannot decode at all is noted, never raised
             self.note("mime:undecodable-payload")
-            return part_text(part)
+            return self.part_text(part)
         if not isinstance(payload, bytes):
-            return part_text(part)
+            return self.part_text(part)
         try:
-            return payload.decode(charset)
+            text = payload.decode(charset)
         except (UnicodeDecodeError, LookupError):
             self.note("charset:undecodable")
-            return _decode_bytes(payload, charset)
+            text = _decode_bytes(payload, charset)
+        # the same text ``part_text`` gives (the declared charset first), so it serves both
+        self._texts.setdefault(id(part), text)
+        return text
 
     def body_text(self) -> str:
         """The readable text: the first text/plain part, else the first text/html part, tags stripped."""
@@ -315,7 +386,7 @@ def parse(raw: bytes) -> Parsed:
         parsed.note(f"mime:{type(defect).__name__}")
     for ctype, part in parsed.typed_parts():
         if ctype.startswith("text/"):
-            charset = part.get_content_charset()
+            charset = parsed.charset(part)
             if charset and not _known_charset(charset):
                 parsed.note("charset:unknown")
     return parsed
