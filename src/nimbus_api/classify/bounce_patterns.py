@@ -64,8 +64,15 @@ def _c(regex: str, flags: int = 0) -> re.Pattern[str]:
 
 
 def lowered(text: str) -> str:
-    """``text`` with ASCII letters lowered: same length, so match positions index ``text`` too."""
-    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+    """``text`` with ASCII letters lowered: same length, so match positions index ``text`` too.
+
+    Non-ASCII text goes through UTF-8 bytes, whose ``lower`` touches only ``A-Z`` (every byte of a
+    multi-byte sequence is >= 0x80): the same result as ``translate(_ASCII_LOWER)``, in C, ~30x faster.
+    ``surrogatepass`` carries the lone surrogates a ``surrogateescape`` decode leaves.
+    """
+    if text.isascii():
+        return text.lower()
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
 #: Matched against ``display-name <address>`` of the From header.
