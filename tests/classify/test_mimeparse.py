@@ -140,3 +140,12 @@ def test_a_failure_of_the_fast_path_falls_back_to_the_stdlib(monkeypatch: pytest
     monkeypatch.setattr(mimeparse._Parser, "parse", broken)
     raw = dsn("Final-Recipient: rfc822; a@rcpt.example.net\nAction: failed\nStatus: 5.1.1\n")
     assert _dump(mimeparse.parse_bytes(raw)) == _stdlib(raw)
+
+
+def test_the_parts_come_with_their_types_in_walk_order() -> None:
+    rnd = random.Random(11)
+    seeds = _seeds()
+    for raw in [*seeds, *(_mutate(rnd, rnd.choice(seeds)) for _ in range(300))]:
+        message, order = mimeparse.parse_bytes_typed(raw)
+        assert order is not None
+        assert [(id(p), t) for p, t in order] == [(id(p), p.get_content_type()) for p in message.walk()]

@@ -33,11 +33,19 @@ _BOUNDARY_END_RE = re.compile("(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)
 
 def parse_bytes(data: bytes) -> Message:
     """``BytesParser(policy=compat32).parsebytes(data)``, faster; raises only what the stdlib raises."""
+    return parse_bytes_typed(data)[0]
+
+
+def parse_bytes_typed(data: bytes) -> tuple[Message, list[tuple[Message, str]] | None]:
+    """``parse_bytes``, and every part with its ``get_content_type()`` in ``Message.walk()`` order
+    (the order the parser made them in), as the parser worked them out; ``None`` when the stdlib
+    parser had to do the work."""
     text = data.decode("ascii", errors="surrogateescape")
     try:
-        return _Parser(text).parse()
+        parser = _Parser(text)
+        return parser.parse(), parser.order
     except Exception:  # never trust the fast path over the stdlib: whatever it tripped on, redo it there
-        return email.parser.Parser(policy=_POLICY).parsestr(text)
+        return email.parser.Parser(policy=_POLICY).parsestr(text), None
 
 
 def _set_payload(message: Message, payload: str) -> None:
@@ -51,7 +59,7 @@ def _payload(message: Message) -> object:
 class _Parser:
     """``FeedParser`` with all data fed at once; the line buffer is ``lines[pos:]`` after ``pushed``."""
 
-    __slots__ = ("blank", "ctypes", "cur", "last", "lines", "msgstack", "n", "pos", "pushed", "seps", "stack")
+    __slots__ = ("blank", "ctypes", "cur", "last", "lines", "msgstack", "n", "order", "pos", "pushed", "seps", "stack")
 
     def __init__(self, text: str) -> None:
         self.lines: list[str] = StringIO(text, newline="").readlines()
@@ -65,6 +73,8 @@ class _Parser:
         self.blank = 0
         self.msgstack: list[Message] = []
         self.ctypes: list[str] = []
+        #: every message made, with its content type, in the order made (``Message.walk()`` order)
+        self.order: list[tuple[Message, str]] = []
         self.cur: Message | None = None
         self.last: Message | None = None
 
@@ -208,6 +218,7 @@ class _Parser:
 
         ctype = cur.get_content_type()
         self.ctypes.append(ctype)
+        self.order.append((cur, ctype))
         if ctype == "message/delivery-status":
             while True:
                 self._push_eof(None)

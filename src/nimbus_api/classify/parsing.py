@@ -121,8 +121,11 @@ class Parsed:
     truncated: bool = False
     #: values detectors compute more than once (the From address, the parts, the report text)
     memo: dict[str, Any] = field(default_factory=dict)
-    #: per-part caches, keyed by ``id(part)`` (the parts live as long as this object)
+    #: per-part caches, keyed by ``id(part)``; ``_alive`` holds every part keyed, so no id is reused
+    #: while this object lives (the message's own parts are held by the tree anyway)
+    _alive: dict[int, Message] = field(default_factory=dict, init=False, repr=False)
     _types: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _strict_types: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _charsets: dict[int, str | None] = field(default_factory=dict, init=False, repr=False)
     _texts: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _decoded: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -204,12 +207,33 @@ class Parsed:
         """Every part, depth first (computed once)."""
         return iter(part for _, part in self.typed_parts())
 
+    def _seed_types(self, order: list[tuple[Message, str]]) -> None:
+        """Take the parts and their ``get_content_type()`` from the parser, which worked them out
+        (``order``: ``walk()`` order, the message itself first)."""
+        parts: list[tuple[str, Message]] = []
+        for part, strict in order:
+            lenient = strict.split(None, 1)[0] if strict else strict
+            self._types[id(part)] = lenient
+            self._strict_types[id(part)] = strict
+            parts.append((lenient, part))
+        self.memo["parts"] = parts
+        self.memo["content_type"] = order[0][1]
+
+    def _strict_type(self, part: Message) -> str:
+        """``part.get_content_type()``, computed once per part."""
+        found = self._strict_types.get(id(part))
+        if found is None:
+            found = self._strict_types[id(part)] = part.get_content_type()
+            self._alive[id(part)] = part
+        return found
+
     def part_type(self, part: Message) -> str:
         """``content_type(part)``, computed once per part."""
         key = id(part)
         found = self._types.get(key)
         if found is None:
             found = self._types[key] = content_type(part)
+            self._alive[key] = part
         return found
 
     def charset(self, part: Message) -> str | None:
@@ -217,7 +241,12 @@ class Parsed:
         key = id(part)
         if key in self._charsets:
             return self._charsets[key]
-        found = self._charsets[key] = part.get_content_charset()
+        # a Content-Type that does not say "charset" has no such parameter: ``None``, as
+        # ``get_content_charset`` would say after parsing every parameter
+        value = part.get("content-type")
+        found = part.get_content_charset() if value is not None and "charset" in str(value).lower() else None
+        self._charsets[key] = found
+        self._alive[key] = part
         return found
 
     def part_text(self, part: Message) -> str:
@@ -226,6 +255,7 @@ class Parsed:
         found = self._texts.get(key)
         if found is None:
             found = self._texts[key] = part_text(part, self.charset(part))
+            self._alive[key] = part
         return found
 
     def typed_parts(self) -> list[tuple[str, Message]]:
@@ -297,6 +327,7 @@ class Parsed:
             text = _decode_bytes(payload, charset)
         # the same text ``part_text`` gives (the declared charset first), so it serves both
         self._texts.setdefault(id(part), text)
+        self._alive[id(part)] = part
         return text
 
     def body_text(self) -> str:
@@ -334,7 +365,7 @@ class Parsed:
                 if isinstance(payload, list):
                     stack[0:0] = [p for p in payload if isinstance(p, Message)]
                 continue
-            if part.get_content_maintype() == "message":
+            if self._strict_type(part).split("/")[0] == "message":
                 continue
             yield part
 
@@ -371,16 +402,18 @@ def parse(raw: bytes) -> Parsed:
         data = data[:PARSE_LIMIT]
         truncated = True
     try:
-        message = mimeparse.parse_bytes(data)
+        message, order = mimeparse.parse_bytes_typed(data)
     except Exception:  # the stdlib parser is lenient, but a guard costs nothing
         message = Message()
         parsed = Parsed(message=message, raw=raw, truncated=truncated)
         parsed.note("mime:unparseable")
         return parsed
     parsed = Parsed(message=message, raw=raw, truncated=truncated)
+    if order:
+        parsed._seed_types(order)
     if truncated:
         parsed.note("size:truncated-for-parsing")
-    if not message.keys():
+    if not len(message):
         parsed.note("headers:none")
     for defect in getattr(message, "defects", []) or []:
         parsed.note(f"mime:{type(defect).__name__}")
