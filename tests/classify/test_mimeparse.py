@@ -149,3 +149,15 @@ def test_the_parts_come_with_their_types_in_walk_order() -> None:
         message, order = mimeparse.parse_bytes_typed(raw)
         assert order is not None
         assert [(id(p), t) for p, t in order] == [(id(p), p.get_content_type()) for p in message.walk()]
+
+
+def test_headers_only_parse_as_the_stdlib_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    rnd = random.Random(5)
+    seeds = _seeds()
+    for raw in [*seeds, *(_mutate(rnd, rnd.choice(seeds)) for _ in range(300))]:
+        text = raw.decode("ascii", errors="surrogateescape")
+        expected = _dump(email.parser.Parser(policy=email.policy.compat32).parsestr(text, headersonly=True))
+        assert _dump(mimeparse.parse_headers_text(text)) == expected, raw[:300]
+    # and not by falling back: the fast path itself handles them
+    monkeypatch.setattr(email.parser.Parser, "parsestr", None)
+    assert mimeparse.parse_headers_text("Subject: x\n\nbody").get_payload() == "body"

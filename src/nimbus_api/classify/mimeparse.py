@@ -36,6 +36,15 @@ def parse_bytes(data: bytes) -> Message:
     return parse_bytes_typed(data)[0]
 
 
+def parse_headers_text(text: str) -> Message:
+    """``Parser(policy=compat32).parsestr(text, headersonly=True)``, faster: the headers, and the
+    rest of the text as the payload."""
+    try:
+        return _Parser(text, headersonly=True).parse()
+    except Exception:  # as in ``parse_bytes_typed``
+        return email.parser.Parser(policy=_POLICY).parsestr(text, headersonly=True)
+
+
 def parse_bytes_typed(data: bytes) -> tuple[Message, list[tuple[Message, str]] | None]:
     """``parse_bytes``, and every part with its ``get_content_type()`` in ``Message.walk()`` order
     (the order the parser made them in), as the parser worked them out; ``None`` when the stdlib
@@ -59,9 +68,24 @@ def _payload(message: Message) -> object:
 class _Parser:
     """``FeedParser`` with all data fed at once; the line buffer is ``lines[pos:]`` after ``pushed``."""
 
-    __slots__ = ("blank", "ctypes", "cur", "last", "lines", "msgstack", "n", "order", "pos", "pushed", "seps", "stack")
+    __slots__ = (
+        "blank",
+        "ctypes",
+        "cur",
+        "headersonly",
+        "last",
+        "lines",
+        "msgstack",
+        "n",
+        "order",
+        "pos",
+        "pushed",
+        "seps",
+        "stack",
+    )
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, headersonly: bool = False) -> None:
+        self.headersonly = headersonly
         self.lines: list[str] = StringIO(text, newline="").readlines()
         self.n = len(self.lines)
         self.pos = 0
@@ -160,7 +184,7 @@ class _Parser:
     def parse(self) -> Message:
         self._parsegen()
         root = self._pop_message()
-        if root.get_content_maintype() == "multipart" and not root.is_multipart():
+        if root.get_content_maintype() == "multipart" and not root.is_multipart() and not self.headersonly:
             root.defects.append(errors.MultipartInvariantViolationDefect())
         return root
 
@@ -219,6 +243,9 @@ class _Parser:
         ctype = cur.get_content_type()
         self.ctypes.append(ctype)
         self.order.append((cur, ctype))
+        if self.headersonly:
+            _set_payload(cur, "".join(self.read_rest()))
+            return
         if ctype == "message/delivery-status":
             while True:
                 self._push_eof(None)

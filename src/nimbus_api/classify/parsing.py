@@ -355,8 +355,13 @@ class Parsed:
             return payload
         return ""
 
-    def _own_parts(self) -> Iterator[Message]:
-        """Parts of this message, not descending into attached messages (``message/rfc822``)."""
+    def _own_parts(self) -> list[Message]:
+        """Leaf parts of this message, not descending into attached messages (``message/rfc822``);
+        computed once."""
+        found: list[Message] | None = self.memo.get("own_leaves")
+        if found is not None:
+            return found
+        found = []
         stack = [self.message]
         while stack:
             part = stack.pop(0)
@@ -367,7 +372,9 @@ class Parsed:
                 continue
             if self._strict_type(part).split("/")[0] == "message":
                 continue
-            yield part
+            found.append(part)
+        self.memo["own_leaves"] = found
+        return found
 
 
 def content_type(part: Message) -> str:
