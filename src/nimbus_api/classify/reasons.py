@@ -18,11 +18,10 @@ authentication is permanent for that message but says nothing bad about the addr
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
+from nimbus_api.classify.needles import needles
 from nimbus_api.classify.types import HARD_REASONS
 
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
@@ -316,72 +315,6 @@ def _phrase_index(lowered: str) -> int:
         if rule.pattern.search(lowered):
             return index
     return -1
-
-
-_sre_parser: Any = importlib.import_module("re._parser")
-_sre: Any = importlib.import_module("re._constants")
-
-
-def needles(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
-    """Literal strings one of which occurs in every match of ``pattern``; ``None`` when no such set
-    is known (then the regex is always run).
-
-    Read from the parsed regex: a sequence needs its longest literal run or one of its mandatory
-    groups' needle sets (the smallest set is kept), an alternation needs one of its branches'. Anything
-    the reader is unsure of (scoped flags, optional parts, classes) contributes nothing, so the set
-    is only ever a necessary condition: skipping a row whose needles are all absent changes no result.
-    """
-    if pattern.flags & re.IGNORECASE:
-        return None
-    try:
-        found = _sequence_needles(list(_sre_parser.parse(pattern.pattern, pattern.flags)))
-    except Exception:  # a construct the reader does not know: no prefilter for this row
-        return None
-    if not found:
-        return None
-    # a needle containing another is redundant: wherever it occurs, the shorter one does too
-    kept = [n for n in found if not any(other != n and other in n for other in found)]
-    return tuple(sorted(kept, key=lambda n: (len(n), n)))
-
-
-def _sequence_needles(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
-    candidates: list[frozenset[str]] = []
-    run: list[str] = []
-
-    def end_run() -> None:
-        if run:
-            candidates.append(frozenset({"".join(run)}))
-            run.clear()
-
-    for op, av in items:
-        if op is _sre.LITERAL:
-            run.append(chr(av))
-            continue
-        end_run()
-        found: frozenset[str] | None = None
-        if op is _sre.SUBPATTERN:
-            _group, add_flags, del_flags, sub = av
-            if add_flags or del_flags:
-                return None
-            found = _sequence_needles(list(sub))
-        elif op is _sre.BRANCH:
-            union: set[str] = set()
-            for branch in av[1]:
-                branch_needles = _sequence_needles(list(branch))
-                if branch_needles is None:
-                    union = set()
-                    break
-                union |= branch_needles
-            found = frozenset(union) if union else None
-        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and av[0] >= 1:
-            found = _sequence_needles(list(av[2]))
-        if found is not None:
-            candidates.append(found)
-    end_run()
-    usable = [c for c in candidates if c and all(len(n) >= 2 for n in c)]
-    if not usable:
-        return None
-    return min(usable, key=lambda c: (len(c), -min(len(n) for n in c)))
 
 
 #: Per ``PHRASE_TABLE`` row, the literals one of which each of its matches contains.
