@@ -25,7 +25,6 @@ from email.message import Message
 from io import StringIO
 
 _POLICY = email.policy.compat32
-_NLCRE_EOL = re.compile(r"(\r\n|\r|\n)\Z")
 _NLCRE_BOL = re.compile(r"(\r\n|\r|\n)")
 _HEADER_RE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
 _BOUNDARY_END_RE = re.compile("(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")
@@ -55,6 +54,14 @@ def parse_bytes_typed(data: bytes) -> tuple[Message, list[tuple[Message, str]] |
         return parser.parse(), parser.order
     except Exception:  # never trust the fast path over the stdlib: whatever it tripped on, redo it there
         return email.parser.Parser(policy=_POLICY).parsestr(text), None
+
+
+def _eol_len(text: str) -> int:
+    """The length of the line ending ``text`` ends with (0, 1 or 2): what the stdlib's ``NLCRE_eol``
+    search finds, without the regex scanning the whole payload for it."""
+    if text.endswith("\r\n"):
+        return 2
+    return 1 if text.endswith(("\r", "\n")) else 0
 
 
 def _set_payload(message: Message, payload: str) -> None:
@@ -300,9 +307,9 @@ class _Parser:
                 if capturing_preamble:
                     if preamble:
                         lastline = preamble[-1]
-                        eolmo = _NLCRE_EOL.search(lastline)
-                        if eolmo:
-                            preamble[-1] = lastline[: -len(eolmo.group(0))]
+                        eol = _eol_len(lastline)
+                        if eol:
+                            preamble[-1] = lastline[:-eol]
                         cur.preamble = "".join(preamble)
                     capturing_preamble = False
                     self.unreadline(line)
@@ -322,15 +329,15 @@ class _Parser:
                     if epilogue == "":
                         last.epilogue = None
                     elif epilogue is not None:
-                        mo = _NLCRE_EOL.search(epilogue)
-                        if mo:
-                            last.epilogue = epilogue[: -len(mo.group(0))]
+                        eol = _eol_len(epilogue)
+                        if eol:
+                            last.epilogue = epilogue[:-eol]
                 else:
                     payload = _payload(last)
                     if isinstance(payload, str):
-                        mo = _NLCRE_EOL.search(payload)
-                        if mo:
-                            _set_payload(last, payload[: -len(mo.group(0))])
+                        eol = _eol_len(payload)
+                        if eol:
+                            _set_payload(last, payload[:-eol])
                 self._pop_eof()
                 self._pop_message()
                 self.last = self.cur
@@ -370,9 +377,9 @@ class _Parser:
                 lastheader, lastvalue = "", []
             if line.startswith("From "):
                 if lineno == 0:
-                    mo = _NLCRE_EOL.search(line)
-                    if mo:
-                        line = line[: -len(mo.group(0))]
+                    eol = _eol_len(line)
+                    if eol:
+                        line = line[:-eol]
                     cur.set_unixfrom(line)
                     continue
                 if lineno == len(lines) - 1:

@@ -27,7 +27,6 @@ from nimbus_api.classify import mimeparse
 #: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
 PARSE_LIMIT = 4 * 1024 * 1024
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
-_WS_RE = re.compile(r"\s+")
 
 
 def decode_header_value(value: object) -> str:
@@ -49,7 +48,8 @@ def decode_header_value(value: object) -> str:
         except Exception:  # a bad encoded word leaves the raw text
             out = [text]
         text = "".join(out)
-    return _WS_RE.sub(" ", text).strip()
+    # ``\s+`` runs to one space, stripped: ``str.split`` splits on the same (Unicode) whitespace
+    return " ".join(text.split())
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
