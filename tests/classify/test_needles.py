@@ -13,6 +13,7 @@ from nimbus_api.classify.needles import may_match, needles
 
 ROWS: list[tuple[str, re.Pattern[str], tuple[str, ...] | None]] = [
     *((f"phrase:{r.name}", r.pattern, n) for r, n in zip(reasons.PHRASE_TABLE, reasons._PHRASE_NEEDLES, strict=True)),
+    ("command", reasons.COMMAND_RE, reasons._COMMAND_NEEDLES),
     *(
         (f"{table}:{row.name}", row.regex, row.needles)
         for table, rows in (
