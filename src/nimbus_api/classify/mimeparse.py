@@ -20,22 +20,13 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import re
-from bisect import bisect_left
 from email import errors
 from email.message import Message
 from io import StringIO
-from itertools import accumulate
 
 _POLICY = email.policy.compat32
 _NLCRE_BOL = re.compile(r"(\r\n|\r|\n)")
 _HEADER_RE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
-#: A run of lines each of which ``_HEADER_RE`` matches (lines end as ``readlines`` ends them).
-_HEADER_BLOCK_RE = re.compile(r"(?:(?:From |[\041-\071\073-\176]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n)?)*")
-#: One field of a clean header block: its name line and its continuation lines.
-_FIELD_RE = re.compile(r"([^:\r\n]+):([^\r\n]*(?:\r\n|\r|\n)?(?:[\t ][^\r\n]*(?:\r\n|\r|\n)?)*)")
-#: What makes a header block need the line-by-line reading: envelope lines, a line starting with a
-#: colon, a line that may be a boundary.
-_UNCLEAN = ("\nFrom ", "\rFrom ", "\n:", "\r:", "\n--", "\r--")
 _BOUNDARY_END_RE = re.compile("(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")
 
 
@@ -93,20 +84,16 @@ class _Parser:
         "lines",
         "msgstack",
         "n",
-        "offsets",
         "order",
         "pos",
         "pushed",
         "seps",
         "stack",
-        "text",
     )
 
     def __init__(self, text: str, *, headersonly: bool = False) -> None:
         self.headersonly = headersonly
-        self.text = text
         self.lines: list[str] = StringIO(text, newline="").readlines()
-        self.offsets: list[int] | None = None
         self.n = len(self.lines)
         self.pos = 0
         #: lines given back with ``unreadline``, the next one last
@@ -230,9 +217,7 @@ class _Parser:
         cur = self.cur
         assert cur is not None
         headers: list[str] = []
-        if not self.pushed and self._headers_at_once(cur):
-            pass
-        elif self.pushed:
+        if self.pushed:
             while True:
                 line = self.readline()
                 if line == "":
@@ -375,54 +360,6 @@ class _Parser:
             if bolmo:
                 epilogue_lines[0] = firstline[len(bolmo.group(0)) :]
         cur.epilogue = "".join(epilogue_lines)
-
-    def _headers_at_once(self, cur: Message) -> bool:
-        """The header block read with two regexes instead of line by line, when it is clean (no
-        envelope, boundary-like or colon-first line, no leading continuation: the line-by-line code
-        would take none of its special turns); False (nothing consumed) when it is not."""
-        pos, lines, n = self.pos, self.lines, self.n
-        if pos >= n:
-            return False
-        offsets = self.offsets
-        if offsets is None:
-            offsets = self.offsets = list(accumulate(map(len, lines), initial=0))
-        start = offsets[pos]
-        match = _HEADER_BLOCK_RE.match(self.text, start)
-        end = match.end() if match else start
-        if end == start:
-            return False
-        block = self.text[start:end]
-        unixfrom = None
-        if block.startswith("From "):  # an envelope first line: the message's unixfrom
-            first = lines[pos]
-            unixfrom = first[: -_eol_len(first) or None]
-            block = block[len(first) :]
-        if block and (block[0] in " \t" or block.startswith(("From ", ":", "--")) or any(u in block for u in _UNCLEAN)):
-            return False
-        k = bisect_left(offsets, end, pos)
-        if k > n or offsets[k] != end:
-            return False
-        fields: list[tuple[str, str]] = []
-        at = 0
-        for field in _FIELD_RE.finditer(block):
-            if field.start() != at:
-                return False
-            at = field.end()
-            fields.append((field.group(1), field.group(2).lstrip(" \t").rstrip("\r\n")))
-        if at != len(block):
-            return False
-        if unixfrom is not None:
-            cur.set_unixfrom(unixfrom)
-        cur._headers.extend(fields)  # type: ignore[attr-defined]  # what ``set_raw`` appends to
-        if k < n:
-            line = lines[k]
-            if not (self.stack and self._at_eof(line)):
-                if line[0] in "\r\n":
-                    k += 1  # the blank line that ends the headers, consumed
-                else:
-                    cur.defects.append(errors.MissingHeaderBodySeparatorDefect())
-        self.pos = k
-        return True
 
     def _parse_headers(self, cur: Message, lines: list[str]) -> None:
         lastheader = ""
