@@ -82,16 +82,20 @@ def main() -> None:
     total = sum(len(raw) for _, raw in raws)
 
     rates: list[float] = []
+    cpu_rates: list[float] = []
     for _ in range(PASSES):
         _phrase_index.cache_clear()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _, raw in raws:
             classify(raw)
         rates.append(len(raws) / (time.perf_counter() - start))
+        cpu_rates.append(len(raws) / max(time.process_time() - cpu_start, 1e-9))
     best, median = max(rates), statistics.median(rates)
     print(f"classify over {len(raws)} corpus messages ({total / 1024:.0f} KiB), {PASSES} passes, one core, in-process")
     print(f"  best   {best:7.0f} messages/s")
     print(f"  median {median:7.0f} messages/s   (target >= {SPEED_TARGET:.0f})")
+    # on a shared machine the wall clock also counts the time other processes had the core
+    print(f"  cpu    {max(cpu_rates):7.0f} messages/s best, {statistics.median(cpu_rates):.0f} median, per CPU second")
     if best < SPEED_TARGET:
         print("SPEED TARGET MISSED on this machine (reported, not fatal)")
 

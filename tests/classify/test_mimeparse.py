@@ -53,6 +53,16 @@ HANDWRITTEN = (
     b"Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\nSubject: deep\n\nbody",
     b"Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nA: 1\n--b\n--b--\n",
     b"Subject: bare cr\rTo: x\r\rbody\r",
+    b"From x\nSubject: y\n\nbody",
+    b"From x\n\nbody",
+    b"From x",
+    b"From x\n continued\nSubject: y\n\nbody",
+    b"From x\nFrom y\nSubject: z\n\nbody",
+    b"From x\r\nSubject: y\r\n folded\r\n\r\nbody",
+    b"Subject:   \n  \nTo: a\n\n",
+    b"Subject:",
+    b"Subject: x\n--not-a-boundary: y\n\nbody",
+    b'Content-Type: multipart/mixed; boundary="a:b"\n\n--a:b\nX: 1\n--a:b: y\n\nin\n--a:b--\n',
 )
 
 

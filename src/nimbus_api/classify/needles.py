@@ -87,4 +87,11 @@ def _sequence_needles(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
 
 def may_match(text: str, found: tuple[str, ...] | None) -> bool:
     """False only when ``text`` holds none of ``found`` (so the regex they come from cannot match)."""
-    return found is None or any(needle in text for needle in found)
+    if found is None:
+        return True
+    for needle in found:  # a loop, not ``any(...)``: no generator on this hot path
+        if needle in text:
+            break
+    else:
+        return False
+    return True

@@ -137,7 +137,12 @@ class Parsed:
             found = {}
             try:
                 for name, value in self.message.raw_items():
-                    found.setdefault(str(name).lower(), []).append(value)
+                    key = str(name).lower()
+                    values = found.get(key)
+                    if values is None:
+                        found[key] = [value]
+                    else:
+                        values.append(value)
             except Exception:
                 self.note("headers:unreadable")
             self.memo["header_map"] = found
