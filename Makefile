@@ -60,7 +60,7 @@ migration: install ## New alembic revision from model changes: make migration m=
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
 
 .PHONY: bench
-bench: install test-deps ## Run the benchmarks and print their figures
+bench: install test-deps ## Run the benchmarks (bench/bench_*.py, classify included) and print their figures
 	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f" || exit 1; done
 
 .PHONY: clean

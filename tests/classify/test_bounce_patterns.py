@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from nimbus_api.classify import bounce_patterns as bp
@@ -131,3 +133,12 @@ def test_lowered_keeps_positions() -> None:
     low = bp.lowered(text)
     assert len(low) == len(text)
     assert low.endswith("neko@example.jp")
+
+
+def test_lowered_lowers_only_ascii_letters_and_keeps_length() -> None:
+    rnd = random.Random(3)
+    alphabet = [*"AZaz09 -\n", "Ä", "İ", "\u212a", "ß", "\udcff", "日", "\U0001f600"]
+    for _ in range(500):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 20)))
+        assert bp.lowered(text) == text.translate(bp._ASCII_LOWER)
+        assert len(bp.lowered(text)) == len(text)

@@ -112,3 +112,30 @@ def test_a_failing_detector_is_noted_and_skipped(monkeypatch: pytest.MonkeyPatch
     verdict = classify(dsn("Final-Recipient: rfc822; a@rcpt.example.net\nAction: failed\nStatus: 5.1.1\n"))
     assert verdict.kind == "bounce"
     assert "detector:broken-failed" in verdict.parse_notes
+
+
+def test_the_envelope_keeps_every_field_of_the_verdict() -> None:
+    """``_with_envelope`` builds the verdict field by field: none may be dropped (a field added to
+    ``Classification`` must be added there)."""
+    import dataclasses
+
+    from nimbus_api.classify.parsing import parse
+    from nimbus_api.classify.types import Classification, Recipient
+
+    values: dict[str, object] = {
+        "kind": "bounce",
+        "reasons": ("x",),
+        "recipients": (Recipient(address="a@b.example", action="failed"),),
+        "original_message_id": "o@x",
+        "original_recipient": "r@x",
+        "feedback_type": "abuse",
+        "in_reply_to": "i@x",
+        "references": ("ref@x",),
+        "message_id": "m@x",
+        "from_address": "f@x",
+        "subject": "s",
+        "parse_notes": ("note",),
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Classification)}
+    verdict = Classification(**values)  # type: ignore[arg-type]
+    assert classifier._with_envelope(verdict, parse(b"Subject: other\n\n")) == verdict

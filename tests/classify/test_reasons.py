@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
-from nimbus_api.classify import BOUNCE_REASONS, HARD_REASONS
+from nimbus_api.classify import BOUNCE_REASONS, HARD_REASONS, reasons
 from nimbus_api.classify.reasons import (
     PHRASE_TABLE,
     STATUS_TABLE,
@@ -206,3 +209,49 @@ def test_only_address_reasons_are_hard() -> None:
     # a 5xx for policy, spam, reputation or authentication is permanent but not hard
     for reason in ("policyviolation", "spamdetected", "badreputation", "authfailure", "blocked"):
         assert not is_hard(reason, permanent=True)
+
+
+@pytest.mark.parametrize(
+    ("regex", "expected"),
+    [
+        (r"abc|de", ("de", "abc")),
+        (r"x?bc(?:de|fg)h", ("bc",)),
+        (r"(?:user|mailbox) unknown", (" unknown",)),
+        (r"quota|over ?quota|disk quota", ("quota",)),
+        (r"a\w+", None),
+        (r"(?:ab)?c", None),
+        (r"(?i:abc)", None),
+        (r"ab|\d+", None),
+    ],
+)
+def test_needles_are_literals_every_match_contains(regex: str, expected: tuple[str, ...] | None) -> None:
+    assert reasons.needles(re.compile(regex)) == expected
+    assert reasons.needles(re.compile(regex, re.I)) is None
+
+
+@pytest.mark.parametrize("index", range(len(PHRASE_TABLE)), ids=lambda i: PHRASE_TABLE[i].name)
+def test_phrase_row_needles_are_in_every_match(index: int) -> None:
+    """Random texts made of the row's own pieces: wherever the regex matches, a needle occurs (the
+    prefilter never skips a row that would have matched)."""
+    row, row_needles = PHRASE_TABLE[index], reasons._PHRASE_NEEDLES[index]
+    if row_needles is None:
+        return
+    pieces = [*re.split(r"[^a-z0-9' ]+", row.pattern.pattern), *PHRASE_EXAMPLES[row.name].lower().split()]
+    pieces = [p for p in pieces if p] + [" ", "-", ".", "@", "x"]
+    rnd = random.Random(index)
+    matched = 0
+    for _ in range(400):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randrange(1, 12)))
+        if row.pattern.search(text):
+            matched += 1
+            assert any(n in text for n in row_needles), (row.name, text)
+    assert row.pattern.search(PHRASE_EXAMPLES[row.name].lower())
+    assert any(n in PHRASE_EXAMPLES[row.name].lower() for n in row_needles)
+
+
+def test_prefiltered_phrase_index_is_the_plain_first_match() -> None:
+    texts = [example.lower() for example in PHRASE_EXAMPLES.values()]
+    texts += [f"{a} {b}" for a in texts[:12] for b in texts[-12:]]
+    for text in texts:
+        plain = next((i for i, row in enumerate(PHRASE_TABLE) if row.pattern.search(text)), -1)
+        assert reasons._phrase_index.__wrapped__(text) == plain, text

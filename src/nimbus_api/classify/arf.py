@@ -19,7 +19,7 @@ import re
 from nimbus_api.classify import ses
 from nimbus_api.classify.dsn import address_of
 from nimbus_api.classify.original import returned_header, returned_message_id, returned_parts
-from nimbus_api.classify.parsing import Parsed, decode_header_value, part_text
+from nimbus_api.classify.parsing import Parsed, decode_header_value
 from nimbus_api.classify.types import Classification, Recipient
 
 FEEDBACK_PART_TYPES = frozenset({"message/feedback-report"})
@@ -51,12 +51,10 @@ def _complaint(
 
 def _arf(parsed: Parsed) -> Classification | None:
     reasons: list[str] = []
-    if parsed.content_type == "multipart/report":
-        report_type = str(parsed.message.get_param("report-type") or "").lower()
-        if report_type == "feedback-report":
-            reasons.append("arf:report-type=feedback-report")
+    if parsed.report_type == "feedback-report":
+        reasons.append("arf:report-type=feedback-report")
     feedback_parts = parsed.parts_of_type(FEEDBACK_PART_TYPES)
-    texts = [part_text(p) for p in feedback_parts] + [_message_fields(p) for p in feedback_parts]
+    texts = [parsed.part_text(p) for p in feedback_parts] + [_message_fields(p) for p in feedback_parts]
     if texts:
         reasons.append("arf:feedback-report-part")
     if not reasons:

@@ -366,10 +366,8 @@ def left_to_others(parsed: Parsed, from_address: str | None = None) -> bool:
     corpus's 300 bounces): if a report detector misses one, it must fall through as ``other``, not be
     read as the recipient's out-of-office.
     """
-    if parsed.content_type == "multipart/report":
-        report_type = str(parsed.message.get_param("report-type", "") or "").lower()
-        if report_type in REPORT_TYPES_NOT_OURS:
-            return True
+    if parsed.content_type == "multipart/report" and parsed.report_type in REPORT_TYPES_NOT_OURS:
+        return True
     if _token(parsed.header("X-Apple-Unsubscribe")) == "true":  # Apple Mail's unsubscribe: an opt-out
         return True
     sender = parsed.from_address if from_address is None else from_address

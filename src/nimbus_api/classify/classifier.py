@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from nimbus_api.classify import reply
 from nimbus_api.classify.parsing import Parsed, message_ids, parse
@@ -68,12 +67,18 @@ def _with_envelope(verdict: Classification, parsed: Parsed) -> Classification:
     """Fill in the fields every verdict carries, from the message's own headers."""
     in_reply_to = message_ids(parsed.header("In-Reply-To"))
     references = message_ids(" ".join(parsed.headers("References")))
-    return replace(
-        verdict,
+    # what ``dataclasses.replace`` would build, without its per-field introspection
+    return Classification(
+        kind=verdict.kind,
+        reasons=verdict.reasons,
+        recipients=verdict.recipients,
+        original_message_id=verdict.original_message_id,
+        original_recipient=verdict.original_recipient,
+        feedback_type=verdict.feedback_type,
+        in_reply_to=verdict.in_reply_to or (in_reply_to[0] if in_reply_to else ""),
+        references=verdict.references or references,
         message_id=verdict.message_id or parsed.message_id,
         from_address=verdict.from_address or parsed.from_address,
         subject=verdict.subject or parsed.subject,
-        in_reply_to=verdict.in_reply_to or (in_reply_to[0] if in_reply_to else ""),
-        references=verdict.references or references,
         parse_notes=tuple(dict.fromkeys((*verdict.parse_notes, *parsed.notes))),
     )

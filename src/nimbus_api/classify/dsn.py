@@ -21,7 +21,7 @@ from email.message import Message
 from nimbus_api.classify import reasons as reasons_mod
 from nimbus_api.classify import ses
 from nimbus_api.classify.original import returned_header, returned_message_id
-from nimbus_api.classify.parsing import Parsed, part_text
+from nimbus_api.classify.parsing import Parsed
 from nimbus_api.classify.types import Action, Classification, Kind, Recipient
 
 STATUS_PART_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status", "text/delivery-status"})
@@ -119,15 +119,12 @@ def status_texts(parsed: Parsed) -> list[str]:
         if isinstance(payload, list):
             texts.append("\n\n".join(_message_text(p) for p in payload if isinstance(p, Message)))
         else:
-            texts.append(part_text(part))
+            texts.append(parsed.part_text(part))
     return texts
 
 
 def is_dsn_report(parsed: Parsed) -> bool:
-    if parsed.content_type != "multipart/report":
-        return False
-    report_type = str(parsed.message.get_param("report-type") or "").lower()
-    return report_type in {"delivery-status", "global-delivery-status"}
+    return parsed.report_type in {"delivery-status", "global-delivery-status"}
 
 
 def detect(parsed: Parsed) -> Classification | None:
@@ -141,7 +138,7 @@ def detect(parsed: Parsed) -> Classification | None:
     if is_dsn_report(parsed):
         fired.insert(0, "dsn:report-type=delivery-status")
         if not texts:
-            texts = [part_text(p) for ctype, p in parsed.typed_parts() if ctype.startswith("text/")]
+            texts = [parsed.part_text(p) for ctype, p in parsed.typed_parts() if ctype.startswith("text/")]
             texts.append(parsed.report_text())
             fired.append("dsn:status-fields-in-text")
     if not fired:

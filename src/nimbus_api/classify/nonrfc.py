@@ -79,7 +79,7 @@ def detect(parsed: Parsed) -> Classification | None:
 
 def _body_pattern(report: str) -> bp.BodyPattern | None:
     for pattern in bp.BODY_PATTERNS:
-        if pattern.regex.search(report):
+        if pattern.may_match(report) and pattern.regex.search(report):
             return pattern
     return None
 
@@ -90,6 +90,8 @@ def _cut_report(text: str, fired: list[str]) -> str:
     name = ""
     low = bp.lowered(text[:cut])
     for marker in bp.ORIGINAL_MARKERS:
+        if not marker.may_match(low):
+            continue
         match = marker.regex.search(low, 0, cut)
         if match is not None and match.start() < cut and match.start() > 0:
             cut, name = match.start(), marker.name
@@ -126,6 +128,8 @@ def _recipients(
     positions: dict[str, int] = {}
     spans: list[Mention] = []
     for pattern in bp.RECIPIENT_PATTERNS:
+        if not pattern.may_match(low):
+            continue
         for match in pattern.regex.finditer(low):
             address = match.group("addr").lower()
             if address in excluded or address.split("@")[0] in _NOT_RECIPIENT_LOCAL:

@@ -8,12 +8,11 @@ body is searched too, after the first such marker.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import re
 from email.message import Message
 
-from nimbus_api.classify.parsing import Parsed, decode_header_value, message_ids, part_text
+from nimbus_api.classify import mimeparse
+from nimbus_api.classify.parsing import Parsed, decode_header_value, message_ids
 
 RETURNED_TYPES = frozenset(
     {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global", "message/global-headers"}
@@ -32,7 +31,7 @@ def returned_parts(parsed: Parsed) -> list[Message]:
         if isinstance(payload, list):
             found.extend(p for p in payload if isinstance(p, Message))
         else:
-            text = part_text(part)
+            text = parsed.part_text(part)
             if text:
                 found.append(_parse_headers(text))
     parsed.memo["returned_parts"] = found
@@ -41,7 +40,7 @@ def returned_parts(parsed: Parsed) -> list[Message]:
 
 def _parse_headers(text: str) -> Message:
     try:
-        return email.parser.Parser(policy=email.policy.compat32).parsestr(text, headersonly=True)
+        return mimeparse.parse_headers_text(text)
     except Exception:
         return Message()
 

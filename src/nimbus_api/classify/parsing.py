@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
+from nimbus_api.classify import mimeparse
+
 #: Messages are cut at this many bytes before parsing: the classifier needs headers, the report parts
 #: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
 PARSE_LIMIT = 4 * 1024 * 1024
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
-_WS_RE = re.compile(r"\s+")
 
 
 def decode_header_value(value: object) -> str:
@@ -47,7 +48,8 @@ def decode_header_value(value: object) -> str:
         except Exception:  # a bad encoded word leaves the raw text
             out = [text]
         text = "".join(out)
-    return _WS_RE.sub(" ", text).strip()
+    # ``\s+`` runs to one space, stripped: ``str.split`` splits on the same (Unicode) whitespace
+    return " ".join(text.split())
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
@@ -85,8 +87,12 @@ def address_in(value: str) -> str:
     return match.group(0).strip(".").lower() if match else ""
 
 
-def part_text(part: Message) -> str:
-    """A non-multipart part's payload as text (transfer encoding undone, charset applied, lenient)."""
+_NO_CHARSET = object()
+
+
+def part_text(part: Message, charset: object = _NO_CHARSET) -> str:
+    """A non-multipart part's payload as text (transfer encoding undone, charset applied, lenient).
+    ``charset``: ``part.get_content_charset()`` when the caller knows it already."""
     try:
         payload = part.get_payload(decode=True)
     except Exception:
@@ -96,12 +102,18 @@ def part_text(part: Message) -> str:
         return raw if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return str(payload)
-    return _decode_bytes(payload, part.get_content_charset())
+    if charset is _NO_CHARSET:
+        charset = part.get_content_charset()
+    return _decode_bytes(payload, charset if isinstance(charset, str) else None)
 
 
 @dataclass(slots=True)
 class Parsed:
-    """A parsed message plus what went wrong while parsing it."""
+    """A parsed message plus what went wrong while parsing it.
+
+    What detectors ask of it more than once is computed once: decoded header values, each part's
+    content type and charset, each part's text (transfer encoding undone once), the part lists.
+    """
 
     message: Message
     raw: bytes
@@ -109,6 +121,14 @@ class Parsed:
     truncated: bool = False
     #: values detectors compute more than once (the From address, the parts, the report text)
     memo: dict[str, Any] = field(default_factory=dict)
+    #: per-part caches, keyed by ``id(part)``; ``_alive`` holds every part keyed, so no id is reused
+    #: while this object lives (the message's own parts are held by the tree anyway)
+    _alive: dict[int, Message] = field(default_factory=dict, init=False, repr=False)
+    _types: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _strict_types: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _charsets: dict[int, str | None] = field(default_factory=dict, init=False, repr=False)
+    _texts: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _decoded: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def _header_map(self) -> dict[str, list[object]]:
         """Raw header values by lower-cased name (built once: ``Message.get`` scans every header)."""
@@ -117,7 +137,12 @@ class Parsed:
             found = {}
             try:
                 for name, value in self.message.raw_items():
-                    found.setdefault(str(name).lower(), []).append(value)
+                    key = str(name).lower()
+                    values = found.get(key)
+                    if values is None:
+                        found[key] = [value]
+                    else:
+                        values.append(value)
             except Exception:
                 self.note("headers:unreadable")
             self.memo["header_map"] = found
@@ -125,13 +150,20 @@ class Parsed:
 
     def header(self, name: str) -> str:
         """The first value of a header, decoded; ``""`` when absent."""
-        values = self._header_map().get(name.lower())
+        key = name.lower()
+        cached = self._decoded.get(key)
+        if cached is not None:
+            return cached
+        values = self._header_map().get(key)
         if not values:
-            return ""
-        try:
-            return decode_header_value(values[0])
-        except Exception:
-            return ""
+            value = ""
+        else:
+            try:
+                value = decode_header_value(values[0])
+            except Exception:
+                value = ""
+        self._decoded[key] = value
+        return value
 
     def headers(self, name: str) -> list[str]:
         try:
@@ -144,7 +176,21 @@ class Parsed:
 
     @property
     def content_type(self) -> str:
-        return self.message.get_content_type()
+        found: str | None = self.memo.get("content_type")
+        if found is None:
+            found = self.memo["content_type"] = self.message.get_content_type()
+        return found
+
+    @property
+    def report_type(self) -> str:
+        """The ``report-type`` parameter of a ``multipart/report``, lower-cased; ``""`` otherwise."""
+        found: str | None = self.memo.get("report_type")
+        if found is None:
+            found = ""
+            if self.content_type == "multipart/report":
+                found = str(self.message.get_param("report-type") or "").lower()
+            self.memo["report_type"] = found
+        return found
 
     @property
     def subject(self) -> str:
@@ -166,13 +212,64 @@ class Parsed:
         """Every part, depth first (computed once)."""
         return iter(part for _, part in self.typed_parts())
 
+    def _seed_types(self, order: list[tuple[Message, str]]) -> None:
+        """Take the parts and their ``get_content_type()`` from the parser, which worked them out
+        (``order``: ``walk()`` order, the message itself first)."""
+        parts: list[tuple[str, Message]] = []
+        for part, strict in order:
+            lenient = strict.split(None, 1)[0] if strict else strict
+            self._types[id(part)] = lenient
+            self._strict_types[id(part)] = strict
+            parts.append((lenient, part))
+        self.memo["parts"] = parts
+        self.memo["content_type"] = order[0][1]
+
+    def _strict_type(self, part: Message) -> str:
+        """``part.get_content_type()``, computed once per part."""
+        found = self._strict_types.get(id(part))
+        if found is None:
+            found = self._strict_types[id(part)] = part.get_content_type()
+            self._alive[id(part)] = part
+        return found
+
+    def part_type(self, part: Message) -> str:
+        """``content_type(part)``, computed once per part."""
+        key = id(part)
+        found = self._types.get(key)
+        if found is None:
+            found = self._types[key] = content_type(part)
+            self._alive[key] = part
+        return found
+
+    def charset(self, part: Message) -> str | None:
+        """``part.get_content_charset()``, computed once per part."""
+        key = id(part)
+        if key in self._charsets:
+            return self._charsets[key]
+        # a Content-Type that does not say "charset" has no such parameter: ``None``, as
+        # ``get_content_charset`` would say after parsing every parameter
+        value = part.get("content-type")
+        found = part.get_content_charset() if value is not None and "charset" in str(value).lower() else None
+        self._charsets[key] = found
+        self._alive[key] = part
+        return found
+
+    def part_text(self, part: Message) -> str:
+        """``part_text(part)``, computed once per part."""
+        key = id(part)
+        found = self._texts.get(key)
+        if found is None:
+            found = self._texts[key] = part_text(part, self.charset(part))
+            self._alive[key] = part
+        return found
+
     def typed_parts(self) -> list[tuple[str, Message]]:
         """``(content type, part)`` for every part, depth first (computed once)."""
         parts: list[tuple[str, Message]] | None = self.memo.get("parts")
         if parts is None:
             parts = []
             try:
-                parts.extend((content_type(part), part) for part in self.message.walk())
+                parts.extend((self.part_type(part), part) for part in self.message.walk())
             except Exception:
                 self.note("mime:walk-failed")
             self.memo["parts"] = parts
@@ -187,7 +284,7 @@ class Parsed:
             stack: list[Message] = [self.message]
             while stack:
                 part = stack.pop(0)
-                ctype = content_type(part)
+                ctype = self.part_type(part)
                 own.append((ctype, part))
                 if ctype.startswith("message/"):
                     continue
@@ -203,28 +300,40 @@ class Parsed:
 
     def first_text(self, subtype: str = "plain") -> str:
         """The first ``text/<subtype>`` part that is not an attachment nor inside a returned message."""
+        key = f"first_text:{subtype}"
+        found: str | None = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = self._first_text(subtype)
+        return found
+
+    def _first_text(self, subtype: str) -> str:
+        wanted = f"text/{subtype}"
         for part in self._own_parts():
-            if content_type(part) == f"text/{subtype}" and not _is_attachment(part):
+            if self.part_type(part) == wanted and not _is_attachment(part):
                 return self._text_of(part)
         return ""
 
     def _text_of(self, part: Message) -> str:
         """``part_text``, noting bytes its declared charset does not decode."""
-        charset = part.get_content_charset()
+        charset = self.charset(part)
         if not charset or not _known_charset(charset):
-            return part_text(part)
+            return self.part_text(part)
         try:
             payload = part.get_payload(decode=True)
         except Exception:  # a payload the parser cannot decode at all is noted, never raised
             self.note("mime:undecodable-payload")
-            return part_text(part)
+            return self.part_text(part)
         if not isinstance(payload, bytes):
-            return part_text(part)
+            return self.part_text(part)
         try:
-            return payload.decode(charset)
+            text = payload.decode(charset)
         except (UnicodeDecodeError, LookupError):
             self.note("charset:undecodable")
-            return _decode_bytes(payload, charset)
+            text = _decode_bytes(payload, charset)
+        # the same text ``part_text`` gives (the declared charset first), so it serves both
+        self._texts.setdefault(id(part), text)
+        self._alive[id(part)] = part
+        return text
 
     def body_text(self) -> str:
         """The readable text: the first text/plain part, else the first text/html part, tags stripped."""
@@ -251,8 +360,13 @@ class Parsed:
             return payload
         return ""
 
-    def _own_parts(self) -> Iterator[Message]:
-        """Parts of this message, not descending into attached messages (``message/rfc822``)."""
+    def _own_parts(self) -> list[Message]:
+        """Leaf parts of this message, not descending into attached messages (``message/rfc822``);
+        computed once."""
+        found: list[Message] | None = self.memo.get("own_leaves")
+        if found is not None:
+            return found
+        found = []
         stack = [self.message]
         while stack:
             part = stack.pop(0)
@@ -261,9 +375,11 @@ class Parsed:
                 if isinstance(payload, list):
                     stack[0:0] = [p for p in payload if isinstance(p, Message)]
                 continue
-            if part.get_content_maintype() == "message":
+            if self._strict_type(part).split("/")[0] == "message":
                 continue
-            yield part
+            found.append(part)
+        self.memo["own_leaves"] = found
+        return found
 
 
 def content_type(part: Message) -> str:
@@ -298,22 +414,24 @@ def parse(raw: bytes) -> Parsed:
         data = data[:PARSE_LIMIT]
         truncated = True
     try:
-        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+        message, order = mimeparse.parse_bytes_typed(data)
     except Exception:  # the stdlib parser is lenient, but a guard costs nothing
         message = Message()
         parsed = Parsed(message=message, raw=raw, truncated=truncated)
         parsed.note("mime:unparseable")
         return parsed
     parsed = Parsed(message=message, raw=raw, truncated=truncated)
+    if order:
+        parsed._seed_types(order)
     if truncated:
         parsed.note("size:truncated-for-parsing")
-    if not message.keys():
+    if not len(message):
         parsed.note("headers:none")
     for defect in getattr(message, "defects", []) or []:
         parsed.note(f"mime:{type(defect).__name__}")
     for ctype, part in parsed.typed_parts():
         if ctype.startswith("text/"):
-            charset = part.get_content_charset()
+            charset = parsed.charset(part)
             if charset and not _known_charset(charset):
                 parsed.note("charset:unknown")
     return parsed

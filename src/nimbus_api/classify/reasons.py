@@ -21,6 +21,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from nimbus_api.classify.needles import may_match, needles
 from nimbus_api.classify.types import HARD_REASONS
 
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
@@ -283,7 +284,9 @@ def find_reply_code(text: str) -> str:
     return match.group(1) if match else ""
 
 
+@functools.lru_cache(maxsize=512)
 def status_rule(status: str) -> StatusRule | None:
+    """The first ``STATUS_TABLE`` row for ``status`` (a handful of codes recur: computed once each)."""
     if not status:
         return None
     suffix = status[status.index(".") :] if "." in status else ""
@@ -304,9 +307,20 @@ def phrase_rule(text: str) -> PhraseRule | None:
 @functools.lru_cache(maxsize=64)
 def _phrase_index(lowered: str) -> int:
     for index, rule in enumerate(PHRASE_TABLE):
+        needles = _PHRASE_NEEDLES[index]
+        if needles is not None:
+            for needle in needles:
+                if needle in lowered:
+                    break
+            else:
+                continue  # none of the literals every match of this row contains: it cannot match
         if rule.pattern.search(lowered):
             return index
     return -1
+
+
+#: Per ``PHRASE_TABLE`` row, the literals one of which each of its matches contains.
+_PHRASE_NEEDLES: tuple[tuple[str, ...] | None, ...] = tuple(needles(rule.pattern) for rule in PHRASE_TABLE)
 
 
 #: The SMTP command a rejection answered: a recipient refused after DATA was refused by a filter,
@@ -322,6 +336,7 @@ _COMMAND_SCAN = 6000
 _COMMANDS = {"RCPT": "RCPT TO", "RCPT_TO": "RCPT TO", "MAIL": "MAIL FROM", "MAIL_FROM": "MAIL FROM"}
 
 
+_COMMAND_NEEDLES = needles(COMMAND_RE)
 _TRANSCRIPT_ANSWER_RE = re.compile(r"<<<\s*[45]\d\d")
 
 
@@ -332,6 +347,8 @@ def find_command(text: str) -> str:
     a 4xx/5xx answer: sendmail goes on to send DATA after a refused RCPT.
     """
     text = " ".join(text[:_COMMAND_SCAN].lower().split())
+    if not may_match(text, _COMMAND_NEEDLES):
+        return ""
     for match in COMMAND_RE.finditer(text):
         command = next(g for g in match.groups() if g).upper()
         command = _COMMANDS.get(command, command)
