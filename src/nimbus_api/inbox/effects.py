@@ -20,7 +20,6 @@ of our sent messages (``matching``):
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
     from nimbus_api.inbox.ingest import Target
 
 SNIPPET = 300
-_REPLY_CODE = re.compile(r"\b([245]\d\d)\b")
 
 
 def new_text_of(parsed: Parsed, verdict: Classification) -> str:
@@ -240,7 +238,6 @@ async def _on_bounce(
             await session.flush()
             await cancel_pending(session, enrollment.id, now)
         if newly:
-            code = _REPLY_CODE.search(recipient.reply_code or recipient.diagnostic or "")
             events.emit(
                 session,
                 message.workspace_id,
@@ -252,7 +249,7 @@ async def _on_bounce(
                     email=found.to_email,
                     reason="hard_bounce",
                     message_id=message.id,
-                    smtp_code=int(code.group(1)) if code else None,
+                    smtp_code=int(recipient.reply_code) if recipient.reply_code.isdigit() else None,
                     enhanced_code=recipient.status[:20] or None,
                     server_text=recipient.diagnostic[:500] or None,
                 ),

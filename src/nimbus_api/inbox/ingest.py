@@ -114,12 +114,6 @@ class Batch:
     fetched: Sequence[Fetched]
 
 
-async def store(
-    session: AsyncSession, target: Target, folder: str, uidvalidity: int, fetched: Sequence[Fetched]
-) -> Outcome:
-    return (await store_many(session, [Batch(target, folder, uidvalidity, fetched)]))[0]
-
-
 async def store_many(session: AsyncSession, batches: Sequence[Batch]) -> list[Outcome]:
     """Store the batches of several mailboxes in the caller's transaction: their lookups are two queries and
     their rows one INSERT, whatever their number (a sync worker commits many mailboxes' polls together)."""

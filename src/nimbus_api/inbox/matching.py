@@ -13,7 +13,7 @@ In order, the first that finds one wins (``method`` is stored with the inbound r
    recipient's address.
 
 Only messages of the same workspace match; ids, never addresses alone, decide for the first two. A batch of
-messages (one poll's) is matched with at most three queries whatever its size (``lookup``).
+messages (several mailboxes' polls) is matched with at most two queries whatever its size (``lookup_many``).
 """
 
 from __future__ import annotations
@@ -153,16 +153,3 @@ async def lookup_many(session: AsyncSession, groups: Sequence[Group]) -> list[Lo
                     personal = verdicts[n].kind in ("reply", "auto_reply", "other")
                     result.matches[n] = _match(hit, "sender" if personal else "recipient")
     return results
-
-
-async def lookup(
-    session: AsyncSession, workspace_id: uuid.UUID, account_id: uuid.UUID, verdicts: Sequence[Classification]
-) -> Lookup:
-    """Match every verdict of one mailbox's batch, and tell which of their Message-IDs are ones we sent."""
-    return (await lookup_many(session, [(workspace_id, account_id, verdicts)]))[0]
-
-
-async def match(
-    session: AsyncSession, workspace_id: uuid.UUID, account_id: uuid.UUID, verdict: Classification
-) -> Match | None:
-    return (await lookup(session, workspace_id, account_id, [verdict])).matches[0]
