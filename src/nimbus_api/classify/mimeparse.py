@@ -28,6 +28,29 @@ _POLICY = email.policy.compat32
 _NLCRE_BOL = re.compile(r"(\r\n|\r|\n)")
 _HEADER_RE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
 _BOUNDARY_END_RE = re.compile("(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")
+#: ``; name=value`` or ``; name="value"``: the shape nearly every real Content-Type parameter has
+_SIMPLE_PARAM_RE = re.compile(r';\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"([^"\\]*)"|([^;\s"]*))\s*(?=;|$)')
+
+
+def simple_param(part: Message, name: str) -> str | None:
+    """A Content-Type parameter as ``part.get_param(name)`` (unquoted) gives it, without parsing every
+    parameter through ``email.message._parseparam`` (a third of the parse time on report-heavy mail).
+    Anything unusual (RFC 2231 ``name*=``, comments, escapes, a value that is not ``str``, the name present
+    but not in that shape) goes to the standard library, so the answer is always ``get_param``'s."""
+    value = part.get("content-type")
+    if value is None:
+        return None
+    lowered = name.lower()
+    if isinstance(value, str) and "*" not in value and "(" not in value and "\\" not in value:
+        seen = value.lower().count(lowered)
+        if seen == 0:
+            return None
+        if seen == 1:
+            for match in _SIMPLE_PARAM_RE.finditer(value):
+                if match.group(1).lower() == lowered:
+                    return match.group(2) if match.group(2) is not None else match.group(3)
+    found = part.get_param(name)
+    return found if isinstance(found, str) else None
 
 
 def parse_bytes(data: bytes) -> Message:
@@ -54,6 +77,16 @@ def parse_bytes_typed(data: bytes) -> tuple[Message, list[tuple[Message, str]] |
         return parser.parse(), parser.order
     except Exception:  # never trust the fast path over the stdlib: whatever it tripped on, redo it there
         return email.parser.Parser(policy=_POLICY).parsestr(text), None
+
+
+def _boundary(part: Message) -> str | None:
+    """``part.get_boundary()`` through ``simple_param`` (the stdlib also collapses an RFC 2231 value,
+    which only the fallback inside ``simple_param`` can produce)."""
+    value = part.get("content-type")
+    if isinstance(value, str) and "*" in value:
+        return part.get_boundary()
+    found = simple_param(part, "boundary")
+    return None if found is None else found.rstrip()
 
 
 def _eol_len(text: str) -> int:
@@ -276,7 +309,7 @@ class _Parser:
         _set_payload(cur, "".join(self.read_rest()))
 
     def _multipart(self, cur: Message) -> None:
-        boundary = cur.get_boundary()
+        boundary = _boundary(cur)
         if boundary is None:
             cur.defects.append(errors.NoBoundaryInMultipartDefect())
             _set_payload(cur, "".join(self.read_rest()))

@@ -22,6 +22,7 @@ from email.message import Message
 from typing import Any
 
 from nimbus_api.classify import mimeparse
+from nimbus_api.classify.mimeparse import simple_param
 
 #: Messages are cut at this many bytes before parsing: the classifier needs headers, the report parts
 #: and the first text part, none of which is ever this far in. Bigger bodies are attachments.
@@ -249,7 +250,15 @@ class Parsed:
         # a Content-Type that does not say "charset" has no such parameter: ``None``, as
         # ``get_content_charset`` would say after parsing every parameter
         value = part.get("content-type")
-        found = part.get_content_charset() if value is not None and "charset" in str(value).lower() else None
+        found = None
+        if value is not None and "charset" in str(value).lower():
+            raw = simple_param(part, "charset")
+            if raw is not None:
+                try:  # ``get_content_charset``: a non-ASCII name is no charset; names are lower-cased
+                    raw.encode("us-ascii")
+                    found = raw.lower()
+                except UnicodeError:
+                    found = None
         self._charsets[key] = found
         self._alive[key] = part
         return found
