@@ -138,12 +138,8 @@ def upgrade() -> None:
     op.create_index("ix_outbound_replies_workspace_id", "outbound_replies", ["workspace_id"])
     op.create_index("ix_outbound_replies_inbound_message_id", "outbound_replies", ["inbound_message_id"])
     op.create_index("ix_inbound_messages_sent_message", "inbound_messages", ["sent_message_id"])
-    op.create_index(
-        "ix_inbound_messages_account_kind", "inbound_messages", ["account_id", "kind", "created_at"]
-    )
-    op.add_column(
-        "campaigns", sa.Column("stop_on_auto_reply", sa.Boolean(), server_default=sa.false(), nullable=False)
-    )
+    op.create_index("ix_inbound_messages_account_kind", "inbound_messages", ["account_id", "kind", "created_at"])
+    op.add_column("campaigns", sa.Column("stop_on_auto_reply", sa.Boolean(), server_default=sa.false(), nullable=False))
     op.add_column("campaign_accounts", sa.Column("disabled_at", TS, nullable=True))
     op.add_column("campaign_accounts", sa.Column("disabled_reason", sa.String(40), nullable=True))
     op.add_column("campaign_accounts", sa.Column("disabled_detail", postgresql.JSONB(), nullable=True))

@@ -20,5 +20,12 @@ class Domain(Base):
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(253))
     is_paused: Mapped[bool] = mapped_column(default=False)
+    #: why ``is_paused`` is set (a domain-wide problem the last check found), ``None`` when not paused
+    paused_reason: Mapped[str | None] = mapped_column(String(60), default=None)
+    #: the latest DNS verdict over MX, SPF, DKIM and DMARC: unknown | pass | warn | fail
+    dns_status: Mapped[str] = mapped_column(String(10), default="unknown", server_default="unknown")
+    #: the latest blocklist verdict over the domain and its sending IPs: unknown | clean | listed
+    blocklist_status: Mapped[str] = mapped_column(String(10), default="unknown", server_default="unknown")
+    health_checked_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

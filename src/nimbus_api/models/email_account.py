@@ -79,6 +79,10 @@ class EmailAccount(Base):
     bounce_rate_7d: Mapped[float] = mapped_column(default=0.0)
     complaint_rate_7d: Mapped[float] = mapped_column(default=0.0)
     cooldown_until: Mapped[datetime | None] = mapped_column(default=None)
+    #: the inbox takes part in the native warmup exchange
+    warmup_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: warmup messages sent in all: stages are earned on it (with healthy indicators), never on age
+    warmup_sent_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 
