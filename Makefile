@@ -61,7 +61,8 @@ migration: install ## New alembic revision from model changes: make migration m=
 
 .PHONY: bench
 bench: install test-deps ## Run the benchmarks (bench/bench_*.py, classify included) and print their figures
-	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f" || exit 1; done
+	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; start=$$(date +%s); \
+		$(PY) "$$f" || exit 1; echo "== $$f took $$(( $$(date +%s) - start )) s"; done
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and .nimbus)
