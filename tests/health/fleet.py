@@ -3,7 +3,8 @@
 ``seed_fleet`` bulk-loads, set-based (``INSERT ... SELECT generate_series``): domains with random DNS and
 blocklist verdicts, inboxes with random warmup progress, sync rows in every state, daily usage (sends,
 bounces, complaints) over the last 10 days, messages (sent or not, some outside the 7-day window), failed
-attempts with connection, login and other error codes, and inbound messages of every kind. Activity is
+attempts with connection, login and other error codes, pauses (for a refused login or other reasons), and
+inbound messages of every kind. Activity is
 skewed (a few inboxes get much, many little) and a tenth of the inboxes get none, so every branch of the
 formula is met: below and above each minimum sample, each verdict.
 
@@ -196,6 +197,19 @@ async def seed_fleet(
         ),
         act | {"codes": ERROR_CODES, "ncodes": len(ERROR_CODES), "attempts": attempts},
     )
+    await session.execute(
+        text(
+            f"""
+            INSERT INTO account_events (id, workspace_id, account_id, kind, actor, detail, created_at)
+            SELECT gen_random_uuid(), :ws, r.account_id, 'paused', 'system:sender',
+                   jsonb_build_object('reason', (ARRAY['smtp.auth_failed', 'smtp.auth_failed', 'smtp.relay_denied',
+                                                       'smtp.tls_certificate_invalid'])[1 + floor(random() * 4)::int]),
+                   {ago}
+            FROM (SELECT g, {pick} AS account_id FROM generate_series(1, CAST(:pauses AS integer)) g) r
+            """
+        ),
+        act | {"pauses": max(1, inboxes // 3)},
+    )
     say(f"{attempts} attempts")
     await session.execute(
         text(
@@ -249,7 +263,15 @@ async def load_inputs(
             c = counts[account_id]
             c["failed_attempts"] += 1
             c["connection_failures"] += error_code in score.CONNECTION_FAILURE_CODES
-            c["auth_failures"] += error_code in score.AUTH_FAILURE_CODES
+    for account_id, reason, created_at in await session.execute(
+        text(
+            "SELECT account_id, detail ->> 'reason', created_at FROM account_events "
+            "WHERE account_id = ANY(:ids) AND kind = 'paused'"
+        ),
+        p,
+    ):
+        if created_at >= since:
+            counts[account_id]["auth_failures"] += reason in score.AUTH_FAILURE_CODES
     for account_id, kind, created_at in await session.execute(
         text("SELECT account_id, kind, created_at FROM inbound_messages WHERE account_id = ANY(:ids)"), p
     ):

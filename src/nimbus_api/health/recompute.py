@@ -1,9 +1,9 @@
 """The health recompute, in PostgreSQL: one statement for a whole batch of inboxes, no Python per row.
 
 The statement (``RECOMPUTE_SQL``) aggregates each inbox's 7-day windows in CTEs (daily usage, sent
-messages, failed attempts, replies; the sync row and the domain's verdicts joined), scores every component
-with the formula of ``health.score`` (its weights and thresholds are bind parameters built from
-``score.COMPONENTS`` by ``parameters``: one source of truth), and writes ``overall_score``,
+messages, failed attempts, pauses for a refused login, replies; the sync row and the domain's verdicts
+joined), scores every component with the formula of ``health.score`` (its weights and thresholds are bind
+parameters built from ``score.COMPONENTS`` by ``parameters``: one source of truth), and writes ``overall_score``,
 ``reputation_score``, ``health_band``, ``health_components`` and ``health_computed_at`` in one
 ``UPDATE ... FROM``. It returns only the inboxes whose band changed, with the band before and after, for
 ``account.health_changed``.
@@ -144,11 +144,16 @@ WITH acct AS (
     GROUP BY m.account_id
 ), tries AS (
     SELECT t.account_id, count(*) AS failed_attempts,
-           count(*) FILTER (WHERE t.error_code = ANY(CAST(:connection_codes AS varchar[]))) AS connection_failures,
-           count(*) FILTER (WHERE t.error_code = ANY(CAST(:auth_codes AS varchar[]))) AS auth_failures
+           count(*) FILTER (WHERE t.error_code = ANY(CAST(:connection_codes AS varchar[]))) AS connection_failures
     FROM send_attempts t
     WHERE t.account_id = ANY(CAST(:ids AS uuid[])) AND t.started_at >= :since
     GROUP BY t.account_id
+), pauses AS (
+    SELECT e.account_id, count(*) AS auth_failures
+    FROM account_events e
+    WHERE e.account_id = ANY(CAST(:ids AS uuid[])) AND e.kind = 'paused' AND e.created_at >= :since
+      AND e.detail ->> 'reason' = ANY(CAST(:auth_codes AS varchar[]))
+    GROUP BY e.account_id
 ), replies AS (
     SELECT i.account_id, count(*) AS replies
     FROM inbound_messages i
@@ -160,13 +165,14 @@ WITH acct AS (
            COALESCE(usage.complaints, 0) AS complaints, COALESCE(sent.accepted, 0) AS accepted,
            COALESCE(tries.failed_attempts, 0) AS failed_attempts,
            COALESCE(tries.connection_failures, 0) AS connection_failures,
-           COALESCE(tries.auth_failures, 0) AS auth_failures, COALESCE(replies.replies, 0) AS replies,
+           COALESCE(pauses.auth_failures, 0) AS auth_failures, COALESCE(replies.replies, 0) AS replies,
            COALESCE(ms.status, 'none') AS sync_status, COALESCE(ms.consecutive_failures, 0) AS sync_failures,
            acct.dns_status, acct.blocklist_status, acct.warmup_progress, acct.warmup_sent_total
     FROM acct
     LEFT JOIN usage ON usage.account_id = acct.id
     LEFT JOIN sent ON sent.account_id = acct.id
     LEFT JOIN tries ON tries.account_id = acct.id
+    LEFT JOIN pauses ON pauses.account_id = acct.id
     LEFT JOIN replies ON replies.account_id = acct.id
     LEFT JOIN mailbox_syncs ms ON ms.account_id = acct.id
 ), v AS (

@@ -12,8 +12,11 @@ The inputs (``Inputs``) are what the product already records, read with the prod
 * ``accepted``: messages the inbox's server took (``messages.sent_at``) in the last 7 x 24 hours.
 * ``failed_attempts``: the attempts that did not deliver (``send_attempts``, same window); among them
   ``connection_failures`` (``CONNECTION_FAILURE_CODES``: the connection or its TLS could not be made or was
-  lost) and ``auth_failures`` (``AUTH_FAILURE_CODES``: the server refused the login).
-  ``attempted = accepted + failed_attempts``.
+  lost). ``attempted = accepted + failed_attempts``.
+* ``auth_failures``: the pauses of the inbox for a refused login in the window (``account_events`` of kind
+  ``paused`` whose ``reason`` is in ``AUTH_FAILURE_CODES``). A refused login stops the run and pauses the
+  inbox (``sending.record.pause_inbox``), which writes that event once per pause; the attempt row itself
+  may go with the step-1 messages handed to other inboxes, so the event is the record that stays.
 * ``replies``: inbound messages classified ``reply`` in the same window.
 * ``sync_status``/``sync_failures``: ``mailbox_syncs.status`` and ``consecutive_failures`` (``None``: no IMAP).
 * ``dns_status`` and ``blocklist_status``: the inbox's domain's latest verdicts (``domains``).
