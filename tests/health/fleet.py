@@ -8,9 +8,10 @@ inbound messages of every kind. Activity is
 skewed (a few inboxes get much, many little) and a tenth of the inboxes get none, so every branch of the
 formula is met: below and above each minimum sample, each verdict.
 
-``load_inputs`` reads the same rows back and computes each inbox's ``score.Inputs`` in plain Python, with
-none of the recompute's SQL: the independent side of the comparison (tests/health/test_recompute.py, and
-the per-inbox baseline of bench/bench_health.py).
+``load_inputs`` reads the same rows back (those of the window, by the indexes a per-inbox loader would use)
+and computes each inbox's ``score.Inputs`` in plain Python, with none of the recompute's SQL: the
+independent side of the comparison (tests/health/test_recompute.py, and the per-inbox baseline of
+bench/bench_health.py).
 """
 
 from __future__ import annotations
@@ -238,11 +239,12 @@ async def load_inputs(
     ids = list(account_ids)
     since = now - timedelta(days=score.WINDOW_DAYS)
     first_day = utc_day(now) - timedelta(days=score.WINDOW_DAYS - 1)
-    p = {"ids": ids}
+    p = {"ids": ids, "since": since, "first_day": first_day}
     counts: dict[uuid.UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for account_id, day, sends, bounces, complaints in await session.execute(
         text(
-            "SELECT account_id, day, sends, bounces, complaints FROM account_daily_usage WHERE account_id = ANY(:ids)"
+            "SELECT account_id, day, sends, bounces, complaints FROM account_daily_usage "
+            "WHERE account_id = ANY(:ids) AND day >= :first_day"
         ),
         p,
     ):
@@ -252,12 +254,16 @@ async def load_inputs(
             c["bounces"] += bounces
             c["complaints"] += complaints
     for account_id, sent_at in await session.execute(
-        text("SELECT account_id, sent_at FROM messages WHERE account_id = ANY(:ids)"), p
+        text("SELECT account_id, sent_at FROM messages WHERE account_id = ANY(:ids) AND sent_at >= :since"), p
     ):
         if sent_at is not None and sent_at >= since:
             counts[account_id]["accepted"] += 1
     for account_id, started_at, error_code in await session.execute(
-        text("SELECT account_id, started_at, error_code FROM send_attempts WHERE account_id = ANY(:ids)"), p
+        text(
+            "SELECT account_id, started_at, error_code FROM send_attempts "
+            "WHERE account_id = ANY(:ids) AND started_at >= :since"
+        ),
+        p,
     ):
         if started_at >= since:
             c = counts[account_id]
@@ -266,14 +272,18 @@ async def load_inputs(
     for account_id, reason, created_at in await session.execute(
         text(
             "SELECT account_id, detail ->> 'reason', created_at FROM account_events "
-            "WHERE account_id = ANY(:ids) AND kind = 'paused'"
+            "WHERE account_id = ANY(:ids) AND kind = 'paused' AND created_at >= :since"
         ),
         p,
     ):
         if created_at >= since:
             counts[account_id]["auth_failures"] += reason in score.AUTH_FAILURE_CODES
     for account_id, kind, created_at in await session.execute(
-        text("SELECT account_id, kind, created_at FROM inbound_messages WHERE account_id = ANY(:ids)"), p
+        text(
+            "SELECT account_id, kind, created_at FROM inbound_messages "
+            "WHERE account_id = ANY(:ids) AND kind = 'reply' AND created_at >= :since"
+        ),
+        p,
     ):
         if kind == "reply" and created_at >= since:
             counts[account_id]["replies"] += 1
