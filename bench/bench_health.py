@@ -6,8 +6,8 @@ with ``INSERT ... SELECT generate_series``), then ``VACUUM ANALYZE`` as autovacu
 
 1. **Set-based** (``health.recompute``): one statement over all 10,000 inboxes, and the worker's own run
    (``health.tasks.run_all``: batches of ``NIMBUS_HEALTH_BATCH`` = 2,000, each its own transaction, with the
-   daily snapshots). Median of ``RUNS`` runs after a first one (the first one also emits the band changes).
-   Target: under 2 s.
+   daily snapshots, ``NIMBUS_HEALTH_CONCURRENCY`` = 2 at once). Median of ``RUNS`` runs after a first one
+   (the first one also emits the band changes); every run writes every inbox. Target: under 2 s.
 2. **Per inbox in Python**: for each inbox of a random sample, load its rows of the window (by the same
    indexes), aggregate them and apply ``health.score.compute`` in Python, and write its scores with one
    UPDATE. Measured on a sample of ``NIMBUS_BENCH_HEALTH_SAMPLE`` (default 500) inboxes and extrapolated to
@@ -56,6 +56,7 @@ INBOUND = int(os.environ.get("NIMBUS_BENCH_HEALTH_INBOUND", "20000"))
 ATTEMPTS = int(os.environ.get("NIMBUS_BENCH_HEALTH_ATTEMPTS", "50000"))
 SAMPLE = int(os.environ.get("NIMBUS_BENCH_HEALTH_SAMPLE", "500"))
 BATCH = 2000
+CONCURRENCY = 2  # NIMBUS_HEALTH_BATCH and NIMBUS_HEALTH_CONCURRENCY's defaults
 RUNS = 3
 TARGET_SECONDS = 2.0
 TARGET_RATIO = 20.0
@@ -75,7 +76,11 @@ async def python_per_inbox(sm, ids: list[uuid.UUID], now: datetime) -> dict[uuid
             inputs = (await load_inputs(session, [account_id], now))[account_id]
             health = score.compute(inputs)
             components = {
-                s.key: {"value": s.value, "score": s.score, "weight": score.BY_KEY[s.key].weight, "data": s.data}
+                s.key: {
+                    "value": s.value,
+                    "score": s.score,
+                    "data": {k: v for k, v in s.data.items() if k not in score.static_data(score.BY_KEY[s.key])},
+                }
                 for s in health.components
             }
             await session.execute(
@@ -98,7 +103,7 @@ async def python_per_inbox(sm, ids: list[uuid.UUID], now: datetime) -> dict[uuid
 
 
 async def bench(dsn: str) -> None:
-    engine = make_engine(dsn, pool_size=4)
+    engine = make_engine(dsn, pool_size=CONCURRENCY + 2)
     sm = make_sessionmaker(engine)
     vault = Vault(MasterKeyring.from_strings([generate_master_key()]))
     now = datetime.now(UTC)
@@ -110,6 +115,8 @@ async def bench(dsn: str) -> None:
     started = time.monotonic()
     async with sm() as session, session.begin():
         workspace = await workspaces.create_workspace(session, vault, f"bench-health-{secrets.token_hex(3)}")
+        # A bulk load of rows made consistent by construction: foreign-key triggers off for this transaction.
+        await session.execute(text("SET LOCAL session_replication_role = replica"))
         fleet = await seed_fleet(
             session,
             workspace.id,
@@ -158,12 +165,13 @@ async def bench(dsn: str) -> None:
         single.append(time.monotonic() - t0)
     batched = []
     for _ in range(RUNS):
-        run = await run_all(sm, BATCH, now)
+        run = await run_all(sm, BATCH, now, concurrency=CONCURRENCY)
         batched.append(run.seconds)
     sql_one, sql_batched = statistics.median(single), statistics.median(batched)
     print(f"set-based, one statement over {len(ids):,} inboxes: {sql_one:.3f} s (median of {RUNS})")
     print(
-        f"set-based, the worker's run ({BATCH:,} per batch and transaction, with daily snapshots): "
+        f"set-based, the worker's run ({BATCH:,} per batch and transaction, {CONCURRENCY} at once, with daily "
+        "snapshots): "
         f"{sql_batched:.3f} s (median of {RUNS})"
     )
 
@@ -204,6 +212,8 @@ async def bench(dsn: str) -> None:
     print(
         f"ratio (Python per inbox / set-based): {ratio_one:.0f}x one statement, {ratio_batched:.0f}x the worker's run"
     )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (other processes share it)")
     verdict_time = "met" if sql_batched < TARGET_SECONDS else "MISSED"
     verdict_ratio = "met" if ratio_batched >= TARGET_RATIO else "MISSED"
     print(f"target under {TARGET_SECONDS:g} s: {verdict_time} ({sql_batched:.3f} s, the worker's run)")

@@ -234,6 +234,12 @@ class Settings(BaseSettings):
         le=100000,
         description="Inboxes per health recompute statement (and transaction).",
     )
+    health_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Health recompute batches run at once by the periodic recompute (one connection each).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -22,15 +22,16 @@ _RESPONSES = problem_responses(404, 422, codes={404: ["email_account.not_found"]
 
 
 def _component(key: str, stored: dict[str, Any]) -> HealthComponent:
+    """A stored component (value, score, data) with what ``score``'s table says about it."""
     c = score.BY_KEY[key]
     return HealthComponent(
         key=c.key,
         label=c.label,
         value=stored.get("value"),
         score=stored["score"],
-        weight=stored.get("weight", c.weight),
+        weight=c.weight,
         reputation=c.reputation,
-        data=stored.get("data") or {},
+        data=(stored.get("data") or {}) | score.static_data(c),
     )
 
 

@@ -84,22 +84,19 @@ def _str(expr: str) -> str:
 def _obj(pairs: Sequence[tuple[str, str]]) -> str:
     """A JSON object as text from (constant key, JSON text expression) pairs. Why text: one cast to jsonb
     per row is several times cheaper than a ``jsonb_build_object`` per component and per data object
-    (about 1 s per 10,000 inboxes for the nested objects, measured)."""
+    (about 1 s per 10,000 inboxes for the nested objects, measured). The stored components hold what
+    depends on the inbox only (value, score, numerator and denominator): the weights, window and minimum
+    samples are ``score``'s table, which the API adds back; so the JSON stays small enough to be stored
+    uncompressed in the row."""
     parts = []
     for i, (key, value) in enumerate(pairs):
         parts += [("'{" if i == 0 else "',") + f'"{key}":' + "'", value]
     return f"concat({', '.join(parts)}, '}}')"
 
 
-def _window_data(c: Component, numerator: str, denominator: str) -> str:
-    return _obj(
-        [
-            ("numerator", _num(numerator)),
-            ("denominator", _num(denominator)),
-            ("window_days", _num("CAST(:window AS integer)")),
-            ("min_sample", _num(f"CAST(:{c.key}__min_sample AS integer)")),
-        ]
-    )
+def _window_data(numerator: str, denominator: str) -> str:
+    """What a rate or count was computed from (the window and sample are ``score.static_data``: not stored)."""
+    return _obj([("numerator", _num(numerator)), ("denominator", _num(denominator))])
 
 
 def _expressions(c: Component) -> tuple[str, str, str, bool]:
@@ -115,11 +112,11 @@ def _expressions(c: Component) -> tuple[str, str, str, bool]:
         score_sql = (
             f"CASE WHEN {value} IS NOT NULL AND {den} >= :{c.key}__min_sample THEN {_ramp(c, value)} ELSE {neutral} END"
         )
-        return value_sql, score_sql, _window_data(c, num, den), False
+        return value_sql, score_sql, _window_data(num, den), False
     if c.key == "auth_failures":
         ramped = _ramp(c, value)
         score_sql = f"CASE WHEN attempted >= :{c.key}__min_sample THEN {ramped} ELSE LEAST({neutral}, {ramped}) END"
-        return f"CAST(auth_failures AS {F})", score_sql, _window_data(c, "auth_failures", "attempted"), False
+        return f"CAST(auth_failures AS {F})", score_sql, _window_data("auth_failures", "attempted"), False
     levels = f"CAST(:{c.key}__levels AS jsonb)"
     if c.key in _LEVEL_COLUMNS:
         column = _LEVEL_COLUMNS[c.key]
@@ -156,7 +153,6 @@ def _build_sql() -> str:
                     [
                         ("value", (_str if is_text else _num)(f"{c.key}__value")),
                         ("score", _num(f"{c.key}__score")),
-                        ("weight", _num(_p(c, "weight"))),
                         ("data", data),
                     ]
                 ),

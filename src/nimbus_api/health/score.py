@@ -178,16 +178,19 @@ def ramp(value: float, c: Component) -> float:
     return c.floor + (100.0 - c.floor) * min(1.0, max(0.0, (value - c.zero_at) / (c.full_at - c.zero_at)))
 
 
+def static_data(c: Component) -> dict[str, float | int | str | None]:
+    """The part of a component's data that comes from this table, not from the inbox (the window and the
+    minimum sample of rates and counts): the recompute stores only the rest, the API adds this back."""
+    if c.kind in ("rate", "count"):
+        return {"window_days": WINDOW_DAYS, "min_sample": c.min_sample}
+    return {}
+
+
 def _rate(c: Component, numerator: int, denominator: int) -> Scored:
     value = min(100.0, 100.0 * numerator / denominator) if denominator > 0 else None
     score = ramp(value, c) if value is not None and denominator >= c.min_sample else NEUTRAL
-    data: dict[str, float | int | str | None] = {
-        "numerator": numerator,
-        "denominator": denominator,
-        "window_days": WINDOW_DAYS,
-        "min_sample": c.min_sample,
-    }
-    return Scored(c.key, value, score, data)
+    data: dict[str, float | int | str | None] = {"numerator": numerator, "denominator": denominator}
+    return Scored(c.key, value, score, data | static_data(c))
 
 
 def _level(c: Component, verdict: str) -> Scored:
@@ -209,13 +212,8 @@ def score_component(c: Component, x: Inputs) -> Scored:
     if c.key == "auth_failures":
         value = float(x.auth_failures)
         score = ramp(value, c) if x.attempted >= c.min_sample else min(NEUTRAL, ramp(value, c))
-        data: dict[str, float | int | str | None] = {
-            "numerator": x.auth_failures,
-            "denominator": x.attempted,
-            "window_days": WINDOW_DAYS,
-            "min_sample": c.min_sample,
-        }
-        return Scored(c.key, value, score, data)
+        data: dict[str, float | int | str | None] = {"numerator": x.auth_failures, "denominator": x.attempted}
+        return Scored(c.key, value, score, data | static_data(c))
     if c.key == "imap_sync":
         status = x.sync_status or "none"
         failing = max(0.0, NEUTRAL - c.step * x.sync_failures)

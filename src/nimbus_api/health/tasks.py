@@ -1,7 +1,8 @@
 """Worker jobs of the health engine. Idempotent: each recomputes from what PostgreSQL holds now.
 
 * ``recompute_all`` (cron, every ``NIMBUS_HEALTH_RECOMPUTE_SECONDS``): every inbox, ``NIMBUS_HEALTH_BATCH`` at a
-  time in id order, each batch one statement and its own transaction (with the batch's daily snapshots).
+  time in id order, each batch one statement and its own transaction (with the batch's daily snapshots),
+  ``NIMBUS_HEALTH_CONCURRENCY`` batches at once.
 * ``recompute_requested`` (cron, every ``NIMBUS_HEALTH_REQUEST_SECONDS``): the inboxes marked by
   ``health.requests`` (a bounce, a complaint, a login failure, a listing), oldest request first.
 * ``recompute_account(account_id)``: one inbox, for callers that hold a queue (and people, via arq).
@@ -11,6 +12,7 @@ The runners take a sessionmaker so tests and the benchmark drive the same code t
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,27 +41,28 @@ class Run:
     seconds: float = 0.0
 
 
-async def run_all(sm: Sm, batch: int, now: datetime | None = None, *, snapshots: bool = True) -> Run:
-    """Every inbox, a batch at a time (keyset on id), each batch committed with its events and snapshots."""
+async def run_all(
+    sm: Sm, batch: int, now: datetime | None = None, *, snapshots: bool = True, concurrency: int = 1
+) -> Run:
+    """Every inbox, a batch at a time (consecutive ids), each batch committed with its events and snapshots.
+    Up to ``concurrency`` batches run at once, each on a connection of its own: the batches are disjoint,
+    so they never wait for each other's row locks."""
     started = time.monotonic()
     run = Run()
-    after: uuid.UUID | None = None
-    while True:
-        async with sm() as session, session.begin():
-            query = select(EmailAccount.id).order_by(EmailAccount.id).limit(batch)
-            if after is not None:
-                query = query.where(EmailAccount.id > after)
-            ids = list(await session.scalars(query))
-            if not ids:
-                break
-            run.changes += await recompute(session, ids, now or datetime.now(UTC))
+    async with sm() as session:
+        ids = list(await session.scalars(select(EmailAccount.id).order_by(EmailAccount.id)))
+    batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(part: list[uuid.UUID]) -> None:
+        async with gate, sm() as session, session.begin():
+            run.changes.extend(await recompute(session, part, now or datetime.now(UTC)))
             if snapshots:
-                run.snapshots += await snapshot(session, ids)
-        run.inboxes += len(ids)
+                run.snapshots += await snapshot(session, part)
+        run.inboxes += len(part)
         run.batches += 1
-        after = ids[-1]
-        if len(ids) < batch:
-            break
+
+    await asyncio.gather(*(one(part) for part in batches))
     run.seconds = time.monotonic() - started
     return run
 
@@ -92,7 +95,7 @@ async def run_requested(sm: Sm, batch: int, now: datetime | None = None, *, max_
 
 async def recompute_all(ctx: dict[str, Any]) -> int:
     res = resources(ctx)
-    run = await run_all(res.sessionmaker, res.settings.health_batch)
+    run = await run_all(res.sessionmaker, res.settings.health_batch, concurrency=res.settings.health_concurrency)
     log.info(
         "health_recomputed",
         inboxes=run.inboxes,
