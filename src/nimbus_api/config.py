@@ -215,6 +215,11 @@ class Settings(BaseSettings):
         "with jitter), at most this long apart.",
     )
     # --- health scores (health/) -------------------------------------------------------------
+    health_enabled: bool = Field(
+        default=True,
+        description="Run the health recompute crons in this worker process (every worker may: the runs lock "
+        "the rows they write, and arq runs each cron once per tick).",
+    )
     health_recompute_seconds: int = Field(
         default=300,
         ge=60,

@@ -55,10 +55,11 @@ async def run_all(
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(part: list[uuid.UUID]) -> None:
-        async with gate, sm() as session, session.begin():
-            run.changes.extend(await recompute(session, part, now or datetime.now(UTC)))
+        async with gate:
+            async with sm() as session, session.begin():
+                run.changes.extend(await recompute(session, part, now or datetime.now(UTC)))
             if snapshots:
-                run.snapshots += await snapshot(session, part)
+                run.snapshots += await _snapshot(sm, part)
         run.inboxes += len(part)
         run.batches += 1
 
@@ -84,7 +85,7 @@ async def run_requested(sm: Sm, batch: int, now: datetime | None = None, *, max_
             if not ids:
                 break
             run.changes += await recompute(session, ids, now or datetime.now(UTC))
-            run.snapshots += await snapshot(session, ids)
+        run.snapshots += await _snapshot(sm, ids)
         run.inboxes += len(ids)
         run.batches += 1
         if len(ids) < batch:
@@ -116,11 +117,20 @@ async def recompute_requested(ctx: dict[str, Any]) -> int:
 
 async def recompute_account(ctx: dict[str, Any], account_id: str) -> int:
     """One inbox now (an id only: nothing else in the job's arguments)."""
-    async with resources(ctx).sessionmaker() as session, session.begin():
-        ids = [uuid.UUID(account_id)]
+    sm = resources(ctx).sessionmaker
+    ids = [uuid.UUID(account_id)]
+    async with sm() as session, session.begin():
         changes = await recompute(session, ids, datetime.now(UTC))
-        await snapshot(session, ids)
+    await _snapshot(sm, ids)
     return len(changes)
+
+
+async def _snapshot(sm: Sm, ids: list[uuid.UUID]) -> int:
+    """The batch's daily snapshots, in a transaction of their own: the recompute's row locks on the inboxes
+    (which the rotation's ``SKIP LOCKED`` pick steps around) are held no longer than its statement needs.
+    A snapshot lost to a crash in between is written by the next run."""
+    async with sm() as session, session.begin():
+        return await snapshot(session, ids)
 
 
 def cron_times(seconds: int) -> tuple[set[int] | None, set[int]]:

@@ -109,14 +109,8 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
 
     health_every = cron_times(settings.health_recompute_seconds)
     requests_every = cron_times(settings.health_request_seconds)
-    return {
-        "functions": FUNCTIONS,
-        "cron_jobs": [
-            cron(rides_out(purge_idempotency_keys), minute={7, 37}, run_at_startup=True, unique=True),
-            cron(rides_out(purge_events), minute={41}, unique=True, keep_result=0),
-            cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
-            cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
-            cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+    health_crons = (
+        [
             cron(
                 rides_out(recompute_all),
                 minute=health_every[0],
@@ -132,6 +126,19 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                 unique=True,
                 keep_result=0,
             ),
+        ]
+        if settings.health_enabled
+        else []
+    )
+    return {
+        "functions": FUNCTIONS,
+        "cron_jobs": [
+            cron(rides_out(purge_idempotency_keys), minute={7, 37}, run_at_startup=True, unique=True),
+            cron(rides_out(purge_events), minute={41}, unique=True, keep_result=0),
+            cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
+            cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
+            cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            *health_crons,
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
