@@ -214,6 +214,37 @@ class Settings(BaseSettings):
         description="After failures a mailbox is retried later and later (its interval doubled per failure, "
         "with jitter), at most this long apart.",
     )
+    # --- health scores (health/) -------------------------------------------------------------
+    health_enabled: bool = Field(
+        default=True,
+        description="Run the health recompute crons in this worker process (every worker may: the runs lock "
+        "the rows they write, and arq runs each cron once per tick).",
+    )
+    health_recompute_seconds: int = Field(
+        default=300,
+        ge=60,
+        le=3600,
+        description="Every inbox's health is recomputed this often (whole minutes; a worker cron).",
+    )
+    health_request_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=59,
+        description="Inboxes whose health an event moved (a bounce, a complaint, a login failure, a listing) "
+        "are recomputed at most this long after it.",
+    )
+    health_batch: int = Field(
+        default=2000,
+        ge=1,
+        le=100000,
+        description="Inboxes per health recompute statement (and transaction).",
+    )
+    health_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Health recompute batches run at once by the periodic recompute (one connection each).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -77,6 +77,7 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
         "account.disabled",
         "account.enabled",
         "account.sync_failed",
+        "account.health_changed",
         "campaign.started",
         "campaign.paused",
         "campaign.completed",

@@ -33,6 +33,7 @@ from nimbus_api.enrollments.endpoints import router as enrollments_router
 from nimbus_api.enrollments.endpoints import unsubscribe_router
 from nimbus_api.events.document import register_webhooks, tidy_webhooks
 from nimbus_api.events.endpoints import router as events_router
+from nimbus_api.health.endpoints import router as account_health_router
 from nimbus_api.inbox.endpoints import router as inbox_router
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         inbox_router,
         webhooks_router,
         unsubscribe_router,
+        account_health_router,
     ):
         app.include_router(router)
     register_webhooks(app)

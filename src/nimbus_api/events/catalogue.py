@@ -181,11 +181,21 @@ class AccountSyncFailedData(EventData):
     detail: Text | None
 
 
+HealthBand = TypeAliasType("HealthBand", Literal["healthy", "watch", "at_risk", "blocked"])
+
+
 class AccountHealthChangedData(EventData):
+    """The inbox's health band changed at a recompute (once per change; README "Health scores").
+    `score` is the overall score, `reputation_score` the part that reflects what receivers think."""
+
     account_id: uuid.UUID
     email: Email
     previous_score: float = Field(ge=0, le=100)
     score: float = Field(ge=0, le=100)
+    previous_band: HealthBand | None = None
+    band: HealthBand | None = None
+    previous_reputation_score: float | None = Field(default=None, ge=0, le=100)
+    reputation_score: float | None = Field(default=None, ge=0, le=100)
 
 
 class DomainHealthData(EventData):
@@ -249,7 +259,7 @@ CATALOGUE: dict[str, Spec] = {
     "account.disabled": Spec(AccountDisabledData, "An inbox was paused (by the sender or a person)", True),
     "account.enabled": Spec(AccountEnabledData, "A person resumed an inbox", True),
     "account.sync_failed": Spec(AccountSyncFailedData, "Reading an inbox over IMAP failed", True),
-    "account.health_changed": Spec(AccountHealthChangedData, "An inbox's health score changed", False),
+    "account.health_changed": Spec(AccountHealthChangedData, "An inbox's health band changed", True),
     "campaign.started": Spec(CampaignStartedData, "A campaign started (or resumed)", True),
     "campaign.paused": Spec(CampaignPausedData, "A campaign was paused", True),
     "campaign.completed": Spec(CampaignCompletedData, "Every enrollment of a campaign finished", True),

@@ -41,6 +41,7 @@ from nimbus_api.events.catalogue import (
     MessageBouncedData,
     MessageComplainedData,
 )
+from nimbus_api.health import requests as health
 from nimbus_api.inbox import rates
 from nimbus_api.inbox.matching import Match
 from nimbus_api.kit.db import utcnow
@@ -226,6 +227,7 @@ async def _on_bounce(
     message.updated_at = now
     await session.flush()
     await rates.count(session, found.account_id, "bounces", now)
+    await health.request(session, [found.account_id])
     enrollment = await _enrollment(session, found.enrollment_id)
     if recipient.hard and enrollment is not None:
         await _suppress(
@@ -293,6 +295,7 @@ async def _on_complaint(
         await session.flush()
         await cancel_pending(session, enrollment.id, now)
     await rates.count(session, found.account_id, "complaints", now)
+    await health.request(session, [found.account_id])
     events.emit(
         session,
         workspace_id,

@@ -35,6 +35,12 @@ class EmailAccount(Base):
         # reading and sorting the whole pool, and each pick's stamp (``max(last_sent_at) + n us`` of the
         # workspace) is one lookup at its back. It also serves as the workspace foreign key's index.
         Index("ix_email_accounts_rotation", "workspace_id", text("last_sent_at NULLS FIRST"), "id"),
+        # The inboxes waiting for a health recompute (``health.requests``): partial, so only they are in it.
+        Index(
+            "ix_email_accounts_health_requested",
+            "health_requested_at",
+            postgresql_where=text("health_requested_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -83,6 +89,14 @@ class EmailAccount(Base):
     warmup_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: warmup messages sent in all: stages are earned on it (with healthy indicators), never on age
     warmup_sent_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: the band of the last recompute (``health.score``: healthy | watch | at_risk | blocked)
+    health_band: Mapped[str] = mapped_column(String(10), default="watch", server_default="watch")
+    #: every component of the last recompute: value, score, weight and the data behind it
+    health_components: Mapped[dict[str, Any] | None] = mapped_column(JSONB, default=None)
+    health_computed_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: something that moves the health happened (a bounce, a complaint, a login failure, a listing) and
+    #: the inbox waits for its own recompute (``health.requests``); cleared by that recompute
+    health_requested_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 

@@ -24,6 +24,7 @@ from nimbus_api.events.catalogue import (
     EnrollmentBouncedData,
     EnrollmentCompletedData,
 )
+from nimbus_api.health import requests as health
 from nimbus_api.inbox import rates
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_id
@@ -243,6 +244,7 @@ async def record_one(
         message.attempts = max(0, message.attempts - 1)
     if message.state == "failed" and message.reply_code is not None and message.reply_code >= 500:
         await rates.count(session, account.id, "bounces", now)
+        await health.request(session, [account.id])
         await session.flush()
         await bounce_guard.check(session, message.campaign_id, account.id, min_sample=min_sample, now=now)
 
@@ -316,6 +318,7 @@ async def pause_inbox(
         first_pause = account.disabled_at is None
         if first_pause:
             account.disabled_at, account.disabled_reason = now, error.code
+        await health.request(session, [account_id])  # a refused login (or TLS, sender, relay) moves the health
         await session.execute(
             update(Message)
             .where(Message.account_id == account_id, Message.state == "leased")

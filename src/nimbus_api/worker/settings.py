@@ -17,6 +17,7 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.events.tasks import purge_events
+from nimbus_api.health.tasks import cron_times, recompute_account, recompute_all, recompute_requested
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
@@ -38,6 +39,9 @@ FUNCTIONS: list[Any] = [
     func(rides_out(send_inbox), keep_result=0, timeout=SEND_JOB_TIMEOUT),
     func(rides_out(dispatch_tick), keep_result=0),
     func(rides_out(sweep_tick), keep_result=0),
+    func(rides_out(recompute_all), keep_result=0),
+    func(rides_out(recompute_requested), keep_result=0),
+    func(rides_out(recompute_account), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -103,6 +107,29 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             await resources.pool.close()
             await resources.engine.dispose()
 
+    health_every = cron_times(settings.health_recompute_seconds)
+    requests_every = cron_times(settings.health_request_seconds)
+    health_crons = (
+        [
+            cron(
+                rides_out(recompute_all),
+                minute=health_every[0],
+                second=health_every[1],
+                run_at_startup=True,
+                unique=True,
+                keep_result=0,
+            ),
+            cron(
+                rides_out(recompute_requested),
+                minute=requests_every[0],
+                second=requests_every[1],
+                unique=True,
+                keep_result=0,
+            ),
+        ]
+        if settings.health_enabled
+        else []
+    )
     return {
         "functions": FUNCTIONS,
         "cron_jobs": [
@@ -111,6 +138,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            *health_crons,
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
