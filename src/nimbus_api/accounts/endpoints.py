@@ -128,10 +128,13 @@ async def email_accounts_update(
     session: Session,
     vault: VaultDep,
     verifier: VerifierDep,
+    settings: SettingsDep,
 ) -> EmailAccountRead:
     """Changes to hosts, modes, users, passwords, folder or DKIM selector are verified with the new
     values before they replace the old ones; a failed check answers 422 and changes nothing."""
-    account = await service.update(session, vault, verifier, auth.workspace_id, account_id, payload, actor=auth.actor)
+    account = await service.update(
+        session, vault, verifier, auth.workspace_id, account_id, payload, actor=auth.actor, stage_rules=settings
+    )
     return (await service.to_read(session, vault, [account]))[0]
 
 

@@ -48,6 +48,8 @@ class Message(Base):
         # The monthly quota and the workspace's sends (``sent_at >=`` a moment). Partial: no entry at the
         # insert and the lease, where ``sent_at`` is still NULL.
         Index("ix_messages_workspace_sent_at", "workspace_id", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        # An inbox's bounced messages by time: the bounce-burst count of the cooldown (``stages.cooldown``).
+        Index("ix_messages_account_bounced", "account_id", "bounced_at", postgresql_where=text("state = 'bounced'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
