@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.kit.db import utcnow
+from nimbus_api.kit.ids import new_id
 from nimbus_api.models import AccountEvent, EmailAccount
 from nimbus_api.stages.stages import RateThresholds, progress_sql, stage_sql, warmup_progress
 
@@ -88,18 +89,20 @@ async def apply_stages(
         )
     ).all()
     changes = []
+    events = []
     for account_id, workspace_id, old, new, override, sent, score, bounce, complaint in rows:
         if old == new:
             continue  # only the progress moved
         changes.append(StageChange(account_id, workspace_id, old, new))
-        session.add(
-            AccountEvent(
-                workspace_id=workspace_id,
-                account_id=account_id,
-                kind="stage_changed",
-                actor=PLATFORM,
-                created_at=moment,
-                detail={
+        events.append(
+            {
+                "id": new_id(),
+                "workspace_id": workspace_id,
+                "account_id": account_id,
+                "kind": "stage_changed",
+                "actor": PLATFORM,
+                "created_at": moment,
+                "detail": {
                     "from": old,
                     "to": new,
                     "stage_override": override,
@@ -108,10 +111,10 @@ async def apply_stages(
                     "bounce_rate_7d": bounce,
                     "complaint_rate_7d": complaint,
                 },
-            )
+            }
         )
-    if changes:
-        await session.flush()
+    if events:  # one multi-row INSERT per thousand events (executemany), not an ORM object each
+        await session.execute(insert(AccountEvent), events)
     return changes
 
 
