@@ -64,7 +64,8 @@ async def test_the_leases_reservation_uses_the_same_limit(inboxes: Inboxes) -> N
 
 async def test_a_real_send_spends_the_stage_limit(make_loop: object) -> None:
     loop: Loop = await make_loop(33)  # type: ignore[operator]
-    # the loop's inbox: stage 3, configured for 1,000 a day
+    async with loop.sessionmaker() as session, session.begin():  # stage 3, configured for 1,000 a day
+        await session.execute(update(EmailAccount).where(EmailAccount.id == loop.inbox_id).values(current_stage=3))
     await loop.send_step()
     async with loop.sessionmaker() as session:
         states = list(

@@ -13,6 +13,7 @@ from nimbus_api.kit.schemas import PatchModel, not_null
 
 StageNumber = Annotated[int, Field(ge=0, le=5)]
 PausedRateName = TypeAliasType("PausedRateName", Literal["bounce_rate_7d", "complaint_rate_7d"])
+Comparison = TypeAliasType("Comparison", Literal["at_least", "at_most"])
 RequirementName = TypeAliasType(
     "RequirementName", Literal["warmup_sent_total", "overall_score", "bounce_rate_7d", "complaint_rate_7d"]
 )
@@ -37,7 +38,7 @@ class PauseReasonOut(BaseModel):
 
 class Requirement(BaseModel):
     name: RequirementName
-    comparison: Literal["at_least", "at_most"]
+    comparison: Comparison = Field(description="`at_least`: `actual` must reach `required`; `at_most`: not exceed it.")
     required: float
     actual: float
     met: bool
