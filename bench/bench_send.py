@@ -120,7 +120,7 @@ async def seed(dsn: str, vault: Vault, port: int, label: str) -> list:  # type: 
                 smtp_mode="none",
                 smtp_username=None,
                 campaign_types=["cold"],
-                current_stage=3,
+                current_stage=5,  # fully warmed: the stage does not cap the daily limit (stages.limits)
                 overall_score=90.0,
                 daily_send_limit=100_000,
                 max_connections=1,

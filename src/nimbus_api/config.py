@@ -245,6 +245,37 @@ class Settings(BaseSettings):
         le=16,
         description="Health recompute batches run at once by the periodic recompute (one connection each).",
     )
+
+    # --- warmup stages, warmup pause and cooldown (stages/) -----------------------------------
+    warmup_max_bounce_rate_7d: float = Field(
+        default=3.0,
+        ge=0,
+        le=100,
+        description="Percent. Over it, warmup pauses and the inbox's stage is 0 (no graduation) until the "
+        "7-day bounce rate is back at or under it.",
+    )
+    warmup_max_complaint_rate_7d: float = Field(
+        default=0.3,
+        ge=0,
+        le=100,
+        description="Percent. Over it, warmup pauses and the stage is 0, as for the bounce rate.",
+    )
+    cooldown_bounce_burst: int = Field(
+        default=3, ge=1, le=1000, description="Hard bounces within the window that put an inbox in cooldown."
+    )
+    cooldown_bounce_window_minutes: int = Field(
+        default=60, ge=1, le=7 * 24 * 60, description="The window (minutes) the bounce burst is counted in."
+    )
+    cooldown_bounce_minutes: int = Field(
+        default=720,
+        ge=1,
+        le=30 * 24 * 60,
+        description="A bounce burst's cooldown lasts this long (minutes) after the burst's latest hard bounce.",
+    )
+    cooldown_complaint_minutes: int = Field(
+        default=1440, ge=1, le=30 * 24 * 60, description="A complaint's cooldown lasts this long (minutes) after it."
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -103,16 +103,16 @@ async def test_provider_preset_suggests_daily_limit(tenant: Tenant) -> None:
     ids = {p["id"] for p in presets}
     assert {"amazon_ses", "sendgrid", "postmark", "mailgun", "smtp2go", "office365", "gmail", "google_workspace"} <= ids
     (gmail,) = [p for p in presets if p["id"] == "gmail"]
-    assert gmail["daily_send_limit"] == 50
+    assert gmail["daily_send_limit"] == 20  # consumer Gmail starts at 20 a day
 
     # provider "gmail" on the mail world's hosts: the preset gives the limit, not the hosts
     r = await tenant.client.post("/v1/email-accounts", json=account_payload(provider="gmail"))
     assert r.status_code == 201, r.text
-    assert (r.json()["provider"], r.json()["daily_send_limit"]) == ("gmail", 50)
+    assert (r.json()["provider"], r.json()["daily_send_limit"]) == ("gmail", 20)
     # an explicit limit wins over the preset
-    r = await tenant.client.post("/v1/email-accounts", json=account_payload(provider="gmail", daily_send_limit=20))
+    r = await tenant.client.post("/v1/email-accounts", json=account_payload(provider="gmail", daily_send_limit=35))
     assert r.status_code == 201, r.text
-    assert r.json()["daily_send_limit"] == 20
+    assert r.json()["daily_send_limit"] == 35
 
 
 async def test_accounts_on_one_domain_share_the_domain_record(tenant: Tenant) -> None:

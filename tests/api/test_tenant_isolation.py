@@ -170,6 +170,7 @@ def _campaign_body(name: str) -> dict[str, Any]:
 BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "email_accounts_create": _account_body,
     "email_accounts_update": _patch_body,
+    "email_accounts_update_warmup": lambda world: {"enabled": True, "stage_override": 3},
     "workspace_update": lambda world: {"monthly_send_quota": 1000},
     "campaigns_create": lambda world: _campaign_body("written by workspace A"),
     "campaigns_update": lambda world: {"name": "renamed by workspace A", "min_health_score": 60},

@@ -52,7 +52,8 @@ InboxFactory = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 def make_inbox(sessionmaker: async_sessionmaker[AsyncSession]) -> InboxFactory:
-    async def factory(tenant: Tenant, *, stage: int = 4, score: float = 90.0, **payload: Any) -> str:
+    # stage 5 by default: fully warmed, so no stage caps the configured daily limit (``stages.limits``)
+    async def factory(tenant: Tenant, *, stage: int = 5, score: float = 90.0, **payload: Any) -> str:
         r = await tenant.client.post("/v1/email-accounts", json=account_payload(**payload))
         assert r.status_code == 201, r.text
         account_id = r.json()["id"]

@@ -17,7 +17,7 @@ class Inbox:
     is_active: bool = True
     disabled_at: datetime | None = None
     overall_score: float = 80.0
-    current_stage: int = 3
+    current_stage: int = 5  # fully warmed: the stage does not cap daily_send_limit
     cooldown_until: datetime | None = None
     campaign_types: list[str] = field(default_factory=lambda: ["cold", "nurture"])
     daily_send_limit: int = 100

@@ -242,7 +242,8 @@ async def make_loop(
         inbox_id = uuid.UUID(r.json()["id"])
         async with sessionmaker() as session, session.begin():
             account = await session.get_one(EmailAccount, inbox_id)
-            account.current_stage, account.overall_score, account.daily_send_limit = 3, 80.0, 1000
+            # stage 5: fully warmed, so the stage does not cap daily_send_limit (``stages.limits``)
+            account.current_stage, account.overall_score, account.daily_send_limit = 5, 80.0, 1000
         await park_others(sessionmaker, tenant.workspace_id)
         addresses = [f"lead{i}-{secrets.token_hex(3)}@example.org" for i in range(contacts)]
         campaign_id = await campaigns.campaign([inbox_id], addresses)

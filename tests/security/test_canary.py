@@ -514,6 +514,7 @@ async def test_a_canary_password_leaks_nowhere(
             ("PATCH", "/v1/inbox/{message_id}"): {"json": {"read": True}},
             ("POST", "/v1/inbox/{message_id}/reply"): {"json": {"text": "thanks"}},
             ("POST", "/v1/campaigns/{campaign_id}/accounts/{account_id}/reenable"): {},
+            ("PATCH", "/v1/email-accounts/{account_id}/warmup"): {"json": {"enabled": True}},
         }
         if (method, template) in bodies:
             return bodies[(method, template)]

@@ -53,7 +53,8 @@ class Campaigns:
         account_id = uuid.UUID(r.json()["id"])
         async with self.sm() as session, session.begin():
             account = await session.get_one(EmailAccount, account_id)
-            account.current_stage, account.overall_score = 3, 80.0
+            # stage 5: fully warmed, so the stage does not cap daily_send_limit (``stages.limits``)
+            account.current_stage, account.overall_score = 5, 80.0
         return account_id
 
     async def campaign(self, inboxes: list[uuid.UUID], contacts: list[str]) -> uuid.UUID:

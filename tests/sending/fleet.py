@@ -149,6 +149,7 @@ async def sending_campaign(
                 smtp_host="127.0.0.1",
                 smtp_port=sink.port,
                 daily_send_limit=daily_send_limit,
+                current_stage=5,  # fully warmed: the stage does not cap daily_send_limit (stages.limits)
                 daily_new_contacts_limit=None,
                 min_send_interval_seconds=0,
                 max_connections=max_connections,

@@ -158,6 +158,6 @@ async def connect_inboxes(
         await session.execute(
             update(EmailAccount)
             .where(EmailAccount.id.in_(inboxes))
-            .values(current_stage=3, overall_score=80.0, sync_interval_seconds=30, daily_send_limit=daily_send_limit)
+            .values(current_stage=5, overall_score=80.0, sync_interval_seconds=30, daily_send_limit=daily_send_limit)
         )
     return emails, inboxes

@@ -128,10 +128,18 @@ async def email_accounts_update(
     session: Session,
     vault: VaultDep,
     verifier: VerifierDep,
+    settings: SettingsDep,
 ) -> EmailAccountRead:
     """Changes to hosts, modes, users, passwords, folder or DKIM selector are verified with the new
-    values before they replace the old ones; a failed check answers 422 and changes nothing."""
-    account = await service.update(session, vault, verifier, auth.workspace_id, account_id, payload, actor=auth.actor)
+    values before they replace the old ones; a failed check answers 422 and changes nothing.
+
+    `current_stage` pins the warmup stage (`stage_override`): the platform leaves it until
+    `stage_override: null` clears it, and the stage is then computed again from the stage table at once
+    (README: Warmup stages). `daily_send_limit` is the ceiling; `effective_daily_send_limit` is what the
+    stage allows under it."""
+    account = await service.update(
+        session, vault, verifier, auth.workspace_id, account_id, payload, actor=auth.actor, stage_rules=settings
+    )
     return (await service.to_read(session, vault, [account]))[0]
 
 
@@ -186,10 +194,13 @@ async def email_accounts_list_events(
     limit: Limit = DEFAULT_LIMIT,
 ) -> AccountEventPage:
     """What people and the platform did to the account, newest first: `stage_changed` when a PATCH sets
-    `current_stage` (with the API key that did it); `paused` when the sender paused the inbox (actor
-    `system:sender`; `detail` has `reason`, `stage`, `detail`, `server_reply` `{code, enhanced, text}`, the
-    `message_id` and `recipient` of the send that met the failure, `handed_back` (sends given to other
-    inboxes) and `failed` (sends that had already paused another inbox))."""
+    `current_stage` (with the API key that did it) or when the stage table moves the stage (actor
+    `platform`, `detail` with the values that decided it); `stage_override_cleared`; `cooldown` (actor
+    `platform`, `detail` has `reason` (`bounce_burst` or `complaint`), `from`, `until`); `paused` when
+    the sender paused the inbox (actor `system:sender`; `detail` has `reason`, `stage`, `detail`,
+    `server_reply` `{code, enhanced, text}`, the `message_id` and `recipient` of the send that met the
+    failure, `handed_back` (sends given to other inboxes) and `failed` (sends that had already paused
+    another inbox))."""
     data, next_cursor = await service.list_events(session, auth.workspace_id, account_id, cursor, limit)
     return AccountEventPage(data=data, next_cursor=next_cursor)
 

@@ -133,6 +133,7 @@ class _AccountFields(StrictModel):
     )
     max_connections: MaxConnections = Field(default=1, description="Concurrent SMTP connections to the server.")
     min_send_interval_seconds: SendInterval = Field(default=0, description="Least gap between two sends.")
+    warmup_enabled: bool = Field(default=False, description="Take part in the warmup exchange.")
 
     @field_validator("campaign_types")
     @classmethod
@@ -148,7 +149,10 @@ class EmailAccountCreate(_AccountFields):
     smtp: SmtpSettingsIn
     imap: ImapSettingsIn | None = Field(default=None, description="Without IMAP: no reply or bounce sync.")
     daily_send_limit: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
-        default=None, description="Sends per UTC day; defaults to the provider preset's, else 100."
+        default=None,
+        description="The ceiling of sends per UTC day; defaults to the provider preset's (Google Workspace 40, "
+        "Gmail 20, Microsoft 365 30), else 100. The limit in force ramps with the warmup stage up to it "
+        "(`effective_daily_send_limit`).",
     )
 
 
@@ -171,8 +175,15 @@ class EmailAccountUpdate(PatchModel):
     max_connections: MaxConnections | None = not_null()
     min_send_interval_seconds: SendInterval | None = not_null()
     current_stage: Stage | None = not_null(
-        description="Set the warm-up stage of an inbox warmed elsewhere; recorded as a `stage_changed` event.",
+        description="Set the warm-up stage of an inbox warmed elsewhere; recorded as a `stage_changed` event. "
+        "It holds (`stage_override`) until cleared with `stage_override: null`.",
     )
+    stage_override: Stage | None = Field(
+        default=None,
+        description="null: clear a person's stage, the platform computes it again at once from the stage "
+        "table; a number: the same as `current_stage`.",
+    )
+    warmup_enabled: bool | None = not_null(description="Take part in the warmup exchange.")
 
     @field_validator("campaign_types")
     @classmethod
@@ -251,6 +262,14 @@ class EmailAccountRead(BaseModel):
     reputation_score: float
     warmup_progress: float
     current_stage: int = Field(ge=0, le=5)
+    stage_override: int | None = Field(
+        description="Set when a person chose the stage: the platform does not change it until cleared."
+    )
+    effective_daily_send_limit: int = Field(
+        description="`daily_send_limit` (the configured ceiling) ramped by the stage: what sending uses today."
+    )
+    warmup_enabled: bool
+    warmup_sent_total: int
     bounce_rate_7d: float = Field(description="Percent: permanent bounces / sends over the last 7 days (UTC).")
     complaint_rate_7d: float = Field(description="Percent: complaints / sends over the last 7 days (UTC).")
     sync: SyncStatusOut | None = Field(description="The IMAP sync (null without IMAP).")
@@ -273,8 +292,8 @@ class EmailAccountPage(BaseModel):
 class AccountEventRead(BaseModel):
     id: uuid.UUID
     account_id: uuid.UUID
-    kind: str = Field(description="`stage_changed` or `paused`.")
-    actor: str = Field(description="`api_key:<id>` or `system:<task>`.")
+    kind: str = Field(description="`stage_changed`, `stage_override_cleared`, `cooldown` or `paused`.")
+    actor: str = Field(description="`api_key:<id>`, `system:<task>` or `platform` (stage table, cooldown).")
     detail: dict[str, Any] = Field(description='`stage_changed`: `{"from": 1, "to": 4}`.')
     created_at: datetime
 

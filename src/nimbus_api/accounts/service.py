@@ -45,6 +45,9 @@ from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount, MailboxSync
 from nimbus_api.sending.sweeper import hand_back_orphans
+from nimbus_api.stages import service as stages
+from nimbus_api.stages.limits import effective_limit
+from nimbus_api.stages.stages import RateThresholds
 from nimbus_api.sync import mailboxes
 from nimbus_api.validation.schemas import VerificationResult
 from nimbus_api.validation.service import VerificationFailed, VerificationLocked, Verifier
@@ -110,7 +113,10 @@ async def update(
     patch: EmailAccountUpdate,
     *,
     actor: Actor,
+    stage_rules: RateThresholds | None = None,
 ) -> EmailAccount:
+    """``stage_rules``: the thresholds to recompute the stage with when the patch clears a stage override
+    (None: the periodic stage run does it)."""
     account = await get(session, workspace_id, account_id)
     set_fields = patch.model_fields_set
     current = drafts.from_account(account, await _stored_kinds(session, vault, account.id))
@@ -128,6 +134,7 @@ async def update(
     for name in set_fields - {"smtp", "imap"}:
         if getattr(patch, name) is None and name in _NOT_NULLABLE:
             raise ValidationProblem([FieldError(field=name, message="may not be null", type="value_error")])
+    pinned = _pinned_stage(patch)
     draft = replace(
         current,
         smtp=smtp,
@@ -150,25 +157,39 @@ async def update(
         account.credentials_version += 1
         account.verification_locked_at = None
 
-    if "current_stage" in set_fields and patch.current_stage != account.current_stage:
-        session.add(
-            AccountEvent(
-                workspace_id=workspace_id,
-                account_id=account.id,
-                kind="stage_changed",
-                actor=actor.value,
-                detail={"from": account.current_stage, "to": patch.current_stage},
-            )
-        )
+    if pinned is not None:
+        stages.set_override(session, account, pinned, actor=actor.value)
+    elif "stage_override" in set_fields:
+        await stages.clear_override(session, account, actor=actor.value, settings=stage_rules)
     if "is_active" in set_fields and patch.is_active is not None and patch.is_active != account.is_active:
         _emit_switch(session, account, active=patch.is_active)
-    for name in set_fields - {"smtp", "imap"}:
+    for name in set_fields - {"smtp", "imap", "current_stage", "stage_override"}:
         setattr(account, name, getattr(patch, name))
     _apply_servers(account, draft)
     await _store_secrets(session, vault, account, draft)
     await session.flush()
     await mailboxes.register(session, account)
     return account
+
+
+def _pinned_stage(patch: EmailAccountUpdate) -> int | None:
+    """The stage a person pins (``current_stage``, or ``stage_override`` as a number); None when the patch
+    pins none. ``current_stage`` with ``stage_override: null`` (or another number) contradicts itself: 422."""
+    fields = patch.model_fields_set
+    stage = patch.current_stage if "current_stage" in fields else None
+    if "stage_override" in fields:
+        if stage is not None and patch.stage_override != stage:
+            raise ValidationProblem(
+                [
+                    FieldError(
+                        field="stage_override",
+                        message="contradicts current_stage: give one of them",
+                        type="value_error",
+                    )
+                ]
+            )
+        stage = patch.stage_override
+    return stage
 
 
 def _emit_switch(session: AsyncSession, account: EmailAccount, *, active: bool) -> None:
@@ -402,6 +423,10 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 reputation_score=a.reputation_score,
                 warmup_progress=a.warmup_progress,
                 current_stage=a.current_stage,
+                stage_override=a.stage_override,
+                effective_daily_send_limit=effective_limit(a),
+                warmup_enabled=a.warmup_enabled,
+                warmup_sent_total=a.warmup_sent_total,
                 bounce_rate_7d=a.bounce_rate_7d,
                 complaint_rate_7d=a.complaint_rate_7d,
                 sync=_sync_out(syncs[a.id]) if a.id in syncs else None,

@@ -40,6 +40,7 @@ from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import ProblemDetail
 from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
 from nimbus_api.providers.endpoints import router as providers_router
+from nimbus_api.stages.endpoints import router as stages_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
 from nimbus_api.webhooks.endpoints import router as webhooks_router
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         health_router,
         workspace_router,
         accounts_router,
+        stages_router,
         domains_router,
         providers_router,
         audit_router,

@@ -12,7 +12,7 @@ the pool list, stats) and the sending side can share it. It mirrors the rotation
 ``cooldown``           ``cooldown_until`` is in the future
 ``restricted``         the campaign's type is not among the inbox's ``campaign_types``
 ``domain_paused``      the inbox's sending domain is paused
-``budget_exhausted``   today's (UTC) sends reached ``daily_send_limit``
+``budget_exhausted``   today's (UTC) sends reached the effective daily limit (``stages.limits``)
 =====================  ==========================================================================
 
 Two rules of the pick are per send, not per inbox, and are left out: ``daily_new_contacts_limit``
@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, Protocol
+
+from nimbus_api.stages.limits import effective_limit
 
 IneligibleReason = Literal[
     "disabled",
@@ -109,7 +111,7 @@ def ineligibility_reason(
         return "restricted"
     if domain_paused:
         return "domain_paused"
-    if (usage.sends if usage is not None else 0) >= account.daily_send_limit:
+    if (usage.sends if usage is not None else 0) >= effective_limit(account):
         return "budget_exhausted"
     return None
 

@@ -24,6 +24,7 @@ from nimbus_api.campaigns.schemas import BounceGuardState, PoolAccountRead, Thro
 from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.pagination import decode_cursor, encode_cursor
 from nimbus_api.models import AccountDailyUsage, Campaign, CampaignAccount, Domain, EmailAccount
+from nimbus_api.stages.limits import effective_limit
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class PoolInbox:
 
     @property
     def remaining_today(self) -> int:
-        return max(self.account.daily_send_limit - self.sends_today, 0)
+        return max(effective_limit(self.account) - self.sends_today, 0)
 
     def reason(self, campaign: Campaign, now: datetime) -> IneligibleReason | None:
         return ineligibility_reason(
@@ -101,6 +102,7 @@ def pool_read(campaign: Campaign, inbox: PoolInbox, now: datetime) -> PoolAccoun
         overall_score=account.overall_score,
         current_stage=account.current_stage,
         daily_send_limit=account.daily_send_limit,
+        effective_daily_send_limit=effective_limit(account),
         sends_today=inbox.sends_today,
         remaining_today=inbox.remaining_today,
         eligible=reason is None,

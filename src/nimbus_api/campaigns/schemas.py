@@ -278,7 +278,8 @@ class PoolAccountRead(BaseModel):
     is_active: bool
     overall_score: float
     current_stage: int
-    daily_send_limit: int
+    daily_send_limit: int = Field(description="The configured ceiling.")
+    effective_daily_send_limit: int = Field(description="The ceiling ramped by the warmup stage: what is used.")
     sends_today: int
     remaining_today: int
     eligible: bool
@@ -317,7 +318,8 @@ class EnrollmentCounts(BaseModel):
 class InboxBudget(BaseModel):
     account_id: uuid.UUID
     email: str
-    daily_send_limit: int
+    daily_send_limit: int = Field(description="The configured ceiling.")
+    effective_daily_send_limit: int = Field(description="The ceiling ramped by the warmup stage: what is used.")
     sends_today: int
     remaining_today: int
 

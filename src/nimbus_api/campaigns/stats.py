@@ -16,6 +16,7 @@ from nimbus_api.campaigns.schemas import (
     MessageCounts,
 )
 from nimbus_api.models import Campaign, Enrollment, Message
+from nimbus_api.stages.limits import effective_limit
 
 
 async def campaign_stats(session: AsyncSession, campaign: Campaign, now: datetime) -> CampaignStats:
@@ -54,6 +55,7 @@ async def campaign_stats(session: AsyncSession, campaign: Campaign, now: datetim
                 account_id=inbox.account.id,
                 email=inbox.account.email,
                 daily_send_limit=inbox.account.daily_send_limit,
+                effective_daily_send_limit=effective_limit(inbox.account),
                 sends_today=inbox.sends_today,
                 remaining_today=inbox.remaining_today,
             )

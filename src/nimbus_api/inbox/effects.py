@@ -15,6 +15,7 @@ of our sent messages (``matching``):
   (``hard_bounce``), its enrollment ``bounced`` and follow-ups cancelled. ``message.bounced``.
 * ``complaint``: the address is suppressed (``complaint``), the enrollment ``stopped``, follow-ups
   cancelled, the account's complaint rate counted. ``message.complained``.
+* a hard bounce or a complaint may also put the inbox in cooldown (``stages.cooldown``).
 * ``delivery_report`` (delayed, relayed, delivered) and ``other``: stored, nothing else.
 """
 
@@ -48,6 +49,7 @@ from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_id
 from nimbus_api.models import Campaign, Enrollment, Message, Suppression
 from nimbus_api.sending.rotation import release
+from nimbus_api.stages import cooldown
 
 if TYPE_CHECKING:
     from nimbus_api.inbox.ingest import Target
@@ -84,7 +86,7 @@ async def apply(
     if kind == "bounce":
         return await _on_bounce(session, target, row, verdict, found, now)
     if kind == "complaint":
-        return await _on_complaint(session, row, verdict, found, now)
+        return await _on_complaint(session, target, row, verdict, found, now)
     return Effect("none")
 
 
@@ -274,11 +276,18 @@ async def _on_bounce(
         ),
     )
     await bounce_guard.check(session, found.campaign_id, found.account_id, min_sample=target.min_sample, now=now)
+    if recipient.hard:
+        await cooldown.after_hard_bounce(session, found.account_id, now, target.cooldown)
     return Effect("bounced", counted=True)
 
 
 async def _on_complaint(
-    session: AsyncSession, row: dict[str, Any], verdict: Classification, found: Match, now: datetime
+    session: AsyncSession,
+    target: Target,
+    row: dict[str, Any],
+    verdict: Classification,
+    found: Match,
+    now: datetime,
 ) -> Effect:
     assert found.account_id is not None
     message = await session.get(Message, found.message_id)
@@ -296,6 +305,7 @@ async def _on_complaint(
         await cancel_pending(session, enrollment.id, now)
     await rates.count(session, found.account_id, "complaints", now)
     await health.request(session, [found.account_id])
+    await cooldown.after_complaint(session, found.account_id, now, target.cooldown)
     events.emit(
         session,
         workspace_id,

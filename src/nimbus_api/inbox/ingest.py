@@ -19,7 +19,7 @@ import email.utils
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from nimbus_api.inbox.matching import Match
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_ids
 from nimbus_api.models import InboundMessage
+from nimbus_api.stages.cooldown import CooldownRules
 
 VERIFICATION_HEADER = "X-Nimbus-Verification"
 _INSERT = insert(InboundMessage).on_conflict_do_nothing().returning(InboundMessage.id)
@@ -56,6 +57,7 @@ class Target:
     workspace_id: uuid.UUID
     email: str
     min_sample: int = 20
+    cooldown: CooldownRules = field(default_factory=CooldownRules)
 
 
 @dataclass

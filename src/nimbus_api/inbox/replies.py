@@ -35,6 +35,7 @@ from nimbus_api.kit.net import NetContext
 from nimbus_api.models import AccountDailyUsage, EmailAccount, InboundMessage, OutboundReply, Suppression
 from nimbus_api.sending.mime import HeaderInjection, new_message_id
 from nimbus_api.smtp import SmtpError, SmtpServer, send_test_message
+from nimbus_api.stages.limits import effective_limit
 
 NOT_REPLYABLE = frozenset({"bounce", "complaint", "delivery_report"})
 _COUNT = text(
@@ -127,8 +128,9 @@ async def send_reply(
             AccountDailyUsage.account_id == account.id, AccountDailyUsage.day == utc_day(now)
         )
     )
-    if (used or 0) >= account.daily_send_limit:
-        raise BudgetExhausted(f"{account.email} sent {used} of its {account.daily_send_limit} today (UTC)")
+    limit = effective_limit(account)
+    if (used or 0) >= limit:
+        raise BudgetExhausted(f"{account.email} sent {used} of its {limit} today (UTC)")
     password = await vault.reveal_for_account(session, account.id, "smtp_password", actor=actor, purpose="send")
     domain = account.email.rpartition("@")[2]
     message_id = new_message_id(domain)

@@ -82,6 +82,9 @@ class EmailAccount(Base):
     reputation_score: Mapped[float] = mapped_column(default=50.0)
     warmup_progress: Mapped[float] = mapped_column(default=0.0)
     current_stage: Mapped[int] = mapped_column(Integer, default=0)
+    #: a person's stage (an inbox warmed elsewhere): while set, the platform never changes the stage
+    #: (``stages.service``); NULL: the stage follows the stage table
+    stage_override: Mapped[int | None] = mapped_column(Integer, default=None)
     bounce_rate_7d: Mapped[float] = mapped_column(default=0.0)
     complaint_rate_7d: Mapped[float] = mapped_column(default=0.0)
     cooldown_until: Mapped[datetime | None] = mapped_column(default=None)

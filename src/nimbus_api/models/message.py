@@ -51,6 +51,8 @@ class Message(Base):
         # An inbox's sends of the last 7 days, for its health (``health.recompute``): counted from the index
         # alone. Partial, like the one above: no entry before the message is sent.
         Index("ix_messages_account_sent_at", "account_id", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        # An inbox's bounced messages by time: the bounce-burst count of the cooldown (``stages.cooldown``).
+        Index("ix_messages_account_bounced", "account_id", "bounced_at", postgresql_where=text("state = 'bounced'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -2,7 +2,9 @@
 
 ``daily_send_limit`` is the starting limit we suggest for a cold-outreach inbox on that service, well
 under the provider's own hard cap (given in the notes): a new inbox that sends at the cap is how
-reputations are burned.
+reputations are burned. It becomes the account's configured limit (the ceiling) when an account is
+connected without one: Google Workspace 40 a day, consumer Gmail 20, Microsoft 365 30. What the inbox
+may send on a day is that ceiling ramped by its warmup stage (``stages.limits``).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ PRESETS: list[ProviderPreset] = [
         imap=ServerPreset(host="outlook.office365.com", port=993, mode="ssl"),
         username_hint="the full mailbox address",
         password_hint="the mailbox password, or an app password when MFA is on",
-        daily_send_limit=100,
+        daily_send_limit=30,
         notes="SMTP AUTH must be enabled for the mailbox in the admin centre (it is off by default). "
         "Hard cap 10,000 recipients a day. German tenants name the inbox folder `Posteingang`.",
     ),
@@ -117,7 +119,7 @@ PRESETS: list[ProviderPreset] = [
         imap=ServerPreset(host="imap.gmail.com", port=993, mode="ssl"),
         username_hint="the full Gmail address",
         password_hint="a 16-character app password (needs 2-Step Verification), not the account password",
-        daily_send_limit=50,
+        daily_send_limit=20,
         notes="Hard cap about 500 recipients a day. Enable IMAP in Gmail settings.",
     ),
     ProviderPreset(
@@ -127,7 +129,7 @@ PRESETS: list[ProviderPreset] = [
         imap=ServerPreset(host="imap.gmail.com", port=993, mode="ssl"),
         username_hint="the full mailbox address",
         password_hint="an app password (needs 2-Step Verification)",
-        daily_send_limit=100,
+        daily_send_limit=40,
         notes="Hard cap 2,000 messages a day per user; new accounts have lower limits for their first weeks.",
     ),
 ]

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api.kit.db import utc_day
 from nimbus_api.models import AccountDailyUsage, EmailAccount, Message
 from nimbus_api.sending.dispatcher import utc_midnight_after
+from nimbus_api.stages.limits import effective_limit
 
 LEASE_SQL = text(
     """
@@ -145,8 +146,8 @@ async def lease(
     """Lease up to ``limit`` due messages of the inbox, oldest first: their attempt begins (counted).
 
     A message holding no budget (a retry moved to a later day) first reserves a send of today's budget,
-    within ``daily_send_limit`` (and ``daily_new_contacts_limit`` for step 1); what does not fit waits
-    for the next UTC day."""
+    within the effective daily limit (``stages.limits``; and ``daily_new_contacts_limit`` for step 1);
+    what does not fit waits for the next UTC day."""
     values = {
         "account_id": account.id,
         "now": now,
@@ -195,7 +196,7 @@ async def _reserve_today(
     granted: list[bool] = []
     for step in steps:
         new_limit = account.daily_new_contacts_limit if step == 0 else None
-        ok = usage.sends < account.daily_send_limit and (new_limit is None or usage.new_contacts < new_limit)
+        ok = usage.sends < effective_limit(account) and (new_limit is None or usage.new_contacts < new_limit)
         if ok:
             usage.sends += 1
             usage.new_contacts += 1 if step == 0 else 0

@@ -3,8 +3,9 @@
 Eligible means: in the pool and not disabled there by the bounce guard; active and not disabled;
 ``overall_score >= min_health_score``; ``current_stage`` at least 3 for cold campaigns, 2 for nurture;
 not in cooldown; the campaign's type allowed on the inbox; its domain not paused; under
-``daily_send_limit`` today (UTC) and, for step 1, under ``daily_new_contacts_limit``; past
-``min_send_interval_seconds`` since its last pick. Among eligible
+its effective daily limit today (UTC; ``daily_send_limit`` ramped by the stage, ``stages.limits``)
+and, for step 1, under ``daily_new_contacts_limit``; past ``min_send_interval_seconds`` since its last
+pick. Among eligible
 inboxes the least recently used goes first.
 
 The candidates are read in rotation order from ``ix_email_accounts_rotation`` (workspace, ``last_sent_at``
@@ -39,11 +40,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns.eligibility import MIN_STAGE
 from nimbus_api.kit.db import utc_day
+from nimbus_api.stages.limits import effective_limit_sql
 
-_CANDIDATES = """
+# The daily limit in force: the configured ceiling ramped by the stage (``stages.limits``, one definition).
+_LIMIT = effective_limit_sql("a")
+
+_CANDIDATES = (
+    """
 WITH candidate AS (
-    SELECT a.id, a.last_sent_at, a.daily_send_limit, a.daily_new_contacts_limit,
-           LEAST(a.daily_send_limit - COALESCE(u.sends, 0),
+    SELECT a.id, a.last_sent_at, """  # noqa: S608 - constant SQL (the limit expression comes from the stage table)
+    + _LIMIT
+    + """ AS daily_send_limit, a.daily_new_contacts_limit,
+           LEAST("""
+    + _LIMIT
+    + """ - COALESCE(u.sends, 0),
                  CASE WHEN :first_step AND a.daily_new_contacts_limit IS NOT NULL
                       THEN a.daily_new_contacts_limit - COALESCE(u.new_contacts, 0) END,
                  -- an inbox with a minimum interval between sends takes one per pick
@@ -65,7 +75,9 @@ WITH candidate AS (
       AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)
       AND CAST(:campaign_type AS varchar) = ANY(a.campaign_types)
       AND NOT d.is_paused
-      AND COALESCE(u.sends, 0) < a.daily_send_limit
+      AND COALESCE(u.sends, 0) < """
+    + _LIMIT
+    + """
       AND (NOT :first_step OR a.daily_new_contacts_limit IS NULL
            OR COALESCE(u.new_contacts, 0) < a.daily_new_contacts_limit)
       AND (a.min_send_interval_seconds = 0 OR a.last_sent_at IS NULL
@@ -76,6 +88,7 @@ WITH candidate AS (
     -- take on the inbox row (a sender recording attempts) do not make it look busy.
     FOR NO KEY UPDATE OF a SKIP LOCKED
 )"""
+)
 """The eligible inboxes of the pool, least recently used first, ``:n`` of them locked (``SKIP LOCKED``),
 each with its room today."""
 

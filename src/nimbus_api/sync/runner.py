@@ -36,6 +36,7 @@ from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.kit.outage import Outages, backoff, outage_of
+from nimbus_api.stages.cooldown import CooldownRules
 from nimbus_api.sync import leases, mailboxes, status
 from nimbus_api.sync.connections import ConnectionBook
 from nimbus_api.sync.mailboxes import Mailbox
@@ -56,6 +57,7 @@ class SyncConfig:
     idle_close_seconds: float
     backoff_max_seconds: float
     bounce_min_sample: int = 20
+    cooldown: CooldownRules = field(default_factory=CooldownRules)
 
 
 def sync_config(settings: Settings) -> SyncConfig:
@@ -68,6 +70,7 @@ def sync_config(settings: Settings) -> SyncConfig:
         idle_close_seconds=settings.sync_idle_close_seconds,
         backoff_max_seconds=settings.sync_backoff_max_seconds,
         bounce_min_sample=settings.bounce_min_sample,
+        cooldown=CooldownRules.from_settings(settings),
     )
 
 
@@ -115,7 +118,9 @@ class SyncRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._successes: dict[uuid.UUID, tuple[uuid.UUID, datetime, datetime]] = {}
-        self.storer = Storer(sessionmaker, owner, min_sample=config.bounce_min_sample, clock=clock)
+        self.storer = Storer(
+            sessionmaker, owner, min_sample=config.bounce_min_sample, clock=clock, cooldown=config.cooldown
+        )
         self.limits = Limits(max_message_bytes=config.max_message_bytes, window_days=config.window_days)
 
     # --- lifecycle --------------------------------------------------------------------------

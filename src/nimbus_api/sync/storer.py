@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.inbox import ingest
+from nimbus_api.stages.cooldown import CooldownRules
 from nimbus_api.sync.cursor import Cursor
 from nimbus_api.sync.mailboxes import Mailbox
 
@@ -79,10 +80,12 @@ class Storer:
         *,
         min_sample: int,
         clock: Callable[[], datetime],
+        cooldown: CooldownRules | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.owner = owner
         self.min_sample = min_sample
+        self.cooldown = cooldown or CooldownRules()
         self.clock = clock
         self._queue: list[_Request] = []
         self._wake = asyncio.Event()
@@ -160,6 +163,7 @@ class Storer:
                             workspace_id=r.mailbox.workspace_id,
                             email=r.mailbox.email,
                             min_sample=self.min_sample,
+                            cooldown=self.cooldown,
                         ),
                         folder=r.folder,
                         uidvalidity=r.uidvalidity,

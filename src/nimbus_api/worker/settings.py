@@ -26,6 +26,7 @@ from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.stages.tasks import apply_stages_tick
 from nimbus_api.sync.runner import SyncRunner, sync_config
 from nimbus_api.webhooks.runtime import build_dispatcher, build_kit
 from nimbus_api.worker.context import WorkerResources
@@ -42,6 +43,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(recompute_all), keep_result=0),
     func(rides_out(recompute_requested), keep_result=0),
     func(rides_out(recompute_account), keep_result=0),
+    func(rides_out(apply_stages_tick), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -139,6 +141,8 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
             *health_crons,
+            # warmup stages from the stage table (``stages.tasks``), every 5 minutes
+            cron(rides_out(apply_stages_tick), minute=set(range(2, 60, 5)), unique=True, keep_result=0),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
