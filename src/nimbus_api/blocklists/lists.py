@@ -41,6 +41,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nimbus_api.config import DEFAULT_BLOCKLISTS
+
 ListKind = Literal["ip", "domain"]
 Verdict = Literal["clean", "listed", "unknown"]
 
@@ -204,14 +206,8 @@ URIBL_MULTI = Blocklist(
 KNOWN: dict[str, Blocklist] = {
     b.zone: b for b in (SPAMHAUS_ZEN, SPAMHAUS_DBL, BARRACUDA, SPAMCOP, SURBL_MULTI, URIBL_MULTI)
 }
-DEFAULT_ENTRIES: tuple[str, ...] = (
-    "zen.spamhaus.org:ip:blocking",
-    "b.barracudacentral.org:ip:blocking",
-    "bl.spamcop.net:ip:info",
-    "dbl.spamhaus.org:domain:blocking",
-    "multi.surbl.org:domain:blocking",
-    "multi.uribl.com:domain:blocking",
-)
+# The defaults of ``NIMBUS_BLOCKLISTS``: the major public lists, kept in config with the setting.
+DEFAULT_ENTRIES: tuple[str, ...] = DEFAULT_BLOCKLISTS
 
 
 def parse_entries(entries: Sequence[str]) -> list[Blocklist]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from nimbus_api.imap.errors import FOLDER_NOT_FOUND, ImapError
 from nimbus_api.imap.names import special_use
@@ -92,18 +93,26 @@ async def find_message(
     folders: Sequence[str] | None = None,
     timeout: float,
     delete: bool = False,
+    capture: int = 0,
 ) -> FoundMessage | None:
     """Wait up to ``timeout`` s (counted from this call) for the message with ``header: token``.
 
     One session; ``folders`` default to the configured folder plus the junk folder. Returns where it
     landed and after how long, or None on timeout (the caller decides what that means). With
-    ``delete`` the found copies are removed in the same session.
+    ``capture`` > 0 the message is read whole (up to that many bytes, else not at all) before anything
+    is deleted: what the receiving side added (Received, Authentication-Results) and the signatures
+    are only in that copy. With ``delete`` the found copies are removed in the same session.
     """
     started = time.monotonic()
     async with imap_session(server, net) as session:
         found = await wait_for_message(
             session, header=header, token=token, folders=folders, timeout=timeout, started=started
         )
+        if found is not None and capture > 0:
+            size = (await session.sizes_of([found.uid])).get(found.uid, 0)
+            if 0 < size <= capture:
+                raw = (await session.fetch_raw([found.uid])).get(found.uid)
+                found = replace(found, raw=raw or None)
         if found is not None and delete:
             await session.delete(list(found.uids), folder=found.folder)
         return found

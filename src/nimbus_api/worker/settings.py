@@ -16,6 +16,7 @@ from arq.connections import RedisSettings
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.domains.tasks import CHECK_JOB_TIMEOUT, check_domains
 from nimbus_api.events.tasks import purge_events
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
@@ -38,6 +39,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(send_inbox), keep_result=0, timeout=SEND_JOB_TIMEOUT),
     func(rides_out(dispatch_tick), keep_result=0),
     func(rides_out(sweep_tick), keep_result=0),
+    func(rides_out(check_domains), keep_result=0, timeout=CHECK_JOB_TIMEOUT),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -111,6 +113,14 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            cron(
+                rides_out(check_domains),
+                hour={settings.domain_check_hour},
+                minute={11},
+                unique=True,
+                keep_result=0,
+                timeout=CHECK_JOB_TIMEOUT,
+            ),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
