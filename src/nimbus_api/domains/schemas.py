@@ -7,10 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from typing_extensions import TypeAliasType
 
-DnsStatus = TypeAliasType("DnsStatus", Literal["unknown", "pass", "warn", "fail"])
-BlocklistStatus = TypeAliasType("BlocklistStatus", Literal["unknown", "clean", "listed"])
-CheckStatus = TypeAliasType("CheckStatus", Literal["pass", "warn", "fail", "unknown"])
-CheckRecord = TypeAliasType("CheckRecord", Literal["mx", "spf", "dkim", "dmarc", "alignment", "blocklists"])
+DnsStatus = TypeAliasType("DomainDnsStatus", Literal["unknown", "pass", "warn", "fail"])
+BlocklistStatus = TypeAliasType("DomainBlocklistStatus", Literal["unknown", "clean", "listed"])
+CheckStatus = TypeAliasType("DomainCheckStatus", Literal["pass", "warn", "fail", "unknown"])
+SampleSource = TypeAliasType("DomainSampleSource", Literal["roundtrip", "sent"])
+CheckRecord = TypeAliasType("DomainCheckRecord", Literal["mx", "spf", "dkim", "dmarc", "alignment", "blocklists"])
 
 
 class DomainRead(BaseModel):
@@ -41,7 +42,7 @@ class DomainCheckRead(BaseModel):
 class DomainSampleRead(BaseModel):
     """The message alignment was judged on: where it came from and the header fields read (no body)."""
 
-    source: Literal["roundtrip", "sent"]
+    source: SampleSource
     account_id: uuid.UUID | None
     captured_at: datetime
     headers: dict[str, list[str]] = Field(
