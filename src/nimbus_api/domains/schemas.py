@@ -7,11 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from typing_extensions import TypeAliasType
 
-DnsStatus = TypeAliasType("DomainDnsStatus", Literal["unknown", "pass", "warn", "fail"])
-BlocklistStatus = TypeAliasType("DomainBlocklistStatus", Literal["unknown", "clean", "listed"])
-CheckStatus = TypeAliasType("DomainCheckStatus", Literal["pass", "warn", "fail", "unknown"])
-SampleSource = TypeAliasType("DomainSampleSource", Literal["roundtrip", "sent"])
-CheckRecord = TypeAliasType("DomainCheckRecord", Literal["mx", "spf", "dkim", "dmarc", "alignment", "blocklists"])
+DomainDnsStatus = TypeAliasType("DomainDnsStatus", Literal["unknown", "pass", "warn", "fail"])
+DomainBlocklistStatus = TypeAliasType("DomainBlocklistStatus", Literal["unknown", "clean", "listed"])
+DomainCheckStatus = TypeAliasType("DomainCheckStatus", Literal["pass", "warn", "fail", "unknown"])
+DomainSampleSource = TypeAliasType("DomainSampleSource", Literal["roundtrip", "sent"])
+DomainCheckRecord = TypeAliasType("DomainCheckRecord", Literal["mx", "spf", "dkim", "dmarc", "alignment", "blocklists"])
 
 
 class DomainRead(BaseModel):
@@ -21,8 +21,10 @@ class DomainRead(BaseModel):
     paused_reason: str | None = Field(
         default=None, description="The first domain-wide problem that paused it (`dns.dmarc_invalid`, ...)."
     )
-    dns_status: DnsStatus = Field(default="unknown", description="The latest verdict over MX, SPF, DKIM and DMARC.")
-    blocklist_status: BlocklistStatus = Field(default="unknown", description="The latest blocklist verdict.")
+    dns_status: DomainDnsStatus = Field(
+        default="unknown", description="The latest verdict over MX, SPF, DKIM and DMARC."
+    )
+    blocklist_status: DomainBlocklistStatus = Field(default="unknown", description="The latest blocklist verdict.")
     health_checked_at: datetime | None = Field(default=None, description="When the domain was last checked.")
     account_count: int = Field(description="Email accounts of this workspace on the domain.")
     created_at: datetime
@@ -30,19 +32,19 @@ class DomainRead(BaseModel):
 
 
 class DomainCheckRead(BaseModel):
-    record: CheckRecord
-    status: CheckStatus
+    record: DomainCheckRecord
+    status: DomainCheckStatus
     code: str | None = Field(description="Stable code of the failure (`dns.spf_missing`, `dmarc.misaligned`...).")
     detail: dict[str, Any] = Field(description="What the check found (records, signatures, lists and answers).")
     checked_at: datetime
     changed_at: datetime = Field(description="When the status last changed.")
-    previous_status: CheckStatus | None = Field(description="The status before that change.")
+    previous_status: DomainCheckStatus | None = Field(description="The status before that change.")
 
 
 class DomainSampleRead(BaseModel):
     """The message alignment was judged on: where it came from and the header fields read (no body)."""
 
-    source: SampleSource
+    source: DomainSampleSource
     account_id: uuid.UUID | None
     captured_at: datetime
     headers: dict[str, list[str]] = Field(
