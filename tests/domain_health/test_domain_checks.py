@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.api.state import AppState
 from nimbus_api.domains import rechecks
 from nimbus_api.domains.samples import store_sample
-from nimbus_api.models import DomainCheck, EmailAccount, Event
+from nimbus_api.models import CredentialAccess, DomainCheck, EmailAccount, Event
 from tests.conftest import Tenant, TenantFactory, account_payload
 from tests.domain_health.signing import TestKey, message, sign
 from tests.servers.dns_server import make_zone, txt
@@ -260,6 +260,40 @@ async def test_misaligned_dkim_pauses_and_an_aligned_message_resumes(
     body = r.json()
     assert body["is_paused"] is False and checks_by_record(body)["alignment"]["status"] == "pass"
     assert body["sample"]["source"] == "sent"
+
+
+async def test_a_signed_message_in_sent_replaces_the_sample_at_the_next_check(
+    tenant: Tenant, domain: str, mail_world: MailWorld, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    email = f"ada@{domain}"
+    account = await connect(tenant, email, aligned=False)
+    domain_id = account["domain_id"]
+    r = await tenant.client.get(f"/v1/domains/{domain_id}")
+    assert r.json()["sample"]["source"] == "roundtrip"
+    # The client's own unsigned copy is not taken (it would read misaligned although receivers see it
+    # signed); the signed one, as the provider stores it after signing, is.
+    signed = sign(message(email, received=[RELAY_HOP], body="Sent today.\r\n"), KEY, domain=domain, selector="s1")
+    mail_world.dovecot.deliver_maildir(email, signed, folder="Sent")
+    await asyncio.sleep(0.01)
+    mail_world.dovecot.deliver_maildir(email, message(email, received=[RELAY_HOP]), folder="Sent")  # newest
+    r = await tenant.client.post(f"/v1/domains/{domain_id}/check")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sample"]["source"] == "sent" and body["sample"]["account_id"] == account["id"]
+    alignment = checks_by_record(body)["alignment"]
+    assert alignment["status"] == "pass"
+    (signature,) = alignment["detail"]["signatures"]
+    assert signature["domain"] == domain and signature["verified"] and signature["aligned"]
+    async with sessionmaker() as session:
+        reveals = (
+            await session.scalars(
+                select(CredentialAccess).where(
+                    CredentialAccess.account_id == uuid.UUID(account["id"]),
+                    CredentialAccess.actor == "system:domain_check",
+                )
+            )
+        ).all()
+    assert [(a.credential_kind, a.purpose) for a in reveals] == [("imap_password", "sync")]
 
 
 async def test_a_listing_on_a_blocking_list_pauses_and_informational_does_not(

@@ -23,10 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
 from nimbus_api.domains import service
 from nimbus_api.domains.errors import DomainCheckRateLimited, DomainNotFound
 from nimbus_api.domains.health import DomainInboxes, HealthChecker, run_health_check
 from nimbus_api.domains.pause import Transition, apply_findings
+from nimbus_api.domains.samples import refresh_from_sent
 from nimbus_api.domains.schemas import DomainHealthRead
 from nimbus_api.kit import ratelimit
 from nimbus_api.kit.db import utcnow
@@ -69,8 +71,15 @@ async def _inboxes(session: AsyncSession, domain_id: uuid.UUID) -> DomainInboxes
     )
 
 
-async def run_check(session: AsyncSession, checker: HealthChecker, domain: Domain) -> Transition:
-    """Check ``domain`` and apply the findings in the session's transaction (flushes, never commits)."""
+async def run_check(
+    session: AsyncSession, checker: HealthChecker, domain: Domain, *, vault: Vault | None = None
+) -> Transition:
+    """Check ``domain`` and apply the findings in the session's transaction (flushes, never commits).
+
+    With ``vault`` the newest signed message of an inbox's Sent folder first replaces the sample
+    (``domains.samples.refresh_from_sent``)."""
+    if vault is not None:
+        await refresh_from_sent(session, vault, checker.net, domain.id)
     inboxes = await _inboxes(session, domain.id)
     sample = await session.scalar(select(DomainSample.raw).where(DomainSample.domain_id == domain.id))
     findings = await run_health_check(checker, domain.name, inboxes, sample)
@@ -83,12 +92,17 @@ async def run_check(session: AsyncSession, checker: HealthChecker, domain: Domai
 
 
 async def check_domain(
-    session: AsyncSession, checker: HealthChecker, workspace_id: uuid.UUID, domain_id: uuid.UUID
+    session: AsyncSession,
+    checker: HealthChecker,
+    workspace_id: uuid.UUID,
+    domain_id: uuid.UUID,
+    *,
+    vault: Vault | None = None,
 ) -> DomainHealthRead:
     domain = await session.scalar(select(Domain).where(Domain.id == domain_id, Domain.workspace_id == workspace_id))
     if domain is None:
         raise DomainNotFound()
-    await run_check(session, checker, domain)
+    await run_check(session, checker, domain, vault=vault)
     return await service.get_health(session, workspace_id, domain_id)
 
 
@@ -101,7 +115,11 @@ class NightlyRun:
 
 
 async def check_all(
-    sessionmaker: async_sessionmaker[AsyncSession], checker: HealthChecker, *, concurrency: int = 4
+    sessionmaker: async_sessionmaker[AsyncSession],
+    checker: HealthChecker,
+    *,
+    vault: Vault | None = None,
+    concurrency: int = 4,
 ) -> NightlyRun:
     """Every domain that has an inbox, each in its own transaction, ``concurrency`` at a time."""
     async with sessionmaker() as session:
@@ -121,7 +139,7 @@ async def check_all(
                 domain = await session.get(Domain, domain_id)
                 if domain is None:
                     return
-                transition = await run_check(session, checker, domain)
+                transition = await run_check(session, checker, domain, vault=vault)
                 await session.commit()
                 outcomes.append(transition.became)
             except Exception:  # one domain's failure must not end the run; it is logged and retried tomorrow

@@ -30,7 +30,8 @@ def _checker(ctx: dict[str, Any]) -> HealthChecker:
 
 async def check_domains(ctx: dict[str, Any]) -> int:
     """Re-check every domain that has an inbox; returns how many were checked."""
-    run = await check_all(resources(ctx).sessionmaker, _checker(ctx))
+    res = resources(ctx)
+    run = await check_all(res.sessionmaker, _checker(ctx), vault=res.vault)
     log.info("domain_checks_run", checked=run.checked, unhealthy=run.unhealthy, healthy=run.healthy, failed=run.failed)
     return run.checked
 

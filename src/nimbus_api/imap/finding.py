@@ -116,3 +116,40 @@ async def find_message(
         if found is not None and delete:
             await session.delete(list(found.uids), folder=found.folder)
         return found
+
+
+async def latest_sent(
+    server: ImapServer, net: NetContext, *, count: int = 5, max_bytes: int, want_header: str | None = None
+) -> bytes | None:
+    """The newest message of the account's Sent folder (``\\Sent`` special use), read whole without
+    setting ``\\Seen``; None when there is no Sent folder or nothing small enough in it.
+
+    With ``want_header`` the newest of the last ``count`` messages that carries that header is returned
+    (domain health wants one with a DKIM-Signature: clients that save their own copy before the server
+    signs leave it unsigned). Messages larger than ``max_bytes`` are skipped, never read."""
+    async with imap_session(server, net) as session:
+        sent = special_use(await session.list_folders(), "\\Sent")
+        if sent is None:
+            return None
+        status = await session.select(sent.name, readonly=True)
+        if status.exists == 0:
+            return None
+        uids = sorted(await session.uids_from(max(1, status.uidnext - 50)), reverse=True)[:count]
+        sizes = await session.sizes_of(uids)
+        small = [uid for uid in uids if 0 < sizes.get(uid, 0) <= max_bytes]
+        if not small:
+            return None
+        raws = await session.fetch_raw(small)
+        for uid in small:
+            raw = raws.get(uid)
+            if not raw:
+                continue
+            if want_header is None or _has_header(raw, want_header):
+                return raw
+        return None
+
+
+def _has_header(raw: bytes, name: str) -> bool:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    prefix = name.lower().encode() + b":"
+    return any(line.lower().startswith(prefix) for line in head.splitlines())
