@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.api.state import AppState
 from nimbus_api.domains import rechecks
+from nimbus_api.domains.health import DomainInboxes, HealthChecker, run_health_check
 from nimbus_api.domains.samples import store_sample
 from nimbus_api.models import CredentialAccess, DomainCheck, EmailAccount, Event
 from tests.conftest import Tenant, TenantFactory, account_payload
@@ -383,3 +384,17 @@ async def test_the_nightly_run_checks_every_domain_with_an_inbox(
         ).all()
     assert {r.record: r.status for r in rows}["dmarc"] == "fail"
     assert [t for t, _ in await domain_events(sessionmaker, account["domain_id"])] == ["domain.unhealthy"]
+
+
+async def test_no_configured_blocklists_pass_and_ask_nothing(
+    domain: str, app_state: AppState, mail_world: MailWorld
+) -> None:
+    settings = app_state.settings.model_copy(update={"blocklists": []})
+    checker = HealthChecker.from_settings(settings, app_state.verifier.net)
+    before = len(mail_world.dns.queries)
+    findings = await run_health_check(checker, domain, DomainInboxes(("s1",), ("smtp.example.test",)), None)
+    assert findings.records["blocklists"].status == "pass"
+    assert findings.records["alignment"].status == "unknown"  # no message captured yet: nothing to judge
+    assert findings.problems == [] and findings.dns_status == "pass"
+    asked = {q.name for q in mail_world.dns.queries[before:]}
+    assert not any(name.endswith(("spamhaus.org", "surbl.org", "uribl.com")) for name in asked)

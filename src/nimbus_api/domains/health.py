@@ -187,7 +187,9 @@ async def run_health_check(
     ips = list(dict.fromkeys([*([alignment.spf.ip] if alignment.spf and alignment.spf.ip else []), *smtp_ips]))
     blocklists = await checker.blocklists.check(ips, [domain])
     detail = blocklists.to_json() | {"ips": ips, "domains": [domain]}
-    if blocklists.blocking:
+    if not checker.blocklists.lists:  # the operator turned blocklists off (NIMBUS_BLOCKLISTS empty)
+        records["blocklists"] = RecordResult("pass", None, detail | {"detail": "no blocklists configured"})
+    elif blocklists.blocking:
         records["blocklists"] = RecordResult("fail", "blocklist.listed", detail)
     elif blocklists.listed:
         records["blocklists"] = RecordResult("warn", "blocklist.listed_informational", detail)
