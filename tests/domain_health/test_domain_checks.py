@@ -17,13 +17,21 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.api.state import AppState
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
 from nimbus_api.domains import rechecks
 from nimbus_api.domains.health import DomainInboxes, HealthChecker, run_health_check
 from nimbus_api.domains.samples import store_sample
+from nimbus_api.domains.tasks import check_domains
+from nimbus_api.kit.net import build_net_context
 from nimbus_api.models import CredentialAccess, DomainCheck, EmailAccount, Event
+from nimbus_api.sending.mx import MxChecker
+from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.worker.context import WorkerResources
+from nimbus_api.worker.settings import worker_kwargs
 from tests.conftest import Tenant, TenantFactory, account_payload
 from tests.domain_health.signing import TestKey, message, sign
 from tests.servers.dns_server import make_zone, txt
@@ -398,3 +406,41 @@ async def test_no_configured_blocklists_pass_and_ask_nothing(
     assert findings.problems == [] and findings.dns_status == "pass"
     asked = {q.name for q in mail_world.dns.queries[before:]}
     assert not any(name.endswith(("spamhaus.org", "surbl.org", "uribl.com")) for name in asked)
+
+
+async def test_the_worker_runs_the_check_nightly_from_its_settings(
+    tenant: Tenant,
+    domain: str,
+    mail_world: MailWorld,
+    settings: Settings,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    [job] = [c for c in worker_kwargs(settings)["cron_jobs"] if c.name == "cron:check_domains"]
+    assert (job.hour, job.minute, job.unique) == ({settings.domain_check_hour}, {11}, True)
+    account = await connect(tenant, f"ada@{domain}")
+    mail_world.dns.add_zone(zone(domain, spf="v=spf1 ip4:127.0.0.0/8 bogus:x -all"), domain)  # unknown term
+    net = build_net_context(settings)
+    async with SmtpPool(net) as pool:
+        ctx: dict[str, Any] = {
+            "nimbus": WorkerResources(
+                settings=settings,
+                engine=engine,
+                sessionmaker=sessionmaker,
+                vault=vault,
+                pool=pool,
+                pacer=None,
+                mx=MxChecker(net.resolver),
+                worker_id="test-worker",
+            )
+        }
+        assert await check_domains(ctx) >= 1
+        first_checker = ctx["domain_health_checker"]
+        await check_domains(ctx)  # idempotent: checked again, nothing new fires
+        assert ctx["domain_health_checker"] is first_checker  # one per process: its cache is kept
+    r = await tenant.client.get(f"/v1/domains/{account['domain_id']}")
+    body = r.json()
+    assert body["is_paused"] is True and body["paused_reason"] == "dns.spf_invalid"
+    events = await domain_events(sessionmaker, account["domain_id"])
+    assert [t for t, _ in events] == ["domain.unhealthy"]
