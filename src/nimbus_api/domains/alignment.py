@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,12 @@ from nimbus_api.dns_checks.spf import check_host
 AlignmentStatus = Literal["aligned", "misaligned", "unknown"]
 AUTHENTICATED_PROTOCOLS = frozenset({"esmtpa", "esmtpsa", "lmtpa", "lmtpsa", "utf8smtpa", "utf8smtpsa"})
 CAPTURED_HEADERS = ("received", "dkim-signature", "from", "authentication-results", "return-path")
+
+# dkimpy logs every failed verification at ERROR; here a failure is a finding reported to the user, not an
+# error of ours, so its log goes nowhere.
+_DKIM_LOG = logging.getLogger("nimbus_api.domains.alignment.dkimpy")
+_DKIM_LOG.addHandler(logging.NullHandler())
+_DKIM_LOG.propagate = False
 
 _FROM_CLAUSE_RE = re.compile(r"\bfrom\b(?P<from>.*?)(?=\bby\b|$)", re.IGNORECASE | re.DOTALL)
 _WITH_RE = re.compile(r"\bwith\s+([A-Za-z0-9]+)", re.IGNORECASE)
@@ -172,7 +179,7 @@ async def _verify_signatures(
         return answer.records[0].encode() if answer.records else None
 
     results: list[SignatureResult] = []
-    verifier = dkim.DKIM(raw, minkey=1024)
+    verifier = dkim.DKIM(raw, logger=_DKIM_LOG, minkey=1024)
     for index, t in enumerate(tags):
         domain, selector = t.get("d", "").lower(), t.get("s", "").lower()
         is_aligned = bool(domain) and aligned(domain, from_domain, adkim)
