@@ -4,6 +4,9 @@
 folder and running ``UID SEARCH HEADER``. IDLE is not used: it watches one mailbox per connection, and
 the test message may land in INBOX or in Junk; polling two folders over one connection is simpler than
 two IDLE connections and on time within the backoff cap.
+
+``latest_sent`` reads the newest messages of the Sent folder (domain health judges DMARC alignment on
+how the domain sends today).
 """
 
 from __future__ import annotations
@@ -134,7 +137,9 @@ async def latest_sent(
         status = await session.select(sent.name, readonly=True)
         if status.exists == 0:
             return None
-        uids = sorted(await session.uids_from(max(1, status.uidnext - 50)), reverse=True)[:count]
+        # The last UIDs are near UIDNEXT; when the newest were deleted, the whole folder is listed instead.
+        recent = await session.uids_from(max(1, status.uidnext - 50)) or await session.uids_from(1)
+        uids = sorted(recent, reverse=True)[:count]
         sizes = await session.sizes_of(uids)
         small = [uid for uid in uids if 0 < sizes.get(uid, 0) <= max_bytes]
         if not small:
