@@ -13,6 +13,16 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The default blocklists (read by ``blocklists.lists``, whose docstring says how each one's answers read).
+DEFAULT_BLOCKLISTS: tuple[str, ...] = (
+    "zen.spamhaus.org:ip:blocking",
+    "b.barracudacentral.org:ip:blocking",
+    "bl.spamcop.net:ip:info",
+    "dbl.spamhaus.org:domain:blocking",
+    "multi.surbl.org:domain:blocking",
+    "multi.uribl.com:domain:blocking",
+)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NIMBUS_", extra="ignore", env_file=None)
@@ -274,6 +284,34 @@ class Settings(BaseSettings):
     )
     cooldown_complaint_minutes: int = Field(
         default=1440, ge=1, le=30 * 24 * 60, description="A complaint's cooldown lasts this long (minutes) after it."
+    # --- domain health (domains.health, blocklists) --------------------------------------------
+    domain_check_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=120,
+        description="A domain check's DNS part (MX, SPF, DKIM, DMARC) and its alignment part each finish within this.",
+    )
+    domain_check_hour: int = Field(
+        default=3, ge=0, le=23, description="The nightly re-check of every sending domain starts at this hour (UTC)."
+    )
+    domain_check_limit: int = Field(
+        default=6, ge=1, description="On-demand checks (`POST /v1/domains/{id}/check`) per domain per window."
+    )
+    domain_check_limit_per_workspace: int = Field(
+        default=60, ge=1, description="On-demand checks per workspace per window."
+    )
+    domain_check_window_seconds: int = Field(default=3600, ge=1)
+    blocklists: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKLISTS),
+        description="Comma-separated `zone:ip|domain:blocking|info` DNS blocklists; a listing on a `blocking` "
+        "list pauses the domain. Empty = none. The large lists refuse public resolvers: set NIMBUS_DNS_NAMESERVERS.",
+    )
+    blocklist_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Every blocklist query of one check finishes within this (else unknown)."
+    )
+    blocklist_concurrency: int = Field(default=16, ge=1, le=256, description="Blocklist queries in flight per check.")
+    blocklist_max_ttl_seconds: int = Field(
+        default=3600, ge=0, le=86400, description="Blocklist answers are cached for their TTL, at most this long."
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -293,7 +331,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("cors_origins", "egress_allow", "dns_nameservers", mode="before")
+    @field_validator("cors_origins", "egress_allow", "dns_nameservers", "blocklists", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -89,6 +89,8 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
         "contact.suppressed",
         "message.bounced",
         "message.complained",
+        "domain.unhealthy",
+        "domain.healthy",
         "webhook.test",
     }
 

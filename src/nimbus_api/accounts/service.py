@@ -2,7 +2,8 @@
 
 Create: draft from the payload -> address must be free -> the workspace must be below its account limit
 (``accounts.limits``) -> live verification of the draft -> the limit again, under the workspace's create
-lock -> insert (domain get-or-create, row, encrypted secrets, the verification result). A failed check
+lock -> insert (domain get-or-create, row, encrypted secrets, the verification result; the test message it read
+back becomes the domain's alignment sample, ``domains.samples``). A failed check
 raises ``VerificationFailed`` (422) before anything is written; a workspace at its limit answers 409
 ``email_account.limit_reached`` without any network work.
 
@@ -37,6 +38,7 @@ from nimbus_api.accounts.schemas import (
     SyncStatusOut,
 )
 from nimbus_api.credentials.vault import Actor, CredentialKind, Vault
+from nimbus_api.domains import samples as domain_samples
 from nimbus_api.domains import service as domains
 from nimbus_api.events.catalogue import AccountDisabledData, AccountEnabledData
 from nimbus_api.kit.crypto import Secret
@@ -87,6 +89,7 @@ async def create(
         raise EmailAccountExists(f"{draft.email} is already connected in this workspace") from exc
     await _store_secrets(session, vault, account, draft)
     await mailboxes.register(session, account)
+    await domain_samples.capture(session, verifier.net, account, result)
     return account, result
 
 
@@ -156,6 +159,7 @@ async def update(
         _record(account, result)
         account.credentials_version += 1
         account.verification_locked_at = None
+        await domain_samples.capture(session, verifier.net, account, result)
 
     if pinned is not None:
         stages.set_override(session, account, pinned, actor=actor.value)
@@ -237,6 +241,7 @@ async def verify(
     if await verifier.auth_locked_for(subject) is not None:
         account.verification_locked_at = utcnow()
     await session.flush()
+    await domain_samples.capture(session, verifier.net, account, result)
     return account, result
 
 

@@ -7,10 +7,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.domains.errors import DomainNotFound
-from nimbus_api.domains.schemas import DomainRead
+from nimbus_api.domains.health import RECORDS
+from nimbus_api.domains.schemas import DomainCheckRead, DomainHealthRead, DomainRead, DomainSampleRead
 from nimbus_api.kit.ids import new_id
 from nimbus_api.kit.pagination import page_of, paginate
-from nimbus_api.models import Domain, EmailAccount
+from nimbus_api.models import Domain, DomainCheck, DomainSample, EmailAccount
 
 
 async def get_or_create(session: AsyncSession, workspace_id: uuid.UUID, name: str) -> Domain:
@@ -30,6 +31,10 @@ def _read(domain: Domain, count: int) -> DomainRead:
         id=domain.id,
         name=domain.name,
         is_paused=domain.is_paused,
+        paused_reason=domain.paused_reason,
+        dns_status=domain.dns_status,
+        blocklist_status=domain.blocklist_status,
+        health_checked_at=domain.health_checked_at,
         account_count=count,
         created_at=domain.created_at,
         updated_at=domain.updated_at,
@@ -63,3 +68,26 @@ async def list_page(
     items, next_cursor = page_of([row[0] for row in rows], limit)
     counts = {row[0].id: row[1] for row in rows}
     return [_read(d, counts[d.id]) for d in items], next_cursor
+
+
+async def get_health(session: AsyncSession, workspace_id: uuid.UUID, domain_id: uuid.UUID) -> DomainHealthRead:
+    """The domain with the latest result of each check and the captured message's headers."""
+    base = await get(session, workspace_id, domain_id)
+    rows = (await session.scalars(select(DomainCheck).where(DomainCheck.domain_id == domain_id))).all()
+    order = {name: i for i, name in enumerate(RECORDS)}
+    checks = [
+        DomainCheckRead.model_validate(row, from_attributes=True)
+        for row in sorted(rows, key=lambda r: order.get(r.record, len(order)))
+    ]
+    sample = await session.get(DomainSample, domain_id)
+    sample_read = (
+        DomainSampleRead(
+            source=sample.source,
+            account_id=sample.account_id,
+            captured_at=sample.captured_at,
+            headers=sample.headers,
+        )
+        if sample is not None
+        else None
+    )
+    return DomainHealthRead(**base.model_dump(), checks=checks, sample=sample_read)

@@ -127,6 +127,20 @@ class ContactSuppressedData(EventData):
     reason: SuppressionReason
 
 
+class DomainHealthData(EventData):
+    """`domain.unhealthy`: a check (nightly or `POST /v1/domains/{id}/check`) found a domain-wide problem and
+    paused every inbox of the domain; `domain.healthy`: a re-check found none left and resumed them."""
+
+    domain_id: uuid.UUID
+    domain: Annotated[str, Field(max_length=253)]
+    failing_checks: list[Annotated[str, Field(max_length=50)]] = Field(
+        max_length=10, description="Codes of the checks that fail (`dns.spf_invalid`, ...; empty: none)."
+    )
+    paused: bool = Field(default=False, description="Whether every inbox of the domain is now out of rotation.")
+    accounts: int = Field(default=0, ge=0, description="Email accounts on the domain (all paused or resumed).")
+    detail: Text | None = Field(default=None, description="What the first failing check found.")
+
+
 # --- reserved -----------------------------------------------------------------------------------------
 
 
@@ -198,14 +212,6 @@ class AccountHealthChangedData(EventData):
     reputation_score: float | None = Field(default=None, ge=0, le=100)
 
 
-class DomainHealthData(EventData):
-    domain_id: uuid.UUID
-    domain: Annotated[str, Field(max_length=253)]
-    failing_checks: list[Annotated[str, Field(max_length=50)]] = Field(
-        max_length=10, description="Codes of the checks that fail (`dns.spf_invalid`, ...; empty: none)."
-    )
-
-
 AlertSeverity = TypeAliasType("AlertSeverity", Literal["info", "warning", "critical"])
 
 
@@ -271,8 +277,10 @@ CATALOGUE: dict[str, Spec] = {
     "contact.suppressed": Spec(ContactSuppressedData, "An address was suppressed", True),
     "message.bounced": Spec(MessageBouncedData, "A bounce report arrived for a sent message", True),
     "message.complained": Spec(MessageComplainedData, "A recipient reported a message as spam", True),
-    "domain.unhealthy": Spec(DomainHealthData, "A sending domain's DNS checks started failing", False),
-    "domain.healthy": Spec(DomainHealthData, "A sending domain's DNS checks pass again", False),
+    "domain.unhealthy": Spec(
+        DomainHealthData, "A domain-wide problem (DNS, DMARC alignment, blocklist) paused a sending domain", True
+    ),
+    "domain.healthy": Spec(DomainHealthData, "A re-check cleared a sending domain's problems: it sends again", True),
     "alert.triggered": Spec(AlertTriggeredData, "An alert fired", False),
     "webhook.test": Spec(WebhookTestData, "A test delivery asked for through the API", True),
 }

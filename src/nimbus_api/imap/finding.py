@@ -4,6 +4,9 @@
 folder and running ``UID SEARCH HEADER``. IDLE is not used: it watches one mailbox per connection, and
 the test message may land in INBOX or in Junk; polling two folders over one connection is simpler than
 two IDLE connections and on time within the backoff cap.
+
+``latest_sent`` reads the newest messages of the Sent folder (domain health judges DMARC alignment on
+how the domain sends today).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from nimbus_api.imap.errors import FOLDER_NOT_FOUND, ImapError
 from nimbus_api.imap.names import special_use
@@ -92,18 +96,65 @@ async def find_message(
     folders: Sequence[str] | None = None,
     timeout: float,
     delete: bool = False,
+    capture: int = 0,
 ) -> FoundMessage | None:
     """Wait up to ``timeout`` s (counted from this call) for the message with ``header: token``.
 
     One session; ``folders`` default to the configured folder plus the junk folder. Returns where it
     landed and after how long, or None on timeout (the caller decides what that means). With
-    ``delete`` the found copies are removed in the same session.
+    ``capture`` > 0 the message is read whole (up to that many bytes, else not at all) before anything
+    is deleted: what the receiving side added (Received, Authentication-Results) and the signatures
+    are only in that copy. With ``delete`` the found copies are removed in the same session.
     """
     started = time.monotonic()
     async with imap_session(server, net) as session:
         found = await wait_for_message(
             session, header=header, token=token, folders=folders, timeout=timeout, started=started
         )
+        if found is not None and capture > 0:
+            size = (await session.sizes_of([found.uid])).get(found.uid, 0)
+            if 0 < size <= capture:
+                raw = (await session.fetch_raw([found.uid])).get(found.uid)
+                found = replace(found, raw=raw or None)
         if found is not None and delete:
             await session.delete(list(found.uids), folder=found.folder)
         return found
+
+
+async def latest_sent(
+    server: ImapServer, net: NetContext, *, count: int = 5, max_bytes: int, want_header: str | None = None
+) -> bytes | None:
+    """The newest message of the account's Sent folder (``\\Sent`` special use), read whole without
+    setting ``\\Seen``; None when there is no Sent folder or nothing small enough in it.
+
+    With ``want_header`` the newest of the last ``count`` messages that carries that header is returned
+    (domain health wants one with a DKIM-Signature: clients that save their own copy before the server
+    signs leave it unsigned). Messages larger than ``max_bytes`` are skipped, never read."""
+    async with imap_session(server, net) as session:
+        sent = special_use(await session.list_folders(), "\\Sent")
+        if sent is None:
+            return None
+        status = await session.select(sent.name, readonly=True)
+        if status.exists == 0:
+            return None
+        # The last UIDs are near UIDNEXT; when the newest were deleted, the whole folder is listed instead.
+        recent = await session.uids_from(max(1, status.uidnext - 50)) or await session.uids_from(1)
+        uids = sorted(recent, reverse=True)[:count]
+        sizes = await session.sizes_of(uids)
+        small = [uid for uid in uids if 0 < sizes.get(uid, 0) <= max_bytes]
+        if not small:
+            return None
+        raws = await session.fetch_raw(small)
+        for uid in small:
+            raw = raws.get(uid)
+            if not raw:
+                continue
+            if want_header is None or _has_header(raw, want_header):
+                return raw
+        return None
+
+
+def _has_header(raw: bytes, name: str) -> bool:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    prefix = name.lower().encode() + b":"
+    return any(line.lower().startswith(prefix) for line in head.splitlines())

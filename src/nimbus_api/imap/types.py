@@ -60,7 +60,8 @@ class FoundMessage:
     """Where the message turned up, its UID there, and seconds since the search began.
 
     ``junk`` is true when the folder is the account's junk/spam folder; ``uids`` lists every copy found
-    in that folder (normally one).
+    in that folder (normally one). ``raw`` is the whole message as received, when the caller asked for it
+    (``find_message(..., capture=max_bytes)``).
     """
 
     folder: str
@@ -68,3 +69,4 @@ class FoundMessage:
     seconds: float
     junk: bool = False
     uids: tuple[int, ...] = field(default=())
+    raw: bytes | None = None

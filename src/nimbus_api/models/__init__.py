@@ -9,6 +9,8 @@ from nimbus_api.models.contact import Contact, Suppression
 from nimbus_api.models.credential import Credential
 from nimbus_api.models.data_key import DataKey
 from nimbus_api.models.domain import Domain
+from nimbus_api.models.domain_check import DomainCheck
+from nimbus_api.models.domain_sample import DomainSample
 from nimbus_api.models.email_account import EmailAccount
 from nimbus_api.models.enrollment import Enrollment
 from nimbus_api.models.event import Event
@@ -34,6 +36,8 @@ __all__ = [
     "CredentialAccess",
     "DataKey",
     "Domain",
+    "DomainCheck",
+    "DomainSample",
     "EmailAccount",
     "Enrollment",
     "Event",

@@ -9,7 +9,9 @@ Each check moves ``pending -> passed | failed | skipped`` once:
     imap       connect, LOGIN, LIST, SELECT the configured folder (message count and UIDNEXT);
     roundtrip  only when smtp and imap passed: look for the token over IMAP (configured folder and the
                junk folder) until ``NIMBUS_ROUNDTRIP_TIMEOUT``; found in junk is a warning; found is
-               deleted. ``skipped`` when smtp or imap failed, or the account has no IMAP.
+               deleted. ``skipped`` when smtp or imap failed, or the account has no IMAP. The message is
+               read whole before it is deleted and kept on the result (``captured_message``, never
+               serialized): domain health judges DMARC alignment on it.
 
 The whole flow is bounded by ``verification_timeout``: a check still running then fails with its
 ``*.timeout`` code and its connection is closed by cancellation.
@@ -39,6 +41,7 @@ from nimbus_api.smtp.errors import SmtpError
 from nimbus_api.validation.schemas import CHECK_ORDER, CheckName, CheckResult, ServerReplyOut, VerificationResult
 
 TOKEN_HEADER = "X-Nimbus-Verification"
+MAX_CAPTURE_BYTES = 256 * 1024  # the test message is a few KB; what a provider adds stays far below this
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,14 @@ async def _roundtrip(imap: ImapServer, net: NetContext, token: str, folders: lis
     start = time.monotonic()
     try:
         found = await find_message(
-            imap, net, header=TOKEN_HEADER, token=token, folders=folders, timeout=timeout, delete=True
+            imap,
+            net,
+            header=TOKEN_HEADER,
+            token=token,
+            folders=folders,
+            timeout=timeout,
+            delete=True,
+            capture=MAX_CAPTURE_BYTES,
         )
     except ImapError as exc:
         return CheckResult(
@@ -210,7 +220,7 @@ async def _roundtrip(imap: ImapServer, net: NetContext, token: str, folders: lis
     warnings = []
     if found.junk or found.folder != imap.folder:
         warnings.append(f"the test message landed in {found.folder!r} (spam), not in {imap.folder!r}")
-    return CheckResult(
+    result = CheckResult(
         name="roundtrip",
         status="passed",
         detail=f"test message found in {found.folder} after {found.seconds:.1f} s and deleted",
@@ -218,6 +228,8 @@ async def _roundtrip(imap: ImapServer, net: NetContext, token: str, folders: lis
         warnings=warnings,
         data={"folder": found.folder, "seconds": round(found.seconds, 3)},
     )
+    result._captured = found.raw
+    return result
 
 
 def _skipped(name: CheckName, detail: str, warnings: list[str] | None = None) -> CheckResult:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 from typing_extensions import TypeAliasType
 
 CheckName = TypeAliasType("CheckName", Literal["dns", "smtp", "imap", "roundtrip"])
@@ -28,6 +28,8 @@ class CheckResult(BaseModel):
     duration_ms: int
     warnings: list[str] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict, description="What the check found (records, folder...).")
+    #: the roundtrip's test message as received (never serialized): domain health reads its alignment
+    _captured: bytes | None = PrivateAttr(default=None)
 
 
 class VerificationResult(BaseModel):
@@ -37,3 +39,11 @@ class VerificationResult(BaseModel):
     checks: list[CheckResult]
     verified_at: datetime
     duration_ms: int
+
+    @property
+    def captured_message(self) -> bytes | None:
+        """The test message as the mailbox received it, when the roundtrip read it back (not serialized)."""
+        for check in self.checks:
+            if check.name == "roundtrip" and check._captured:
+                return check._captured
+        return None

@@ -16,6 +16,7 @@ from arq.connections import RedisSettings
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.domains.tasks import CHECK_JOB_TIMEOUT, check_domains
 from nimbus_api.events.tasks import purge_events
 from nimbus_api.health.tasks import cron_times, recompute_account, recompute_all, recompute_requested
 from nimbus_api.kit.crypto import MasterKeyring
@@ -44,6 +45,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(recompute_requested), keep_result=0),
     func(rides_out(recompute_account), keep_result=0),
     func(rides_out(apply_stages_tick), keep_result=0),
+    func(rides_out(check_domains), keep_result=0, timeout=CHECK_JOB_TIMEOUT),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -143,6 +145,14 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             *health_crons,
             # warmup stages from the stage table (``stages.tasks``), every 5 minutes
             cron(rides_out(apply_stages_tick), minute=set(range(2, 60, 5)), unique=True, keep_result=0),
+            cron(
+                rides_out(check_domains),
+                hour={settings.domain_check_hour},
+                minute={11},
+                unique=True,
+                keep_result=0,
+                timeout=CHECK_JOB_TIMEOUT,
+            ),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
