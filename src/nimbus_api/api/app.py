@@ -41,6 +41,7 @@ from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
+from nimbus_api.warmup.endpoints import router as warmup_router
 from nimbus_api.webhooks.endpoints import router as webhooks_router
 from nimbus_api.webhooks.runtime import build_kit
 from nimbus_api.workspaces.endpoints import router as workspace_router
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         inbox_router,
         webhooks_router,
         unsubscribe_router,
+        warmup_router,
     ):
         app.include_router(router)
     register_webhooks(app)

@@ -83,6 +83,8 @@ class EmailAccount(Base):
     warmup_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: warmup messages sent in all: stages are earned on it (with healthy indicators), never on age
     warmup_sent_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: warmup messages a day (sent apart from the campaign budget); NULL: ``NIMBUS_WARMUP_DAILY_LIMIT``
+    warmup_daily_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 

@@ -41,6 +41,7 @@ from nimbus_api.sync.connections import ConnectionBook
 from nimbus_api.sync.mailboxes import Mailbox
 from nimbus_api.sync.poller import Limits, poll
 from nimbus_api.sync.storer import LeaseLost, Storer
+from nimbus_api.warmup.marker import Marker
 
 log = structlog.get_logger(__name__)
 TICK = 0.25
@@ -115,7 +116,13 @@ class SyncRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._successes: dict[uuid.UUID, tuple[uuid.UUID, datetime, datetime]] = {}
-        self.storer = Storer(sessionmaker, owner, min_sample=config.bounce_min_sample, clock=clock)
+        self.storer = Storer(
+            sessionmaker,
+            owner,
+            min_sample=config.bounce_min_sample,
+            clock=clock,
+            marker=Marker.from_keyring(vault.keyring),
+        )
         self.limits = Limits(max_message_bytes=config.max_message_bytes, window_days=config.window_days)
 
     # --- lifecycle --------------------------------------------------------------------------
