@@ -24,7 +24,7 @@ from nimbus_api.models import Domain, EmailAccount
 from nimbus_api.warmup.marker import Marker
 from nimbus_api.warmup.sender import WarmupDeps
 from nimbus_api.workspaces import service as workspaces
-from tests.sync.conftest import make_runner as make_runner  # noqa: F401 - the sync's runner fixture
+from tests.sync.conftest import make_runner as make_runner
 
 MakeInbox = Callable[..., Awaitable[EmailAccount]]
 

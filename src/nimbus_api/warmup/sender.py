@@ -124,8 +124,8 @@ async def claim(
 _RECORD = text(
     """
     UPDATE warmup_messages
-    SET state = :state, reply_code = :reply_code, last_error = :error, send_at = :send_at,
-        sent_at = CASE WHEN :state = 'sent' THEN CAST(:now AS timestamptz) ELSE sent_at END,
+    SET state = CAST(:state AS varchar), reply_code = :reply_code, last_error = :error, send_at = :send_at,
+        sent_at = CASE WHEN CAST(:state AS varchar) = 'sent' THEN CAST(:now AS timestamptz) ELSE sent_at END,
         lease_owner = NULL, lease_expires_at = NULL
     WHERE id = :id AND state = 'sending' AND lease_owner = :owner
     RETURNING sender_id, parent_id, send_at
