@@ -33,11 +33,9 @@ def _flags(world: MailWorld, user: str, folder: str) -> dict[str, set[str]]:
     out = world.dovecot.doveadm("fetch", "-u", user, "flags hdr.message-id", "mailbox", folder)
     found: dict[str, set[str]] = {}
     for record in out.split("\f"):
-        fields = dict(
-            (line.split(":", 1)[0].strip(), line.split(":", 1)[1].strip())
-            for line in record.splitlines()
-            if ":" in line
-        )
+        fields = {
+            line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in record.splitlines() if ":" in line
+        }
         if "hdr.message-id" in fields:
             found[fields["hdr.message-id"].strip("<>")] = set(fields.get("flags", "").split()) - {"\\Recent"}
     return found
