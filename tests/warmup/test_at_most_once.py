@@ -152,7 +152,7 @@ async def test_a_forged_marker_is_ordinary_mail(
     make_runner: RunnerFactory,
     make_deps: Callable[..., WarmupDeps],
 ) -> None:
-    a, b = await _pair(tenant, sessionmaker)
+    _, b = await _pair(tenant, sessionmaker)
     runner = make_runner()
     await runner.lease_round()
     await runner.poll_now(b.id)
