@@ -3,7 +3,7 @@ connected through the API (the exchange tests: real mailboxes of the mail world)
 the sync's runner factory (``tests.sync.conftest``).
 
 The warmup pool is the whole deployment, so each test first takes every other inbox of the run out of it
-(``isolate``): earlier tests' inboxes must not be chosen as recipients, nor their rows sent.
+(``isolate``): earlier tests' inboxes must not be chosen as recipients, nor their rows sent or acted on.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ async def isolate(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         await session.execute(text("UPDATE email_accounts SET warmup_enabled = false WHERE warmup_enabled"))
         await session.execute(
             text("UPDATE warmup_messages SET state = 'skipped' WHERE state IN ('planned', 'sending')")
+        )
+        await session.execute(
+            text("UPDATE warmup_messages SET handled_at = now() WHERE received_at IS NOT NULL AND handled_at IS NULL")
         )
 
 
