@@ -66,7 +66,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("sender_id", "day", "slot"),
         sa.UniqueConstraint("parent_id"),
     )
-    op.create_index("ix_warmup_messages_sender_day", "warmup_messages", ["sender_id", "day"])
     op.create_index("ix_warmup_messages_recipient", "warmup_messages", ["recipient_id", "received_at"])
     op.create_index(
         "ix_warmup_messages_due",
@@ -86,6 +85,5 @@ def downgrade() -> None:
     op.drop_index("ix_warmup_messages_unhandled", table_name="warmup_messages")
     op.drop_index("ix_warmup_messages_due", table_name="warmup_messages")
     op.drop_index("ix_warmup_messages_recipient", table_name="warmup_messages")
-    op.drop_index("ix_warmup_messages_sender_day", table_name="warmup_messages")
     op.drop_table("warmup_messages")
     op.drop_column("email_accounts", "warmup_daily_limit")

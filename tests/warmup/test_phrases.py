@@ -52,3 +52,8 @@ def test_first_names_come_from_the_inbox_only() -> None:
     assert phrases.first_name("", "123@example.test") == ""
     text = phrases.compose(7, sender_name="", recipient_name="")
     assert "{" not in text.body and text.body.splitlines()[0] in {"Hi there,", "Hello,"}
+
+
+def test_the_planned_subject_is_the_composed_one() -> None:
+    for seed in range(200):
+        assert phrases.subject_of(seed) == phrases.compose(seed, sender_name="A", recipient_name="B").subject

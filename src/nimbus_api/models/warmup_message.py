@@ -35,11 +35,11 @@ class WarmupMessage(Base):
     __table_args__ = (
         CheckConstraint("state IN ('planned', 'sending', 'sent', 'failed', 'unknown', 'skipped')", name="state_known"),
         CheckConstraint("landed IS NULL OR landed IN ('inbox', 'junk')", name="landed_known"),
-        # The planner's idempotence: slot n of an inbox's day is planned once, whoever plans it.
+        # The planner's idempotence: slot n of an inbox's day is planned once, whoever plans it (and the
+        # index of an inbox's day: the daily count).
         UniqueConstraint("sender_id", "day", "slot"),
         # A message is answered at most once.
         UniqueConstraint("parent_id"),
-        Index("ix_warmup_messages_sender_day", "sender_id", "day"),
         Index("ix_warmup_messages_recipient", "recipient_id", "received_at"),
         Index("ix_warmup_messages_due", "send_at", postgresql_where=text("state IN ('planned', 'sending')")),
         Index(

@@ -112,6 +112,11 @@ def _greeting(rng: random.Random, name: str) -> str:
     return rng.choice(choices).format(name=name)
 
 
+def subject_of(seed: int) -> str:
+    """The subject ``compose(seed)`` gives (its first draw), without composing the body."""
+    return random.Random(seed).choice(SUBJECTS)  # noqa: S311 - variety, not secrecy
+
+
 def compose(seed: int, *, sender_name: str, recipient_name: str) -> Text:
     """A thread's first message."""
     rng = random.Random(seed)  # noqa: S311 - variety, not secrecy

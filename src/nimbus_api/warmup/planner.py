@@ -18,6 +18,7 @@ slot``) and inserted with ``ON CONFLICT DO NOTHING``.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import uuid
@@ -25,14 +26,14 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.config import Settings
 from nimbus_api.kit.db import utc_day
+from nimbus_api.kit.ids import new_ids
 from nimbus_api.models import EmailAccount, WarmupMessage
-from nimbus_api.sending.mime import new_message_id
+from nimbus_api.sending.mime import new_message_ids
 from nimbus_api.warmup import phrases
 from nimbus_api.warmup.pause import PauseThresholds, can_send
 
@@ -84,19 +85,43 @@ def _domain(account: EmailAccount) -> str:
     return account.email.rpartition("@")[2].lower()
 
 
-def choose_recipient(
-    sender: EmailAccount, pool: list[EmailAccount], load: Counter[uuid.UUID], scope: str, rng: random.Random
-) -> EmailAccount | None:
-    """Another inbox of the pool: another domain if the pool has one, then the least loaded today."""
-    candidates = [
-        a for a in pool if a.id != sender.id and (scope == "platform" or a.workspace_id == sender.workspace_id)
-    ]
-    elsewhere = [a for a in candidates if _domain(a) != _domain(sender)]
-    candidates = elsewhere or candidates
-    if not candidates:
-        return None
-    fewest = min(load[a.id] for a in candidates)
-    return rng.choice([a for a in candidates if load[a.id] == fewest])
+class Recipients:
+    """Who receives next, per pool scope: a min-heap on the day's load (ties at random) per group (the whole
+    pool, or one workspace), so a pick costs a few heap operations, not a scan of the pool: 10,000 inboxes
+    plan in well under a second. A pick skips the sender itself and, while another is left, its domain."""
+
+    def __init__(self, pool: list[EmailAccount], load: Counter[uuid.UUID], scope: str, rng: random.Random) -> None:
+        self._rng = rng
+        self._scope = scope
+        self._heaps: dict[uuid.UUID | None, list[tuple[int, float, int]]] = {}
+        self._accounts = pool
+        for index, account in enumerate(pool):
+            heapq.heappush(self._heaps.setdefault(self._group(account), []), (load[account.id], rng.random(), index))
+
+    def _group(self, account: EmailAccount) -> uuid.UUID | None:
+        return account.workspace_id if self._scope == "workspace" else None
+
+    def pick(self, sender: EmailAccount) -> EmailAccount | None:
+        heap = self._heaps.get(self._group(sender), [])
+        skipped: list[tuple[int, float, int]] = []
+        chosen: tuple[int, float, int] | None = None
+        while heap:
+            entry = heapq.heappop(heap)
+            account = self._accounts[entry[2]]
+            if account.id != sender.id and _domain(account) != _domain(sender):
+                chosen = entry
+                break
+            skipped.append(entry)
+        if chosen is None:  # nobody on another domain: the least loaded on the same one
+            same = [e for e in skipped if self._accounts[e[2]].id != sender.id]
+            chosen = same[0] if same else None
+            skipped = [e for e in skipped if e is not chosen]
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        if chosen is None:
+            return None
+        heapq.heappush(heap, (chosen[0] + 1, self._rng.random(), chosen[2]))
+        return self._accounts[chosen[2]]
 
 
 async def _pool(session: AsyncSession) -> list[EmailAccount]:
@@ -113,6 +138,24 @@ async def _pool(session: AsyncSession) -> list[EmailAccount]:
     return list(rows)
 
 
+_INSERT = text(
+    """
+    INSERT INTO warmup_messages (id, sender_id, recipient_id, day, slot, depth, seed, subject, message_id_header,
+                                 state, send_at, attempts, rescued, flagged, replied, created_at)
+    SELECT v.id, v.sender_id, v.recipient_id, CAST(:day AS date), v.slot, 0, v.seed, v.subject, v.mid,
+           'planned', v.send_at, 0, false, false, false, CAST(:now AS timestamptz)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:senders AS uuid[]), CAST(:recipients AS uuid[]), CAST(:slots AS int[]),
+                CAST(:seeds AS bigint[]), CAST(:subjects AS varchar[]), CAST(:mids AS varchar[]),
+                CAST(:send_ats AS timestamptz[]))
+         AS v(id, sender_id, recipient_id, slot, seed, subject, mid, send_at)
+    ON CONFLICT (sender_id, day, slot) DO NOTHING
+    RETURNING id
+    """
+)
+"""One statement for the whole plan: arrays in, the rows this run added out (a slot planned meanwhile by
+another run is left as it is)."""
+
+
 async def plan(session: AsyncSession, config: PlanConfig, now: datetime, rng: random.Random | None = None) -> int:
     """Add today's missing rows for every warming inbox; returns how many were planned. Flushes only."""
     rng = rng or random.Random()  # noqa: S311 - spreading sends, not secrecy
@@ -120,12 +163,11 @@ async def plan(session: AsyncSession, config: PlanConfig, now: datetime, rng: ra
     pool = await _pool(session)
     if len(pool) < 2:
         return 0
-    ids = [a.id for a in pool]
     per_sender = dict(
         (
             await session.execute(
                 select(WarmupMessage.sender_id, func.count())
-                .where(WarmupMessage.day == day, WarmupMessage.sender_id.in_(ids))
+                .where(WarmupMessage.day == day)
                 .group_by(WarmupMessage.sender_id)
             )
         ).all()
@@ -133,7 +175,7 @@ async def plan(session: AsyncSession, config: PlanConfig, now: datetime, rng: ra
     slots_taken: dict[uuid.UUID, set[int]] = {}
     for sender_id, slot in await session.execute(
         select(WarmupMessage.sender_id, WarmupMessage.slot).where(
-            WarmupMessage.day == day, WarmupMessage.slot.is_not(None), WarmupMessage.sender_id.in_(ids)
+            WarmupMessage.day == day, WarmupMessage.slot.is_not(None)
         )
     ):
         if slot is not None:
@@ -143,13 +185,14 @@ async def plan(session: AsyncSession, config: PlanConfig, now: datetime, rng: ra
             (
                 await session.execute(
                     select(WarmupMessage.recipient_id, func.count())
-                    .where(WarmupMessage.day == day, WarmupMessage.recipient_id.in_(ids))
+                    .where(WarmupMessage.day == day)
                     .group_by(WarmupMessage.recipient_id)
                 )
             ).all()
         )
     )
-    rows: list[dict[str, object]] = []
+    recipients = Recipients(pool, load, config.pool, rng)
+    rows: list[tuple[uuid.UUID, uuid.UUID, int, int, str, str, datetime]] = []
     for sender in pool:
         if not can_send(sender, config.thresholds):
             continue
@@ -158,34 +201,31 @@ async def plan(session: AsyncSession, config: PlanConfig, now: datetime, rng: ra
         room = limit - per_sender.get(sender.id, 0)
         missing = [s for s in range(new_threads(limit, config.reply_share)) if s not in taken][: max(room, 0)]
         times = send_times(now, day, len(missing), config, rng)
-        for slot, send_at in zip(missing, times, strict=False):
-            recipient = choose_recipient(sender, pool, load, config.pool, rng)
+        message_ids = new_message_ids([_domain(sender)] * len(times))
+        for slot, send_at, message_id in zip(missing, times, message_ids, strict=False):
+            recipient = recipients.pick(sender)
             if recipient is None:
                 break
-            load[recipient.id] += 1
             seed = rng.getrandbits(62)
-            text = phrases.compose(
-                seed,
-                sender_name=phrases.first_name(sender.from_name, sender.email),
-                recipient_name=phrases.first_name(recipient.from_name, recipient.email),
-            )
             rows.append(
-                {
-                    "sender_id": sender.id,
-                    "recipient_id": recipient.id,
-                    "day": day,
-                    "slot": slot,
-                    "depth": 0,
-                    "seed": seed,
-                    "subject": text.subject,
-                    "message_id_header": new_message_id(_domain(sender)).strip("<>"),
-                    "state": "planned",
-                    "send_at": send_at,
-                    "created_at": now,
-                }
+                (sender.id, recipient.id, slot, seed, phrases.subject_of(seed), message_id.strip("<>"), send_at)
             )
     if not rows:
         return 0
-    stmt = insert(WarmupMessage).on_conflict_do_nothing(index_elements=["sender_id", "day", "slot"])
-    result = await session.execute(stmt.returning(WarmupMessage.id), rows)
+    columns = list(zip(*rows, strict=True))
+    result = await session.execute(
+        _INSERT,
+        {
+            "ids": new_ids(len(rows)),
+            "senders": list(columns[0]),
+            "recipients": list(columns[1]),
+            "slots": list(columns[2]),
+            "seeds": list(columns[3]),
+            "subjects": list(columns[4]),
+            "mids": list(columns[5]),
+            "send_ats": list(columns[6]),
+            "day": day,
+            "now": now,
+        },
+    )
     return len(result.all())
