@@ -194,3 +194,20 @@ async def test_activity_is_workspace_isolated_and_checks_its_input(
     r = await tenant.client.get(f"/v1/email-accounts/{a.id}/warmup/activity", params={"days": 30})
     assert r.status_code == 200 and len(r.json()["days"]) == 30
     assert all(d["sent"] == 0 and d["received"] == 0 for d in r.json()["days"])
+
+
+async def test_an_inbox_opts_in_through_the_api(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    a, _ = await _pair(tenant, sessionmaker)
+    r = await tenant.client.patch(
+        f"/v1/email-accounts/{a.id}", json={"warmup_enabled": False, "warmup_daily_limit": 12}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["warmup_enabled"] is False and body["warmup_daily_limit"] == 12 and body["warmup_sent_total"] == 0
+    r = await tenant.client.patch(
+        f"/v1/email-accounts/{a.id}", json={"warmup_enabled": True, "warmup_daily_limit": None}
+    )
+    assert r.status_code == 200 and r.json()["warmup_enabled"] is True and r.json()["warmup_daily_limit"] is None
+    for bad in ({"warmup_enabled": None}, {"warmup_daily_limit": 501}, {"warmup_daily_limit": -1}):
+        r = await tenant.client.patch(f"/v1/email-accounts/{a.id}", json=bad)
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), bad
