@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.models import AccountDailyUsage, EmailAccount, InboundMessage, Message, WarmupMessage
@@ -209,3 +209,56 @@ async def test_the_exchange_between_two_inboxes(
         len(days) == 7 and sum(d["received_in_junk"] for d in days) == 2 and sum(d["landed_inbox"] for d in days) == 2
     )
     mail_world.junk_for.discard(b.email)
+
+
+async def test_the_worker_jobs_run_the_exchange(
+    tenant: Tenant,
+    mail_world: MailWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: Any,
+    vault: Any,
+    settings: Any,
+    app_state: Any,
+    make_runner: RunnerFactory,
+) -> None:
+    """The cron jobs as the worker runs them (``warmup.tasks``, on the worker's resources)."""
+    from nimbus_api.sending.mx import MxChecker
+    from nimbus_api.smtp.pool import SmtpPool
+    from nimbus_api.warmup import tasks
+    from nimbus_api.worker.context import WorkerResources
+
+    a, b = await _pair(tenant, sessionmaker, warmup_daily_limit=1)
+    net = app_state.verifier.net
+    ctx: dict[str, Any] = {
+        "nimbus": WorkerResources(
+            settings=settings.model_copy(
+                update={"warmup_window_start_hour": 0, "warmup_window_end_hour": 24, "warmup_reply_share": 0.0}
+            ),
+            engine=engine,
+            sessionmaker=sessionmaker,
+            vault=vault,
+            pool=SmtpPool(net),
+            pacer=None,
+            mx=MxChecker(net.resolver),
+            worker_id=f"test-{secrets.token_hex(3)}",
+        )
+    }
+    runner = make_runner()
+    await runner.lease_round()
+    await _sync(runner, a.id, b.id)
+    assert await tasks.warmup_plan(ctx) == 2
+    assert await tasks.warmup_plan(ctx) == 0
+    async with sessionmaker() as session, session.begin():  # due now rather than later today
+        await session.execute(
+            text("UPDATE warmup_messages SET send_at = now() WHERE state = 'planned' AND sender_id IN (:a, :b)"),
+            {"a": a.id, "b": b.id},
+        )
+    assert await tasks.warmup_send(ctx) == {"sent": 2}
+    await _sync(runner, a.id, b.id)
+    assert await tasks.warmup_receive(ctx) == 2
+    rows = await _rows(sessionmaker, a.id, b.id)
+    assert len(rows) == 2 and all(r.state == "sent" and r.landed == "inbox" and r.handled_at for r in rows)
+    assert not any(r.replied for r in rows)  # reply share 0
+    assert _flags(mail_world, a.email, "INBOX")[next(r for r in rows if r.recipient_id == a.id).message_id_header] == {
+        "\\Seen"
+    }
