@@ -211,3 +211,58 @@ async def test_an_inbox_opts_in_through_the_api(tenant: Tenant, sessionmaker: as
     for bad in ({"warmup_enabled": None}, {"warmup_daily_limit": 501}, {"warmup_daily_limit": -1}):
         r = await tenant.client.patch(f"/v1/email-accounts/{a.id}", json=bad)
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), bad
+
+
+async def test_received_before_the_dead_worker_recorded_it(
+    tenant: Tenant,
+    mail_world: MailWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    make_runner: RunnerFactory,
+    make_deps: Callable[..., WarmupDeps],
+) -> None:
+    """The recipient's sync saw it while the sender still held it: when the lease expires it is ``sent``."""
+    a, b = await _pair(tenant, sessionmaker)
+    runner = make_runner()
+    await runner.lease_round()
+    await runner.poll_now(b.id)
+    now = datetime.now(UTC)
+    row_id = await _planned(sessionmaker, a, b, now)
+    dying = make_deps()
+    assert await _claim(dying, now) == [row_id]
+    assert (await sender.transmit(dying, row_id)).state == "sent"
+    await runner.poll_now(b.id)
+    row = await _row(sessionmaker, row_id)
+    assert row.state == "sending" and row.received_at is not None
+    assert await _total(sessionmaker, a.id) == 0
+    assert await sender.send_due(make_deps(), now=now + timedelta(seconds=61)) == {}
+    row = await _row(sessionmaker, row_id)
+    assert row.state == "sent" and await _total(sessionmaker, a.id) == 1
+    assert _copies(mail_world, b.email, row.message_id_header) == 1
+
+
+async def test_refusals_retry_for_now_and_stop_for_good(
+    tenant: Tenant,
+    mail_world: MailWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    make_deps: Callable[..., WarmupDeps],
+) -> None:
+    a, b = await _pair(tenant, sessionmaker)
+    now = datetime.now(UTC)
+    row_id = await _planned(sessionmaker, a, b, now)
+    deps = make_deps()
+    try:
+        mail_world.smtp.refuse[b.email] = "451 4.7.1 Try again later"
+        assert await sender.send_due(deps, now=now) == {"planned": 1}
+        row = await _row(sessionmaker, row_id)
+        assert row.state == "planned" and row.attempts == 1 and row.send_at > now + timedelta(minutes=14)
+        assert (row.last_error or "").startswith("smtp.") and row.reply_code == 451
+        assert await sender.send_due(deps, now=now + timedelta(minutes=5)) == {}  # not due yet
+        mail_world.smtp.refuse[b.email] = "550 5.1.1 No such user"
+        assert await sender.send_due(deps, now=now + timedelta(minutes=16)) == {"failed": 1}
+        row = await _row(sessionmaker, row_id)
+        assert row.state == "failed" and row.attempts == 2 and row.reply_code == 550
+    finally:
+        mail_world.smtp.refuse.pop(b.email, None)
+    assert await sender.send_due(deps, now=now + timedelta(hours=2)) == {}  # failed is final
+    assert _copies(mail_world, b.email, row.message_id_header) == 0
+    assert await _total(sessionmaker, a.id) == 0

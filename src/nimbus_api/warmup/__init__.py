@@ -18,6 +18,7 @@ States of a ``warmup_messages`` row (one function moves each arrow)::
     sending --refused for good / attempts used-----> failed                       sender.record
     sending --refused for now----------------------> planned (send_at later)      sender.record
     sending --lease expired (worker died)----------> unknown (never sent again)   sender.expire
+    sending --lease expired, already received------> sent  (+1 warmup_sent_total) sender.expire
     unknown --the recipient's sync saw it----------> sent  (+1 warmup_sent_total) receipts.record
     planned --the inbox paused / left warmup-------> skipped                      sender.claim
 
