@@ -314,6 +314,61 @@ class Settings(BaseSettings):
         default=3600, ge=0, le=86400, description="Blocklist answers are cached for their TTL, at most this long."
     )
 
+    # --- warmup exchange (nimbus_api.warmup) ----------------------------------------------------
+    warmup_pool: Literal["platform", "workspace"] = Field(
+        default="platform",
+        description="Who warming inboxes exchange warmup mail with: `platform`, every warming inbox of the "
+        "deployment (a platform-wide pool); `workspace`, only the warming inboxes of their own workspace.",
+    )
+    warmup_daily_limit: int = Field(
+        default=5,
+        ge=0,
+        le=500,
+        description="Warmup messages a warming inbox sends a day unless its own `warmup_daily_limit` is set; "
+        "counted apart from the campaign budget (replies included).",
+    )
+    warmup_window_start_hour: int = Field(
+        default=7, ge=0, le=23, description="Warmup sends are spread over the UTC hours from this one ..."
+    )
+    warmup_window_end_hour: int = Field(
+        default=21, ge=1, le=24, description="... to this one (exclusive); planned at random times within."
+    )
+    warmup_reply_share: float = Field(
+        default=0.4,
+        ge=0,
+        le=1,
+        description="Share of received warmup messages the receiving inbox answers in thread; as many of "
+        "each inbox's daily warmup count are kept free for these replies.",
+    )
+    warmup_flag_share: float = Field(
+        default=0.1, ge=0, le=1, description="Share of received warmup messages that are also flagged."
+    )
+    warmup_max_thread_depth: int = Field(
+        default=2, ge=0, le=10, description="A warmup thread ends after this many replies."
+    )
+    warmup_reply_delay_max_minutes: int = Field(
+        default=90, ge=0, le=24 * 60, description="A reply is sent within this many minutes of being decided."
+    )
+    warmup_pause_bounce_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Warmup of an inbox pauses while its `bounce_rate_7d` is above this."
+    )
+    warmup_pause_complaint_rate: float = Field(
+        default=0.003,
+        ge=0,
+        le=1,
+        description="Warmup of an inbox pauses while its `complaint_rate_7d` is above this.",
+    )
+    warmup_lease_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="A warmup send not recorded within this long after it began is recorded `unknown`, never "
+        "sent again (at most once).",
+    )
+    warmup_max_attempts: int = Field(
+        default=3, ge=1, le=20, description="A warmup message refused this many times (temporarily) is `failed`."
+    )
+    # --- end of warmup exchange -----------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

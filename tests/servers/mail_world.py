@@ -54,6 +54,8 @@ class MailWorld:
         self._dkim = _dkim_public_key()
         self._domains: set[str] = set()
         self._mailboxes: set[str] = set()
+        #: a spam filter for the tests: mail to these mailboxes is delivered into their Junk folder
+        self.junk_for: set[str] = set()
 
     async def start(self) -> None:
         await self.dns.start()
@@ -73,7 +75,10 @@ class MailWorld:
         # accepted and kept in ``smtp.messages`` only, like a relay handing it to the internet.
         for rcpt in envelope.rcpt_tos:
             if rcpt.lower() in self._mailboxes:
-                await asyncio.to_thread(self.dovecot.deliver_lmtp, rcpt.lower(), envelope.original_content or b"")
+                folder = "Junk" if rcpt.lower() in self.junk_for else None
+                await asyncio.to_thread(
+                    self.dovecot.deliver_lmtp, rcpt.lower(), envelope.original_content or b"", folder=folder
+                )
 
     def _mail_records(self, owner: str) -> str:
         return (

@@ -183,7 +183,12 @@ class EmailAccountUpdate(PatchModel):
         description="null: clear a person's stage, the platform computes it again at once from the stage "
         "table; a number: the same as `current_stage`.",
     )
-    warmup_enabled: bool | None = not_null(description="Take part in the warmup exchange.")
+    warmup_enabled: bool | None = not_null(description="Take part in the warmup exchange (or leave it).")
+    warmup_daily_limit: Annotated[int, Field(ge=0, le=500)] | None = Field(
+        default=None,
+        description="Warmup messages a day, replies included, apart from the campaign budget; null: the "
+        "deployment's default (`NIMBUS_WARMUP_DAILY_LIMIT`).",
+    )
 
     @field_validator("campaign_types")
     @classmethod
@@ -273,6 +278,9 @@ class EmailAccountRead(BaseModel):
     bounce_rate_7d: float = Field(description="Percent: permanent bounces / sends over the last 7 days (UTC).")
     complaint_rate_7d: float = Field(description="Percent: complaints / sends over the last 7 days (UTC).")
     sync: SyncStatusOut | None = Field(description="The IMAP sync (null without IMAP).")
+    warmup_enabled: bool = Field(description="Whether the inbox takes part in the warmup exchange.")
+    warmup_daily_limit: int | None = Field(description="Its own daily warmup count; null: the deployment's default.")
+    warmup_sent_total: int = Field(description="Warmup messages it has sent in all (accepted by its SMTP server).")
     cooldown_until: datetime | None
     disabled_at: datetime | None
     disabled_reason: str | None

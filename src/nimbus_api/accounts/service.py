@@ -96,6 +96,7 @@ async def create(
 # --- update ---------------------------------------------------------------------------------------
 
 _NOT_NULLABLE = {
+    "warmup_enabled",
     "provider",
     "daily_send_limit",
     "sync_interval_seconds",
@@ -435,6 +436,9 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 bounce_rate_7d=a.bounce_rate_7d,
                 complaint_rate_7d=a.complaint_rate_7d,
                 sync=_sync_out(syncs[a.id]) if a.id in syncs else None,
+                warmup_enabled=a.warmup_enabled,
+                warmup_daily_limit=a.warmup_daily_limit,
+                warmup_sent_total=a.warmup_sent_total,
                 cooldown_until=a.cooldown_until,
                 disabled_at=a.disabled_at,
                 disabled_reason=a.disabled_reason,

@@ -43,6 +43,7 @@ from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.stages.endpoints import router as stages_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
+from nimbus_api.warmup.endpoints import router as warmup_router
 from nimbus_api.webhooks.endpoints import router as webhooks_router
 from nimbus_api.webhooks.runtime import build_kit
 from nimbus_api.workspaces.endpoints import router as workspace_router
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         webhooks_router,
         unsubscribe_router,
         account_health_router,
+        warmup_router,
     ):
         app.include_router(router)
     register_webhooks(app)

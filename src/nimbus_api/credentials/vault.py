@@ -18,7 +18,7 @@ from nimbus_api.kit.crypto import MasterKeyring, Secret
 from nimbus_api.models import Credential, CredentialAccess, DataKey, WebhookSecret
 
 CredentialKind = Literal["smtp_password", "imap_password"]
-Purpose = Literal["verify", "send", "sync", "key_rotation", "support", "webhook_signing"]
+Purpose = Literal["verify", "send", "sync", "key_rotation", "support", "webhook_signing", "warmup"]
 AuditedKind = Literal["smtp_password", "imap_password", "webhook_secret"]
 
 

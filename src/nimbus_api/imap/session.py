@@ -504,6 +504,48 @@ class ImapSession:
                 PROTOCOL_ERROR, "the server refused to expunge", server_text=server_text(tagged_text(reply))
             )
 
+    def _require_writable(self, what: str) -> None:
+        if self._selected is None or self._selected[1]:
+            raise RuntimeError(f"{what} needs a folder selected read-write: call select(folder) first")
+
+    async def _checked(self, aw: Awaitable[Reply], what: str, refused: str) -> Reply:
+        reply: Reply = await self._step(aw, what)
+        if reply.result != "OK":
+            raise ImapError(PROTOCOL_ERROR, refused, server_text=server_text(tagged_text(reply)))
+        return reply
+
+    async def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        """UID STORE +FLAGS.SILENT (``flags``) in the folder selected read-write (``\\Seen``, ``\\Flagged``)."""
+        self._require_writable("UID STORE")
+        if not uids or not flags:
+            return
+        for flag in flags:
+            if not re.fullmatch(r"\\?[A-Za-z$][A-Za-z0-9$_-]*", flag):
+                raise ValueError(f"not a flag: {flag!r}")
+        await self._checked(
+            self._p.uid("STORE", uid_set(uids), "+FLAGS.SILENT", f"({' '.join(flags)})"),
+            "UID STORE",
+            "the server refused to set the flags",
+        )
+
+    async def move(self, uids: Sequence[int], folder: str, *, use_move: bool = True) -> str:
+        """Move ``uids`` of the folder selected read-write into ``folder``; flags go with them.
+
+        UID MOVE (RFC 6851) when the server offers MOVE (and ``use_move``); otherwise UID COPY, then
+        ``\\Deleted`` and UID EXPUNGE of those UIDs (``delete``: a plain EXPUNGE without UIDPLUS). Returns the
+        way taken: ``"move"`` or ``"copy"``. UIDs no longer in the folder are skipped by the server.
+        """
+        self._require_writable("UID MOVE")
+        if not uids:
+            return "move"
+        target = aioimaplib.quoted(encode_folder_name(folder))
+        if use_move and "MOVE" in self.capabilities:
+            await self._checked(self._p.uid("MOVE", uid_set(uids), target), "UID MOVE", "the server refused MOVE")
+            return "move"
+        await self._checked(self._p.uid("COPY", uid_set(uids), target), "UID COPY", "the server refused COPY")
+        await self.delete(uids)
+        return "copy"
+
 
 async def open_session(server: ImapServer, net: NetContext) -> ImapSession:
     """Connect and LOGIN, for a connection the caller keeps (the sync): close it with ``aclose()``."""

@@ -9,6 +9,9 @@ Runs inside the sync's transaction (the caller commits, together with the folder
   ``(account, folder, uidvalidity, uid)`` and the identity ``(account, dedupe_key)`` (the Message-ID, else
   a digest of the header block). Effects run only for rows this statement inserted, so a message seen
   twice (re-fetched after a crash, copied to Junk, re-read after a UIDVALIDITY change) acts once.
+* **Warmup mail is not inbound either**: a message whose ``X-Nimbus-Warmup`` marker verifies
+  (``warmup.receipts``) is taken out before classification and matching, and only its receipt is recorded
+  on its warmup row (where it landed); it is never stored, shown or counted as mail.
 * **A message that cannot be read is still stored** (kind ``other``, parse notes in ``classification``):
   the classifier never raises.
 """
@@ -35,6 +38,8 @@ from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_ids
 from nimbus_api.models import InboundMessage
 from nimbus_api.stages.cooldown import CooldownRules
+from nimbus_api.warmup import receipts
+from nimbus_api.warmup.marker import Marker
 
 VERIFICATION_HEADER = "X-Nimbus-Verification"
 _INSERT = insert(InboundMessage).on_conflict_do_nothing().returning(InboundMessage.id)
@@ -65,6 +70,7 @@ class Outcome:
     stored: int = 0
     own: int = 0
     duplicates: int = 0
+    warmup: int = 0
 
 
 def dedupe_key(parsed: Parsed) -> str:
@@ -114,13 +120,28 @@ class Batch:
     folder: str
     uidvalidity: int
     fetched: Sequence[Fetched]
+    role: str = "inbox"
+    """The folder's role in the sync (``inbox`` or ``junk``): where warmup mail is recorded as landed."""
 
 
-async def store_many(session: AsyncSession, batches: Sequence[Batch]) -> list[Outcome]:
+async def store_many(session: AsyncSession, batches: Sequence[Batch], *, marker: Marker | None = None) -> list[Outcome]:
     """Store the batches of several mailboxes in the caller's transaction: their lookups are two queries and
-    their rows one INSERT, whatever their number (a sync worker commits many mailboxes' polls together)."""
+    their rows one INSERT, whatever their number (a sync worker commits many mailboxes' polls together).
+    With ``marker``, warmup mail is recognised first and only its receipt recorded."""
     outcomes = [Outcome() for _ in batches]
-    parsed_all = [[(item, parse(item.raw)) for item in batch.fetched] for batch in batches]
+    parsed_all: list[list[tuple[Fetched, Parsed]]] = []
+    found_warmup: list[receipts.Receipt] = []
+    for n, batch in enumerate(batches):
+        items = []
+        for item in batch.fetched:
+            parsed = parse(item.raw)
+            if receipts.is_warmup(parsed, marker):
+                outcomes[n].warmup += 1
+                found_warmup.append(receipts.Receipt(batch.target.account_id, parsed.message_id, batch.role))
+            else:
+                items.append((item, parsed))
+        parsed_all.append(items)
+    await receipts.record(session, found_warmup, utcnow())
     verdicts = [[classify_parsed(parsed) for _, parsed in items] for items in parsed_all]
     groups = [
         (batch.target.workspace_id, batch.target.account_id, found)

@@ -14,6 +14,7 @@ Decrypting a mailbox secret is done by ``credentials.vault`` only, which writes 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -97,6 +98,11 @@ class MasterKeyring:
     def wrap(self, data_key: bytes) -> tuple[bytes, str]:
         """Wrap a data key under the primary master key; returns (wrapped, master key id)."""
         return self._fernets[0].encrypt(data_key), self._ids[0]
+
+    def derive(self, label: str) -> list[bytes]:
+        """A 32-byte key per master key (primary first) for ``label``, e.g. for a MAC: HMAC-SHA256 of the label
+        under each master key. The master keys stay here; a derived key opens nothing they wrap."""
+        return [hmac.new(k, b"nimbus-derive:" + label.encode(), hashlib.sha256).digest() for k in self._keys]
 
     def unwrap(self, wrapped: bytes) -> bytes:
         try:

@@ -19,6 +19,7 @@ from nimbus_api.models.inbound_message import InboundMessage
 from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorker
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
 from nimbus_api.models.outbound_reply import OutboundReply
+from nimbus_api.models.warmup_message import WarmupMessage
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
 from nimbus_api.models.workspace import Workspace
@@ -50,6 +51,7 @@ __all__ = [
     "SendAttempt",
     "Suppression",
     "SyncWorker",
+    "WarmupMessage",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

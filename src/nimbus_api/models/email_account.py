@@ -100,6 +100,8 @@ class EmailAccount(Base):
     #: something that moves the health happened (a bounce, a complaint, a login failure, a listing) and
     #: the inbox waits for its own recompute (``health.requests``); cleared by that recompute
     health_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: warmup messages a day (sent apart from the campaign budget); NULL: ``NIMBUS_WARMUP_DAILY_LIMIT``
+    warmup_daily_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 

@@ -42,6 +42,7 @@ from nimbus_api.sync.connections import ConnectionBook
 from nimbus_api.sync.mailboxes import Mailbox
 from nimbus_api.sync.poller import Limits, poll
 from nimbus_api.sync.storer import LeaseLost, Storer
+from nimbus_api.warmup.marker import Marker
 
 log = structlog.get_logger(__name__)
 TICK = 0.25
@@ -119,7 +120,12 @@ class SyncRunner:
         self._stopping = False
         self._successes: dict[uuid.UUID, tuple[uuid.UUID, datetime, datetime]] = {}
         self.storer = Storer(
-            sessionmaker, owner, min_sample=config.bounce_min_sample, clock=clock, cooldown=config.cooldown
+            sessionmaker,
+            owner,
+            min_sample=config.bounce_min_sample,
+            clock=clock,
+            cooldown=config.cooldown,
+            marker=Marker.from_keyring(vault.keyring),
         )
         self.limits = Limits(max_message_bytes=config.max_message_bytes, window_days=config.window_days)
 

@@ -3,7 +3,8 @@
 A poll hands each batch (messages plus the folder's new cursor) to ``Storer.store`` and waits for it to be
 committed before fetching the next. The storer collects what the polls of the moment hand it (a few
 milliseconds) and commits them together: one lease check for all their mailboxes, the lookups and the
-INSERT of all their rows (``ingest.store_many``), the effects, all their cursors in one statement, one
+INSERT of all their rows (``ingest.store_many``; warmup mail is recognised there by its marker and only its
+receipt recorded), the effects, all their cursors in one statement, one
 commit. A mailbox's messages and its cursor are still in the same transaction, so the cursor never runs
 ahead of the data; a poll's batches are committed in order because it waits for each.
 
@@ -27,6 +28,7 @@ from nimbus_api.inbox import ingest
 from nimbus_api.stages.cooldown import CooldownRules
 from nimbus_api.sync.cursor import Cursor
 from nimbus_api.sync.mailboxes import Mailbox
+from nimbus_api.warmup.marker import Marker
 
 MAX_BATCH = 64
 LINGER = 0.005
@@ -81,8 +83,10 @@ class Storer:
         min_sample: int,
         clock: Callable[[], datetime],
         cooldown: CooldownRules | None = None,
+        marker: Marker | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.marker = marker
         self.owner = owner
         self.min_sample = min_sample
         self.cooldown = cooldown or CooldownRules()
@@ -168,9 +172,11 @@ class Storer:
                         folder=r.folder,
                         uidvalidity=r.uidvalidity,
                         fetched=r.fetched,
+                        role=r.role,
                     )
                     for r in live
                 ],
+                marker=self.marker,
             )
             if live:
                 now = self.clock()

@@ -29,6 +29,7 @@ from nimbus_api.smtp.pacing import Pacer
 from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.stages.tasks import apply_stages_tick
 from nimbus_api.sync.runner import SyncRunner, sync_config
+from nimbus_api.warmup.tasks import warmup_plan, warmup_receive, warmup_send
 from nimbus_api.webhooks.runtime import build_dispatcher, build_kit
 from nimbus_api.worker.context import WorkerResources
 from nimbus_api.worker.resilience import OUTAGES_KEY, ResilientWorker, rides_out
@@ -46,6 +47,9 @@ FUNCTIONS: list[Any] = [
     func(rides_out(recompute_account), keep_result=0),
     func(rides_out(apply_stages_tick), keep_result=0),
     func(rides_out(check_domains), keep_result=0, timeout=CHECK_JOB_TIMEOUT),
+    func(rides_out(warmup_plan), keep_result=0),
+    func(rides_out(warmup_send), keep_result=0),
+    func(rides_out(warmup_receive), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -141,6 +145,9 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(purge_events), minute={41}, unique=True, keep_result=0),
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
+            cron(rides_out(warmup_plan), minute=set(range(0, 60, 10)), run_at_startup=True, unique=True, keep_result=0),
+            cron(rides_out(warmup_send), second=_EVERY_30_SECONDS, unique=True, keep_result=0),
+            cron(rides_out(warmup_receive), second={15}, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
             *health_crons,
             # warmup stages from the stage table (``stages.tasks``), every 5 minutes
