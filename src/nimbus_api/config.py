@@ -214,6 +214,16 @@ class Settings(BaseSettings):
         description="After failures a mailbox is retried later and later (its interval doubled per failure, "
         "with jitter), at most this long apart.",
     )
+
+    # --- alerts and monitoring ----------------------------------------------------------------
+    alert_evaluation_minutes: int = Field(
+        default=1,
+        ge=1,
+        le=60,
+        description="The worker evaluates every workspace's alert rules every this many minutes (at the "
+        "minutes of the hour divisible by it).",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -88,6 +88,8 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
         "contact.suppressed",
         "message.bounced",
         "message.complained",
+        "alert.triggered",
+        "alert.resolved",
         "webhook.test",
     }
 

@@ -1,6 +1,8 @@
 """ORM models, one module per table. Relationships are ``lazy="raise"``: every load is explicit."""
 
 from nimbus_api.models.account_event import AccountEvent
+from nimbus_api.models.alert_rule import AlertRule
+from nimbus_api.models.alert_state import AlertState
 from nimbus_api.models.api_key import ApiKey
 from nimbus_api.models.audit import CredentialAccess
 from nimbus_api.models.campaign import Campaign, CampaignAccount, CampaignStep
@@ -23,6 +25,8 @@ from nimbus_api.models.workspace import Workspace
 __all__ = [
     "AccountDailyUsage",
     "AccountEvent",
+    "AlertRule",
+    "AlertState",
     "ApiKey",
     "Campaign",
     "CampaignAccount",

@@ -48,6 +48,8 @@ class Message(Base):
         # The monthly quota and the workspace's sends (``sent_at >=`` a moment). Partial: no entry at the
         # insert and the lease, where ``sent_at`` is still NULL.
         Index("ix_messages_workspace_sent_at", "workspace_id", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        # One inbox's accepted sends over a window (``monitoring``). Partial, as the one above.
+        Index("ix_messages_account_sent_at", "account_id", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -92,6 +94,8 @@ class SendAttempt(Base):
     database work (bench/bench_send.py) and told nothing the message does not."""
 
     __tablename__ = "send_attempts"
+    # One inbox's failed attempts over a window (``monitoring``).
+    __table_args__ = (Index("ix_send_attempts_account_started", "account_id", "started_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)

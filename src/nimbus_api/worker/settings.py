@@ -13,6 +13,7 @@ import structlog
 from arq import cron, func
 from arq.connections import RedisSettings
 
+from nimbus_api.alerts.tasks import evaluate_alerts
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Actor, Vault
@@ -38,6 +39,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(send_inbox), keep_result=0, timeout=SEND_JOB_TIMEOUT),
     func(rides_out(dispatch_tick), keep_result=0),
     func(rides_out(sweep_tick), keep_result=0),
+    func(rides_out(evaluate_alerts), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -111,6 +113,13 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            cron(
+                rides_out(evaluate_alerts),
+                minute=set(range(0, 60, settings.alert_evaluation_minutes)),
+                second={15},
+                unique=True,
+                keep_result=0,
+            ),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
