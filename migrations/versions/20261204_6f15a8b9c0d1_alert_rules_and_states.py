@@ -11,7 +11,9 @@ Every existing workspace gets the default rules, as a new one does at creation (
 
 ``GET /v1/email-accounts/{id}/monitoring`` counts one inbox's sends and failed attempts over 24 h and
 7 d: ``ix_messages_account_sent_at`` (partial: no entry until a message is accepted, so a queued or leased
-message costs the sender nothing here) and ``ix_send_attempts_account_started``.
+message costs the sender nothing here) and ``ix_send_attempts_account_started``; complete hours are
+rolled up per inbox (``monitoring_hours``, how far in ``monitoring_rollups``), so a read counts the rows
+of the window's two partial ends only.
 """
 
 from collections.abc import Sequence
@@ -88,6 +90,19 @@ def upgrade() -> None:
         postgresql_where=sa.text("sent_at IS NOT NULL"),
     )
     op.create_index("ix_send_attempts_account_started", "send_attempts", ["account_id", "started_at"])
+    op.create_table(
+        "monitoring_hours",
+        sa.Column("account_id", sa.Uuid(), sa.ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("hour", TS, primary_key=True),
+        sa.Column("outcome", sa.String(20), primary_key=True),
+        sa.Column("error_code", sa.String(60), primary_key=True),
+        sa.Column("n", sa.Integer(), nullable=False),
+    )
+    op.create_table(
+        "monitoring_rollups",
+        sa.Column("account_id", sa.Uuid(), sa.ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("through", TS, nullable=False),
+    )
     for kind, threshold, severity in _DEFAULTS:
         op.execute(
             sa.text(
@@ -102,6 +117,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("monitoring_rollups")
+    op.drop_table("monitoring_hours")
     op.drop_index("ix_send_attempts_account_started", table_name="send_attempts")
     op.drop_index("ix_messages_account_sent_at", table_name="messages")
     op.drop_table("alert_states")

@@ -36,7 +36,7 @@ async def test_a_new_workspace_starts_with_one_default_rule_per_kind(tenant: Ten
         "listed": None,
         "domain_unhealthy": None,
     }
-    assert dict((k, t) for k, t, _ in DEFAULTS) == {
+    assert {k: t for k, t, _ in DEFAULTS} == {
         "score_below": 40.0,
         "bounce_rate_above": 5.0,
         "complaint_rate_above": 0.3,

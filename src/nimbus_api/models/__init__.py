@@ -17,6 +17,8 @@ from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.inbound_message import InboundMessage
 from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorker
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
+from nimbus_api.models.monitoring_hour import MonitoringHour
+from nimbus_api.models.monitoring_rollup import MonitoringRollup
 from nimbus_api.models.outbound_reply import OutboundReply
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
@@ -44,6 +46,8 @@ __all__ = [
     "MailboxFolder",
     "MailboxSync",
     "Message",
+    "MonitoringHour",
+    "MonitoringRollup",
     "OutboundReply",
     "SendAttempt",
     "Suppression",

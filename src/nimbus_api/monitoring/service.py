@@ -10,7 +10,7 @@ if it exists. Score components: ``email_accounts.health_components`` when that c
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api.alerts import history
 from nimbus_api.kit.db import utcnow
 from nimbus_api.models import Domain, EmailAccount, MailboxSync
-from nimbus_api.monitoring import queries
+from nimbus_api.monitoring import figures, queries
 from nimbus_api.monitoring.schemas import (
     BlocklistSection,
     ConnectionWindow,
@@ -32,7 +32,7 @@ from nimbus_api.monitoring.schemas import (
     WindowName,
 )
 
-WINDOWS: dict[WindowName, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+WINDOWS: tuple[WindowName, ...] = ("24h", "7d")
 _STATUS: dict[str, RecordStatus] = {"passed": "pass", "pass": "pass", "failed": "fail", "fail": "fail", "warn": "warn"}
 
 
@@ -114,8 +114,9 @@ def _sync(account: EmailAccount, sync: MailboxSync | None, now: datetime) -> Syn
 async def monitoring(session: AsyncSession, workspace_id: uuid.UUID, account_id: uuid.UUID) -> Monitoring:
     account, domain, sync = await queries.load(session, workspace_id, account_id)
     now = utcnow()
-    since = {name: now - span for name, span in WINDOWS.items()}
-    counts = await queries.send_counts(session, account.id, since["24h"], since["7d"])
+    bounds = figures.Bounds.at(now)
+    since: dict[WindowName, datetime] = {"24h": bounds.since_24h, "7d": bounds.since_7d}
+    counts = await figures.send_counts(session, account.id, bounds)
     alerts = await queries.active_alerts(session, workspace_id, account.id, domain.id)
     sends, connections = [], []
     for name in WINDOWS:
