@@ -14,6 +14,7 @@ from nimbus_api.alerts.schemas import AlertRead
 
 WindowName = TypeAliasType("WindowName", Literal["24h", "7d"])
 RecordStatus = TypeAliasType("RecordStatus", Literal["pass", "warn", "fail", "unknown"])
+DnsSource = TypeAliasType("DnsSource", Literal["verification", "domain_check"])
 
 
 class ScoreSection(BaseModel):
@@ -78,7 +79,7 @@ class DnsRecord(BaseModel):
     code: str | None
     detail: str | None
     checked_at: datetime | None
-    source: Literal["verification", "domain_check"] = Field(
+    source: DnsSource = Field(
         description="`verification`: the inbox's last connect-time check; `domain_check`: the domain's re-check."
     )
 
