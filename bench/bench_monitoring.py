@@ -9,7 +9,13 @@ under 50 ms. Also printed: the plan of the send-figures statement (EXPLAIN ANALY
 partial ends from the two per-inbox indexes of the alerts migration, its full hours from the rollup
 (``monitoring.figures``; the first request rolls the week up, the others find it done).
 
-Invariant checked (fatal): the figures the endpoint returns equal the counts made directly in SQL. A
+Then the alert evaluation over every workspace (``alerts.evaluate``, what the worker's cron runs each
+minute): ``FLEET`` more inboxes in one more workspace, with their sync rows, a tenth of them under the
+default score rule and a twentieth over the bounce rule; timed when the alerts start (every trigger and
+its event written), again when nothing changes (the steady state of most minutes), and when they all end.
+
+Invariants checked (fatal): each evaluation's triggers and resolves are the counts the rows call for. And
+the figures the endpoint returns equal the counts made directly in SQL. A
 missed speed target is printed, not fatal (shared machines are noisy).
 
 Uses the PostgreSQL at ``NIMBUS_BENCH_PG_ADMIN`` (default postgresql://postgres@127.0.0.1:5432/postgres)
@@ -60,6 +66,68 @@ STEPS = 10  # messages per enrollment (one per step): MESSAGES / STEPS enrollmen
 REQUESTS = 200
 WARMUP = 20
 TARGET_P95 = 0.050
+FLEET = int(os.environ.get("NIMBUS_BENCH_ALERT_INBOXES", "10000"))
+
+
+async def bench_evaluation(dsn: str, vault: Vault) -> None:
+    engine = make_engine(dsn)
+    sm = make_sessionmaker(engine)
+    async with sm() as session, session.begin():
+        ws = await workspaces.create_workspace(session, vault, f"bench-fleet-{secrets.token_hex(3)}")
+    conn = await asyncpg.connect(dsn)
+    try:
+        domain = await conn.fetchval(
+            "INSERT INTO domains (id, workspace_id, name, is_paused, dns_status, blocklist_status, created_at,"
+            " updated_at) VALUES (gen_random_uuid(), $1, 'fleet.example', false, 'pass', 'clean', now(), now())"
+            " RETURNING id",
+            ws.id,
+        )
+        await conn.execute(
+            """
+            WITH a AS (
+              INSERT INTO email_accounts (id, workspace_id, domain_id, email, provider, smtp_host, smtp_port, smtp_mode,
+                daily_send_limit, sync_interval_seconds, campaign_types, is_active, overall_score, reputation_score,
+                warmup_progress, current_stage, bounce_rate_7d, complaint_rate_7d, created_at, updated_at)
+              SELECT gen_random_uuid(), $1, $2, 'fleet' || g || '@fleet.example', 'custom', 'smtp.fleet.example', 587,
+                'starttls', 100, 120, '{cold}', true, CASE WHEN g % 10 = 0 THEN 30 ELSE 70 END, 50, 0, 3,
+                CASE WHEN g % 20 = 1 THEN 9 ELSE 1 END, 0, now(), now()
+              FROM generate_series(1, $3::int) g
+              RETURNING id
+            )
+            INSERT INTO mailbox_syncs (account_id, workspace_id, status, next_poll_at, last_success_at,
+                                       consecutive_failures, messages_stored, created_at, updated_at)
+            SELECT id, $1, 'ok', now(), now(), 0, 0, now(), now() FROM a
+            """,
+            ws.id,
+            domain,
+            FLEET,
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    expected_up = FLEET // 10 + (FLEET + 19) // 20
+
+    async def timed(label: str, want: tuple[int, int]) -> None:
+        async with sm() as session, session.begin():
+            start = time.perf_counter()
+            outcome = await evaluate(session)
+            elapsed = time.perf_counter() - start
+        if outcome.counts != want:
+            raise SystemExit(f"INVARIANT BROKEN: {label}: {outcome.counts} (triggered, resolved), expected {want}")
+        print(f"  {label}: {elapsed * 1000:.0f} ms ({want[0]} triggered, {want[1]} resolved)")
+
+    print(f"alert evaluation of every workspace, {FLEET} more inboxes, six kinds (one statement each):")
+    await timed("alerts start", (expected_up, 0))
+    await timed("nothing changes", (0, 0))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE email_accounts SET overall_score = 90, bounce_rate_7d = 0 WHERE workspace_id = $1", ws.id
+        )
+    finally:
+        await conn.close()
+    await timed("alerts end", (0, expected_up))
+    await engine.dispose()
 
 
 async def seed(dsn: str, vault: Vault) -> tuple[uuid.UUID, uuid.UUID, str]:
@@ -296,6 +364,7 @@ async def main() -> None:
             f"for scale, GET /v1/email-accounts/{{id}} in the same run: p50 {pct(floor, 50) * 1000:.1f} ms, "
             f"p95 {pct(floor, 95) * 1000:.1f} ms"
         )
+        await bench_evaluation(dsn, vault)
         print("OK" if p95 < TARGET_P95 else "TARGET MISSED: p95 at or over 50 ms on this machine")
     finally:
         admin = await asyncpg.connect(ADMIN)
