@@ -369,6 +369,16 @@ class Settings(BaseSettings):
         default=3, ge=1, le=20, description="A warmup message refused this many times (temporarily) is `failed`."
     )
     # --- end of warmup exchange -----------------------------------------------------------------
+
+    # --- alerts and monitoring ----------------------------------------------------------------
+    alert_evaluation_minutes: int = Field(
+        default=1,
+        ge=1,
+        le=60,
+        description="The worker evaluates every workspace's alert rules every this many minutes (at the "
+        "minutes of the hour divisible by it).",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -37,6 +37,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nimbus_api.alerts.evaluate import evaluate as evaluate_alerts
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.pagination import encode_cursor
 from nimbus_api.models import Credential, Enrollment, InboundMessage, WebhookSecret
@@ -79,6 +80,8 @@ class Owned:
     endpoint_id: str
     webhook_secret: str
     inbound_id: str
+    rule_id: str
+    alert_id: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -106,6 +109,8 @@ class Owned:
             "webhook endpoint id": self.endpoint_id,
             "webhook signing secret": self.webhook_secret,
             "inbound message id": self.inbound_id,
+            "alert rule id": self.rule_id,
+            "alert id": self.alert_id,
         }
 
 
@@ -129,6 +134,7 @@ PATH_PARAMS: dict[str, str] = {
     "endpoint_id": "endpoint_id",
     "event_id": "outbox_event_id",
     "message_id": "inbound_id",
+    "rule_id": "rule_id",
 }
 
 
@@ -186,6 +192,8 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "events_replay": lambda world: {},
     "inbox_update": lambda world: {"read": True, "archived": False},
     "inbox_reply": lambda world: {"text": "Answered from workspace A."},
+    "alert_rules_create": lambda world: {"kind": "score_below", "threshold": 10},
+    "alert_rules_update": lambda world: {"threshold": 20, "enabled": False},
 }
 FILES = {"contacts_import_csv"}
 
@@ -200,6 +208,7 @@ PROBES: dict[str, Callable[[Owned], str]] = {
     "q": lambda b: b.email,
     "email": lambda b: b.suppressed_email,
     "cursor": lambda b: encode_cursor(uuid.UUID(b.account_id)),
+    "subject_id": lambda b: b.account_id,
     "idempotency-key": lambda b: b.idempotency_key,
 }
 # Per operation, B's own key for it (B used it for the same operation, so its response is stored): one key
@@ -421,6 +430,13 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
                 text_body="Interested.",
             )
         )
+    # a rule of its own and the alert it raised (the inbox's score 50 is below 99.5)
+    rule = await _post(
+        tenant, "/v1/alert-rules", json={"kind": "score_below", "threshold": 99.5, "account_id": account["id"]}
+    )
+    async with sessionmaker() as session, session.begin():
+        await evaluate_alerts(session, workspace_id=tenant.workspace_id, kinds=["score_below"])
+    [alert] = (await tenant.client.get("/v1/alerts", params={"active": "true"})).json()["data"]
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -444,6 +460,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         endpoint_id=hook["id"],
         webhook_secret=hook["secret"],
         inbound_id=str(inbound_id),
+        rule_id=rule["id"],
+        alert_id=alert["id"],
         idempotency_keys=keys,
     )
 
@@ -482,6 +500,9 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "webhook endpoints": "/v1/webhook-endpoints",
         "inbox": "/v1/inbox",
         "inbound message": f"/v1/inbox/{owner.inbound_id}",
+        "alert rule": f"/v1/alert-rules/{owner.rule_id}",
+        "alert rules": "/v1/alert-rules",
+        "alerts": "/v1/alerts",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():

@@ -91,6 +91,8 @@ def test_every_type_in_the_document_value_set_has_a_schema() -> None:
         "message.complained",
         "domain.unhealthy",
         "domain.healthy",
+        "alert.triggered",
+        "alert.resolved",
         "webhook.test",
     }
 

@@ -476,7 +476,9 @@ async def test_a_canary_password_leaks_nowhere(
                 raw=raw,
             )
         )
+    rule_id = (await call("GET", "/v1/alert-rules")).json()["data"][0]["id"]
     ids = {
+        "rule_id": rule_id,
         "event_id": started[0]["id"],
         "account_id": account_id,
         "domain_id": domain_id,
@@ -515,6 +517,8 @@ async def test_a_canary_password_leaks_nowhere(
             ("POST", "/v1/inbox/{message_id}/reply"): {"json": {"text": "thanks"}},
             ("POST", "/v1/campaigns/{campaign_id}/accounts/{account_id}/reenable"): {},
             ("PATCH", "/v1/email-accounts/{account_id}/warmup"): {"json": {"enabled": True}},
+            ("POST", "/v1/alert-rules"): {"json": {"kind": "score_below", "threshold": 10}},
+            ("PATCH", "/v1/alert-rules/{rule_id}"): {"json": {"severity": "info"}},
         }
         if (method, template) in bodies:
             return bodies[(method, template)]

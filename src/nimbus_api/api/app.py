@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from nimbus_api import __version__
 from nimbus_api.accounts.endpoints import router as accounts_router
+from nimbus_api.alerts.endpoints import alerts_router, rules_router
 from nimbus_api.api.body_limit import BodyLimitMiddleware
 from nimbus_api.api.errors import install_error_handlers
 from nimbus_api.api.gate import RequestGateMiddleware
@@ -39,6 +40,7 @@ from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import ProblemDetail
 from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
+from nimbus_api.monitoring.endpoints import router as monitoring_router
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.stages.endpoints import router as stages_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
@@ -151,6 +153,9 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         unsubscribe_router,
         account_health_router,
         warmup_router,
+        rules_router,
+        alerts_router,
+        monitoring_router,
     ):
         app.include_router(router)
     register_webhooks(app)

@@ -139,6 +139,49 @@ class DomainHealthData(EventData):
     paused: bool = Field(default=False, description="Whether every inbox of the domain is now out of rotation.")
     accounts: int = Field(default=0, ge=0, description="Email accounts on the domain (all paused or resumed).")
     detail: Text | None = Field(default=None, description="What the first failing check found.")
+AlertSeverity = TypeAliasType("AlertSeverity", Literal["info", "warning", "critical"])
+AlertRuleKind = TypeAliasType(
+    "AlertRuleKind",
+    Literal["score_below", "bounce_rate_above", "complaint_rate_above", "sync_lag_above", "listed", "domain_unhealthy"],
+)
+AlertSubject = TypeAliasType("AlertSubject", Literal["account", "domain"])
+AlertResolution = TypeAliasType("AlertResolution", Literal["condition_ended", "rule_disabled", "rule_deleted"])
+
+
+class AlertTriggeredData(EventData):
+    """An alert rule's condition started to hold for one inbox or domain (README, "Alerts and
+    monitoring"). Sent once per alert; `alert.resolved` with the same `alert_id` ends it."""
+
+    alert: Code = Field(description="What the alert is about: `<subject_type>.<kind>`, e.g. `account.score_below`.")
+    severity: AlertSeverity
+    message: Text
+    subject_id: uuid.UUID | None = Field(description="The campaign, account or domain concerned.")
+    alert_id: uuid.UUID | None = Field(default=None, description="The alert (`GET /v1/alerts`).")
+    rule_id: uuid.UUID | None = Field(default=None, description="The rule that raised it.")
+    kind: AlertRuleKind | None = None
+    subject_type: AlertSubject | None = None
+    subject_name: Email | None = Field(default=None, description="The inbox's address or the domain's name.")
+    value: float | None = Field(default=None, description="The measured value (null for the yes/no kinds).")
+    threshold: float | None = Field(default=None, description="The rule's threshold (null for the yes/no kinds).")
+
+
+class AlertResolvedData(EventData):
+    """An alert ended: its condition no longer holds (or its subject is gone), or its rule was disabled
+    or deleted. Sent once per alert, after its `alert.triggered`."""
+
+    alert_id: uuid.UUID
+    alert: Code = Field(description="As in `alert.triggered`.")
+    severity: AlertSeverity
+    message: Text
+    rule_id: uuid.UUID | None = Field(description="Null when the rule was deleted.")
+    kind: AlertRuleKind
+    subject_type: AlertSubject
+    subject_id: uuid.UUID
+    subject_name: Email
+    value: float | None = Field(description="The latest measured value (null for the yes/no kinds).")
+    threshold: float | None
+    reason: AlertResolution
+    duration_seconds: int = Field(ge=0, description="How long the alert was active.")
 
 
 # --- reserved -----------------------------------------------------------------------------------------
@@ -212,16 +255,6 @@ class AccountHealthChangedData(EventData):
     reputation_score: float | None = Field(default=None, ge=0, le=100)
 
 
-AlertSeverity = TypeAliasType("AlertSeverity", Literal["info", "warning", "critical"])
-
-
-class AlertTriggeredData(EventData):
-    alert: Code = Field(description="What the alert is about, e.g. `campaign.bounce_rate`.")
-    severity: AlertSeverity
-    message: Text
-    subject_id: uuid.UUID | None = Field(description="The campaign, account or domain concerned.")
-
-
 class WebhookTestData(EventData):
     """Sent by `POST /v1/webhook-endpoints/{id}/test`."""
 
@@ -249,6 +282,7 @@ EventType = TypeAliasType(
         "domain.unhealthy",
         "domain.healthy",
         "alert.triggered",
+        "alert.resolved",
         "webhook.test",
     ],
 )
@@ -281,6 +315,7 @@ CATALOGUE: dict[str, Spec] = {
         DomainHealthData, "A domain-wide problem (DNS, DMARC alignment, blocklist) paused a sending domain", True
     ),
     "domain.healthy": Spec(DomainHealthData, "A re-check cleared a sending domain's problems: it sends again", True),
-    "alert.triggered": Spec(AlertTriggeredData, "An alert fired", False),
+    "alert.triggered": Spec(AlertTriggeredData, "An alert rule's condition started for an inbox or domain", True),
+    "alert.resolved": Spec(AlertResolvedData, "An alert ended", True),
     "webhook.test": Spec(WebhookTestData, "A test delivery asked for through the API", True),
 }

@@ -2,6 +2,8 @@
 
 from nimbus_api.models.account_event import AccountEvent
 from nimbus_api.models.account_health_daily import AccountHealthDaily
+from nimbus_api.models.alert_rule import AlertRule
+from nimbus_api.models.alert_state import AlertState
 from nimbus_api.models.api_key import ApiKey
 from nimbus_api.models.audit import CredentialAccess
 from nimbus_api.models.campaign import Campaign, CampaignAccount, CampaignStep
@@ -18,6 +20,8 @@ from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.inbound_message import InboundMessage
 from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorker
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
+from nimbus_api.models.monitoring_hour import MonitoringHour
+from nimbus_api.models.monitoring_rollup import MonitoringRollup
 from nimbus_api.models.outbound_reply import OutboundReply
 from nimbus_api.models.warmup_message import WarmupMessage
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
@@ -28,6 +32,8 @@ __all__ = [
     "AccountDailyUsage",
     "AccountEvent",
     "AccountHealthDaily",
+    "AlertRule",
+    "AlertState",
     "ApiKey",
     "Campaign",
     "CampaignAccount",
@@ -47,6 +53,8 @@ __all__ = [
     "MailboxFolder",
     "MailboxSync",
     "Message",
+    "MonitoringHour",
+    "MonitoringRollup",
     "OutboundReply",
     "SendAttempt",
     "Suppression",

@@ -97,7 +97,8 @@ class SendAttempt(Base):
     database work (bench/bench_send.py) and told nothing the message does not."""
 
     __tablename__ = "send_attempts"
-    # An inbox's failed attempts of the last 7 days, for its health (``health.recompute``).
+    # An inbox's failed attempts of the last 7 days, for its health (``health.recompute``) and its
+    # monitoring figures.
     __table_args__ = (Index("ix_send_attempts_account_started", "account_id", "started_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -13,6 +13,7 @@ import structlog
 from arq import cron, func
 from arq.connections import RedisSettings
 
+from nimbus_api.alerts.tasks import evaluate_alerts
 from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Actor, Vault
@@ -50,6 +51,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(warmup_plan), keep_result=0),
     func(rides_out(warmup_send), keep_result=0),
     func(rides_out(warmup_receive), keep_result=0),
+    func(rides_out(evaluate_alerts), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -159,6 +161,12 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                 unique=True,
                 keep_result=0,
                 timeout=CHECK_JOB_TIMEOUT,
+            cron(
+                rides_out(evaluate_alerts),
+                minute=set(range(0, 60, settings.alert_evaluation_minutes)),
+                second={15},
+                unique=True,
+                keep_result=0,
             ),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),

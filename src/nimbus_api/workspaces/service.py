@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nimbus_api.alerts import rules as alert_rules
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.db import utcnow
 from nimbus_api.models import ApiKey, Message, Workspace
@@ -36,6 +37,7 @@ async def create_workspace(session: AsyncSession, vault: Vault, name: str) -> Wo
     session.add(workspace)
     await session.flush()
     await vault.create_data_key(session, workspace.id)
+    alert_rules.seed_defaults(session, workspace.id)
     return workspace
 
 
