@@ -34,10 +34,12 @@ from nimbus_api.enrollments.endpoints import unsubscribe_router
 from nimbus_api.events.document import register_webhooks, tidy_webhooks
 from nimbus_api.events.endpoints import router as events_router
 from nimbus_api.inbox.endpoints import router as inbox_router
+from nimbus_api.kit import metrics
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import ProblemDetail
 from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
+from nimbus_api.metrics.endpoint import router as metrics_router
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
 from nimbus_api.validation.service import build_verifier
@@ -94,9 +96,11 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         app.state.nimbus = state or build_state(settings)
         log.info("api_started", version=__version__)
         announce(settings, "api")
+        metrics.check_multiprocess_dir()
         try:
             yield
         finally:
+            metrics.process_exit()
             if own:
                 await app.state.nimbus.webhooks.close()
                 await app.state.nimbus.redis.aclose()
@@ -145,6 +149,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         inbox_router,
         webhooks_router,
         unsubscribe_router,
+        metrics_router,
     ):
         app.include_router(router)
     register_webhooks(app)

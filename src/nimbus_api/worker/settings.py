@@ -17,6 +17,7 @@ from nimbus_api.config import Settings
 from nimbus_api.credentials.tasks import ROTATION_JOB_TIMEOUT, rotate_data_keys
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.events.tasks import purge_events
+from nimbus_api.kit import metrics
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
@@ -50,6 +51,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
     database_url = settings.database_url
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        metrics.check_multiprocess_dir()
         # Tried again until PostgreSQL answers (``ResilientWorker``): the engine is disposed of each time.
         engine = make_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         try:
@@ -102,6 +104,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                 await resources.webhooks.close()
             await resources.pool.close()
             await resources.engine.dispose()
+        metrics.process_exit()
 
     return {
         "functions": FUNCTIONS,
