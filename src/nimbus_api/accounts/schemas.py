@@ -32,6 +32,7 @@ from nimbus_api.kit.validators import (
     SingleLine,
     StrictModel,
 )
+from nimbus_api.provider_quotas.schemas import ProviderQuotaOut, SesApiIn
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.schemas import VerificationResult
 
@@ -173,6 +174,11 @@ class EmailAccountUpdate(PatchModel):
     current_stage: Stage | None = not_null(
         description="Set the warm-up stage of an inbox warmed elsewhere; recorded as a `stage_changed` event.",
     )
+    ses_api: SesApiIn | None = Field(
+        default=None,
+        description="Amazon SES API credentials to read the send quota with (write-only; null removes them). "
+        "The quota is read within a minute, then hourly; `provider_quota` shows it.",
+    )
 
     @field_validator("campaign_types")
     @classmethod
@@ -261,6 +267,8 @@ class EmailAccountRead(BaseModel):
     verification_locked_at: datetime | None = Field(
         description="Set after too many failed logins; a PATCH of the connection settings clears it."
     )
+    ses_api_configured: bool = Field(description="SES API credentials are stored (they are never returned).")
+    provider_quota: ProviderQuotaOut | None = Field(description="The SES send quota (null without SES credentials).")
     created_at: datetime
     updated_at: datetime
 
@@ -273,7 +281,7 @@ class EmailAccountPage(BaseModel):
 class AccountEventRead(BaseModel):
     id: uuid.UUID
     account_id: uuid.UUID
-    kind: str = Field(description="`stage_changed` or `paused`.")
+    kind: str = Field(description="`stage_changed`, `paused` or `daily_limit_lowered` (to the SES quota).")
     actor: str = Field(description="`api_key:<id>` or `system:<task>`.")
     detail: dict[str, Any] = Field(description='`stage_changed`: `{"from": 1, "to": 4}`.')
     created_at: datetime

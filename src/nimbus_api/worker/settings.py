@@ -22,6 +22,7 @@ from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.kit.outage import Outages
+from nimbus_api.provider_quotas.tasks import refresh_provider_quotas
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
@@ -39,6 +40,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(send_inbox), keep_result=0, timeout=SEND_JOB_TIMEOUT),
     func(rides_out(dispatch_tick), keep_result=0),
     func(rides_out(sweep_tick), keep_result=0),
+    func(rides_out(refresh_provider_quotas), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -114,6 +116,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            cron(rides_out(refresh_provider_quotas), second={17}, unique=True, keep_result=0),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
