@@ -17,7 +17,7 @@ import pytest
 from moto.core.authorization import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
@@ -25,6 +25,10 @@ from nimbus_api.kit.egress import EgressPolicy
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.models import AccountEvent, CredentialAccess, EmailAccount
 from nimbus_api.provider_quotas.service import RefreshConfig, refresh_due, refresh_one
+from nimbus_api.provider_quotas.tasks import refresh_provider_quotas
+from nimbus_api.sending.mx import MxChecker
+from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.worker.context import WorkerResources
 from tests.conftest import Tenant, account_payload
 
 REGION = "eu-west-1"
@@ -201,3 +205,41 @@ async def test_ses_api_input_is_validated_and_write_only(tenant: Tenant) -> None
         assert r.json()["code"] == "validation_error"
     listed = await tenant.client.get("/v1/email-accounts")
     assert all(a["ses_api_configured"] is False and a["provider_quota"] is None for a in listed.json()["data"])
+
+
+async def test_the_worker_job_reads_the_quota_of_accounts_just_set(
+    tenant: Tenant,
+    ses: Ses,
+    settings: Settings,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    inbox = await _inbox(tenant, 80)
+    body = {
+        "ses_api": {"access_key_id": ses.access_key_id, "secret_access_key": ses.secret_access_key, "region": REGION}
+    }
+    assert (await tenant.client.patch(f"/v1/email-accounts/{inbox}", json=body)).status_code == 200
+    net = build_net_context(settings)
+    async with SmtpPool(net) as pool:
+        ctx = {
+            "nimbus": WorkerResources(
+                settings=settings.model_copy(update={"ses_endpoint_url": ses.url}),
+                engine=engine,
+                sessionmaker=sessionmaker,
+                vault=vault,
+                pool=pool,
+                pacer=None,
+                mx=MxChecker(net.resolver),
+                worker_id="quota-test-worker",
+            )
+        }
+        counts = await refresh_provider_quotas(ctx)
+        again = await refresh_provider_quotas(ctx)
+    assert counts["ok"] >= 1
+    assert again["ok"] == 0  # read within the hour: nothing is due again
+    quota = (await tenant.client.get(f"/v1/email-accounts/{inbox}")).json()["provider_quota"]
+    assert quota["max_24_hour_send"] == 200 and quota["error_code"] is None
+    async with sessionmaker() as session:
+        account = await session.get_one(EmailAccount, inbox)
+    assert account.daily_send_limit == 80  # under the quota already: unchanged

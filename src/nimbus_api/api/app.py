@@ -149,9 +149,10 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         inbox_router,
         webhooks_router,
         unsubscribe_router,
-        metrics_router,
     ):
         app.include_router(router)
+    if settings.metrics_token is not None:  # without the token there is no /metrics on the API at all
+        app.include_router(metrics_router)
     register_webhooks(app)
 
     def openapi() -> dict[str, Any]:

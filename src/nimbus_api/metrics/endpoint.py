@@ -1,9 +1,9 @@
 """``GET /metrics`` (Prometheus text format), and who may read it.
 
-On the API (``router``): answered only when ``NIMBUS_METRICS_TOKEN`` is set, to requests that send it
-as ``Authorization: Bearer <token>`` (compared in constant time); without the setting the path does not
-exist (404, the same answer as any unknown path), a missing or wrong token is a 401
-``metrics.unauthorized``. So a deployment exposes nothing until an operator chooses to.
+On the API (``router``): mounted only when ``NIMBUS_METRICS_TOKEN`` is set, and answered to requests
+that send it as ``Authorization: Bearer <token>`` (compared in constant time); without the setting the
+path does not exist (404, as any unknown path), a missing or wrong token is a 401 ``metrics.unauthorized``.
+So a deployment exposes nothing until an operator chooses to.
 
 On a separate bind (``nimbus metrics --host --port``, ``metrics.server``): the interface is the
 protection (a private address the scraper reaches), and the token is checked there too when it is set.
