@@ -25,18 +25,16 @@ import logging
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from aiohttp.abc import AbstractResolver, ResolveResult
-from botocore.exceptions import BotoCoreError, ClientError
 
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.egress import EgressError, HostNotAllowed, HostUnresolvable, resolve_addresses
 from nimbus_api.kit.net import NetContext
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
+    from botocore.exceptions import ClientError
 
 REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
 _REGION = re.compile(REGION_PATTERN)
@@ -90,34 +88,35 @@ def endpoint_for(region: str, endpoint_url: str | None) -> str:
     return endpoint_url or f"https://email.{region}.amazonaws.com"
 
 
-class _PolicyResolver(AbstractResolver):
-    """aiohttp's resolver, through our resolver and the egress policy: only allowed addresses come back."""
+def _policy_resolver(net: NetContext) -> AbstractResolver:
+    """aiohttp's resolver, through our resolver and the egress policy: only allowed addresses come back.
+    (aiohttp and botocore are imported when a quota is read, not when a process starts.)"""
+    from aiohttp.abc import AbstractResolver, ResolveResult
 
-    def __init__(self, net: NetContext) -> None:
-        self.net = net
+    class PolicyResolver(AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            found = await resolve_addresses(net.resolver, host)
+            allowed = [a for a in found if net.policy.address_allowed(a, host)]
+            if not allowed:
+                raise OSError(f"{host} resolves to no address outbound connections may reach")
+            return [
+                ResolveResult(
+                    hostname=host,
+                    host=str(a),
+                    port=port,
+                    family=socket.AF_INET6 if a.version == 6 else socket.AF_INET,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )
+                for a in allowed
+            ]
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        allowed = [
-            a for a in await resolve_addresses(self.net.resolver, host) if self.net.policy.address_allowed(a, host)
-        ]
-        if not allowed:
-            raise OSError(f"{host} resolves to no address outbound connections may reach")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=str(a),
-                port=port,
-                family=socket.AF_INET6 if a.version == 6 else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for a in allowed
-        ]
+        async def close(self) -> None:
+            return None
 
-    async def close(self) -> None:
-        return None
+    return PolicyResolver()
 
 
 async def _check_endpoint(net: NetContext, url: str) -> None:
@@ -143,6 +142,11 @@ async def get_send_quota(
 ) -> SendQuota:
     """One ``GetSendQuota`` call, bounded by ``timeout``; raises ``QuotaError``. TLS is verified against
     the system's CAs (botocore builds the context) plus ``ca_file`` (``NIMBUS_EXTRA_CA_FILE``)."""
+    import aiohttp
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         url = endpoint_for(credentials.region, endpoint_url)
     except ValueError as exc:
@@ -157,7 +161,7 @@ async def get_send_quota(
         connect_timeout=timeout,
         read_timeout=timeout,
         retries={"max_attempts": 2, "mode": "standard"},
-        connector_args={"resolver": _PolicyResolver(net)},
+        connector_args={"resolver": _policy_resolver(net)},
     )
     try:
         async with asyncio.timeout(timeout * 2):
