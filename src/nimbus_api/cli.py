@@ -105,6 +105,22 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     create_worker(settings).run()
 
 
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> None:
+    """Serve only ``/metrics`` (this box's processes plus the PostgreSQL gauges) on a bind of its own."""
+    import uvicorn
+
+    from nimbus_api.metrics.server import create_metrics_app
+
+    if settings.metrics_postgres and not settings.database_url:
+        raise CliError("NIMBUS_DATABASE_URL must be set (or NIMBUS_METRICS_POSTGRES=false for process metrics only)")
+    uvicorn.run(
+        create_metrics_app(settings),
+        host=args.host or settings.metrics_host,
+        port=args.port or settings.metrics_port,
+        log_config=None,
+    )
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     from nimbus_api.kit.migrate import upgrade_head
 
@@ -333,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run an arq worker").set_defaults(fn=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    serve_metrics = sub.add_parser(
+        "metrics", help="serve only /metrics (this box's processes and the PostgreSQL gauges) on its own bind"
+    )
+    serve_metrics.add_argument("--host", help="default NIMBUS_METRICS_HOST (127.0.0.1)")
+    serve_metrics.add_argument("--port", type=int, help="default NIMBUS_METRICS_PORT (9464)")
+    serve_metrics.set_defaults(fn=cmd_metrics)
 
     dev = sub.add_parser("dev", help="local all-in-one: stores, migrations, API and worker (make run)")
     dev.add_argument("--host")

@@ -378,6 +378,32 @@ class Settings(BaseSettings):
         description="The worker evaluates every workspace's alert rules every this many minutes (at the "
         "minutes of the hour divisible by it).",
     )
+    # --- metrics and provider quotas ----------------------------------------------------------
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token `GET /metrics` requires (constant-time compare). Unset: the API has no "
+        "/metrics (404); `nimbus metrics` (a bind of its own) then answers without one.",
+    )
+    metrics_postgres: bool = Field(
+        default=True,
+        description="/metrics also reads the PostgreSQL gauges (queue depth, IMAP sync lag) at scrape time; "
+        "turn off on every scrape target but one if the duplicates bother you.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="`nimbus metrics`: the interface to bind.")
+    metrics_port: int = Field(default=9464, ge=1, le=65535, description="`nimbus metrics`: the port.")
+    ses_endpoint_url: str | None = Field(
+        default=None,
+        description="Amazon SES API endpoint for quota reads (an SES-compatible service, or a test server); "
+        "unset: `https://email.<region>.amazonaws.com`. The egress policy applies to it.",
+    )
+    ses_quota_refresh_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="An account's SES send quota is read again this long after the last read (and at once "
+        "after its SES credentials are set).",
+    )
+    ses_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Timeout of one SES API call.")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"

@@ -32,6 +32,7 @@ from nimbus_api.kit.validators import (
     SingleLine,
     StrictModel,
 )
+from nimbus_api.provider_quotas.schemas import ProviderQuotaOut, SesApiIn
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.schemas import VerificationResult
 
@@ -189,6 +190,11 @@ class EmailAccountUpdate(PatchModel):
         description="Warmup messages a day, replies included, apart from the campaign budget; null: the "
         "deployment's default (`NIMBUS_WARMUP_DAILY_LIMIT`).",
     )
+    ses_api: SesApiIn | None = Field(
+        default=None,
+        description="Amazon SES API credentials to read the send quota with (write-only; null removes them). "
+        "The quota is read within a minute, then hourly; `provider_quota` shows it.",
+    )
 
     @field_validator("campaign_types")
     @classmethod
@@ -288,6 +294,8 @@ class EmailAccountRead(BaseModel):
     verification_locked_at: datetime | None = Field(
         description="Set after too many failed logins; a PATCH of the connection settings clears it."
     )
+    ses_api_configured: bool = Field(description="SES API credentials are stored (they are never returned).")
+    provider_quota: ProviderQuotaOut | None = Field(description="The SES send quota (null without SES credentials).")
     created_at: datetime
     updated_at: datetime
 
@@ -300,7 +308,10 @@ class EmailAccountPage(BaseModel):
 class AccountEventRead(BaseModel):
     id: uuid.UUID
     account_id: uuid.UUID
-    kind: str = Field(description="`stage_changed`, `stage_override_cleared`, `cooldown` or `paused`.")
+    kind: str = Field(
+        description="`stage_changed`, `stage_override_cleared`, `cooldown`, `paused` or `daily_limit_lowered` "
+        "(to the SES quota)."
+    )
     actor: str = Field(description="`api_key:<id>`, `system:<task>` or `platform` (stage table, cooldown).")
     detail: dict[str, Any] = Field(description='`stage_changed`: `{"from": 1, "to": 4}`.')
     created_at: datetime

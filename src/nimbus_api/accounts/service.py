@@ -46,6 +46,7 @@ from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount, MailboxSync
+from nimbus_api.provider_quotas import service as provider_quotas
 from nimbus_api.sending.sweeper import hand_back_orphans
 from nimbus_api.stages import service as stages
 from nimbus_api.stages.limits import effective_limit
@@ -135,7 +136,7 @@ async def update(
     imap = current.imap
     if "imap" in set_fields:
         imap = None if patch.imap is None else drafts.merge_server(current.imap, patch.imap, "imap")
-    for name in set_fields - {"smtp", "imap"}:
+    for name in set_fields - {"smtp", "imap", "ses_api"}:
         if getattr(patch, name) is None and name in _NOT_NULLABLE:
             raise ValidationProblem([FieldError(field=name, message="may not be null", type="value_error")])
     pinned = _pinned_stage(patch)
@@ -168,7 +169,11 @@ async def update(
         await stages.clear_override(session, account, actor=actor.value, settings=stage_rules)
     if "is_active" in set_fields and patch.is_active is not None and patch.is_active != account.is_active:
         _emit_switch(session, account, active=patch.is_active)
-    for name in set_fields - {"smtp", "imap", "current_stage", "stage_override"}:
+    if "ses_api" in set_fields:
+        await provider_quotas.set_ses_api(session, vault, account, patch.ses_api)
+    if "daily_send_limit" in set_fields:
+        provider_quotas.check_limit(account, patch.daily_send_limit)
+    for name in set_fields - {"smtp", "imap", "current_stage", "stage_override", "ses_api"}:
         setattr(account, name, getattr(patch, name))
     _apply_servers(account, draft)
     await _store_secrets(session, vault, account, draft)
@@ -446,6 +451,8 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 if a.last_verification
                 else None,
                 verification_locked_at=a.verification_locked_at,
+                ses_api_configured=(a.id, "ses_api") in stored,
+                provider_quota=provider_quotas.quota_out(a),
                 created_at=a.created_at,
                 updated_at=a.updated_at,
             )

@@ -36,10 +36,12 @@ from nimbus_api.events.document import register_webhooks, tidy_webhooks
 from nimbus_api.events.endpoints import router as events_router
 from nimbus_api.health.endpoints import router as account_health_router
 from nimbus_api.inbox.endpoints import router as inbox_router
+from nimbus_api.kit import metrics
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.problems import ProblemDetail
 from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
+from nimbus_api.metrics.endpoint import router as metrics_router
 from nimbus_api.monitoring.endpoints import router as monitoring_router
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.stages.endpoints import router as stages_router
@@ -99,9 +101,11 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         app.state.nimbus = state or build_state(settings)
         log.info("api_started", version=__version__)
         announce(settings, "api")
+        metrics.check_multiprocess_dir()
         try:
             yield
         finally:
+            metrics.process_exit()
             if own:
                 await app.state.nimbus.webhooks.close()
                 await app.state.nimbus.redis.aclose()
@@ -158,6 +162,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         monitoring_router,
     ):
         app.include_router(router)
+    if settings.metrics_token is not None:  # without the token there is no /metrics on the API at all
+        app.include_router(metrics_router)
     register_webhooks(app)
 
     def openapi() -> dict[str, Any]:

@@ -7,10 +7,8 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
-from starlette.responses import Response
 from typing_extensions import TypeAliasType
 
 from nimbus_api.api.deps import app_state
@@ -63,8 +61,3 @@ async def health_ready(request: Request) -> JSONResponse:
     ok = pg == "ok" and rd == "ok"
     body = Readiness(status="ok" if ok else "unavailable", postgres=pg, redis=rd)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
-
-
-@router.get("/metrics", name="metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

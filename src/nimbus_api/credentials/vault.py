@@ -1,4 +1,5 @@
-"""The only place where stored secrets (mailbox passwords, webhook signing secrets) are encrypted and decrypted.
+"""The only place where stored secrets (mailbox passwords, SES API keys, webhook signing secrets) are encrypted
+and decrypted.
 
 Every ``reveal`` writes a ``credential_access_log`` row (workspace, account, actor, purpose, time) in
 the caller's transaction, so a decrypt that is committed is a decrypt that is audited.
@@ -17,9 +18,10 @@ from nimbus_api.kit import crypto
 from nimbus_api.kit.crypto import MasterKeyring, Secret
 from nimbus_api.models import Credential, CredentialAccess, DataKey, WebhookSecret
 
-CredentialKind = Literal["smtp_password", "imap_password"]
-Purpose = Literal["verify", "send", "sync", "key_rotation", "support", "webhook_signing", "warmup"]
-AuditedKind = Literal["smtp_password", "imap_password", "webhook_secret"]
+CredentialKind = Literal["smtp_password", "imap_password", "ses_api"]
+"""``ses_api``: an account's Amazon SES API key pair (access key id and secret, as one JSON secret)."""
+Purpose = Literal["verify", "send", "sync", "key_rotation", "support", "webhook_signing", "provider_quota", "warmup"]
+AuditedKind = Literal["smtp_password", "imap_password", "ses_api", "webhook_secret"]
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ class EmailAccount(Base):
             "health_requested_at",
             postgresql_where=text("health_requested_at IS NOT NULL"),
         ),
+        # The provider-quota refresh: accounts with SES credentials, least recently checked first.
+        Index(
+            "ix_email_accounts_quota_due",
+            text("provider_quota_checked_at NULLS FIRST"),
+            postgresql_where=text("ses_region IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -109,6 +115,17 @@ class EmailAccount(Base):
     last_verified_at: Mapped[datetime | None] = mapped_column(default=None)
     verification_locked_at: Mapped[datetime | None] = mapped_column(default=None)
     credentials_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    # Provider send quota (``provider_quotas``): the SES region of the stored SES API credentials (NULL:
+    # none), what GetSendQuota said and when, and why the last read failed. ``checked_at`` NULL: due now.
+    ses_region: Mapped[str | None] = mapped_column(String(30), default=None)
+    provider_quota_max_24h: Mapped[float | None] = mapped_column(default=None)
+    provider_quota_sent_24h: Mapped[float | None] = mapped_column(default=None)
+    provider_quota_max_rate: Mapped[float | None] = mapped_column(default=None)
+    provider_quota_read_at: Mapped[datetime | None] = mapped_column(default=None)
+    provider_quota_checked_at: Mapped[datetime | None] = mapped_column(default=None)
+    provider_quota_error_code: Mapped[str | None] = mapped_column(String(60), default=None)
+    provider_quota_error_detail: Mapped[str | None] = mapped_column(Text, default=None)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

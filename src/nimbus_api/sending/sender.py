@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.campaigns.templates import TemplateProblem, render_body
 from nimbus_api.credentials.vault import Actor, Vault
+from nimbus_api.kit import metrics
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.outage import Outages, ride_out
 from nimbus_api.models import EmailAccount, Message
@@ -86,6 +87,12 @@ class SenderDeps:
 class SendReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     stopped_reason: str | None = None
+
+    def add(self, outcome: str) -> None:
+        """One outcome, committed: counted here and in ``nimbus_sends_total`` (never before the commit, so
+        a recording tried again after an outage counts once)."""
+        self.outcomes[outcome] += 1
+        metrics.count_send(outcome)
 
 
 def _prepare(
@@ -247,7 +254,7 @@ class _Lane:
             rows, steps = await self._commit(sent, started if more else None)
             if sent is not None:
                 for result in sent.results:
-                    self.report.outcomes[result.outcome] += 1
+                    self.report.add(result.outcome)
             if not rows:
                 return
             items = _prepare(rows, steps, self.account, self.deps.public_url)
@@ -263,6 +270,8 @@ class _Lane:
             if failure is not None:
                 # Recorded even when the task is being cancelled: what was sent must not turn ``unknown``.
                 await self._commit(sent, None)
+                for result in sent.results:
+                    self.report.add(result.outcome)
                 raise failure
 
     async def _commit(self, sent: Chunk | None, now: datetime | None) -> _Leased:
@@ -347,9 +356,10 @@ class _Lane:
                             assert following.raw is not None
                             then = Outgoing(self.account.email, [following.to_email], following.raw)
                         try:
-                            reply = await conn.transmit(
-                                sender=self.account.email, recipients=[item.to_email], message=item.raw, then=then
-                            )
+                            with metrics.timed(metrics.SEND_SECONDS):
+                                reply = await conn.transmit(
+                                    sender=self.account.email, recipients=[item.to_email], message=item.raw, then=then
+                                )
                         except SmtpError as exc:
                             self._failed(item, exc, results)
                         else:
@@ -419,7 +429,7 @@ class _Lane:
                 min_sample=self.deps.bounce_min_sample,
             )
         for result in decided:
-            self.report.outcomes[result.outcome] += 1
+            self.report.add(result.outcome)
 
 
 def _enhanced(error: SmtpError) -> str | None:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.campaigns import service as campaigns
 from nimbus_api.campaigns.pool import load_pools
+from nimbus_api.kit import metrics
 from nimbus_api.models import Campaign
 from nimbus_api.sending.dispatcher import DispatchResult, dispatch_campaign, utc_midnight_after
 from nimbus_api.sending.sender import SenderDeps, run_inbox
@@ -92,9 +93,12 @@ async def _dispatch_batch(ctx: dict[str, Any], campaign_id: uuid.UUID) -> Dispat
         campaign = await session.get(Campaign, campaign_id, with_for_update={"skip_locked": True})
         if campaign is None:
             return None
+        started = time.perf_counter()
         result = await dispatch_campaign(
             session, campaign, now=now, public_url=res.settings.public_url, mx=res.mx, batch=res.settings.send_batch
         )
+        if result.due:
+            metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)
         if result.deferred and not result.queued and await exhausted_pool(session, campaign, now):
             campaign.exhausted_until = utc_midnight_after(now)
             log.warning(

@@ -65,6 +65,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from nimbus_api.kit import metrics
 from nimbus_api.kit.net import NetContext
 from nimbus_api.smtp.client import Outgoing, SmtpConnection, SmtpServer, close_gracefully, connect, reset, transmit
 from nimbus_api.smtp.errors import STAGE_WORDS, ServerReply, SmtpError
@@ -312,6 +313,7 @@ class SmtpPool:
             self._wake(inbox)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        metrics.pool_connections(*self.totals())
 
     async def __aenter__(self) -> SmtpPool:
         await self.start()
@@ -513,6 +515,12 @@ class SmtpPool:
         while True:
             await asyncio.sleep(self.sweep_interval)
             self.sweep()
+            metrics.pool_connections(*self.totals())
+
+    def totals(self) -> tuple[int, int, int]:
+        """(leased, idle, closing) connections over every inbox of this pool."""
+        inboxes = self._inboxes.values()
+        return sum(i.leased for i in inboxes), sum(len(i.idle) for i in inboxes), sum(i.closing for i in inboxes)
 
     def sweep(self, now: float | None = None) -> None:
         """Close connections idle longer than ``idle_timeout`` or closed by the server; forget unused inboxes."""

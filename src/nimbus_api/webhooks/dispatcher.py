@@ -33,6 +33,7 @@ import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nimbus_api.kit import metrics
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.outage import Outages, backoff, outage_of
 from nimbus_api.webhooks import claims
@@ -186,7 +187,7 @@ class Dispatcher:
         work: list[_Work] = []
         try:
             async with self.sessionmaker() as session:
-                await claims.record(session, done, self.policy, rng=self.rng)
+                verdicts = await claims.record(session, done, self.policy, rng=self.rng)
                 report.recorded = len(done)
                 if claim and not self._stopping:
                     report.events, report.deliveries = await claims.fan_out(session, now)
@@ -205,6 +206,8 @@ class Dispatcher:
             self.book.forget_unconfirmed()
             raise
         self.book.confirm()
+        for verdict in verdicts:  # committed: counted once (a round rolled back records them again)
+            metrics.count_webhook(verdict.status if verdict.status != "pending" else "retrying")
         self.stats.rounds += 1
         for item in work:
             task = asyncio.create_task(self._attempt(item))

@@ -20,10 +20,12 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.domains.tasks import CHECK_JOB_TIMEOUT, check_domains
 from nimbus_api.events.tasks import purge_events
 from nimbus_api.health.tasks import cron_times, recompute_account, recompute_all, recompute_requested
+from nimbus_api.kit import metrics
 from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.kit.outage import Outages
+from nimbus_api.provider_quotas.tasks import refresh_provider_quotas
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
 from nimbus_api.smtp.pacing import Pacer
@@ -52,6 +54,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(warmup_send), keep_result=0),
     func(rides_out(warmup_receive), keep_result=0),
     func(rides_out(evaluate_alerts), keep_result=0),
+    func(rides_out(refresh_provider_quotas), keep_result=0),
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -64,6 +67,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
     database_url = settings.database_url
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        metrics.check_multiprocess_dir()
         # Tried again until PostgreSQL answers (``ResilientWorker``): the engine is disposed of each time.
         engine = make_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         try:
@@ -116,6 +120,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                 await resources.webhooks.close()
             await resources.pool.close()
             await resources.engine.dispose()
+        metrics.process_exit()
 
     health_every = cron_times(settings.health_recompute_seconds)
     requests_every = cron_times(settings.health_request_seconds)
@@ -168,6 +173,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                 unique=True,
                 keep_result=0,
             ),
+            cron(rides_out(refresh_provider_quotas), second={17}, unique=True, keep_result=0),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,

@@ -1,0 +1,1 @@
+"""Send quotas read from the provider's API where it has one (Amazon SES ``GetSendQuota``)."""
