@@ -284,6 +284,8 @@ class Settings(BaseSettings):
     )
     cooldown_complaint_minutes: int = Field(
         default=1440, ge=1, le=30 * 24 * 60, description="A complaint's cooldown lasts this long (minutes) after it."
+    )
+
     # --- domain health (domains.health, blocklists) --------------------------------------------
     domain_check_timeout_seconds: float = Field(
         default=15.0,

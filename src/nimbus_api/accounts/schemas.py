@@ -279,8 +279,6 @@ class EmailAccountRead(BaseModel):
     effective_daily_send_limit: int = Field(
         description="`daily_send_limit` (the configured ceiling) ramped by the stage: what sending uses today."
     )
-    warmup_enabled: bool
-    warmup_sent_total: int
     bounce_rate_7d: float = Field(description="Percent: permanent bounces / sends over the last 7 days (UTC).")
     complaint_rate_7d: float = Field(description="Percent: complaints / sends over the last 7 days (UTC).")
     sync: SyncStatusOut | None = Field(description="The IMAP sync (null without IMAP).")

@@ -139,6 +139,8 @@ class DomainHealthData(EventData):
     paused: bool = Field(default=False, description="Whether every inbox of the domain is now out of rotation.")
     accounts: int = Field(default=0, ge=0, description="Email accounts on the domain (all paused or resumed).")
     detail: Text | None = Field(default=None, description="What the first failing check found.")
+
+
 AlertSeverity = TypeAliasType("AlertSeverity", Literal["info", "warning", "critical"])
 AlertRuleKind = TypeAliasType(
     "AlertRuleKind",

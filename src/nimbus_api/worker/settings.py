@@ -166,6 +166,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                 unique=True,
                 keep_result=0,
                 timeout=CHECK_JOB_TIMEOUT,
+            ),
             cron(
                 rides_out(evaluate_alerts),
                 minute=set(range(0, 60, settings.alert_evaluation_minutes)),
