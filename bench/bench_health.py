@@ -40,7 +40,7 @@ from tests.health.fleet import load_inputs, seed_fleet
 
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.health import score
-from nimbus_api.health.recompute import RECOMPUTE_SQL, _used, parameters, recompute
+from nimbus_api.health.recompute import RECOMPUTE_SQL, bind, recompute
 from nimbus_api.health.tasks import run_all
 from nimbus_api.kit.crypto import MasterKeyring, generate_master_key
 from nimbus_api.kit.db import make_engine, make_sessionmaker
@@ -140,7 +140,7 @@ async def bench(dsn: str) -> None:
         await session.execute(text("SET LOCAL jit = off"))  # as ``recompute`` does
         explained = await session.scalar(
             text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + RECOMPUTE_SQL.text),
-            _used(parameters(now)) | {"ids": fleet.account_ids[:BATCH]},
+            bind(now, fleet.account_ids[:BATCH]),
         )
         await session.rollback()
     plan_rows = [[explained if isinstance(explained, str) else json.dumps(explained)]]
