@@ -40,7 +40,7 @@ from tests.health.fleet import load_inputs, seed_fleet
 
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.health import score
-from nimbus_api.health.recompute import RECOMPUTE_SQL, _used, parameters, recompute
+from nimbus_api.health.recompute import RECOMPUTE_SQL, bind, recompute
 from nimbus_api.health.tasks import run_all
 from nimbus_api.kit.crypto import MasterKeyring, generate_master_key
 from nimbus_api.kit.db import make_engine, make_sessionmaker
@@ -135,18 +135,20 @@ async def bench(dsn: str) -> None:
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
-    async with sm() as session:
-        await session.begin()  # EXPLAIN ANALYZE runs the UPDATE: rolled back
-        await session.execute(text("SET LOCAL jit = off"))  # as ``recompute`` does
-        explained = await session.scalar(
-            text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + RECOMPUTE_SQL.text),
-            _used(parameters(now)) | {"ids": fleet.account_ids[:BATCH]},
-        )
-        await session.rollback()
-    plan_rows = [[explained if isinstance(explained, str) else json.dumps(explained)]]
-    plan = json.loads(plan_rows[0][0])[0]
-    used = sorted(set(_indexes(plan["Plan"])))
-    print(f"EXPLAIN of one batch ({BATCH:,} inboxes): {plan['Execution Time']:.0f} ms; indexes used: {', '.join(used)}")
+    for label, part in (
+        (f"one batch ({BATCH:,} inboxes)", fleet.account_ids[:BATCH]),
+        ("one inbox", fleet.account_ids[:1]),
+    ):
+        async with sm() as session:
+            await session.begin()  # EXPLAIN ANALYZE runs the UPDATE: rolled back
+            await session.execute(text("SET LOCAL jit = off"))  # as ``recompute`` does
+            explained = await session.scalar(
+                text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + RECOMPUTE_SQL.text), bind(now, part)
+            )
+            await session.rollback()
+        plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
+        used = sorted(set(_indexes(plan["Plan"])))
+        print(f"EXPLAIN of {label}: {plan['Execution Time']:.1f} ms; indexes used: {', '.join(used)}")
 
     ids = fleet.account_ids
     first = time.monotonic()

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.models import AccountDailyUsage, EmailAccount, InboundMessage, Message, WarmupMessage
 from nimbus_api.warmup import planner, receiver, sender
 from nimbus_api.warmup.sender import WarmupDeps
+from tests.campaigns.conftest import create_campaign, create_contacts
 from tests.conftest import Tenant, account_payload
 from tests.servers.mail_world import MailWorld
 from tests.sync.conftest import RunnerFactory, park_others
@@ -89,6 +90,17 @@ async def test_the_exchange_between_two_inboxes(
 ) -> None:
     a, b = await _pair(tenant, sessionmaker, warmup_daily_limit=2)
     mail_world.junk_for.add(b.email)
+    # a campaign of the same two inboxes, with the other inbox's address enrolled as a contact
+    campaign = await create_campaign(tenant)
+    stats_url = f"/v1/campaigns/{campaign['id']}/stats"
+    r = await tenant.client.post(
+        f"/v1/campaigns/{campaign['id']}/accounts", json={"account_ids": [str(a.id), str(b.id)]}
+    )
+    assert r.status_code == 200, r.text
+    contacts = await create_contacts(tenant, b.email, a.email)
+    r = await tenant.client.post(f"/v1/campaigns/{campaign['id']}/enrollments", json={"contact_ids": contacts})
+    assert r.status_code in (200, 201), r.text
+    stats_before = (await tenant.client.get(stats_url)).json()
     deps = make_deps(
         warmup_reply_share=1.0,  # answer everything, flag everything: the test sees every step
         warmup_flag_share=1.0,
@@ -184,6 +196,10 @@ async def test_the_exchange_between_two_inboxes(
             ).all()
         )
         assert totals == {a.id: 2, b.id: 2}
+    stats = (await tenant.client.get(stats_url)).json()
+    assert stats == stats_before  # no message, no reply, no send counted in the campaign
+    assert stats["enrollments"]["replied"] == 0 and stats["sends_today"] == 0
+    assert {i["account_id"]: i["sends_today"] for i in stats["inboxes"]} == {str(a.id): 0, str(b.id): 0}
     listed = (await tenant.client.get("/v1/inbox", params={"limit": 100})).json()["data"]
     subjects = {r.subject for r in rows.values()} | {"Re: " + r.subject for r in rows.values()}
     assert not [m for m in listed if m.get("subject") in subjects]

@@ -3,8 +3,8 @@
 The statement (``RECOMPUTE_SQL``) aggregates each inbox's 7-day windows in CTEs (daily usage, sent
 messages, failed attempts, pauses for a refused login, replies; the sync row and the domain's verdicts
 joined), scores every component with the formula of ``health.score`` (its weights and thresholds are bind
-parameters built from ``score.COMPONENTS`` by ``parameters``: one source of truth), and writes ``overall_score``,
-``reputation_score``, ``health_band``, ``health_components`` and ``health_computed_at`` in one
+parameters built from ``score.COMPONENTS`` by ``parameters``: one source of truth), and writes
+``overall_score``, ``reputation_score``, ``health_band``, ``health_components`` and ``health_computed_at`` in one
 ``UPDATE ... FROM``. It returns only the inboxes whose band changed, with the band before and after, for
 ``account.health_changed``.
 
@@ -20,6 +20,9 @@ totals), and evaluate the whole tree again for every use: 8 ms per inbox instead
 JIT compilation is off for the statement (``SET LOCAL``, this transaction only): the join of grouped CTEs is
 estimated at millions of rows, which makes PostgreSQL spend seconds compiling a plan that runs in tens of
 milliseconds.
+
+The rows stay locked until the caller commits, and the rotation's pick (``FOR UPDATE SKIP LOCKED``) passes
+over locked inboxes meanwhile: the runs (``health.tasks``) commit each batch right after its statement.
 
 A recompute request (``health.requests``) is cleared only if it is still the one this statement's snapshot
 saw: a request committed meanwhile (its bounce not counted here) stays for the next run.
@@ -283,8 +286,9 @@ def parameters(now: datetime) -> dict[str, Any]:
     return params
 
 
-def _used(params: dict[str, Any]) -> dict[str, Any]:
-    """Only the parameters the statement names (asyncpg refuses extra ones)."""
+def bind(now: datetime, account_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+    """The statement's parameters for these inboxes, only those it names (asyncpg refuses extra ones)."""
+    params = parameters(now) | {"ids": list(account_ids)}
     return {k: v for k, v in params.items() if f":{k}" in RECOMPUTE_SQL.text}
 
 
@@ -304,7 +308,7 @@ async def recompute(session: AsyncSession, account_ids: Sequence[uuid.UUID], now
     if not account_ids:
         return []
     await session.execute(_NO_JIT)
-    rows = (await session.execute(RECOMPUTE_SQL, _used(parameters(now)) | {"ids": list(account_ids)})).all()
+    rows = (await session.execute(RECOMPUTE_SQL, bind(now, account_ids))).all()
     by_workspace: dict[uuid.UUID, list[AccountHealthChangedData]] = defaultdict(list)
     changes = []
     for r in rows:
