@@ -109,7 +109,7 @@ async def main() -> None:
             reply_share=0.4,
             window_start_hour=7,
             window_end_hour=21,
-            thresholds=PauseThresholds(0.05, 0.003),
+            thresholds=PauseThresholds(3.0, 0.3),
         )
         now = datetime(2030, 6, 1, 5, 0, tzinfo=UTC)
         started = time.perf_counter()

@@ -351,15 +351,6 @@ class Settings(BaseSettings):
     warmup_reply_delay_max_minutes: int = Field(
         default=90, ge=0, le=24 * 60, description="A reply is sent within this many minutes of being decided."
     )
-    warmup_pause_bounce_rate: float = Field(
-        default=0.05, ge=0, le=1, description="Warmup of an inbox pauses while its `bounce_rate_7d` is above this."
-    )
-    warmup_pause_complaint_rate: float = Field(
-        default=0.003,
-        ge=0,
-        le=1,
-        description="Warmup of an inbox pauses while its `complaint_rate_7d` is above this.",
-    )
     warmup_lease_seconds: int = Field(
         default=300,
         ge=10,

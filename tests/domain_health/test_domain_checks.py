@@ -444,3 +444,41 @@ async def test_the_worker_runs_the_check_nightly_from_its_settings(
     assert body["is_paused"] is True and body["paused_reason"] == "dns.spf_invalid"
     events = await domain_events(sessionmaker, account["domain_id"])
     assert [t for t, _ in events] == ["domain.unhealthy"]
+
+
+async def test_a_check_feeds_the_inbox_monitoring_and_asks_for_its_health(
+    tenant: Tenant, domain: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    account = await connect(tenant, f"ada@{domain}")
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(EmailAccount).where(EmailAccount.id == uuid.UUID(account["id"])).values(health_requested_at=None)
+        )
+    r = await tenant.client.post(f"/v1/domains/{account['domain_id']}/check")
+    assert r.status_code == 200, r.text
+    m = (await tenant.client.get(f"/v1/email-accounts/{account['id']}/monitoring")).json()
+    records = {x["record"]: x for x in m["dns"]["records"]}
+    assert list(records) == ["mx", "spf", "dkim", "dmarc", "alignment"]
+    assert {x["source"] for x in records.values()} == {"domain_check"}
+    assert {x["status"] for x in records.values()} == {"pass"}
+    assert m["dns"]["status"] == "pass"
+    assert m["blocklist"]["status"] == r.json()["blocklist_status"]
+    blocklists = {x["record"]: x for x in r.json()["checks"]}["blocklists"]
+    assert m["blocklist"]["listings"] == blocklists["detail"]["results"]
+    # the verdicts moved (unknown -> pass / clean): every inbox of the domain waits for its recompute
+    async with sessionmaker() as session:
+        requested = await session.scalar(
+            select(EmailAccount.health_requested_at).where(EmailAccount.id == uuid.UUID(account["id"]))
+        )
+    assert requested is not None
+    # the same verdicts again ask for nothing more
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(EmailAccount).where(EmailAccount.id == uuid.UUID(account["id"])).values(health_requested_at=None)
+        )
+    assert (await tenant.client.post(f"/v1/domains/{account['domain_id']}/check")).status_code == 200
+    async with sessionmaker() as session:
+        again = await session.scalar(
+            select(EmailAccount.health_requested_at).where(EmailAccount.id == uuid.UUID(account["id"]))
+        )
+    assert again is None

@@ -139,8 +139,8 @@ async def test_a_paused_inbox_sends_nothing(
     now = datetime.now(UTC)
     row_id = await _planned(sessionmaker, a, b, now)
     async with sessionmaker() as session, session.begin():
-        await session.execute(update(EmailAccount).where(EmailAccount.id == a.id).values(bounce_rate_7d=0.3))
-    assert await sender.send_due(make_deps(warmup_pause_bounce_rate=0.05), now=now) == {}
+        await session.execute(update(EmailAccount).where(EmailAccount.id == a.id).values(bounce_rate_7d=5.0))
+    assert await sender.send_due(make_deps(warmup_max_bounce_rate_7d=3.0), now=now) == {}
     row = await _row(sessionmaker, row_id)
     assert row.state == "skipped" and _copies(mail_world, b.email, row.message_id_header) == 0
 

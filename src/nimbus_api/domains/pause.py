@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api import events
 from nimbus_api.domains.health import RECORDS, HealthFindings, RecordResult
 from nimbus_api.events.catalogue import DomainHealthData
+from nimbus_api.health import requests as health_requests
 from nimbus_api.models import Domain, DomainCheck, EmailAccount
 
 HEALTH_REASON_PREFIXES = ("dns.", "dmarc.", "blocklist.")
@@ -104,6 +105,7 @@ async def apply_findings(
             carried.append(row.code)
         store_record(session, row, domain_id, name, result, now)
     problems = list(dict.fromkeys([*findings.problems, *carried]))
+    moved = (domain.dns_status, domain.blocklist_status) != (findings.dns_status, findings.blocklist_status)
     domain.dns_status = findings.dns_status
     domain.blocklist_status = findings.blocklist_status
     domain.health_checked_at = now
@@ -115,6 +117,8 @@ async def apply_findings(
     elif not problems and domain.is_paused and is_health_reason(domain.paused_reason):
         domain.is_paused, domain.paused_reason, became = False, None, "healthy"
     await session.flush()
+    if moved:  # both verdicts are components of every inbox's health score on the domain
+        await health_requests.request_for_domain(session, domain_id)
     if became is not None:
         accounts = await session.scalar(select(func.count(EmailAccount.id)).where(EmailAccount.domain_id == domain_id))
         events.emit(

@@ -7,7 +7,10 @@
   ``health.requests`` (a bounce, a complaint, a login failure, a listing), oldest request first.
 * ``recompute_account(account_id)``: one inbox, for callers that hold a queue (and people, via arq).
 
-The runners take a sessionmaker so tests and the benchmark drive the same code the worker runs.
+The runners take a sessionmaker so tests and the benchmark drive the same code the worker runs. Given the
+warmup thresholds (the worker always gives them), each batch also brings its inboxes' stages in line with
+the new scores in the same transaction (``stages.apply_stages``): a score that fell under a stage's floor
+demotes the inbox in the same commit, not at the next stage tick.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.health.recompute import Change, recompute
 from nimbus_api.health.snapshots import snapshot
+from nimbus_api.kit.metrics import HEALTH_RECOMPUTE_SECONDS, timed
 from nimbus_api.models import EmailAccount
+from nimbus_api.stages.service import apply_stages
+from nimbus_api.stages.stages import RateThresholds
 from nimbus_api.worker.context import resources
 
 log = structlog.get_logger(__name__)
@@ -41,8 +47,24 @@ class Run:
     seconds: float = 0.0
 
 
+async def _recompute(
+    session: AsyncSession, ids: list[uuid.UUID], now: datetime, stages: RateThresholds | None
+) -> list[Change]:
+    with timed(HEALTH_RECOMPUTE_SECONDS):
+        changes = await recompute(session, ids, now)
+    if stages is not None:
+        await apply_stages(session, ids, settings=stages, now=now)
+    return changes
+
+
 async def run_all(
-    sm: Sm, batch: int, now: datetime | None = None, *, snapshots: bool = True, concurrency: int = 1
+    sm: Sm,
+    batch: int,
+    now: datetime | None = None,
+    *,
+    snapshots: bool = True,
+    concurrency: int = 1,
+    stages: RateThresholds | None = None,
 ) -> Run:
     """Every inbox, a batch at a time (consecutive ids), each batch committed with its events and snapshots.
     Up to ``concurrency`` batches run at once, each on a connection of its own: the batches are disjoint,
@@ -57,7 +79,7 @@ async def run_all(
     async def one(part: list[uuid.UUID]) -> None:
         async with gate:
             async with sm() as session, session.begin():
-                run.changes.extend(await recompute(session, part, now or datetime.now(UTC)))
+                run.changes.extend(await _recompute(session, part, now or datetime.now(UTC), stages))
             if snapshots:
                 run.snapshots += await _snapshot(sm, part)
         run.inboxes += len(part)
@@ -68,7 +90,9 @@ async def run_all(
     return run
 
 
-async def run_requested(sm: Sm, batch: int, now: datetime | None = None, *, max_batches: int = 10) -> Run:
+async def run_requested(
+    sm: Sm, batch: int, now: datetime | None = None, *, max_batches: int = 10, stages: RateThresholds | None = None
+) -> Run:
     """The inboxes waiting for a recompute (``health.requests``), oldest request first."""
     started = time.monotonic()
     run = Run()
@@ -84,7 +108,7 @@ async def run_requested(sm: Sm, batch: int, now: datetime | None = None, *, max_
             )
             if not ids:
                 break
-            run.changes += await recompute(session, ids, now or datetime.now(UTC))
+            run.changes += await _recompute(session, ids, now or datetime.now(UTC), stages)
         run.snapshots += await _snapshot(sm, ids)
         run.inboxes += len(ids)
         run.batches += 1
@@ -96,7 +120,9 @@ async def run_requested(sm: Sm, batch: int, now: datetime | None = None, *, max_
 
 async def recompute_all(ctx: dict[str, Any]) -> int:
     res = resources(ctx)
-    run = await run_all(res.sessionmaker, res.settings.health_batch, concurrency=res.settings.health_concurrency)
+    run = await run_all(
+        res.sessionmaker, res.settings.health_batch, concurrency=res.settings.health_concurrency, stages=res.settings
+    )
     log.info(
         "health_recomputed",
         inboxes=run.inboxes,
@@ -109,7 +135,7 @@ async def recompute_all(ctx: dict[str, Any]) -> int:
 
 async def recompute_requested(ctx: dict[str, Any]) -> int:
     res = resources(ctx)
-    run = await run_requested(res.sessionmaker, res.settings.health_batch)
+    run = await run_requested(res.sessionmaker, res.settings.health_batch, stages=res.settings)
     if run.inboxes:
         log.info("health_requests_recomputed", inboxes=run.inboxes, band_changes=len(run.changes))
     return run.inboxes
@@ -117,10 +143,11 @@ async def recompute_requested(ctx: dict[str, Any]) -> int:
 
 async def recompute_account(ctx: dict[str, Any], account_id: str) -> int:
     """One inbox now (an id only: nothing else in the job's arguments)."""
-    sm = resources(ctx).sessionmaker
+    res = resources(ctx)
+    sm = res.sessionmaker
     ids = [uuid.UUID(account_id)]
     async with sm() as session, session.begin():
-        changes = await recompute(session, ids, datetime.now(UTC))
+        changes = await _recompute(session, ids, datetime.now(UTC), res.settings)
     await _snapshot(sm, ids)
     return len(changes)
 

@@ -74,7 +74,7 @@ class SyncSection(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: str = Field(description="`mx`, `spf`, `dkim`, `dmarc` (and more as checks are added).")
+    record: str = Field(description="`mx`, `spf`, `dkim`, `dmarc`, and `alignment` once the domain was re-checked.")
     status: RecordStatus
     code: str | None
     detail: str | None
@@ -98,7 +98,7 @@ class BlocklistSection(BaseModel):
     status: str = Field(description="`unknown`, `clean` or `listed`: the domain and its sending IPs.")
     checked_at: datetime | None
     listings: list[dict[str, Any]] | None = Field(
-        default=None, description="Per list, when the blocklist checks store them; null until then."
+        default=None, description="The per-list answers of the latest blocklist check (null before the first one)."
     )
 
 

@@ -1,10 +1,10 @@
 """Assembling the monitoring read from its queries (``queries``).
 
-DNS by record: today from the inbox's last connect-time verification (its ``dns`` check's per-record
-results, ``source: verification``) beside the domain's own verdict (``domains.dns_status``). When the
-domain re-checks store per-record results, ``dns_records`` prefers them (``source: domain_check``): a
-domain model attribute ``dns_records`` holding ``{record: {status, code, detail, checked_at}}`` is read
-if it exists. Score components: ``email_accounts.health_components`` when that column exists.
+DNS by record: the domain's re-checks (``domain_checks``, one row per record with its time, ``source:
+domain_check``) once the domain has been checked; before that, the inbox's last connect-time verification
+(its ``dns`` check's per-record results, ``source: verification``). The blocklist listings are the
+per-list answers of the latest ``blocklists`` check. Score components: ``email_accounts.health_components``
+(the last health recompute).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.alerts import history
+from nimbus_api.domains.health import RECORDS
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import Domain, EmailAccount, MailboxSync
+from nimbus_api.models import DomainCheck, EmailAccount, MailboxSync
 from nimbus_api.monitoring import figures, queries
 from nimbus_api.monitoring.schemas import (
     BlocklistSection,
@@ -33,6 +35,7 @@ from nimbus_api.monitoring.schemas import (
 )
 
 WINDOWS: tuple[WindowName, ...] = ("24h", "7d")
+RECORD_ORDER = {name: i for i, name in enumerate(RECORDS)}
 _STATUS: dict[str, RecordStatus] = {"passed": "pass", "pass": "pass", "failed": "fail", "fail": "fail", "warn": "warn"}
 
 
@@ -51,20 +54,24 @@ def _timestamp(value: Any) -> datetime | None:
     return None
 
 
-def dns_records(account: EmailAccount, domain: Domain) -> list[DnsRecord]:
-    stored = getattr(domain, "dns_records", None)
-    if isinstance(stored, dict) and stored:
+def _said(detail: dict[str, Any]) -> str | None:
+    text = detail.get("detail")
+    return text[:500] if isinstance(text, str) else None
+
+
+def dns_records(account: EmailAccount, checks: list[DomainCheck]) -> list[DnsRecord]:
+    if checks:
         return [
             DnsRecord(
-                record=name,
-                status=_STATUS.get(str(part.get("status")), "unknown"),
-                code=part.get("code"),
-                detail=part.get("detail"),
-                checked_at=_timestamp(part.get("checked_at")) or domain.health_checked_at,
+                record=c.record,
+                status=_STATUS.get(c.status, "unknown"),
+                code=c.code,
+                detail=_said(c.detail or {}),
+                checked_at=c.checked_at,
                 source="domain_check",
             )
-            for name, part in stored.items()
-            if isinstance(part, dict)
+            for c in sorted(checks, key=lambda c: RECORD_ORDER.get(c.record, len(RECORD_ORDER)))
+            if c.record != "blocklists"
         ]
     verification = account.last_verification or {}
     dns = next((c for c in verification.get("checks", []) if isinstance(c, dict) and c.get("name") == "dns"), None)
@@ -118,6 +125,9 @@ async def monitoring(session: AsyncSession, workspace_id: uuid.UUID, account_id:
     since: dict[WindowName, datetime] = {"24h": bounds.since_24h, "7d": bounds.since_7d}
     counts = await figures.send_counts(session, account.id, bounds)
     alerts = await queries.active_alerts(session, workspace_id, account.id, domain.id)
+    checks = list(await session.scalars(select(DomainCheck).where(DomainCheck.domain_id == domain.id)))
+    listed = next((c for c in checks if c.record == "blocklists"), None)
+    results = (listed.detail or {}).get("results") if listed is not None else None
     sends, connections = [], []
     for name in WINDOWS:
         c = counts[name]
@@ -143,7 +153,7 @@ async def monitoring(session: AsyncSession, workspace_id: uuid.UUID, account_id:
                 success_rate=_percent(attempts - failures, attempts),
             )
         )
-    components = getattr(account, "health_components", None)
+    components = account.health_components
     return Monitoring(
         account_id=account.id,
         email=account.email,
@@ -168,12 +178,12 @@ async def monitoring(session: AsyncSession, workspace_id: uuid.UUID, account_id:
             checked_at=domain.health_checked_at,
             is_paused=domain.is_paused,
             paused_reason=domain.paused_reason,
-            records=dns_records(account, domain),
+            records=dns_records(account, checks),
         ),
         blocklist=BlocklistSection(
             status=domain.blocklist_status,
             checked_at=domain.health_checked_at,
-            listings=getattr(domain, "blocklist_listings", None),
+            listings=[r for r in results if isinstance(r, dict)] if isinstance(results, list) else None,
         ),
         active_alerts=history.reads(alerts),
     )

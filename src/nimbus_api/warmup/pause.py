@@ -1,37 +1,36 @@
-"""Whether an inbox's warmup is paused: sends nothing, answers nothing (it may still be written to).
+"""Whether an inbox may take part in the warmup exchange now: sends nothing, answers nothing otherwise (it
+may still be written to).
 
-One place, one function, so the rule can be replaced as a whole: paused while the inbox's 7-day bounce or
-complaint rate is over its threshold (``NIMBUS_WARMUP_PAUSE_BOUNCE_RATE`` / ``..._COMPLAINT_RATE``).
+The pause rule itself is the stages package's (``stages.pause``: paused while the 7-day bounce or
+complaint rate, in percent, is over ``NIMBUS_WARMUP_MAX_BOUNCE_RATE_7D`` / ``..._COMPLAINT_RATE_7D``, and
+nothing is sent during a cooldown), so the exchange and ``GET /v1/email-accounts/{id}/warmup`` can never
+disagree about why an inbox is quiet.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime
 
 from nimbus_api.config import Settings
+from nimbus_api.kit.db import utcnow
 from nimbus_api.models import EmailAccount
+from nimbus_api.stages.pause import warmup_may_send
+from nimbus_api.stages.stages import RateThresholds, Thresholds
+
+PauseThresholds = Thresholds
+"""The two thresholds in percent (``Settings`` satisfies the same protocol)."""
 
 
-@dataclass(frozen=True)
-class PauseThresholds:
-    bounce_rate: float
-    complaint_rate: float
-
-    @classmethod
-    def of(cls, settings: Settings) -> PauseThresholds:
-        return cls(settings.warmup_pause_bounce_rate, settings.warmup_pause_complaint_rate)
+def thresholds_of(settings: Settings) -> RateThresholds:
+    return Thresholds(settings.warmup_max_bounce_rate_7d, settings.warmup_max_complaint_rate_7d)
 
 
-def _paused(account: EmailAccount, thresholds: PauseThresholds) -> bool:
-    return account.bounce_rate_7d > thresholds.bounce_rate or account.complaint_rate_7d > thresholds.complaint_rate
-
-
-def can_send(account: EmailAccount, thresholds: PauseThresholds) -> bool:
-    """In the exchange and allowed to send now: opted in, active, not disabled, warmup not paused."""
+def can_send(account: EmailAccount, thresholds: RateThresholds, now: datetime | None = None) -> bool:
+    """In the exchange and allowed to send now: opted in, active, not disabled, has a mailbox to be
+    answered in, warmup not paused, not in cooldown."""
     return (
-        account.warmup_enabled
-        and account.is_active
+        account.is_active
         and account.disabled_at is None
         and account.imap_host is not None
-        and not _paused(account, thresholds)
+        and warmup_may_send(account, thresholds, now or utcnow())
     )

@@ -34,8 +34,9 @@ from nimbus_api.kit.db import utc_day
 from nimbus_api.kit.ids import new_ids
 from nimbus_api.models import EmailAccount, WarmupMessage
 from nimbus_api.sending.mime import new_message_ids
+from nimbus_api.stages.stages import RateThresholds
 from nimbus_api.warmup import phrases
-from nimbus_api.warmup.pause import PauseThresholds, can_send
+from nimbus_api.warmup.pause import can_send, thresholds_of
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class PlanConfig:
     reply_share: float
     window_start_hour: int
     window_end_hour: int
-    thresholds: PauseThresholds
+    thresholds: RateThresholds
 
     @classmethod
     def of(cls, settings: Settings) -> PlanConfig:
@@ -55,7 +56,7 @@ class PlanConfig:
             reply_share=settings.warmup_reply_share,
             window_start_hour=settings.warmup_window_start_hour,
             window_end_hour=max(settings.warmup_window_end_hour, settings.warmup_window_start_hour + 1),
-            thresholds=PauseThresholds.of(settings),
+            thresholds=thresholds_of(settings),
         )
 
 

@@ -34,10 +34,11 @@ from nimbus_api.kit.net import NetContext
 from nimbus_api.models import EmailAccount, WarmupMessage
 from nimbus_api.sending.outcomes import classify
 from nimbus_api.smtp import SmtpError, SmtpServer, send_test_message
+from nimbus_api.stages.stages import RateThresholds
 from nimbus_api.warmup import mail
 from nimbus_api.warmup.counting import count_sent
 from nimbus_api.warmup.marker import Marker
-from nimbus_api.warmup.pause import PauseThresholds, can_send
+from nimbus_api.warmup.pause import can_send, thresholds_of
 
 log = structlog.get_logger(__name__)
 WARMUP_ACTOR = Actor.system("warmup")
@@ -55,8 +56,8 @@ class WarmupDeps:
     owner: str = field(default_factory=lambda: f"warmup-{uuid.uuid4().hex[:10]}")
 
     @property
-    def thresholds(self) -> PauseThresholds:
-        return PauseThresholds.of(self.settings)
+    def thresholds(self) -> RateThresholds:
+        return thresholds_of(self.settings)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ async def expire(session: AsyncSession, now: datetime) -> int:
 
 
 async def claim(
-    session: AsyncSession, owner: str, now: datetime, *, lease_seconds: int, thresholds: PauseThresholds, limit: int
+    session: AsyncSession, owner: str, now: datetime, *, lease_seconds: int, thresholds: RateThresholds, limit: int
 ) -> list[uuid.UUID]:
     """Due ``planned`` rows -> ``sending`` (leased to ``owner``), or ``skipped``; the caller commits at once."""
     due = list(
@@ -108,7 +109,7 @@ async def claim(
     claimed: list[uuid.UUID] = []
     for row in due:
         account = senders.get(row.sender_id)
-        if account is None or not can_send(account, thresholds):
+        if account is None or not can_send(account, thresholds, now):
             row.state = "skipped"
             row.last_error = "the inbox left the warmup exchange or its warmup is paused"
             continue
