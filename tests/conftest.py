@@ -124,7 +124,7 @@ def build_settings(database_url: str, redis_url: str, master_key: str, mail_worl
         # Workers started by tests do not sync every mailbox of the run; the sync tests run their own.
         sync_enabled=False,
         # Nor recompute every inbox's health (tests set scores by hand); the health tests run their own.
-        health_enabled=False,
+        deliverability_enabled=False,
         **mail_world.settings_overrides(),
     )
     set_process_default(settings.allow_special_use_domains)

@@ -225,9 +225,10 @@ class Settings(BaseSettings):
         "with jitter), at most this long apart.",
     )
     # --- health scores (health/) -------------------------------------------------------------
-    health_enabled: bool = Field(
+    deliverability_enabled: bool = Field(
         default=True,
-        description="Run the health recompute crons in this worker process (every worker may: the runs lock "
+        description="Run the deliverability crons in this worker process: health recompute, stage table, "
+        "warmup exchange, nightly domain checks, alert rules, provider quotas (every worker may: the runs lock "
         "the rows they write, and arq runs each cron once per tick).",
     )
     health_recompute_seconds: int = Field(

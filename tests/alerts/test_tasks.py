@@ -19,9 +19,10 @@ from tests.conftest import Tenant
 
 
 def test_the_evaluation_is_scheduled_at_the_configured_interval(settings: Settings) -> None:
-    [job] = [c for c in worker_kwargs(settings)["cron_jobs"] if c.name == "cron:evaluate_alerts"]
+    on = settings.model_copy(update={"deliverability_enabled": True})
+    [job] = [c for c in worker_kwargs(on)["cron_jobs"] if c.name == "cron:evaluate_alerts"]
     assert (job.minute, job.second, job.unique) == (set(range(60)), {15}, True)
-    every_five = settings.model_copy(update={"alert_evaluation_minutes": 5})
+    every_five = on.model_copy(update={"alert_evaluation_minutes": 5})
     [job] = [c for c in worker_kwargs(every_five)["cron_jobs"] if c.name == "cron:evaluate_alerts"]
     assert job.minute == {0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55}
     assert "evaluate_alerts" in {f.name for f in FUNCTIONS}  # enqueued by name after a change, too

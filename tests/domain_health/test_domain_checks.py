@@ -417,7 +417,8 @@ async def test_the_worker_runs_the_check_nightly_from_its_settings(
     sessionmaker: async_sessionmaker[AsyncSession],
     vault: Vault,
 ) -> None:
-    [job] = [c for c in worker_kwargs(settings)["cron_jobs"] if c.name == "cron:check_domains"]
+    scheduled = settings.model_copy(update={"deliverability_enabled": True})
+    [job] = [c for c in worker_kwargs(scheduled)["cron_jobs"] if c.name == "cron:check_domains"]
     assert (job.hour, job.minute, job.unique) == ({settings.domain_check_hour}, {11}, True)
     account = await connect(tenant, f"ada@{domain}")
     mail_world.dns.add_zone(zone(domain, spf="v=spf1 ip4:127.0.0.0/8 bogus:x -all"), domain)  # unknown term

@@ -15,7 +15,7 @@ def test_cron_times_for_seconds_and_minutes() -> None:
 
 def test_the_worker_schedules_both_health_crons_from_the_settings(settings: Settings) -> None:
     on = settings.model_copy(
-        update={"health_enabled": True, "health_recompute_seconds": 600, "health_request_seconds": 15}
+        update={"deliverability_enabled": True, "health_recompute_seconds": 600, "health_request_seconds": 15}
     )
     crons = {c.name: c for c in worker_kwargs(on)["cron_jobs"]}
     full, requested = crons["cron:recompute_all"], crons["cron:recompute_requested"]
@@ -26,8 +26,22 @@ def test_the_worker_schedules_both_health_crons_from_the_settings(settings: Sett
     assert {"recompute_all", "recompute_requested", "recompute_account"} <= names
 
 
-def test_a_worker_with_health_off_schedules_neither(settings: Settings) -> None:
-    off = settings.model_copy(update={"health_enabled": False})
-    names = {c.name for c in worker_kwargs(off)["cron_jobs"]}
-    assert not names & {"cron:recompute_all", "cron:recompute_requested"}
-    assert "cron:dispatch_tick" in names
+DELIVERABILITY = {
+    "cron:recompute_all",
+    "cron:recompute_requested",
+    "cron:apply_stages_tick",
+    "cron:warmup_plan",
+    "cron:warmup_send",
+    "cron:warmup_receive",
+    "cron:check_domains",
+    "cron:evaluate_alerts",
+    "cron:refresh_provider_quotas",
+}
+
+
+def test_a_worker_with_deliverability_off_schedules_none_of_its_crons(settings: Settings) -> None:
+    on = {c.name for c in worker_kwargs(settings.model_copy(update={"deliverability_enabled": True}))["cron_jobs"]}
+    assert on >= DELIVERABILITY
+    off = {c.name for c in worker_kwargs(settings.model_copy(update={"deliverability_enabled": False}))["cron_jobs"]}
+    assert not off & DELIVERABILITY
+    assert {"cron:dispatch_tick", "cron:sweep_tick", "cron:rotate_data_keys"} <= off

@@ -54,7 +54,7 @@ class Workers:
             "NIMBUS_LOG_LEVEL": "info",
             # the fault tests of sending do not read mailboxes; the sync's own fault tests turn it on
             "NIMBUS_SYNC_ENABLED": "false",
-            "NIMBUS_HEALTH_ENABLED": "false",
+            "NIMBUS_DELIVERABILITY_ENABLED": "false",
             **env,
         }
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -122,13 +122,15 @@ async def test_paused_or_left_inboxes_plan_nothing(
     tag = secrets.token_hex(3)
     ok = await make_inbox(ws, f"ok@ok-{tag}.test")
     other = await make_inbox(ws, f"other@other-{tag}.test")
-    bouncing = await make_inbox(ws, f"bouncing@b-{tag}.test", bounce_rate_7d=0.2)
-    complained = await make_inbox(ws, f"complained@c-{tag}.test", complaint_rate_7d=0.01)
+    bouncing = await make_inbox(ws, f"bouncing@b-{tag}.test", bounce_rate_7d=20.0)
+    complained = await make_inbox(ws, f"complained@c-{tag}.test", complaint_rate_7d=1.0)
     off = await make_inbox(ws, f"off@off-{tag}.test", warmup_enabled=False)
+    cooling = await make_inbox(ws, f"cooling@cool-{tag}.test", cooldown_until=_day(4) + timedelta(hours=3))
     late = _day(4).replace(hour=22)
     assert await _plan(sessionmaker, _config(settings), late) == 0  # the day's window is over
     await _plan(sessionmaker, _config(settings), _day(4))
-    senders = {r.sender_id for r in await _rows(sessionmaker, [ok.id, other.id, bouncing.id, complained.id, off.id])}
+    everyone = [ok.id, other.id, bouncing.id, complained.id, off.id, cooling.id]
+    senders = {r.sender_id for r in await _rows(sessionmaker, everyone)}
     assert senders == {ok.id, other.id}
     recipients = {r.recipient_id for r in await _rows(sessionmaker, [ok.id, other.id])}
     assert off.id not in recipients

@@ -195,7 +195,7 @@ async def plan(session: AsyncSession, config: PlanConfig, now: datetime, rng: ra
     recipients = Recipients(pool, load, config.pool, rng)
     rows: list[tuple[uuid.UUID, uuid.UUID, int, int, str, str, datetime]] = []
     for sender in pool:
-        if not can_send(sender, config.thresholds):
+        if not can_send(sender, config.thresholds, now):
             continue
         limit = daily_limit(sender, config.default_limit)
         taken = slots_taken.get(sender.id, set())

@@ -60,6 +60,57 @@ _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
 
 
+def deliverability_crons(settings: Settings) -> list[Any]:
+    """The deliverability engine's crons: health recompute (all inboxes, and those an event marked), the
+    stage table, the warmup exchange (plan, send, receive), the nightly domain checks, the alert rules and
+    the provider quotas. Every worker may run them (each locks the rows it writes; arq runs a cron once per
+    tick across workers); ``NIMBUS_DELIVERABILITY_ENABLED=false`` keeps a process out of them (the tests'
+    workers, which drive these jobs directly)."""
+    if not settings.deliverability_enabled:
+        return []
+    health_every = cron_times(settings.health_recompute_seconds)
+    requests_every = cron_times(settings.health_request_seconds)
+    return [
+        cron(
+            rides_out(recompute_all),
+            minute=health_every[0],
+            second=health_every[1],
+            run_at_startup=True,
+            unique=True,
+            keep_result=0,
+        ),
+        cron(
+            rides_out(recompute_requested),
+            minute=requests_every[0],
+            second=requests_every[1],
+            unique=True,
+            keep_result=0,
+        ),
+        # warmup stages from the stage table (``stages.tasks``), every 5 minutes (a health recompute also
+        # applies them to the inboxes it recomputes)
+        cron(rides_out(apply_stages_tick), minute=set(range(2, 60, 5)), unique=True, keep_result=0),
+        cron(rides_out(warmup_plan), minute=set(range(0, 60, 10)), run_at_startup=True, unique=True, keep_result=0),
+        cron(rides_out(warmup_send), second=_EVERY_30_SECONDS, unique=True, keep_result=0),
+        cron(rides_out(warmup_receive), second={15}, unique=True, keep_result=0),
+        cron(
+            rides_out(check_domains),
+            hour={settings.domain_check_hour},
+            minute={11},
+            unique=True,
+            keep_result=0,
+            timeout=CHECK_JOB_TIMEOUT,
+        ),
+        cron(
+            rides_out(evaluate_alerts),
+            minute=set(range(0, 60, settings.alert_evaluation_minutes)),
+            second={15},
+            unique=True,
+            keep_result=0,
+        ),
+        cron(rides_out(refresh_provider_quotas), second={17}, unique=True, keep_result=0),
+    ]
+
+
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
     if not settings.database_url or not settings.redis_url:
         raise RuntimeError("NIMBUS_DATABASE_URL and NIMBUS_REDIS_URL must be set")
@@ -122,29 +173,6 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             await resources.engine.dispose()
         metrics.process_exit()
 
-    health_every = cron_times(settings.health_recompute_seconds)
-    requests_every = cron_times(settings.health_request_seconds)
-    health_crons = (
-        [
-            cron(
-                rides_out(recompute_all),
-                minute=health_every[0],
-                second=health_every[1],
-                run_at_startup=True,
-                unique=True,
-                keep_result=0,
-            ),
-            cron(
-                rides_out(recompute_requested),
-                minute=requests_every[0],
-                second=requests_every[1],
-                unique=True,
-                keep_result=0,
-            ),
-        ]
-        if settings.health_enabled
-        else []
-    )
     return {
         "functions": FUNCTIONS,
         "cron_jobs": [
@@ -152,29 +180,8 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(purge_events), minute={41}, unique=True, keep_result=0),
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
-            cron(rides_out(warmup_plan), minute=set(range(0, 60, 10)), run_at_startup=True, unique=True, keep_result=0),
-            cron(rides_out(warmup_send), second=_EVERY_30_SECONDS, unique=True, keep_result=0),
-            cron(rides_out(warmup_receive), second={15}, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
-            *health_crons,
-            # warmup stages from the stage table (``stages.tasks``), every 5 minutes
-            cron(rides_out(apply_stages_tick), minute=set(range(2, 60, 5)), unique=True, keep_result=0),
-            cron(
-                rides_out(check_domains),
-                hour={settings.domain_check_hour},
-                minute={11},
-                unique=True,
-                keep_result=0,
-                timeout=CHECK_JOB_TIMEOUT,
-            ),
-            cron(
-                rides_out(evaluate_alerts),
-                minute=set(range(0, 60, settings.alert_evaluation_minutes)),
-                second={15},
-                unique=True,
-                keep_result=0,
-            ),
-            cron(rides_out(refresh_provider_quotas), second={17}, unique=True, keep_result=0),
+            *deliverability_crons(settings),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
