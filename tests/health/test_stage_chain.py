@@ -4,13 +4,14 @@ the warmup thresholds; ``stages.apply_stages`` is the rule)."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.health.tasks import run_requested
-from nimbus_api.kit.db import utcnow
-from nimbus_api.models import AccountEvent, EmailAccount
+from nimbus_api.kit.db import utc_day, utcnow
+from nimbus_api.models import AccountDailyUsage, AccountEvent, EmailAccount
 from nimbus_api.stages.stages import Thresholds
 from tests.health.conftest import quiet_fleet
 
@@ -54,8 +55,25 @@ async def test_a_recompute_moves_the_stage_with_the_score(sessionmaker: Sm, work
         )
     assert [(c["from"], c["to"]) for c in changes] == [(0, 3)]
 
-    # a bounce rate over the warmup threshold: the same recompute demotes it to 0
-    await _ask(sessionmaker, account_id, bounce_rate_7d=9.0)
+    # a bounce rate over the warmup threshold (2 of today's 20 sends): the same recompute refreshes the
+    # rate from the daily rows and demotes the inbox to 0
+    async with sessionmaker() as session, session.begin():
+        session.add(AccountDailyUsage(account_id=account_id, day=utc_day(utcnow()), sends=20, bounces=2))
+    await _ask(sessionmaker, account_id)
     await run_requested(sessionmaker, batch=10, stages=Thresholds())
-    stage, _ = await _state(sessionmaker, account_id)
-    assert stage == 0
+    assert (await _state(sessionmaker, account_id))[0] == 0
+    async with sessionmaker() as session:
+        assert await session.scalar(select(EmailAccount.bounce_rate_7d).where(EmailAccount.id == account_id)) == 10.0
+
+    # a stale rate (its bounces' day has left the window) is brought back to what the rows say
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(AccountDailyUsage)
+            .where(AccountDailyUsage.account_id == account_id)
+            .values(day=utc_day(utcnow()) - timedelta(days=8))
+        )
+    await _ask(sessionmaker, account_id)
+    await run_requested(sessionmaker, batch=10, stages=Thresholds())
+    async with sessionmaker() as session:
+        assert await session.scalar(select(EmailAccount.bounce_rate_7d).where(EmailAccount.id == account_id)) == 0.0
+    assert (await _state(sessionmaker, account_id))[0] == 3

@@ -83,7 +83,8 @@ async def test_a_server_that_is_down_is_retried_with_backoff_not_in_a_loop(
         mailbox.next_poll_at = utcnow()
         await runner.poll_now(account.id)
         waits.append((mailbox.next_poll_at - utcnow()).total_seconds())
-    assert waits[0] > 0.8 * 2 * 120 and waits[-1] > 0.8 * 16 * 120 - 5 and waits[-1] <= 1800 * 1.2 + 1
+    # the fifth failure would wait 16 x 120 s = 1920 s: capped at 1800 s, jitter included
+    assert waits[0] > 0.8 * 2 * 120 and waits[-1] > 0.8 * 1800 - 5 and waits[-1] <= 1800 + 1
     assert runner.book.opened == 0
 
 
@@ -106,3 +107,18 @@ async def test_the_password_is_decrypted_when_a_connection_opens_not_per_poll(
             return int(n or 0)
 
     assert await decrypts() == 1 and runner.book.opened == 1
+
+
+def test_the_backoff_never_waits_longer_than_its_cap() -> None:
+    import random
+
+    from nimbus_api.sync.status import backoff_delay
+
+    rng = random.Random(7)
+    for failures in range(1, 12):
+        waits = [backoff_delay(120, failures, 1800.0, rng) for _ in range(500)]
+        raw = min(120 * 2 ** (failures - 1), 1800)
+        assert all(120 <= w <= 1800 for w in waits)
+        assert all(w >= min(0.8 * raw, 1800) for w in waits) if failures > 1 else waits == [120.0] * 500
+    capped = [backoff_delay(120, 9, 1800.0, rng) for _ in range(500)]
+    assert min(capped) >= 1440 and max(capped) <= 1800 and len(set(capped)) > 100  # still spread below the cap

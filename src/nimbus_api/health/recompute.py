@@ -5,7 +5,9 @@ messages, failed attempts, pauses for a refused login, replies; the sync row and
 joined), scores every component with the formula of ``health.score`` (its weights and thresholds are bind
 parameters built from ``score.COMPONENTS`` by ``parameters``: one source of truth), and writes
 ``overall_score``, ``reputation_score``, ``health_band``, ``health_components`` and ``health_computed_at`` in one
-``UPDATE ... FROM``. It returns only the inboxes whose band changed, with the band before and after, for
+``UPDATE ... FROM``. The same statement refreshes ``bounce_rate_7d`` and ``complaint_rate_7d`` from the same
+daily rows (``inbox.rates`` refreshes them when a bounce or complaint arrives; without this they would keep
+an old bounce after its day left the window, and the warmup pause and stage rule read them). It returns only the inboxes whose band changed, with the band before and after, for
 ``account.health_changed``.
 
 Exactly one event per change, even when two workers recompute the same inbox at once: the ``locked`` CTE
@@ -223,7 +225,7 @@ WITH acct AS (
         {scores}
     FROM v
 ), t AS MATERIALIZED (
-    SELECT s.id, s.seen_request, s.blocklist_status,
+    SELECT s.id, s.seen_request, s.blocklist_status, s.sends, s.bounces, s.complaints,
            ({overall}) / CAST(:total_weight AS {F}) AS overall,
            ({reputation}) / CAST(:reputation_weight AS {F}) AS reputation,
            CAST({components} AS jsonb) AS components
@@ -244,6 +246,8 @@ WITH acct AS (
     UPDATE email_accounts a
     SET overall_score = b.overall, reputation_score = b.reputation, health_band = b.band,
         health_components = b.components, health_computed_at = :now,
+        bounce_rate_7d = CASE WHEN b.sends > 0 THEN LEAST(100.0, 100.0 * b.bounces / b.sends) ELSE 0 END,
+        complaint_rate_7d = CASE WHEN b.sends > 0 THEN LEAST(100.0, 100.0 * b.complaints / b.sends) ELSE 0 END,
         health_requested_at = CASE WHEN a.health_requested_at IS NOT DISTINCT FROM b.seen_request THEN NULL
                                    ELSE a.health_requested_at END
     FROM banded b JOIN locked l ON l.id = b.id

@@ -55,8 +55,11 @@ def next_on_time(previous: datetime, interval: int, now: datetime) -> datetime:
 
 
 def backoff_delay(interval: int, failures: int, cap: float, rng: random.Random) -> float:
+    """The wait after ``failures`` failures in a row: the interval doubled per failure, jittered by +-20 %
+    so mailboxes of one dead server drift apart, and never over ``cap`` (jitter included: the setting is
+    the longest wait, so a capped wait lies in 80..100 % of it)."""
     base = min(interval * 2.0 ** max(failures - 1, 0), cap)
-    return max(float(interval), base * rng.uniform(0.8, 1.2)) if failures > 1 else float(interval)
+    return max(float(interval), min(cap, base * rng.uniform(0.8, 1.2))) if failures > 1 else float(interval)
 
 
 _SUCCESSES = text(
