@@ -7,7 +7,8 @@ parameters built from ``score.COMPONENTS`` by ``parameters``: one source of trut
 ``overall_score``, ``reputation_score``, ``health_band``, ``health_components`` and ``health_computed_at`` in one
 ``UPDATE ... FROM``. The same statement refreshes ``bounce_rate_7d`` and ``complaint_rate_7d`` from the same
 daily rows (``inbox.rates`` refreshes them when a bounce or complaint arrives; without this they would keep
-an old bounce after its day left the window, and the warmup pause and stage rule read them). It returns only the inboxes whose band changed, with the band before and after, for
+an old bounce after its day left the window, and the warmup pause and stage rule read them). It returns
+only the inboxes whose band changed, with the band before and after, for
 ``account.health_changed``.
 
 Exactly one event per change, even when two workers recompute the same inbox at once: the ``locked`` CTE
