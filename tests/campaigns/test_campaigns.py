@@ -39,7 +39,7 @@ async def test_create_returns_the_campaign_with_defaults(tenant: Tenant) -> None
     assert campaign["status"] == "draft"
     assert campaign["type"] == "cold"
     assert (campaign["min_health_score"], campaign["bounce_rate_threshold"], campaign["verify_email_mx"]) == (
-        70.0,
+        50.0,
         8.0,
         False,
     )

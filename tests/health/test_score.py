@@ -203,3 +203,16 @@ def test_component_data_says_what_the_value_came_from() -> None:
         "status": "failing",
         "consecutive_failures": 2,
     }
+
+
+def test_a_new_inbox_is_not_locked_out_of_campaigns_by_the_default_score_gate() -> None:
+    """A campaign's default ``min_health_score`` must admit an inbox that has no campaign history yet
+    (warmup sends do not feed the send figures): otherwise no inbox could ever earn the sends that
+    would raise its score. The stage gate is what keeps unwarmed inboxes out."""
+    from nimbus_api.campaigns.schemas import CampaignCreate
+
+    gate = CampaignCreate.model_fields["min_health_score"].default
+    new = compute(Inputs())
+    clean = compute(Inputs(sync_status="ok", dns_status="pass", blocklist_status="clean", warmup_progress=100))
+    assert new.overall == 50.0 and new.overall >= gate
+    assert clean.overall >= gate

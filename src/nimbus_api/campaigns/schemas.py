@@ -160,7 +160,12 @@ Steps = Annotated[list[StepIn], Field(max_length=MAX_STEPS)]
 class CampaignCreate(StrictModel):
     name: HeaderText
     type: CampaignType
-    min_health_score: Annotated[float, Field(ge=0, le=100)] = 70.0
+    min_health_score: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=50.0,
+        description="An inbox whose `overall_score` is below it does not send for the campaign. The default, 50, "
+        "is the score of an inbox with no history yet (and the floor of stage 3): the stage gate is what keeps "
+        "unwarmed inboxes out, this gate takes out inboxes whose record turned bad.",
+    )
     bounce_rate_threshold: Annotated[float, Field(ge=0.5, le=25.0, description="Percent.")] = 8.0
     verify_email_mx: bool = Field(default=False, description="Check the recipient domain's MX before step 1.")
     stop_on_auto_reply: bool = Field(

@@ -32,7 +32,7 @@ class Campaign(Base):
     type: Mapped[str] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(10), default="draft")
     paused_reason: Mapped[str | None] = mapped_column(String(200), default=None)
-    min_health_score: Mapped[float] = mapped_column(Float, default=70.0)
+    min_health_score: Mapped[float] = mapped_column(Float, default=50.0)
     bounce_rate_threshold: Mapped[float] = mapped_column(Float, default=8.0)
     verify_email_mx: Mapped[bool] = mapped_column(Boolean, default=False)
     stop_on_auto_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
