@@ -155,9 +155,9 @@ async def test_rules_and_alerts_are_the_workspace_s_own(
 
     # b cannot scope a rule to a's inbox
     r = await b.client.post("/v1/alert-rules", json={"kind": "score_below", "account_id": str(account_a)})
-    assert (r.status_code, r.json()["code"]) == (422, "alert_rule.unknown_account")
+    assert (r.status_code, r.json()["code"]) == (404, "email_account.not_found")
     r = await b.client.patch(f"/v1/alert-rules/{(await _rules(b))[0]['id']}", json={"account_id": str(account_a)})
-    assert (r.status_code, r.json()["code"]) == (422, "alert_rule.unknown_account")
+    assert (r.status_code, r.json()["code"]) == (404, "email_account.not_found")
 
     async with sessionmaker() as session, session.begin():
         await evaluate(session, workspace_id=a.workspace_id)

@@ -17,7 +17,8 @@ rules_router = APIRouter(prefix="/v1/alert-rules", tags=["alerts"], responses=pr
 alerts_router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=problem_responses(401))
 
 NOT_FOUND = "alert_rule.not_found"
-INVALID = ["validation_error", "alert_rule.invalid_threshold", "alert_rule.unknown_account"]
+INVALID = ["validation_error", "alert_rule.invalid_threshold"]
+SCOPE_NOT_FOUND = "email_account.not_found"  # the rule's `account_id` names no inbox of the workspace
 
 
 @rules_router.post(
@@ -25,7 +26,7 @@ INVALID = ["validation_error", "alert_rule.invalid_threshold", "alert_rule.unkno
     name="alert_rules_create",
     summary="Add an alert rule",
     status_code=201,
-    responses=problem_responses(422, codes={422: INVALID}),
+    responses=problem_responses(404, 422, codes={404: [SCOPE_NOT_FOUND], 422: INVALID}),
 )
 async def alert_rules_create(payload: AlertRuleCreate, auth: AuthContext, session: Session) -> AlertRuleRead:
     """The threshold is checked against the kind (README, "Alerts and monitoring"); the rule takes part in
@@ -57,7 +58,7 @@ async def alert_rules_get(rule_id: uuid.UUID, auth: AuthContext, session: Sessio
     "/{rule_id}",
     name="alert_rules_update",
     summary="Change an alert rule",
-    responses=problem_responses(404, 422, codes={404: [NOT_FOUND], 422: INVALID}),
+    responses=problem_responses(404, 422, codes={404: [NOT_FOUND, SCOPE_NOT_FOUND], 422: INVALID}),
 )
 async def alert_rules_update(
     rule_id: uuid.UUID, payload: AlertRuleUpdate, auth: AuthContext, session: Session

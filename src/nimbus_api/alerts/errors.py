@@ -14,9 +14,3 @@ class InvalidThreshold(Problem):
     status = 422
     code = "alert_rule.invalid_threshold"
     title = "The threshold is not valid for this kind of rule"
-
-
-class UnknownScopeAccount(Problem):
-    status = 422
-    code = "alert_rule.unknown_account"
-    title = "The rule's account is not an email account of this workspace"

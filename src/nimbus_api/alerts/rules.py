@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nimbus_api.alerts.errors import AlertRuleNotFound, InvalidThreshold, UnknownScopeAccount
+from nimbus_api.accounts.errors import AccountNotFound
+from nimbus_api.alerts.errors import AlertRuleNotFound, InvalidThreshold
 from nimbus_api.alerts.evaluate import emit_grouped, resolved_data
 from nimbus_api.alerts.kinds import DEFAULTS, KINDS
 from nimbus_api.alerts.schemas import AlertRuleCreate, AlertRuleRead, AlertRuleUpdate
@@ -58,7 +59,8 @@ async def _check_account(session: AsyncSession, workspace_id: uuid.UUID, account
         select(EmailAccount.id).where(EmailAccount.id == account_id, EmailAccount.workspace_id == workspace_id)
     )
     if found is None:
-        raise UnknownScopeAccount(f"no email account {account_id} in this workspace")
+        # as a campaign's pool does: an id that names no inbox of the workspace is a 404 of that inbox
+        raise AccountNotFound(f"no email account {account_id} in this workspace")
 
 
 async def reads(session: AsyncSession, rules: Sequence[AlertRule]) -> list[AlertRuleRead]:
