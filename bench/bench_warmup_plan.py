@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nimbus_api.kit.db import make_engine, make_sessionmaker
 from nimbus_api.kit.migrate import upgrade_head
 from nimbus_api.models import EmailAccount
+from nimbus_api.stages.stages import Thresholds
 from nimbus_api.warmup import planner
-from nimbus_api.warmup.pause import PauseThresholds
 
 ADMIN = os.environ.get("NIMBUS_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 INBOXES = 10_000
@@ -109,7 +109,7 @@ async def main() -> None:
             reply_share=0.4,
             window_start_hour=7,
             window_end_hour=21,
-            thresholds=PauseThresholds(3.0, 0.3),
+            thresholds=Thresholds(3.0, 0.3),
         )
         now = datetime(2030, 6, 1, 5, 0, tzinfo=UTC)
         started = time.perf_counter()

@@ -248,7 +248,12 @@ async def test_the_worker_jobs_run_the_exchange(
     ctx: dict[str, Any] = {
         "nimbus": WorkerResources(
             settings=settings.model_copy(
-                update={"warmup_window_start_hour": 0, "warmup_window_end_hour": 24, "warmup_reply_share": 0.0}
+                update={
+                    "warmup_window_start_hour": 0,
+                    "warmup_window_end_hour": 24,
+                    "warmup_reply_share": 0.0,
+                    "warmup_flag_share": 0.0,  # the flag is the seed's decision: none here, so the test is exact
+                }
             ),
             engine=engine,
             sessionmaker=sessionmaker,

@@ -1,5 +1,5 @@
-"""The monitoring read's queries: the inbox with its domain and sync row (one join), the active alerts on
-the inbox or its domain (the send figures are ``figures``)."""
+"""The monitoring read's queries: the inbox with its domain and sync row (one join), the domain's latest
+check per record, the active alerts on the inbox or its domain (the send figures are ``figures``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.accounts.errors import AccountNotFound
-from nimbus_api.models import AlertState, Domain, EmailAccount, MailboxSync
+from nimbus_api.models import AlertState, Domain, DomainCheck, EmailAccount, MailboxSync
 
 
 async def load(
@@ -42,3 +42,7 @@ async def active_alerts(
             .order_by(AlertState.id.desc())
         )
     )
+
+
+async def domain_checks(session: AsyncSession, domain_id: uuid.UUID) -> list[DomainCheck]:
+    return list(await session.scalars(select(DomainCheck).where(DomainCheck.domain_id == domain_id)))

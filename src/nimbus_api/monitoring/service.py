@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.alerts import history
@@ -125,7 +124,7 @@ async def monitoring(session: AsyncSession, workspace_id: uuid.UUID, account_id:
     since: dict[WindowName, datetime] = {"24h": bounds.since_24h, "7d": bounds.since_7d}
     counts = await figures.send_counts(session, account.id, bounds)
     alerts = await queries.active_alerts(session, workspace_id, account.id, domain.id)
-    checks = list(await session.scalars(select(DomainCheck).where(DomainCheck.domain_id == domain.id)))
+    checks = await queries.domain_checks(session, domain.id)
     listed = next((c for c in checks if c.record == "blocklists"), None)
     results = (listed.detail or {}).get("results") if listed is not None else None
     sends, connections = [], []

@@ -16,35 +16,22 @@ def next_stage(account: EmailAccount, settings: RateThresholds) -> NextStage | N
     if account.current_stage >= TOP_STAGE:
         return None
     target = STAGES[max(account.current_stage, 0) + 1]
+    # (name, comparison, required, actual): the next stage's two thresholds, then the two rates
+    checks = [
+        ("warmup_sent_total", "at_least", target.min_warmup_sent, account.warmup_sent_total),
+        ("overall_score", "at_least", target.min_overall_score, account.overall_score),
+        ("bounce_rate_7d", "at_most", settings.warmup_max_bounce_rate_7d, account.bounce_rate_7d),
+        ("complaint_rate_7d", "at_most", settings.warmup_max_complaint_rate_7d, account.complaint_rate_7d),
+    ]
     requirements = [
         Requirement(
-            name="warmup_sent_total",
-            comparison="at_least",
-            required=target.min_warmup_sent,
-            actual=account.warmup_sent_total,
-            met=account.warmup_sent_total >= target.min_warmup_sent,
-        ),
-        Requirement(
-            name="overall_score",
-            comparison="at_least",
-            required=target.min_overall_score,
-            actual=account.overall_score,
-            met=account.overall_score >= target.min_overall_score,
-        ),
-        Requirement(
-            name="bounce_rate_7d",
-            comparison="at_most",
-            required=settings.warmup_max_bounce_rate_7d,
-            actual=account.bounce_rate_7d,
-            met=account.bounce_rate_7d <= settings.warmup_max_bounce_rate_7d,
-        ),
-        Requirement(
-            name="complaint_rate_7d",
-            comparison="at_most",
-            required=settings.warmup_max_complaint_rate_7d,
-            actual=account.complaint_rate_7d,
-            met=account.complaint_rate_7d <= settings.warmup_max_complaint_rate_7d,
-        ),
+            name=name,
+            comparison=comparison,
+            required=required,
+            actual=actual,
+            met=actual >= required if comparison == "at_least" else actual <= required,
+        )
+        for name, comparison, required, actual in checks
     ]
     return NextStage(
         stage=target.stage,

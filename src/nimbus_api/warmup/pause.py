@@ -11,22 +11,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from nimbus_api.config import Settings
 from nimbus_api.kit.db import utcnow
 from nimbus_api.models import EmailAccount
 from nimbus_api.stages.pause import warmup_may_send
-from nimbus_api.stages.stages import RateThresholds, Thresholds
-
-PauseThresholds = Thresholds
-"""The two thresholds in percent (``Settings`` satisfies the same protocol)."""
-
-
-def thresholds_of(settings: Settings) -> RateThresholds:
-    return Thresholds(settings.warmup_max_bounce_rate_7d, settings.warmup_max_complaint_rate_7d)
+from nimbus_api.stages.stages import RateThresholds
 
 
 def can_send(account: EmailAccount, thresholds: RateThresholds, now: datetime | None = None) -> bool:
-    """In the exchange and allowed to send now: opted in, active, not disabled, has a mailbox to be
+    """``thresholds``: the two rates in percent (``Settings`` is one, ``stages.stages.Thresholds`` another).
+    In the exchange and allowed to send now: opted in, active, not disabled, has a mailbox to be
     answered in, warmup not paused, not in cooldown."""
     return (
         account.is_active

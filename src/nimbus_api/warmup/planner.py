@@ -36,7 +36,7 @@ from nimbus_api.models import EmailAccount, WarmupMessage
 from nimbus_api.sending.mime import new_message_ids
 from nimbus_api.stages.stages import RateThresholds
 from nimbus_api.warmup import phrases
-from nimbus_api.warmup.pause import can_send, thresholds_of
+from nimbus_api.warmup.pause import can_send
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class PlanConfig:
             reply_share=settings.warmup_reply_share,
             window_start_hour=settings.warmup_window_start_hour,
             window_end_hour=max(settings.warmup_window_end_hour, settings.warmup_window_start_hour + 1),
-            thresholds=thresholds_of(settings),
+            thresholds=settings,
         )
 
 

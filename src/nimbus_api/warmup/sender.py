@@ -38,7 +38,7 @@ from nimbus_api.stages.stages import RateThresholds
 from nimbus_api.warmup import mail
 from nimbus_api.warmup.counting import count_sent
 from nimbus_api.warmup.marker import Marker
-from nimbus_api.warmup.pause import can_send, thresholds_of
+from nimbus_api.warmup.pause import can_send
 
 log = structlog.get_logger(__name__)
 WARMUP_ACTOR = Actor.system("warmup")
@@ -57,7 +57,7 @@ class WarmupDeps:
 
     @property
     def thresholds(self) -> RateThresholds:
-        return thresholds_of(self.settings)
+        return self.settings
 
 
 @dataclass(frozen=True)
