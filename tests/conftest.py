@@ -38,6 +38,7 @@ from nimbus_api.validation.service import build_verifier
 from nimbus_api.webhooks.runtime import build_kit
 from nimbus_api.workspaces import service as workspaces
 from tests.servers.mail_world import MailWorld
+from tests.servers.oauth_server import OAuthTestServer
 
 PG_ADMIN_DSN = os.environ.get("NIMBUS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("NIMBUS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -103,6 +104,25 @@ async def mail_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     yield world
     _WORLD = None
     await world.stop()
+
+
+# --- OAuth (XOAUTH2/OAUTHBEARER): the mail world's authorization server, started on first use
+
+
+@pytest.fixture(scope="session")
+def oauth_server(mail_world: MailWorld) -> OAuthTestServer:
+    """The mail world's OAuth 2 server (tests/servers/oauth_server.py), running; its access tokens log in
+    to the world's SMTP and Dovecot. Session-wide: tests add their own clients and users, and a test that
+    changes ``granted_scope`` or ``access_token_lifetime`` restores it (see ``oauth_defaults``)."""
+    return mail_world.enable_oauth()
+
+
+@pytest.fixture
+def oauth_defaults(oauth_server: OAuthTestServer) -> Iterator[OAuthTestServer]:
+    """``oauth_server`` with its per-test knobs (granted scope, token lifetime) restored afterwards."""
+    scope, lifetime = oauth_server.granted_scope, oauth_server.access_token_lifetime
+    yield oauth_server
+    oauth_server.granted_scope, oauth_server.access_token_lifetime = scope, lifetime
 
 
 def build_settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:

@@ -127,13 +127,24 @@ def _alive(pid: int) -> bool:
 class Dovecot:
     """One private Dovecot instance; a context manager (``with Dovecot(certs) as dovecot:``)."""
 
-    def __init__(self, certs: TestCerts, *, sieve: bool = False, submission_host: str = "") -> None:
-        """``sieve``: run Pigeonhole's Sieve on LMTP delivery (scripts from ``set_sieve``), with
+    def __init__(
+        self,
+        certs: TestCerts,
+        *,
+        sieve: bool = False,
+        submission_host: str = "",
+        oauth2_introspection_url: str = "",
+    ) -> None:
+        """``oauth2_introspection_url``: also accept AUTHENTICATE XOAUTH2 and OAUTHBEARER, the bearer token
+        checked by an ``oauth2`` passdb through RFC 7662 introspection (``introspection_mode = post``;
+        the user is the response's ``username``, which must be active); password logins are unchanged.
+        ``sieve``: run Pigeonhole's Sieve on LMTP delivery (scripts from ``set_sieve``), with
         ``vacation :seconds`` allowed and no minimum period; ``submission_host`` (``127.0.0.1:PORT``, an
         SMTP server such as a private Postfix) is where Sieve sends vacation replies and redirects."""
         self.certs = certs
         self.sieve = sieve
         self.submission_host = submission_host
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.root = Path(tempfile.mkdtemp(prefix="nimbus-dovecot-"))
         self.root.chmod(0o755)  # the auth process (user dovecot) and mail processes traverse it
         self.instance_name = f"nimbus-test-{uuid.uuid4().hex[:8]}"
@@ -280,7 +291,7 @@ class Dovecot:
             f"  ssl_key = <{self.certs.untrusted_key}",
             "}",
             "disable_plaintext_auth = no",
-            "auth_mechanisms = plain login",
+            "auth_mechanisms = plain login" + (" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""),
             "auth_failure_delay = 0",
             "auth_verbose = yes",
             "auth_cache_size = 0",
@@ -295,7 +306,19 @@ class Dovecot:
             "passdb {",
             "  driver = passwd-file",
             f"  args = scheme=PLAIN username_format=%u {self.users_dir}/%u",
+            *(["  mechanisms = plain login"] if self.oauth2_introspection_url else []),
             "}",
+            *(
+                [
+                    "passdb {",
+                    "  driver = oauth2",
+                    "  mechanisms = xoauth2 oauthbearer",
+                    f"  args = {self._oauth2_conf()}",
+                    "}",
+                ]
+                if self.oauth2_introspection_url
+                else []
+            ),
             "userdb {",
             "  driver = passwd-file",
             f"  args = username_format=%u {self.users_dir}/%u",
@@ -358,6 +381,25 @@ class Dovecot:
                 f"default_login_user = {me}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _oauth2_conf(self) -> Path:
+        path = self.root / "dovecot-oauth2.conf.ext"
+        path.write_text(
+            "\n".join(
+                [
+                    "introspection_mode = post",
+                    f"introspection_url = {self.oauth2_introspection_url}",
+                    "username_attribute = username",
+                    "active_attribute = active",
+                    "active_value = true",
+                    "force_introspection = yes",
+                    "timeout_msecs = 5000",
+                ]
+            )
+            + "\n"
+        )
+        path.chmod(0o644)
+        return path
 
     # --- users, folders, mail
 

@@ -6,6 +6,10 @@
 * SMTP (aiosmtpd, ``TestSmtpServer``): STARTTLS with the test CA's certificate, AUTH required after TLS,
   one user per mailbox; every accepted message is handed to Dovecot over LMTP, recipient = Dovecot user.
 * IMAP (``Dovecot``): one user per mailbox, login = the address.
+* OAuth (``OAuthTestServer``, optional): its port is reserved up front and Dovecot and the SMTP server
+  accept XOAUTH2/OAUTHBEARER tokens through its introspection URL (scope ``https://mail.google.com/``
+  required); ``enable_oauth()`` starts it when a test asks (the ``oauth_server`` fixture), so worlds
+  that never use OAuth never run it (an XOAUTH2 login then fails: nothing answers introspection).
 
 ``account_payload`` builds a create body for a fresh mailbox (or the address given) whose checks all
 pass, which is what "connect a mailbox" means from the API's side.
@@ -19,6 +23,7 @@ import contextlib
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiosmtpd.smtp import Envelope
 from cryptography.hazmat.primitives import serialization
@@ -26,8 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.servers.certs import TestCerts, make_test_certs
 from tests.servers.dns_server import TestDnsServer, make_zone, txt
-from tests.servers.dovecot import Dovecot
-from tests.servers.smtp_server import TestSmtpServer
+from tests.servers.dovecot import Dovecot, free_port
+from tests.servers.oauth_server import OAuthTestServer
+from tests.servers.smtp_server import OAUTH_SCOPE, TestSmtpServer
 
 BASE_DOMAIN = "example.test"
 SMTP_HOST = "smtp.example.test"
@@ -47,10 +53,17 @@ class MailWorld:
     def __init__(self, directory: Path) -> None:
         self.certs: TestCerts = make_test_certs(directory / "certs")
         self.dns = TestDnsServer()
-        self.dovecot = Dovecot(self.certs)
+        self.oauth = OAuthTestServer(port=free_port())
+        introspect = f"{self.oauth.introspect_url}?scope={quote(OAUTH_SCOPE, safe='')}"
+        self.dovecot = Dovecot(self.certs, oauth2_introspection_url=introspect)
         self.smtp = TestSmtpServer(
-            users={}, tls_context=self.certs.server_context(), auth_require_tls=True, deliver=self._deliver
+            users={},
+            tls_context=self.certs.server_context(),
+            auth_require_tls=True,
+            deliver=self._deliver,
+            oauth_introspection_url=introspect,
         )
+        self._oauth_started = False
         self._dkim = _dkim_public_key()
         self._domains: set[str] = set()
         self._mailboxes: set[str] = set()
@@ -65,7 +78,17 @@ class MailWorld:
         self.dns.add_zone(make_zone(BASE_DOMAIN, hosts + "\n" + self._mail_records("@")), BASE_DOMAIN)
         self._domains.add(BASE_DOMAIN)
 
+    def enable_oauth(self) -> OAuthTestServer:
+        """Start the world's OAuth server (once) and return it; its tokens log in to SMTP and IMAP."""
+        if not self._oauth_started:
+            self.oauth.start()
+            self._oauth_started = True
+        return self.oauth
+
     async def stop(self) -> None:
+        if self._oauth_started:
+            await asyncio.to_thread(self.oauth.stop)
+            self._oauth_started = False
         await self.smtp.stop()
         await asyncio.to_thread(self.dovecot.stop)
         await self.dns.stop()

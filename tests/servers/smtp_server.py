@@ -29,6 +29,11 @@ What a server can be told to do:
 * ``stall_after_dot=True``: takes the whole message and never answers the final dot.
 * ``pipelining=False``: EHLO does not offer PIPELINING (RFC 2920), so clients send one command at a
   time; by default it is offered, as most servers do (aiosmtpd reads pipelined commands in order).
+* ``oauth_introspection_url="http://.../introspect"``: AUTH XOAUTH2 and OAUTHBEARER as well, the bearer
+  token checked by an RFC 7662 introspection POST (``token=...``; active, and ``username`` equal to the
+  SASL user). A refused token is answered as Gmail does: a 334 with base64 JSON
+  (``{"status":"401","schemes":"bearer","scope":...}``; OAUTHBEARER: ``"status":"invalid_token"``), and
+  after the client's empty line ``535 5.7.8``. ``oauth_attempts`` records (mechanism, user, accepted).
 * ``deliver=async callable(envelope)``: every accepted message is appended to ``messages`` and then
   handed to ``deliver`` (e.g. to LMTP into Dovecot for a roundtrip); if it raises, the client gets 451.
 
@@ -43,13 +48,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+import httpx
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 Deliver = Callable[[Envelope], Awaitable[Any]]
+
+OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+OAUTH_SCOPE = "https://mail.google.com/"
 
 SCRIPTABLE = frozenset({"CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA"})
 
@@ -142,9 +152,33 @@ class _RecordingSMTP(SMTP):
         await super().smtp_STARTTLS(arg)
 
 
+def parse_bearer(mechanism: str, blob: bytes) -> tuple[str, str]:
+    """(user, token) of an XOAUTH2 (``user=U^Aauth=Bearer T^A^A``) or OAUTHBEARER (RFC 7628) response."""
+    text = blob.decode("utf-8", "replace")
+    user = token = ""
+    parts = text.split("\x01")
+    if mechanism == "OAUTHBEARER":
+        gs2 = parts[0].split(",")
+        user = next((item[2:] for item in gs2 if item.startswith("a=")), "")
+        parts = parts[1:]
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key == "user":
+            user = value
+        elif key == "auth" and value[:7].lower() == "bearer ":
+            token = value[7:]
+    return user, token
+
+
 class _Handler:
     def __init__(self, owner: TestSmtpServer) -> None:
         self.owner = owner
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self.owner._oauth(server, "XOAUTH2", args)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self.owner._oauth(server, "OAUTHBEARER", args)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -222,6 +256,7 @@ class TestSmtpServer:
         pipelining: bool = True,
         refuse: Mapping[str, str] | None = None,
         smtputf8: bool = True,
+        oauth_introspection_url: str = "",
         hostname: str = "mail.example.test",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -244,6 +279,8 @@ class TestSmtpServer:
         self.pipelining = pipelining
         self.refuse = {address.lower(): reply for address, reply in (refuse or {}).items()}
         self.smtputf8 = smtputf8
+        self.oauth_introspection_url = oauth_introspection_url
+        self.oauth_attempts: list[tuple[str, str, bool]] = []
         self.hostname = hostname
         self.host = host
         self._port = port
@@ -298,6 +335,38 @@ class TestSmtpServer:
             return AuthResult(success=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False)
 
+    def _introspect(self, token: str) -> dict[str, Any]:
+        reply = httpx.post(self.oauth_introspection_url, data={"token": token}, timeout=10)
+        reply.raise_for_status()
+        return dict(reply.json())
+
+    async def _oauth(self, server: SMTP, mechanism: str, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            blob: bytes | Any = base64.b64decode(args[1] if args[1] != "=" else "")
+        else:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        user, token = parse_bearer(mechanism, bytes(blob))
+        accepted = False
+        if token:
+            info = await asyncio.to_thread(self._introspect, token)
+            accepted = bool(info.get("active")) and str(info.get("username", "")).lower() == user.lower()
+        self.auth_attempts.append((mechanism, user))
+        self.oauth_attempts.append((mechanism, user, accepted))
+        if accepted:
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        status = "invalid_token" if mechanism == "OAUTHBEARER" else "401"
+        challenge = json.dumps({"status": status, "schemes": "bearer", "scope": OAUTH_SCOPE}, separators=(",", ":"))
+        if await server.challenge_auth(challenge) is MISSING:  # the client must answer with an empty line
+            return AuthResult(success=False, handled=True)
+        return AuthResult(
+            success=False,
+            handled=False,
+            message="535 5.7.8 Username and Password not accepted. For more information, go to "
+            "https://support.google.com/mail/?p=BadCredentials",
+        )
+
     def _protocol(self) -> asyncio.BaseProtocol:
         if self.silent:
             return _SilentProtocol(self)
@@ -311,6 +380,7 @@ class TestSmtpServer:
             auth_require_tls=self.auth_require_tls and self.ssl_context is None,
             authenticator=self._authenticate,
             enable_SMTPUTF8=self.smtputf8,
+            auth_exclude_mechanism=() if self.oauth_introspection_url else OAUTH_MECHANISMS,
             loop=asyncio.get_running_loop(),
         )
 
@@ -354,4 +424,4 @@ class TestSmtpServer:
         await self.stop()
 
 
-__all__ = ["SCRIPTABLE", "Deliver", "TestSmtpServer"]
+__all__ = ["OAUTH_MECHANISMS", "OAUTH_SCOPE", "SCRIPTABLE", "Deliver", "TestSmtpServer", "parse_bearer"]
