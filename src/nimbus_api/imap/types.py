@@ -9,11 +9,16 @@ from nimbus_api.kit.crypto import Secret
 
 Mode = Literal["ssl", "starttls", "none"]
 MODES: tuple[Mode, ...] = ("ssl", "starttls", "none")
+AuthKind = Literal["password", "oauth2"]
+AUTH_KINDS: tuple[AuthKind, ...] = ("password", "oauth2")
 
 
 @dataclass(frozen=True)
 class ImapServer:
-    """Where and how to log in. ``password`` stays a ``Secret`` until LOGIN."""
+    """Where and how to log in. ``password`` stays a ``Secret`` until LOGIN.
+
+    ``auth_mechanism="oauth2"``: ``password`` is an OAuth access token, sent with AUTHENTICATE XOAUTH2
+    (or OAUTHBEARER when only that is offered), over TLS only (``ImapSession._login``)."""
 
     host: str
     port: int
@@ -22,10 +27,13 @@ class ImapServer:
     password: Secret
     folder: str = "INBOX"
     allow_plaintext_auth: bool = False
+    auth_mechanism: AuthKind = "password"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.auth_mechanism not in AUTH_KINDS:
+            raise ValueError(f"auth_mechanism must be one of {', '.join(AUTH_KINDS)}, not {self.auth_mechanism!r}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port {self.port} out of range")
 

@@ -18,9 +18,11 @@ from nimbus_api.smtp.client import (
     send_test_message,
     transmit,
 )
+from nimbus_api.smtp.connection import AuthKind
 from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage, redact
 
 __all__ = [
+    "AuthKind",
     "Mode",
     "SendResult",
     "ServerReply",

@@ -207,6 +207,20 @@ HINTS: dict[str, str] = {
 }
 
 
+TENANT_SMTP_AUTH_DISABLED_HINT = (
+    "SMTP AUTH is disabled for the tenant: an admin enables Authenticated SMTP for the mailbox "
+    "(Microsoft 365 admin center, Mail > Manage email apps)"
+)
+_TENANT_SMTP_AUTH_DISABLED = re.compile(r"(?i)SmtpClientAuthentication is disabled")
+
+
+def reply_hint(text: str) -> str | None:
+    """A hint read from the reply itself (provider-specific wording), or None."""
+    if _TENANT_SMTP_AUTH_DISABLED.search(text):
+        return TENANT_SMTP_AUTH_DISABLED_HINT
+    return None
+
+
 def auth_failed_hint(host: str) -> str:
     """The login advice for ``host``: Google and Microsoft need app passwords / SMTP AUTH enabled."""
     name = host.lower().rstrip(".")
@@ -220,11 +234,13 @@ def auth_failed_hint(host: str) -> str:
 __all__ = [
     "HINTS",
     "TABLE",
+    "TENANT_SMTP_AUTH_DISABLED_HINT",
     "Link",
     "Row",
     "auth_failed_hint",
     "classify",
     "match",
     "render_table",
+    "reply_hint",
     "row_matches",
 ]

@@ -65,8 +65,13 @@ class SmtpError(Exception):
         stage: Stage,
         reply: ServerReply | None = None,
         hint: str | None = None,
+        *,
+        oauth_status: str | None = None,
     ) -> None:
         super().__init__(code, detail, stage, reply, hint)
+        #: For an OAuth login the server refused: the ``status`` of its 334 JSON challenge ("401",
+        #: "invalid_token", ...), so a caller can tell a rejected/expired token from other failures.
+        self.oauth_status = oauth_status
         self.code = code
         self.detail = detail
         self.stage: Stage = stage
@@ -98,6 +103,16 @@ def credential_forms(username: str | None, password: str) -> list[str]:
         forms.add(value)
         forms.add(value.rstrip("="))
     return sorted(forms, key=len, reverse=True)
+
+
+def bearer_forms(username: str | None, token: str, sasl: Iterable[str] = ()) -> list[str]:
+    """``credential_forms`` for an OAuth access token, plus each SASL string (XOAUTH2, OAUTHBEARER) and
+    its base64, which is what goes on the wire."""
+    forms = set(credential_forms(username, token))
+    for raw in sasl:
+        value = base64.b64encode(raw.encode("utf-8")).decode("ascii")
+        forms.update((raw, value, value.rstrip("=")))
+    return sorted((f for f in forms if f), key=len, reverse=True)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -145,6 +160,7 @@ __all__ = [
     "ServerReply",
     "SmtpError",
     "Stage",
+    "bearer_forms",
     "credential_forms",
     "parse_reply",
     "redact",
