@@ -194,3 +194,11 @@ async def test_imap_refused_tokens_say_so_and_stay_hidden(
         async with imap_session(cleartext, net):
             pass
     assert plain.value.code == "imap.plaintext_auth_refused"
+
+
+def test_provider_hints_are_read_from_the_reply() -> None:
+    from nimbus_api.smtp.classify import TENANT_SMTP_AUTH_DISABLED_HINT, reply_hint
+
+    text = "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/x"
+    assert reply_hint(text) == TENANT_SMTP_AUTH_DISABLED_HINT
+    assert reply_hint("Username and Password not accepted") is None

@@ -130,6 +130,10 @@ async def test_tokens_id_token_refresh_and_revocation(oauth_defaults: OAuthTestS
         again = await asyncio.to_thread(oauth.refresh, client_id, tokens["refresh_token"])
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
         assert not (await http.post(oauth.introspect_url, data={"token": tokens["access_token"]})).json()["active"]
+    no_pkce = await asyncio.to_thread(
+        oauth.authorize, client_id=client_id, redirect_uri=REDIRECT, login_hint="ida@example.test", state="p"
+    )
+    assert no_pkce.error == "invalid_request" and no_pkce.code is None and no_pkce.state == "p"
     denied = await asyncio.to_thread(
         oauth.authorize,
         client_id=client_id,

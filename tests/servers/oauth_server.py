@@ -48,10 +48,11 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, redirect, request
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from werkzeug.serving import make_server
@@ -509,12 +510,21 @@ class OAuthTestServer:
 
         @app.route("/authorize", methods=["GET"])
         def authorize() -> Any:
-            if request.args.get("deny"):
-                return server.create_authorization_response(grant_user=None)
             user = world.users.get((request.args.get("login_hint") or "").lower())
-            if user is None:
+            if user is None and not request.args.get("deny"):
                 return jsonify(error="unknown_user"), 400
-            return server.create_authorization_response(grant_user=user)
+            try:
+                grant = server.get_consent_grant(end_user=user)
+            except OAuth2Error as error:  # bad client, redirect URI, missing PKCE...
+                return server.handle_error_response(None, error)
+            if not request.args.get("code_challenge") or request.args.get("code_challenge_method") != "S256":
+                # PKCE with S256 is required (Google's and Microsoft's public-client rule, here for every client)
+                query = {"error": "invalid_request", "error_description": "PKCE (S256) is required"}
+                if request.args.get("state"):
+                    query["state"] = request.args["state"]
+                return redirect(f"{request.args['redirect_uri']}?{urlencode(query)}")
+            granted = None if request.args.get("deny") else user
+            return server.create_authorization_response(grant=grant, grant_user=granted)
 
         @app.route("/token", methods=["POST"])
         def issue_token() -> Any:
