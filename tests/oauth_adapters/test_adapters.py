@@ -175,6 +175,7 @@ async def test_imap_refused_tokens_say_so_and_stay_hidden(
         async with imap_session(_imap(mail_world, email, token), net):
             pass
     assert expired.value.code == "imap.auth_failed" and expired.value.data["oauth"] is True
+    assert expired.value.data["status"] is not None, "the status of Dovecot's failure challenge is read"
     _assert_hidden(token, str(expired.value), repr(expired.value), str(expired.value.server_text), _product_log(caplog))
     oauth_defaults.granted_scope = "openid email"
     wrong = await _token(oauth_defaults, cid, email)
@@ -194,6 +195,25 @@ async def test_imap_refused_tokens_say_so_and_stay_hidden(
         async with imap_session(cleartext, net):
             pass
     assert plain.value.code == "imap.plaintext_auth_refused"
+
+
+async def test_a_microsoft_tenant_without_smtp_auth_gets_its_hint_from_a_real_refusal(
+    mail_world: MailWorld, oauth_defaults: OAuthTestServer, account: tuple[str, str], net: NetContext
+) -> None:
+    from nimbus_api.smtp.classify import TENANT_SMTP_AUTH_DISABLED_HINT
+
+    cid, email = account
+    token = await _token(oauth_defaults, cid, email)
+    oauth_defaults.expire_access_tokens()
+    mail_world.smtp.oauth_failure_reply = (
+        "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."
+    )
+    try:
+        with pytest.raises(SmtpError) as refused:
+            await connect(_smtp(mail_world, email, token), net)
+    finally:
+        mail_world.smtp.oauth_failure_reply = None
+    assert refused.value.code == "smtp.auth_failed" and refused.value.hint == TENANT_SMTP_AUTH_DISABLED_HINT
 
 
 def test_provider_hints_are_read_from_the_reply() -> None:

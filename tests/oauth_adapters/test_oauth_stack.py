@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from tests.servers.mail_world import BASE_DOMAIN, MailWorld
-from tests.servers.oauth_server import GMAIL_SCOPE, OAuthTestServer, pkce_pair
+from tests.servers.oauth_server import GMAIL_SCOPE, AuthorizeResult, OAuthTestServer, pkce_pair
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
@@ -75,14 +75,18 @@ async def test_tokens_id_token_refresh_and_revocation(oauth_defaults: OAuthTestS
     oauth = oauth_defaults
     oauth.add_user("ida@example.test", "Ida Token", hosted_domain="example.test")
     verifier, challenge = pkce_pair()
-    result = await asyncio.to_thread(
-        oauth.authorize,
-        client_id=client_id,
-        redirect_uri=REDIRECT,
-        login_hint="ida@example.test",
-        state="st-1",
-        code_challenge=challenge,
-    )
+
+    async def authorize(state: str) -> AuthorizeResult:
+        return await asyncio.to_thread(
+            oauth.authorize,
+            client_id=client_id,
+            redirect_uri=REDIRECT,
+            login_hint="ida@example.test",
+            state=state,
+            code_challenge=challenge,
+        )
+
+    result = await authorize("st-1")
     assert result.code and result.state == "st-1"
     async with httpx.AsyncClient() as http:
         # PKCE is required: no verifier, no token
@@ -92,14 +96,7 @@ async def test_tokens_id_token_refresh_and_revocation(oauth_defaults: OAuthTestS
             auth=(client_id, "client-secret"),
         )
         assert missing.status_code == 400
-        result = await asyncio.to_thread(
-            oauth.authorize,
-            client_id=client_id,
-            redirect_uri=REDIRECT,
-            login_hint="ida@example.test",
-            state="st-2",
-            code_challenge=challenge,
-        )
+        result = await authorize("st-2")
         reply = await http.post(
             oauth.token_url,
             data={

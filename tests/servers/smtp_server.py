@@ -281,6 +281,8 @@ class TestSmtpServer:
         self.smtputf8 = smtputf8
         self.oauth_introspection_url = oauth_introspection_url
         self.oauth_attempts: list[tuple[str, str, bool]] = []
+        #: the final reply to a refused token (None: Gmail's 535 5.7.8); tests script other providers' wording
+        self.oauth_failure_reply: str | None = None
         self.hostname = hostname
         self.host = host
         self._port = port
@@ -363,7 +365,8 @@ class TestSmtpServer:
         return AuthResult(
             success=False,
             handled=False,
-            message="535 5.7.8 Username and Password not accepted. For more information, go to "
+            message=self.oauth_failure_reply
+            or "535 5.7.8 Username and Password not accepted. For more information, go to "
             "https://support.google.com/mail/?p=BadCredentials",
         )
 

@@ -22,7 +22,8 @@ from nimbus_api.imap.errors import CODES, ImapError
 from nimbus_api.imap.finding import find_message
 from nimbus_api.imap.names import decode_folder_name, encode_folder_name, special_use
 from nimbus_api.imap.session import ImapSession, imap_session, open_session
-from nimbus_api.imap.types import MODES, AuthKind, Folder, FolderStatus, FoundMessage, ImapServer, Mode
+from nimbus_api.imap.types import MODES, Folder, FolderStatus, FoundMessage, ImapServer, Mode
+from nimbus_api.kit.sasl import AuthKind
 
 __all__ = [
     "CODES",

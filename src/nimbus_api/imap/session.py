@@ -15,11 +15,7 @@
   with it before it reaches an ``ImapError``. Only LOGIN carries the password, so later replies cannot
   echo it. aioimaplib exception texts (which can quote the pending LOGIN command) are never passed on
   nor left for asyncio's logger.
-* **XOAUTH2.** With ``auth_mechanism="oauth2"`` the password is an OAuth access token: ``AUTHENTICATE
-  XOAUTH2`` (SASL-IR), or ``OAUTHBEARER`` (RFC 7628) when CAPABILITY lists only that; never without TLS
-  (``allow_plaintext_auth`` does not apply). A refused token gets a ``+`` challenge (base64 JSON), which
-  we answer with the empty line SASL requires; the failure is ``imap.auth_failed`` with
-  ``data={"oauth": True, "status": ...}`` and, for Gmail's "IMAP is disabled" alert, a ``hint``.
+* **XOAUTH2.** With ``auth_mechanism="oauth2"`` the password is an OAuth access token: ``imap.oauth``.
 * **Later polling.** ``status``/``select`` return ``uidvalidity`` and ``uidnext``; a poller keeps both,
   and asks ``uids_from(last_uidnext)`` while ``uidvalidity`` is unchanged (a new UIDVALIDITY means the
   stored UIDs are void and the folder must be re-read).
@@ -28,17 +24,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import email.parser
 import email.policy
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import date
 from email.message import EmailMessage
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aioimaplib
 
@@ -55,6 +48,7 @@ from nimbus_api.imap.errors import (
     server_text,
 )
 from nimbus_api.imap.names import encode_folder_name, special_use
+from nimbus_api.imap.oauth import authenticate_oauth
 from nimbus_api.imap.responses import (
     CAPABILITY_RE,
     CONTROL_RE,
@@ -216,7 +210,9 @@ class ImapSession:
         if self._p.state == aioimaplib.AUTH:  # PREAUTH greeting: nothing to send
             return
         if self._server.auth_mechanism == "oauth2":
-            await self._authenticate_oauth()
+            authenticated = await authenticate_oauth(self._p, self._server, self._step)
+            self._p.state = aioimaplib.AUTH
+            await self._take_capabilities(authenticated)
             return
         where = f"{self._server.host}:{self._server.port}"
         if self._server.mode == "none" and not self._server.allow_plaintext_auth:
@@ -244,57 +240,6 @@ class ImapSession:
             raise ImapError(AUTH_FAILED, f"{where} rejected the user name or password", server_text=text, data=data)
         del password
         await self._take_capabilities(reply)
-
-    async def _authenticate_oauth(self) -> None:
-        where = f"{self._server.host}:{self._server.port}"
-        if self._server.mode == "none":  # no plaintext override for tokens
-            raise ImapError(
-                PLAINTEXT_AUTH_REFUSED,
-                f'not sending an OAuth access token to {where} without TLS; use mode "ssl" or "starttls"',
-            )
-        caps = self.capabilities
-        mechanism = "OAUTHBEARER" if "AUTH=OAUTHBEARER" in caps and "AUTH=XOAUTH2" not in caps else "XOAUTH2"
-        username = self._server.username
-        token = self._server.password.reveal()
-        if CONTROL_RE.search(username) or CONTROL_RE.search(token):
-            raise ImapError(AUTH_FAILED, "the user name or access token contains a line break or NUL byte")
-        if mechanism == "XOAUTH2":
-            sasl = f"user={username}\x01auth=Bearer {token}\x01\x01"
-        else:
-            server = self._server
-            sasl = f"n,a={username},\x01host={server.host}\x01port={server.port}\x01auth=Bearer {token}\x01\x01"
-        encoded = base64.b64encode(sasl.encode("utf-8")).decode("ascii")
-        protocol = self._p
-
-        def answer_challenge() -> None:  # SASL: a failure challenge is answered with an empty response
-            if protocol.transport is not None:
-                protocol.transport.write(b"\r\n")
-
-        command = _SaslCommand(
-            "AUTHENTICATE", protocol.new_tag(), mechanism, encoded, loop=protocol.loop, on_challenge=answer_challenge
-        )
-        reply: Reply = await self._step(protocol.execute(command, scrub=encoded), f"AUTHENTICATE {mechanism}")
-        if reply.result == "OK":
-            protocol.state = aioimaplib.AUTH
-            del token, sasl, encoded
-            await self._take_capabilities(reply)
-            return
-        secrets = (token, sasl, encoded)
-        text = server_text(tagged_text(reply), *secrets)
-        data: dict[str, Any] = {"oauth": True, "mechanism": mechanism, "status": _oauth_status(command.challenge)}
-        code = response_code(text or "")
-        if code:
-            data["response_code"] = code
-        lowered = (text or "").lower()
-        if "imap is disabled" in lowered or "log in via your web browser" in lowered or "web login required" in lowered:
-            data["hint"] = IMAP_DISABLED_HINT
-            raise ImapError(AUTH_FAILED, f"{where}: IMAP is disabled for this account", server_text=text, data=data)
-        raise ImapError(
-            AUTH_FAILED,
-            f"{where} rejected the OAuth access token ({mechanism}): expired, revoked or without the mail scope",
-            server_text=text,
-            data=data,
-        )
 
     async def _take_capabilities(self, reply: Reply) -> None:
         # Capabilities change with authentication. aioimaplib merges the new list into the old one;
@@ -632,37 +577,3 @@ async def imap_session(server: ImapServer, net: NetContext) -> AsyncIterator[Ima
         raise
     finally:
         await session.aclose()
-
-
-IMAP_DISABLED_HINT = (
-    "IMAP is disabled for this Gmail account: turn on IMAP in Gmail settings (Forwarding and POP/IMAP) "
-    "or ask the Workspace admin"
-)
-
-
-class _SaslCommand(aioimaplib.Command):  # type: ignore[misc]
-    """AUTHENTICATE with an initial response; a ``+`` challenge (a refused token) is recorded and answered
-    with the empty line, so the server sends its tagged NO instead of waiting for us."""
-
-    def __init__(self, *args: Any, on_challenge: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_challenge = on_challenge
-        self.challenge: bytes | None = None
-
-    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
-        if line.startswith(b"+") and self.challenge is None:
-            self.challenge = line
-            self._on_challenge()
-        super().append_to_resp(line, result)
-
-
-def _oauth_status(challenge: bytes | None) -> str | None:
-    """The ``status`` of a refused token's challenge (``+ base64(JSON)``), or None."""
-    if not challenge:
-        return None
-    try:
-        decoded = json.loads(base64.b64decode(challenge[1:].strip(), validate=True))
-    except (binascii.Error, ValueError):
-        return None
-    status = decoded.get("status") if isinstance(decoded, dict) else None
-    return str(status) if status is not None else None

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nimbus_api.kit.crypto import Secret
+from nimbus_api.kit.sasl import AUTH_KINDS, AuthKind
 
 Mode = Literal["ssl", "starttls", "none"]
 MODES: tuple[Mode, ...] = ("ssl", "starttls", "none")
-AuthKind = Literal["password", "oauth2"]
-AUTH_KINDS: tuple[AuthKind, ...] = ("password", "oauth2")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ The classification function is not re-exported here on purpose: ``nimbus_api.smt
 the module (its table), not be shadowed by a function of the same name.
 """
 
+from nimbus_api.kit.sasl import AuthKind
 from nimbus_api.smtp.classify import auth_failed_hint
 from nimbus_api.smtp.client import (
     Mode,
@@ -18,7 +19,6 @@ from nimbus_api.smtp.client import (
     send_test_message,
     transmit,
 )
-from nimbus_api.smtp.connection import AuthKind
 from nimbus_api.smtp.errors import ServerReply, SmtpError, Stage, redact
 
 __all__ = [

@@ -18,12 +18,7 @@ STARTTLS is an error, never a silent fallback to cleartext; ``none`` stays in cl
 offer only produces a warning). A password is never sent in cleartext unless the account sets
 ``allow_plaintext_auth``; the check happens before any AUTH command and before the secret is revealed.
 
-XOAUTH2: with ``auth_mechanism="oauth2"`` the ``password`` (or ``password_source``) is an OAuth access
-token. The login is OAUTHBEARER (RFC 7628) when the server offers it, else XOAUTH2 (Google/Microsoft:
-``user=U^Aauth=Bearer T^A^A``), never PLAIN/LOGIN, and only over TLS (``allow_plaintext_auth`` does
-not apply to tokens). A refused token comes back as a 334 with base64 JSON (``{"status":"401",...}``);
-we answer the empty line the protocol requires, read the final 5xx and raise ``smtp.auth_failed`` with
-``oauth_status`` set from the JSON. The token and both SASL strings are redacted like a password.
+XOAUTH2/OAUTHBEARER logins of OAuth accounts: ``smtp.oauth``.
 
 Timeouts: ``net.connect_timeout`` bounds DNS+TCP, the greeting and each TLS handshake;
 ``net.command_timeout`` bounds each command's reply. On any failure or cancellation the connection is
@@ -34,10 +29,7 @@ cancellation: see ``_promptly_cancellable``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -59,17 +51,18 @@ from aiosmtplib import (
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.egress import HostNotAllowed, HostUnresolvable, Target, open_socket, resolve_target
 from nimbus_api.kit.net import NetContext
+from nimbus_api.kit.sasl import AUTH_KINDS, AuthKind
 from nimbus_api.smtp.classify import HINTS, auth_failed_hint, classify, reply_hint
 from nimbus_api.smtp.errors import (
     STAGE_WORDS,
     ServerReply,
     SmtpError,
     Stage,
-    bearer_forms,
     credential_forms,
     parse_reply,
     redact,
 )
+from nimbus_api.smtp.oauth import authenticate_oauth
 from nimbus_api.smtp.pipelining import PipeliningProtocol
 
 if TYPE_CHECKING:
@@ -78,8 +71,6 @@ if TYPE_CHECKING:
 Mode = Literal["ssl", "starttls", "none"]
 MODES: tuple[Mode, ...] = ("ssl", "starttls", "none")
 AUTH_MECHANISMS = ("plain", "login")  # preference order; CRAM-MD5 is obsolete, XOAUTH2 needs OAuth tokens
-AuthKind = Literal["password", "oauth2"]
-AUTH_KINDS: tuple[AuthKind, ...] = ("password", "oauth2")
 
 T = TypeVar("T")
 
@@ -485,7 +476,7 @@ async def _authenticate(conn: SmtpConnection, server: SmtpServer, net: NetContex
     if username is None or password is None:
         return
     if server.auth_mechanism == "oauth2":
-        await _authenticate_oauth(conn, server, net, username, password)
+        await authenticate_oauth(conn, server, net, username, password)
         return
     if not conn.encrypted:
         if not server.allow_plaintext_auth:
@@ -527,73 +518,6 @@ async def _authenticate(conn: SmtpConnection, server: SmtpServer, net: NetContex
             raise
         conn.auth_mechanism = mechanism.upper()
         return
-
-
-def _oauth_status(challenge: str) -> str | None:
-    """The ``status`` of a refused token's 334 challenge (base64 JSON), or None when it is not one."""
-    try:
-        decoded = json.loads(base64.b64decode(challenge.strip(), validate=True))
-    except (binascii.Error, ValueError):
-        return None
-    status = decoded.get("status") if isinstance(decoded, dict) else None
-    return str(status) if status is not None else None
-
-
-async def _authenticate_oauth(
-    conn: SmtpConnection, server: SmtpServer, net: NetContext, username: str, token: Secret
-) -> None:
-    if not conn.encrypted:  # no plaintext override for tokens
-        raise conn.fail(
-            "smtp.plaintext_auth_refused",
-            "refusing to send an OAuth access token over an unencrypted connection",
-            "auth",
-            HINTS["smtp.plaintext_auth_refused"],
-        )
-    offered = conn.server_auth_methods if conn.supports_extension("auth") else []
-    if "oauthbearer" in offered:
-        mechanism = "OAUTHBEARER"
-    elif "xoauth2" in offered:
-        mechanism = "XOAUTH2"
-    else:
-        listed = " ".join(m.upper() for m in offered) or "none"
-        raise conn.fail(
-            "smtp.auth_unsupported",
-            f"the server offers AUTH {listed}; an OAuth account needs XOAUTH2 or OAUTHBEARER",
-            "auth",
-            "This server does not take OAuth logins: connect the mailbox with a password instead.",
-        )
-    # The token is revealed here, for the AUTH command (and the redaction of what follows), only.
-    secret = token.reveal()
-    xoauth2 = f"user={username}\x01auth=Bearer {secret}\x01\x01"
-    host = conn.target.host.rstrip(".")
-    oauthbearer = f"n,a={username},\x01host={host}\x01port={server.port}\x01auth=Bearer {secret}\x01\x01"
-    conn.secret_forms = bearer_forms(username, secret, (xoauth2, oauthbearer))
-    sasl = oauthbearer if mechanism == "OAUTHBEARER" else xoauth2
-    encoded = base64.b64encode(sasl.encode("utf-8"))
-    limit = net.command_timeout
-    response = await conn.step("auth", conn.execute_command(b"AUTH", mechanism.encode(), encoded, timeout=limit))
-    if response.code == 235:
-        conn.auth_mechanism = mechanism
-        return
-    status: str | None = None
-    if response.code == 334:  # the error challenge: the client must answer with an empty line (RFC 7628 3.2.3)
-        status = _oauth_status(response.message)
-        response = await conn.step("auth", conn.execute_command(b"", timeout=limit))
-    error = conn.reply_error("auth", response.code, response.message)
-    if error.code == "smtp.auth_failed" or response.code == 334:
-        detail = f"the server refused the OAuth access token ({mechanism}"
-        detail += f", status {status})" if status else ")"
-        detail += f": {error.reply}" if error.reply is not None else ""
-        hint = reply_hint(error.reply.text) if error.reply is not None else None
-        raise SmtpError(
-            "smtp.auth_failed",
-            detail,
-            "auth",
-            error.reply,
-            hint or "The access token was refused (expired, revoked or without the mail scope): reconnect the account.",
-            oauth_status=status,
-        )
-    raise error
 
 
 async def reset(conn: SmtpConnection, *, timeout: float | None = None) -> bool:
