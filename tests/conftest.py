@@ -37,7 +37,7 @@ from nimbus_api.kit.special_use import set_process_default
 from nimbus_api.validation.service import build_verifier
 from nimbus_api.webhooks.runtime import build_kit
 from nimbus_api.workspaces import service as workspaces
-from tests.servers.mail_world import MailWorld
+from tests.servers.mail_world import IMAP_HOST, SMTP_HOST, MailWorld
 from tests.servers.oauth_server import OAuthTestServer
 
 PG_ADMIN_DSN = os.environ.get("NIMBUS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -125,6 +125,32 @@ def oauth_defaults(oauth_server: OAuthTestServer) -> Iterator[OAuthTestServer]:
     oauth_server.granted_scope, oauth_server.access_token_lifetime = scope, lifetime
 
 
+# The OAuth accounts' providers in the run's settings: both point at the mail world's authorization server
+# (started here), whose clients know the callback URLs, and their mail hosts are the world's servers.
+OAUTH_FRONTEND = "https://app.example.test"
+OAUTH_CLIENTS = {"google": ("nimbus-google", "google-client-secret"), "microsoft": ("nimbus-ms", "ms-client-secret")}
+
+
+def oauth_settings(mail_world: MailWorld, public_url: str = "http://127.0.0.1:8000") -> dict[str, Any]:
+    server = mail_world.enable_oauth()
+    out: dict[str, Any] = {"oauth_frontend_origins": [OAUTH_FRONTEND]}
+    for provider, (client_id, secret) in OAUTH_CLIENTS.items():
+        server.add_client(client_id, secret, [f"{public_url}/v1/oauth/{provider}/callback"])
+        out |= {
+            f"oauth_{provider}_client_id": client_id,
+            f"oauth_{provider}_client_secret": SecretStr(secret),
+            f"oauth_{provider}_authorize_url": server.authorize_url,
+            f"oauth_{provider}_token_url": server.token_url,
+            f"oauth_{provider}_revoke_url": server.revoke_url,
+            f"oauth_{provider}_smtp_host": SMTP_HOST,
+            f"oauth_{provider}_smtp_port": mail_world.smtp.port,
+            f"oauth_{provider}_smtp_mode": "starttls",
+            f"oauth_{provider}_imap_host": IMAP_HOST,
+            f"oauth_{provider}_imap_port": mail_world.dovecot.ports.imaps,
+        }
+    return out
+
+
 def build_settings(database_url: str, redis_url: str, master_key: str, mail_world: MailWorld) -> Settings:
     """The run's settings. The mail world's domains are under ``.test`` (RFC 2606), so special-use names
     are allowed, as an operator of a staging mail world would: the apps built from these settings accept
@@ -146,6 +172,7 @@ def build_settings(database_url: str, redis_url: str, master_key: str, mail_worl
         # Nor recompute every inbox's health (tests set scores by hand); the health tests run their own.
         deliverability_enabled=False,
         **mail_world.settings_overrides(),
+        **oauth_settings(mail_world),
     )
     set_process_default(settings.allow_special_use_domains)
     return settings

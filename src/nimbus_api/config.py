@@ -399,6 +399,48 @@ class Settings(BaseSettings):
     )
     ses_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Timeout of one SES API call.")
 
+    # --- OAuth accounts (Google, Microsoft: oauth/) --------------------------------------------
+    # An operator registers an app with each provider (README: OAuth accounts) and sets its client id and
+    # secret; the endpoint URLs default to the providers' own and are overridden only to point elsewhere
+    # (a test authorization server). The mail hosts are the providers'; tests point them at a mail world.
+    oauth_google_client_id: str | None = Field(default=None, description="Google OAuth client id (unset: off).")
+    oauth_google_client_secret: SecretStr | None = Field(default=None, description="Google OAuth client secret.")
+    oauth_google_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    oauth_google_token_url: str = "https://oauth2.googleapis.com/token"
+    oauth_google_revoke_url: str | None = "https://oauth2.googleapis.com/revoke"
+    oauth_google_smtp_host: str = "smtp.gmail.com"
+    oauth_google_smtp_port: int = Field(default=465, ge=1, le=65535)
+    oauth_google_smtp_mode: Literal["ssl", "starttls"] = "ssl"
+    oauth_google_imap_host: str = "imap.gmail.com"
+    oauth_google_imap_port: int = Field(default=993, ge=1, le=65535)
+    oauth_microsoft_client_id: str | None = Field(default=None, description="Microsoft (Entra) app id (unset: off).")
+    oauth_microsoft_client_secret: SecretStr | None = Field(default=None, description="Microsoft client secret.")
+    oauth_microsoft_authorize_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+    oauth_microsoft_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+    oauth_microsoft_revoke_url: str | None = None
+    oauth_microsoft_smtp_host: str = "smtp.office365.com"
+    oauth_microsoft_smtp_port: int = Field(default=587, ge=1, le=65535)
+    oauth_microsoft_smtp_mode: Literal["ssl", "starttls"] = "starttls"
+    oauth_microsoft_imap_host: str = "outlook.office365.com"
+    oauth_microsoft_imap_port: int = Field(default=993, ge=1, le=65535)
+    oauth_frontend_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (`https://app.example.com`) the OAuth callback may send the "
+        "browser back to; a `frontend_url` elsewhere is refused (422 `oauth.frontend_not_allowed`).",
+    )
+    oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600, description="An authorize URL's lifetime.")
+    oauth_refresh_margin_seconds: int = Field(
+        default=300, ge=0, le=3000, description="Access tokens are refreshed this long before they expire."
+    )
+    oauth_http_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="Token endpoint timeout.")
+
+    @field_validator("oauth_frontend_origins", mode="before")
+    @classmethod
+    def _split_oauth_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -61,6 +61,8 @@ class AccountDraft:
     from_name: str | None = None
     dkim_selector: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    #: "oauth2": the servers' passwords are the OAuth access token, never stored as passwords (``oauth``)
+    auth_method: str = "password"
 
 
 def from_create(payload: EmailAccountCreate) -> AccountDraft:
@@ -123,6 +125,7 @@ def from_account(account: EmailAccount, stored_kinds: set[str]) -> AccountDraft:
         else None,
         from_name=account.from_name,
         dkim_selector=account.dkim_selector,
+        auth_method=account.auth_method,
     )
 
 
@@ -201,6 +204,7 @@ def mailbox_under_test(draft: AccountDraft) -> MailboxUnderTest:
             username=draft.smtp.username,
             password=draft.smtp.password,
             allow_plaintext_auth=draft.smtp.allow_plaintext_auth,
+            auth_mechanism="oauth2" if draft.auth_method == "oauth2" else "password",
         ),
         imap=ImapServer(
             host=imap.host,
@@ -210,6 +214,7 @@ def mailbox_under_test(draft: AccountDraft) -> MailboxUnderTest:
             password=imap.password or Secret(""),
             folder=imap.folder or "INBOX",
             allow_plaintext_auth=imap.allow_plaintext_auth,
+            auth_mechanism="oauth2" if draft.auth_method == "oauth2" else "password",
         )
         if imap
         else None,

@@ -138,7 +138,15 @@ async def email_accounts_update(
     (README: Warmup stages). `daily_send_limit` is the ceiling; `effective_daily_send_limit` is what the
     stage allows under it."""
     account = await service.update(
-        session, vault, verifier, auth.workspace_id, account_id, payload, actor=auth.actor, stage_rules=settings
+        session,
+        vault,
+        verifier,
+        auth.workspace_id,
+        account_id,
+        payload,
+        actor=auth.actor,
+        stage_rules=settings,
+        settings=settings,
     )
     return (await service.to_read(session, vault, [account]))[0]
 
@@ -168,12 +176,16 @@ async def email_accounts_verify(
     vault: VaultDep,
     verifier: VerifierDep,
     idem: IdempotencyDep,
+    settings: SettingsDep,
 ) -> Response:
     """Run every check on the stored settings (secrets decrypted for it, audited as `verify`). The result,
-    passed or failed, is stored as the account's `last_verification` and returned with 200."""
+    passed or failed, is stored as the account's `last_verification` and returned with 200. An OAuth
+    account logs in with its access token, refreshed first when it expired (or when a login refuses it)."""
 
     async def operation() -> VerificationResult:
-        _, result = await service.verify(session, vault, verifier, auth.workspace_id, account_id, actor=auth.actor)
+        _, result = await service.verify(
+            session, vault, verifier, auth.workspace_id, account_id, actor=auth.actor, settings=settings
+        )
         return result
 
     response: Response = await idem.run(200, operation)

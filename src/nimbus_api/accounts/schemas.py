@@ -248,6 +248,9 @@ class SyncStatusOut(BaseModel):
     messages_stored: int
 
 
+AuthMethod = TypeAliasType("AuthMethod", Literal["password", "oauth2"])
+
+
 class EmailAccountRead(BaseModel):
     id: uuid.UUID
     email: str
@@ -258,6 +261,10 @@ class EmailAccountRead(BaseModel):
     label: str | None
     description: str | None
     provider: ProviderId
+    auth_method: AuthMethod = Field(
+        description="`password`: the stored passwords log in; `oauth2`: an OAuth access token does (connected "
+        "with `POST /v1/oauth/{provider}/authorize`; `password_set` is then false, the tokens are never shown)."
+    )
     smtp: SmtpSettingsOut
     imap: ImapSettingsOut | None
     dkim_selector: str | None

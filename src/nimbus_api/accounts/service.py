@@ -13,6 +13,7 @@ revealed for that (audited, purpose ``verify``); only a passing draft replaces t
 ``credentials_version`` goes up so pooled connections with the old credentials retire.
 
 Verify: the stored account, secrets revealed (audited), through the same flow; the result is stored.
+An OAuth account (``auth_method="oauth2"``) logs in with its access token instead (``oauth.verify``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from nimbus_api.accounts.schemas import (
     SmtpSettingsOut,
     SyncStatusOut,
 )
+from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, CredentialKind, Vault
 from nimbus_api.domains import samples as domain_samples
 from nimbus_api.domains import service as domains
@@ -46,6 +48,7 @@ from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.pagination import page_of, paginate
 from nimbus_api.kit.problems import FieldError, ValidationProblem
 from nimbus_api.models import AccountEvent, Credential, Domain, EmailAccount, MailboxSync
+from nimbus_api.oauth import verify as oauth_verify
 from nimbus_api.provider_quotas import service as provider_quotas
 from nimbus_api.sending.sweeper import hand_back_orphans
 from nimbus_api.stages import service as stages
@@ -78,9 +81,31 @@ async def create(
     )
     if result.status == "failed":
         raise VerificationFailed(result)
+    account = await insert_verified(session, vault, verifier, workspace_id, draft, result, max_accounts=max_accounts)
+    return account, result
+
+
+async def insert_verified(
+    session: AsyncSession,
+    vault: Vault,
+    verifier: Verifier,
+    workspace_id: uuid.UUID,
+    draft: AccountDraft,
+    result: VerificationResult,
+    *,
+    max_accounts: int,
+) -> EmailAccount:
+    """Save a draft that passed verification (a password account's, or an OAuth connect's: ``oauth``
+    stores its tokens after this)."""
     await limits.ensure_room(session, workspace_id, max_accounts, lock=True)
     domain = await domains.get_or_create(session, workspace_id, draft.domain)
-    account = EmailAccount(workspace_id=workspace_id, domain_id=domain.id, email=draft.email, **draft.fields)
+    account = EmailAccount(
+        workspace_id=workspace_id,
+        domain_id=domain.id,
+        email=draft.email,
+        auth_method=draft.auth_method,
+        **draft.fields,
+    )
     _apply_servers(account, draft)
     _record(account, result)
     session.add(account)
@@ -91,7 +116,7 @@ async def create(
     await _store_secrets(session, vault, account, draft)
     await mailboxes.register(session, account)
     await domain_samples.capture(session, verifier.net, account, result)
-    return account, result
+    return account
 
 
 # --- update ---------------------------------------------------------------------------------------
@@ -119,11 +144,14 @@ async def update(
     *,
     actor: Actor,
     stage_rules: RateThresholds | None = None,
+    settings: Settings | None = None,
 ) -> EmailAccount:
     """``stage_rules``: the thresholds to recompute the stage with when the patch clears a stage override
-    (None: the periodic stage run does it)."""
+    (None: the periodic stage run does it). ``settings``: an OAuth account's token refresh needs them."""
     account = await get(session, workspace_id, account_id)
     set_fields = patch.model_fields_set
+    if account.auth_method == "oauth2":
+        _refuse_passwords(patch)
     current = drafts.from_account(account, await _stored_kinds(session, vault, account.id))
 
     smtp = current.smtp
@@ -154,8 +182,7 @@ async def update(
             # A person updating the settings is what lifts the lock: the failed-login count that set it
             # must not refuse this very verification (429) until its window runs out.
             await verifier.clear(subject)
-        revealed = await _reveal_stored(session, vault, account, draft, actor)
-        result = await verifier.verify(drafts.mailbox_under_test(revealed), workspace_id=workspace_id, subject=subject)
+        result = await _verify_draft(session, vault, verifier, account, draft, actor, subject, settings)
         if result.status == "failed":
             raise VerificationFailed(result)
         _record(account, result)
@@ -180,6 +207,51 @@ async def update(
     await session.flush()
     await mailboxes.register(session, account)
     return account
+
+
+def _refuse_passwords(patch: EmailAccountUpdate) -> None:
+    """An OAuth account logs in with its token: a password sent for it would never be used."""
+    for section in ("smtp", "imap"):
+        value = getattr(patch, section)
+        if value is not None and "password" in value.model_fields_set:
+            raise ValidationProblem(
+                [
+                    FieldError(
+                        field=f"{section}.password",
+                        message="an OAuth account has no password (re-authorize it instead)",
+                        type="value_error",
+                    )
+                ]
+            )
+
+
+async def _verify_draft(
+    session: AsyncSession,
+    vault: Vault,
+    verifier: Verifier,
+    account: EmailAccount,
+    draft: AccountDraft,
+    actor: Actor,
+    subject: str,
+    settings: Settings | None,
+) -> VerificationResult:
+    """The checks on a saved account's draft: its stored passwords, or its OAuth token (``oauth.verify``)."""
+    if account.auth_method == "oauth2" and settings is not None:
+        return await oauth_verify.verify_saved(
+            session,
+            vault,
+            verifier,
+            settings,
+            account.id,
+            draft,
+            workspace_id=account.workspace_id,
+            actor=actor,
+            subject=subject,
+        )
+    revealed = await _reveal_stored(session, vault, account, draft, actor)
+    return await verifier.verify(
+        drafts.mailbox_under_test(revealed), workspace_id=account.workspace_id, subject=subject
+    )
 
 
 def _pinned_stage(patch: EmailAccountUpdate) -> int | None:
@@ -232,6 +304,7 @@ async def verify(
     account_id: uuid.UUID,
     *,
     actor: Actor,
+    settings: Settings | None = None,
 ) -> tuple[EmailAccount, VerificationResult]:
     """Re-run the checks on the saved account and store the result (a failure is stored too)."""
     account = await get(session, workspace_id, account_id)
@@ -241,14 +314,23 @@ async def verify(
         )
     subject = Verifier.subject_for_account(account.id)
     draft = drafts.from_account(account, await _stored_kinds(session, vault, account.id))
-    revealed = await _reveal_stored(session, vault, account, draft, actor)
-    result = await verifier.verify(drafts.mailbox_under_test(revealed), workspace_id=workspace_id, subject=subject)
+    result = await _verify_draft(session, vault, verifier, account, draft, actor, subject, settings)
     _record(account, result)
     if await verifier.auth_locked_for(subject) is not None:
         account.verification_locked_at = utcnow()
     await session.flush()
     await domain_samples.capture(session, verifier.net, account, result)
     return account, result
+
+
+def record_result(account: EmailAccount, result: VerificationResult) -> None:
+    """Store a verification's result on the account (``oauth`` stores a re-authorization's)."""
+    _record(account, result)
+
+
+def apply_servers(account: EmailAccount, draft: AccountDraft) -> None:
+    """The draft's hosts, modes and users on the row (``oauth``: a password account switched to OAuth)."""
+    _apply_servers(account, draft)
 
 
 def _record(account: EmailAccount, result: VerificationResult) -> None:
@@ -295,6 +377,10 @@ def _apply_servers(account: EmailAccount, draft: AccountDraft) -> None:
 
 
 async def _store_secrets(session: AsyncSession, vault: Vault, account: EmailAccount, draft: AccountDraft) -> None:
+    if draft.auth_method == "oauth2":  # its servers' secret is the token (``oauth.tokens``), never a password
+        await vault.remove(session, account.id, "smtp_password")
+        await vault.remove(session, account.id, "imap_password")
+        return
     wanted: dict[CredentialKind, Secret | None] = {
         "smtp_password": draft.smtp.password,
         "imap_password": draft.imap.password if draft.imap else None,
@@ -402,6 +488,7 @@ async def to_read(session: AsyncSession, vault: Vault, accounts: list[EmailAccou
                 label=a.label,
                 description=a.description,
                 provider=a.provider,
+                auth_method="oauth2" if a.auth_method == "oauth2" else "password",
                 smtp=SmtpSettingsOut(
                     host=a.smtp_host,
                     port=a.smtp_port,

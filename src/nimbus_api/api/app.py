@@ -43,6 +43,8 @@ from nimbus_api.kit.problems import ProblemDetail
 from nimbus_api.kit.special_use import SpecialUseMiddleware, announce
 from nimbus_api.metrics.endpoint import router as metrics_router
 from nimbus_api.monitoring.endpoints import router as monitoring_router
+from nimbus_api.oauth.endpoints import account_router as oauth_account_router
+from nimbus_api.oauth.endpoints import router as oauth_router
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.stages.endpoints import router as stages_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
@@ -162,6 +164,9 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         monitoring_router,
     ):
         app.include_router(router)
+    # OAuth accounts (oauth/): the connect flow, and the re-authorization of an account
+    app.include_router(oauth_router)
+    app.include_router(oauth_account_router)
     if settings.metrics_token is not None:  # without the token there is no /metrics on the API at all
         app.include_router(metrics_router)
     register_webhooks(app)

@@ -18,10 +18,15 @@ from nimbus_api.kit import crypto
 from nimbus_api.kit.crypto import MasterKeyring, Secret
 from nimbus_api.models import Credential, CredentialAccess, DataKey, WebhookSecret
 
-CredentialKind = Literal["smtp_password", "imap_password", "ses_api"]
-"""``ses_api``: an account's Amazon SES API key pair (access key id and secret, as one JSON secret)."""
-Purpose = Literal["verify", "send", "sync", "key_rotation", "support", "webhook_signing", "provider_quota", "warmup"]
-AuditedKind = Literal["smtp_password", "imap_password", "ses_api", "webhook_secret"]
+CredentialKind = Literal["smtp_password", "imap_password", "ses_api", "oauth_access_token", "oauth_refresh_token"]
+"""``ses_api``: an account's Amazon SES API key pair (access key id and secret, as one JSON secret).
+``oauth_access_token`` / ``oauth_refresh_token``: an OAuth account's tokens (``oauth.tokens``)."""
+Purpose = Literal[
+    "verify", "send", "sync", "key_rotation", "support", "webhook_signing", "provider_quota", "warmup", "oauth_refresh"
+]
+AuditedKind = Literal[
+    "smtp_password", "imap_password", "ses_api", "oauth_access_token", "oauth_refresh_token", "webhook_secret"
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,13 @@ class Vault:
         data key; returns (data key id, ciphertext) for the caller's row, which must name that key."""
         key = await self.active_data_key(session, workspace_id)
         return key.id, crypto.encrypt(self.material(key), secret.reveal())
+
+    async def unseal(self, session: AsyncSession, data_key_id: uuid.UUID, ciphertext: bytes) -> Secret:
+        """Open what ``seal`` closed for a short-lived value that is no credential (an OAuth connect
+        attempt's PKCE verifier, useless without the one-time code only the provider's redirect carries):
+        not audited, unlike every credential decrypt."""
+        key = await session.get_one(DataKey, data_key_id)
+        return Secret(crypto.decrypt(self.material(key), ciphertext))
 
     async def remove(self, session: AsyncSession, account_id: uuid.UUID, kind: CredentialKind) -> None:
         await session.execute(delete(Credential).where(Credential.account_id == account_id, Credential.kind == kind))

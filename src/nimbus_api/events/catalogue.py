@@ -37,7 +37,7 @@ class EventData(BaseModel):
 # --- emitted ------------------------------------------------------------------------------------------
 
 
-DisabledBy = TypeAliasType("DisabledBy", Literal["sender", "person", "bounce_guard"])
+DisabledBy = TypeAliasType("DisabledBy", Literal["sender", "person", "bounce_guard", "oauth"])
 
 
 class AccountDisabledData(EventData):
@@ -49,7 +49,9 @@ class AccountDisabledData(EventData):
     account_id: uuid.UUID
     email: Email
     reason: Code = Field(
-        description="The failure's code (`smtp.auth_failed`, ...), `manual` (a person), or `bounce_rate`."
+        description="The failure's code (`smtp.auth_failed`, ...), `manual` (a person), `bounce_rate`, or "
+        "`reauthorization_required` (`by`: `oauth`: the provider refused to refresh an OAuth account's token; "
+        "a person must re-authorize it with `POST /v1/email-accounts/{id}/reauthorize`)."
     )
     by: DisabledBy
     campaign_id: uuid.UUID | None = Field(default=None, description="`bounce_guard`: the campaign concerned.")

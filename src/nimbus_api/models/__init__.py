@@ -22,6 +22,7 @@ from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorke
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
 from nimbus_api.models.monitoring_hour import MonitoringHour
 from nimbus_api.models.monitoring_rollup import MonitoringRollup
+from nimbus_api.models.oauth_state import OAuthAttempt, OAuthGrant
 from nimbus_api.models.outbound_reply import OutboundReply
 from nimbus_api.models.warmup_message import WarmupMessage
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
@@ -55,6 +56,8 @@ __all__ = [
     "Message",
     "MonitoringHour",
     "MonitoringRollup",
+    "OAuthAttempt",
+    "OAuthGrant",
     "OutboundReply",
     "SendAttempt",
     "Suppression",

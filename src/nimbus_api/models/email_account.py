@@ -115,6 +115,8 @@ class EmailAccount(Base):
     last_verified_at: Mapped[datetime | None] = mapped_column(default=None)
     verification_locked_at: Mapped[datetime | None] = mapped_column(default=None)
     credentials_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: "password": the stored SMTP/IMAP passwords log in; "oauth2": an OAuth access token does (``oauth``)
+    auth_method: Mapped[str] = mapped_column(String(10), default="password", server_default="password")
 
     # Provider send quota (``provider_quotas``): the SES region of the stored SES API credentials (NULL:
     # none), what GetSendQuota said and when, and why the last read failed. ``checked_at`` NULL: due now.

@@ -24,7 +24,10 @@ step 3 is tried again with backoff (``kit.outage``) while the lease lasts (up to
 whether it did (the chunk's messages are no longer leased by this worker), so nothing is recorded twice.
 
 The inbox's password is decrypted (audited, purpose ``send``) only when a run opens a connection, at most once
-per run (``_PasswordOnDemand``), and never leaves this process.
+per run (``_PasswordOnDemand``), and never leaves this process. An OAuth inbox's secret is its access token
+(``oauth.sources.TokenSource``): refreshed before it expires, and once more when a login is refused with it
+(the lane then opens its connection again, the message it was for still unsent); a dead grant pauses the
+inbox like a refused password, its queued messages handed to the rest of the pool.
 """
 
 from __future__ import annotations
@@ -46,11 +49,13 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.campaigns.templates import TemplateProblem, render_body
+from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit import metrics
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.outage import Outages, ride_out
 from nimbus_api.models import EmailAccount, Message
+from nimbus_api.oauth.sources import REAUTHORIZE_HINT, TokenSource
 from nimbus_api.sending import mime
 from nimbus_api.sending.dispatcher import unsubscribe_links
 from nimbus_api.sending.lease import GENERIC_PLANS_SQL, LeasedRow, StepTemplates, lease, step_templates
@@ -81,6 +86,8 @@ class SenderDeps:
     commit_every: int = 25
     outages: Outages = field(default_factory=Outages)
     bounce_min_sample: int = 20
+    #: an OAuth inbox's token refresh needs the provider settings (None: its stored token is used as is)
+    settings: Settings | None = None
 
 
 @dataclass
@@ -152,15 +159,17 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
     chunk = min(deps.commit_every, deps.batch)
     if deps.pacer is not None and deps.pacer.paced:
         chunk = min(chunk, max(1, math.ceil(deps.pacer.rate)))  # at most about a second of sends per chunk
+    tokens = _token_source(deps, account)
     lane = _Lane(
         deps,
         account,
-        _server(account, _PasswordOnDemand(deps, account.id)),
+        _server(account, tokens or _PasswordOnDemand(deps, account.id)),
         PoolKey(str(account.id), account.credentials_version),
         lanes,
         chunk,
         time.monotonic() + max_seconds,
         report,
+        tokens=tokens,
     )
 
     async def run_lane() -> None:
@@ -185,15 +194,39 @@ async def run_inbox(deps: SenderDeps, account_id: uuid.UUID, *, max_seconds: flo
     return report
 
 
-def _server(account: EmailAccount, password: _PasswordOnDemand) -> SmtpServer:
+def _server(account: EmailAccount, password: Callable[[], Awaitable[Secret | None]]) -> SmtpServer:
+    oauth = account.auth_method == "oauth2"
     return SmtpServer(
         host=account.smtp_host,
         port=account.smtp_port,
         mode=account.smtp_mode,  # type: ignore[arg-type]
-        username=account.smtp_username,
+        username=account.smtp_username or (account.email if oauth else None),
         password=None,
         allow_plaintext_auth=account.smtp_allow_plaintext_auth,
         password_source=password,
+        auth_mechanism="oauth2" if oauth else "password",
+    )
+
+
+def _token_error(dead: bool, detail: str) -> SmtpError:
+    """What a login raises instead of using a token: a dead grant is a credential failure (the inbox is
+    paused), an unreachable token endpoint a transient one (the message is retried later)."""
+    if dead:
+        return SmtpError("smtp.auth_failed", detail, "auth", None, REAUTHORIZE_HINT)
+    return SmtpError("smtp.connection_refused", detail, "connect")
+
+
+def _token_source(deps: SenderDeps, account: EmailAccount) -> TokenSource | None:
+    if account.auth_method != "oauth2" or deps.settings is None:
+        return None
+    return TokenSource(
+        deps.sessionmaker,
+        deps.vault,
+        deps.settings,
+        account.id,
+        actor=SENDER_ACTOR,
+        purpose="send",
+        error=_token_error,
     )
 
 
@@ -237,6 +270,8 @@ class _Lane:
     culprits: list[Work] = field(default_factory=list)
     """The messages whose sends paused the inbox (``record.pause_inbox`` hands each over at most once)."""
     evidence: RelayEvidence = field(default_factory=RelayEvidence)
+    tokens: TokenSource | None = None
+    """An OAuth inbox's token: a login refused with it is refreshed and tried again, once per lane."""
 
     @property
     def chain(self) -> bool:
@@ -341,6 +376,7 @@ class _Lane:
         """Send the chunk on one leased connection; a connection that broke is replaced for the rest.
         Stops at a credential-level failure (the rest is given back)."""
         index = 0
+        retried = False
         while index < len(pending) and not self.credential_failure:
             try:
                 async with self.deps.pool.connection(self.key, self.server, max_connections=self.lanes) as conn:
@@ -367,8 +403,21 @@ class _Lane:
                             results.append(Result(item, "sent", reply))
                         index += 1
             except SmtpError as exc:  # the connection could not be opened: this message's outcome
+                if not retried and await self._token_refreshed(exc):
+                    retried = True  # the same message, on a connection logged in with the new token
+                    continue
                 self._failed(pending[index], exc, results)
                 index += 1
+
+    async def _token_refreshed(self, error: SmtpError) -> bool:
+        """An OAuth login refused with the token (SMTP 334/535 with an OAuth status): refresh it. True when
+        a newer token is ready; a dead grant or a refresh that failed is this message's outcome instead."""
+        if self.tokens is None or error.code != "smtp.auth_failed" or error.oauth_status is None:
+            return False
+        try:
+            return await self.tokens.refused()
+        except SmtpError:
+            return False
 
     def _failed(self, item: Work, error: SmtpError, results: list[Result]) -> None:
         """Record a refused send in ``results``, unless it is a relay refusal held as a suspect

@@ -123,6 +123,7 @@ async def send_inbox(ctx: dict[str, Any], account_id: str) -> dict[str, int]:
         commit_every=res.settings.send_commit_every,
         outages=res.outages,
         bounce_min_sample=res.settings.bounce_min_sample,
+        settings=res.settings,
     )
     wake = wakeups(ctx)
     deadline = time.monotonic() + SEND_SLICE_SECONDS

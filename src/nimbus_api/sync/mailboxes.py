@@ -47,6 +47,8 @@ class Mailbox:
     consecutive_failures: int
     failure_notified: bool
     cursors: dict[str, Cursor] = field(default_factory=dict)
+    #: "oauth2": the password is the account's OAuth access token (``oauth.tokens``)
+    auth_method: str = "password"
 
     @property
     def settings_key(self) -> tuple[object, ...]:
@@ -62,6 +64,7 @@ class Mailbox:
             password=password,
             folder=self.folder,
             allow_plaintext_auth=self.allow_plaintext_auth,
+            auth_mechanism="oauth2" if self.auth_method == "oauth2" else "password",
         )
 
 
@@ -92,6 +95,7 @@ async def load(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, M
             next_poll_at=sync.next_poll_at,
             consecutive_failures=sync.consecutive_failures,
             failure_notified=sync.failure_notified_at is not None,
+            auth_method=account.auth_method,
         )
     folders = await session.scalars(select(MailboxFolder).where(MailboxFolder.account_id.in_(list(out))))
     for row in folders:

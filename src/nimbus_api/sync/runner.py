@@ -36,6 +36,9 @@ from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.kit.outage import Outages, backoff, outage_of
+from nimbus_api.oauth import tokens as oauth_tokens
+from nimbus_api.oauth.sources import REAUTHORIZE_HINT
+from nimbus_api.oauth.tokens import RefreshUnavailable
 from nimbus_api.stages.cooldown import CooldownRules
 from nimbus_api.sync import leases, mailboxes, status
 from nimbus_api.sync.connections import ConnectionBook
@@ -100,8 +103,12 @@ class SyncRunner:
         outages: Outages | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        oauth_settings: Settings | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        #: an OAuth mailbox's token refresh needs the provider settings (None: its stored token as is)
+        self.oauth_settings = oauth_settings
+        self._token_versions: dict[uuid.UUID, int] = {}
         self.vault = vault
         self.config = config
         self.owner = owner
@@ -284,7 +291,12 @@ class SyncRunner:
             if self._stopping or mailbox.account_id not in self.held:
                 return
             try:
-                held = await self.book.get(mailbox)
+                try:
+                    held = await self.book.get(mailbox)
+                except ImapError as exc:
+                    if not await self._token_refreshed(mailbox, exc):
+                        raise
+                    held = await self.book.get(mailbox)  # once more, with the new token
                 report = await poll(held, mailbox, self.storer.store, self.limits)
             except LeaseLost:
                 await self._forget(mailbox.account_id, lost=True)
@@ -336,12 +348,52 @@ class SyncRunner:
             mailbox.next_poll_at = self.clock() + _seconds(backoff(1))
 
     async def _open_password(self, mailbox: Mailbox) -> Secret | None:
+        if mailbox.auth_method == "oauth2" and self.oauth_settings is not None:
+            return await self._open_token(mailbox, refused=False)
         async with self.sessionmaker() as session:
             secret = await self.vault.reveal_for_account(
                 session, mailbox.account_id, "imap_password", actor=self.actor, purpose="sync"
             )
             await session.commit()  # the audit row
         return secret
+
+    async def _open_token(self, mailbox: Mailbox, *, refused: bool) -> Secret:
+        """An OAuth mailbox's access token (``oauth.tokens.current``); ``refused``: the last one was."""
+        assert self.oauth_settings is not None
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                token = await oauth_tokens.current(
+                    session,
+                    self.vault,
+                    self.oauth_settings,
+                    mailbox.account_id,
+                    actor=self.actor,
+                    purpose="sync",
+                    refused_version=self._token_versions.get(mailbox.account_id) if refused else None,
+                )
+        except RefreshUnavailable as exc:
+            raise ImapError("imap.connection_refused", f"the OAuth token could not be refreshed: {exc}") from None
+        if token is None:
+            raise ImapError(
+                "imap.auth_failed",
+                "the OAuth grant is revoked or expired: the account needs re-authorization",
+                data={"oauth": True, "hint": REAUTHORIZE_HINT},
+            )
+        self._token_versions[mailbox.account_id] = token.version
+        return token.secret
+
+    async def _token_refreshed(self, mailbox: Mailbox, error: ImapError) -> bool:
+        """A login refused with an OAuth token (IMAP AUTHENTICATIONFAILED): refresh it once, so the poll can
+        log in again with the new one. A dead grant or a failed refresh is the poll's failure instead."""
+        if mailbox.auth_method != "oauth2" or self.oauth_settings is None or error.code != "imap.auth_failed":
+            return False
+        if not error.data.get("oauth") or mailbox.account_id not in self._token_versions:
+            return False
+        try:
+            await self._open_token(mailbox, refused=True)
+        except ImapError:
+            return False
+        return True
 
 
 def _seconds(value: float) -> timedelta:

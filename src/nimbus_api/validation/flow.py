@@ -160,6 +160,7 @@ async def _imap_check(imap: ImapServer, net: NetContext) -> tuple[CheckResult, l
                 status="failed",
                 code=exc.code,
                 detail=exc.detail,
+                hint=exc.data.get("hint") if isinstance(exc.data.get("hint"), str) else None,
                 duration_ms=_ms(start),
                 data=dict(exc.data),
             ),

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert
 from nimbus_api.imap import ImapError, ImapServer, ImapSession, imap_session, special_use
 from nimbus_api.kit.db import utc_day, utcnow
 from nimbus_api.models import EmailAccount, WarmupMessage
+from nimbus_api.oauth.sources import auth_kind, login_secret
 from nimbus_api.sending.mime import new_message_id
 from nimbus_api.warmup import phrases
 from nimbus_api.warmup.pause import can_send
@@ -123,8 +124,8 @@ async def handle_inbox(deps: WarmupDeps, account_id: uuid.UUID, *, use_move: boo
             return 0
         password = None
         if account.imap_host is not None and account.imap_port is not None:
-            password = await deps.vault.reveal_for_account(
-                session, account_id, "imap_password", actor=WARMUP_ACTOR, purpose="warmup"
+            password = await login_secret(
+                session, deps.vault, deps.settings, account, "imap_password", actor=WARMUP_ACTOR, purpose="warmup"
             )
         if password is None:  # no IMAP any more: nothing can be done for these, and nothing will be
             for row in rows:
@@ -140,6 +141,7 @@ async def handle_inbox(deps: WarmupDeps, account_id: uuid.UUID, *, use_move: boo
         password=password,
         folder=account.imap_folder or "INBOX",
         allow_plaintext_auth=account.imap_allow_plaintext_auth,
+        auth_mechanism=auth_kind(account),
     )
     del password
     handled: list[tuple[WarmupMessage, Handled, bool]] = []

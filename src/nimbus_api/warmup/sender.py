@@ -32,6 +32,7 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.models import EmailAccount, WarmupMessage
+from nimbus_api.oauth.sources import auth_kind, login_secret
 from nimbus_api.sending.outcomes import classify
 from nimbus_api.smtp import SmtpError, SmtpServer, send_test_message
 from nimbus_api.stages.stages import RateThresholds
@@ -167,6 +168,7 @@ def _server(account: EmailAccount, password: object) -> SmtpServer:
         username=account.smtp_username,
         password=password,  # type: ignore[arg-type]
         allow_plaintext_auth=account.smtp_allow_plaintext_auth,
+        auth_mechanism=auth_kind(account),
     )
 
 
@@ -176,8 +178,8 @@ async def transmit(deps: WarmupDeps, row_id: uuid.UUID) -> Outcome:
         row = await session.get_one(WarmupMessage, row_id)
         sender = await session.get_one(EmailAccount, row.sender_id)
         recipient = await session.get_one(EmailAccount, row.recipient_id)
-        password = await deps.vault.reveal_for_account(
-            session, sender.id, "smtp_password", actor=WARMUP_ACTOR, purpose="warmup"
+        password = await login_secret(
+            session, deps.vault, deps.settings, sender, "smtp_password", actor=WARMUP_ACTOR, purpose="warmup"
         )
         await session.commit()  # the audit row
     now = utcnow()

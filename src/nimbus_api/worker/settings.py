@@ -25,6 +25,7 @@ from nimbus_api.kit.crypto import MasterKeyring
 from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.kit.outage import Outages
+from nimbus_api.oauth.tasks import refresh_oauth_tokens
 from nimbus_api.provider_quotas.tasks import refresh_provider_quotas
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
@@ -55,6 +56,7 @@ FUNCTIONS: list[Any] = [
     func(rides_out(warmup_receive), keep_result=0),
     func(rides_out(evaluate_alerts), keep_result=0),
     func(rides_out(refresh_provider_quotas), keep_result=0),
+    func(rides_out(refresh_oauth_tokens), keep_result=0),  # OAuth accounts: tokens refreshed before expiry
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
@@ -141,7 +143,13 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         sync = None
         if settings.sync_enabled:
             sync = SyncRunner(
-                sessionmaker, net, vault, sync_config(settings), owner=worker_id, outages=ctx[OUTAGES_KEY]
+                sessionmaker,
+                net,
+                vault,
+                sync_config(settings),
+                owner=worker_id,
+                outages=ctx[OUTAGES_KEY],
+                oauth_settings=settings,  # OAuth mailboxes refresh their tokens (oauth/)
             )
             sync.start()
         ctx["nimbus"] = WorkerResources(
@@ -181,6 +189,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
+            cron(rides_out(refresh_oauth_tokens), second={43}, unique=True, keep_result=0),
             *deliverability_crons(settings),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
