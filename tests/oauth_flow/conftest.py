@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nimbus_api.config import Settings
+from nimbus_api.credentials.vault import Vault
+from nimbus_api.kit.net import build_net_context
+from nimbus_api.models import EmailAccount
+from nimbus_api.sending.sender import SenderDeps
+from nimbus_api.smtp.pool import SmtpPool
 from tests.conftest import OAUTH_FRONTEND, Tenant
+from tests.sending.conftest import PUBLIC, Campaigns
 from tests.servers.mail_world import BASE_DOMAIN, MailWorld
 from tests.servers.oauth_server import OAuthTestServer
 
@@ -72,3 +82,40 @@ async def run_flow(
 @pytest.fixture
 def oauth(oauth_defaults: OAuthTestServer) -> OAuthTestServer:
     return oauth_defaults
+
+
+async def connected(
+    tenant: Tenant, public: httpx.AsyncClient, oauth: OAuthTestServer, world: MailWorld
+) -> tuple[str, uuid.UUID]:
+    """A new OAuth account of ``tenant`` (address, id), connected through the whole flow."""
+    email = new_mailbox(world, oauth)
+    flow = await run_flow(tenant, public, oauth, email)
+    assert "account_id" in flow.landed, flow.landed
+    return email, uuid.UUID(flow.landed["account_id"])
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[SmtpPool]:
+    async with SmtpPool(build_net_context(settings), idle_timeout=5) as p:
+        yield p
+
+
+@pytest.fixture
+def deps(
+    sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, pool: SmtpPool, settings: Settings
+) -> SenderDeps:
+    return SenderDeps(
+        sessionmaker=sessionmaker, vault=vault, pool=pool, pacer=None, public_url=PUBLIC, settings=settings
+    )
+
+
+@pytest.fixture
+def campaigns(sessionmaker: async_sessionmaker[AsyncSession], tenant: Tenant) -> Campaigns:
+    return Campaigns(sessionmaker, tenant)
+
+
+async def warmed(sessionmaker: async_sessionmaker[AsyncSession], account_id: uuid.UUID) -> None:
+    """Stage 5 and a good score, so the stage does not cap the inbox's sends (``stages.limits``)."""
+    async with sessionmaker() as session, session.begin():
+        account = await session.get_one(EmailAccount, account_id)
+        account.current_stage, account.overall_score = 5, 80.0
