@@ -15,7 +15,9 @@ enrollment, a suppression). Workspace A's key then calls every operation the doc
 * B's objects, stored secrets and audit trail read the same afterwards.
 
 The public unsubscribe link (``/u/{token}``) takes no key: it is left out of the walks and has a test of
-its own proving that a token reaches only its own workspace.
+its own proving that a token reaches only its own workspace. So does the public OAuth callback, whose state
+alone binds it (tests/oauth_flow/test_refusals.py); here it must refuse an unknown state. ``{provider}``
+names no workspace's object: a route whose only path parameters are such is walked as a collection.
 
 The route list comes from the document, never from a hand-written list: a new path parameter, request
 body or required parameter this file does not know fails the walk with a message saying what to add,
@@ -42,12 +44,16 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.pagination import encode_cursor
 from nimbus_api.models import Credential, Enrollment, InboundMessage, WebhookSecret
 from nimbus_api.workspaces import service as workspaces
-from tests.conftest import Tenant, TenantFactory, account_payload
+from tests.conftest import OAUTH_FRONTEND, Tenant, TenantFactory, account_payload
 
 PROBLEM = "application/problem+json"
 PUBLIC_PATHS = {"/healthz", "/readyz"}
 # Public, and acting on what the token names: walked by ``test_an_unsubscribe_token_reaches_only_its_workspace``.
 TOKEN_PATHS = {"/u/{token}"}
+# Public, bound by the OAuth state it carries: an unknown state is a 400 (tests/oauth_flow walk the rest).
+STATE_PATHS = {"/v1/oauth/{provider}/callback"}
+# Path parameters that name no workspace's object (the same value in every workspace).
+SHARED_PARAMS = {"provider": "google"}
 HTTP_METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
 # Safe calls first; deletes last, so the control calls on A's own objects find them until the end.
 METHOD_ORDER = {"get": 0, "head": 0, "options": 0, "post": 1, "put": 1, "patch": 1, "delete": 2}
@@ -82,6 +88,7 @@ class Owned:
     inbound_id: str
     rule_id: str
     alert_id: str
+    oauth_attempt_id: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -111,6 +118,7 @@ class Owned:
             "inbound message id": self.inbound_id,
             "alert rule id": self.rule_id,
             "alert id": self.alert_id,
+            "OAuth attempt id": self.oauth_attempt_id,
         }
 
 
@@ -135,6 +143,7 @@ PATH_PARAMS: dict[str, str] = {
     "event_id": "outbox_event_id",
     "message_id": "inbound_id",
     "rule_id": "rule_id",
+    "attempt_id": "oauth_attempt_id",
 }
 
 
@@ -194,6 +203,8 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "inbox_reply": lambda world: {"text": "Answered from workspace A."},
     "alert_rules_create": lambda world: {"kind": "score_below", "threshold": 10},
     "alert_rules_update": lambda world: {"threshold": 20, "enabled": False},
+    "oauth_authorize": lambda world: {"frontend_url": f"{OAUTH_FRONTEND}/inboxes"},
+    "email_accounts_reauthorize": lambda world: {"frontend_url": f"{OAUTH_FRONTEND}/inboxes", "provider": "google"},
 }
 FILES = {"contacts_import_csv"}
 
@@ -250,6 +261,11 @@ class Operation:
         return [p["name"] for p in self.params("path")]
 
     @property
+    def object_params(self) -> list[str]:
+        """The path parameters that name a workspace's object (not ``SHARED_PARAMS``)."""
+        return [name for name in self.path_params if name not in SHARED_PARAMS]
+
+    @property
     def success_status(self) -> int:
         return min(int(s) for s in self.spec["responses"] if s.startswith("2"))
 
@@ -261,7 +277,9 @@ class Operation:
     def url(self, owner: Owned, foreign: tuple[str, Owned] | None = None) -> str:
         """The path with ``owner``'s ids; ``foreign=(name, other)`` takes that one parameter from ``other``."""
         path = self.path
-        for name in self.path_params:
+        for name, value in SHARED_PARAMS.items():
+            path = path.replace("{" + name + "}", value)
+        for name in self.object_params:
             if name not in PATH_PARAMS:
                 pytest.fail(
                     f"{self}: path parameter {name!r} is new to the isolation test; map it to the object "
@@ -437,6 +455,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     async with sessionmaker() as session, session.begin():
         await evaluate_alerts(session, workspace_id=tenant.workspace_id, kinds=["score_below"])
     [alert] = (await tenant.client.get("/v1/alerts", params={"active": "true"})).json()["data"]
+    # an OAuth connect attempt (pending: nobody went to the provider)
+    attempt = await _post(tenant, "/v1/oauth/google/authorize", json={"frontend_url": f"{OAUTH_FRONTEND}/x"})
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -462,6 +482,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         inbound_id=str(inbound_id),
         rule_id=rule["id"],
         alert_id=alert["id"],
+        oauth_attempt_id=attempt["attempt_id"],
         idempotency_keys=keys,
     )
 
@@ -582,7 +603,7 @@ async def collection(op: Operation, world: World) -> None:
     """A route without path parameters: plain and with B's values in every known filter and header."""
     for params, extra_headers in op.probes(world.b):
         r = await world.a.tenant.client.request(
-            op.method, op.path, params=params, headers=extra_headers, **op.body(world)
+            op.method, op.url(world.a), params=params, headers=extra_headers, **op.body(world)
         )
         assert r.status_code == op.success_status, (
             f"{op} with params {params} headers {extra_headers} answered {r.status_code}: {r.text}"
@@ -603,14 +624,14 @@ async def test_foreign_key_gets_404_on_every_route_and_changes_nothing(
 
     exercised: set[str] = set()
     for op in ops:
-        if op.path in TOKEN_PATHS:
+        if op.path in TOKEN_PATHS | STATE_PATHS:
             exercised.add(str(op))  # public: see test_an_unsubscribe_token_reaches_only_its_workspace
             continue
         op.check_required_params_known()
-        if op.path_params:
+        if op.object_params:
             await foreign_object(op, world)
-            if len(op.path_params) > 1:
-                for name in op.path_params:
+            if len(op.object_params) > 1:
+                for name in op.object_params:
                     await foreign_object(op, world, foreign=name)
             await own_object(op, world)
         elif op.method == "get" or op.id in BODIES:
@@ -654,6 +675,12 @@ async def test_every_route_needs_a_live_key(
                 assert "security" not in op.spec, f"{op} is public but documents a security requirement"
                 r = await client.request(op.method, op.path.replace("{token}", "unknown-token"))
                 assert r.status_code == 404 and r.json()["code"] == "unsubscribe.not_found", f"{op}: {r.text}"
+                exercised.add(str(op))
+                continue
+            if op.path in STATE_PATHS:
+                assert "security" not in op.spec, f"{op} is public but documents a security requirement"
+                r = await client.request(op.method, op.url(world.b), params={"state": "unknown", "code": "x"})
+                assert r.status_code == 400 and r.json()["code"] == "oauth.state_invalid", f"{op}: {r.text}"
                 exercised.add(str(op))
                 continue
             r = await client.request(op.method, op.url(world.b), **op.body(world))
