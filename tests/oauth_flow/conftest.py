@@ -119,3 +119,14 @@ async def warmed(sessionmaker: async_sessionmaker[AsyncSession], account_id: uui
     async with sessionmaker() as session, session.begin():
         account = await session.get_one(EmailAccount, account_id)
         account.current_stage, account.overall_score = 5, 80.0
+
+
+def issued_tokens(oauth: OAuthTestServer, email: str) -> set[str]:
+    """Every access and refresh token the server issued for ``email`` (what must never leak)."""
+    found: set[str] = set()
+    for token in oauth.tokens.values():
+        if token.email == email.lower():
+            found.add(token.access_token)
+            if token.refresh_token:
+                found.add(token.refresh_token)
+    return found

@@ -1,6 +1,7 @@
-"""Canary: a recognisable password goes through every route, the vault and the worker, then is searched for
-in every response, every log record (DEBUG, SQL parameters included), every Redis key and value, and the
-text of the exceptions raised on the way. It must be nowhere.
+"""Canary: a recognisable password (and an OAuth account's access and refresh tokens) goes through every
+route, the vault and the worker, then is searched for in every response, every log record (DEBUG, SQL
+parameters included), every Redis key and value, and the text of the exceptions raised on the way. It must
+be nowhere.
 
 The canary is the mailbox's real SMTP and IMAP password in the mail world: every create, PATCH and verify
 sends it to aiosmtpd and Dovecot, and a failed login with it (the server's password changed) goes through
@@ -21,6 +22,7 @@ import traceback
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import fastapi.routing
 import httpx
@@ -46,8 +48,10 @@ from nimbus_api.logging import configure_logging
 from nimbus_api.models import Enrollment, Event, InboundMessage, WebhookAttempt, WebhookDelivery
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
 from tests.conftest import Tenant, account_payload, change_smtp_password
+from tests.oauth_flow.conftest import FRONTEND_URL, consent, issued_tokens, new_mailbox
 from tests.security.test_dump import assert_absent
 from tests.servers.mail_world import MailWorld
+from tests.servers.oauth_server import OAuthTestServer
 
 # resolves (the mail world's DNS) to loopback, which the test settings allowlist
 WEBHOOK_URL = "https://mail.example.test/hooks/nimbus"
@@ -244,6 +248,7 @@ async def test_a_canary_password_leaks_nowhere(
     app_state: AppState,
     mail_world: MailWorld,
     captured_logs: Capture,
+    oauth_server: OAuthTestServer,
 ) -> None:
     canary = f"CANARY-{secrets.token_hex(12)}-pw"
     responses: list[httpx.Response] = []
@@ -306,6 +311,21 @@ async def test_a_canary_password_leaks_nowhere(
     r = await call("POST", "/v1/email-accounts", json=newcomer, headers={"Idempotency-Key": "canary-refused"})
     assert r.status_code == 422 and r.json()["code"] == "smtp.auth_failed", r.text
     change_smtp_password(login, canary)
+
+    # --- an OAuth account: its tokens go through the connect, a refresh and the walk below -----------
+    oauth_email = new_mailbox(mail_world, oauth_server)
+    started = await call(
+        "POST", "/v1/oauth/google/authorize", json={"frontend_url": FRONTEND_URL, "login_hint": oauth_email}
+    )
+    assert started.status_code == 201, started.text
+    back = await call("GET", await consent(oauth_server, started.json()["authorize_url"]), client=http)
+    assert back.status_code == 303 and "account_id=" in back.headers["location"], back.headers
+    oauth_account_id = parse_qs(urlsplit(back.headers["location"]).query)["account_id"][0]
+    oauth_server.expire_access_tokens()  # the verify meets a refused token and refreshes it
+    refreshed = await call("POST", f"/v1/email-accounts/{oauth_account_id}/verify")
+    assert refreshed.status_code == 200 and refreshed.json()["status"] == "passed", refreshed.text
+    oauth_needles = {f"OAuth token {n}": t for n, t in enumerate(sorted(issued_tokens(oauth_server, oauth_email)))}
+    assert len(oauth_needles) == 3, "two access tokens (connect, refresh) and the refresh token"
 
     # --- rejected input that carries the canary ----------------------------------------------------
     too_long = canary * (1 + 1024 // len(canary))
@@ -421,6 +441,9 @@ async def test_a_canary_password_leaks_nowhere(
 
         job = await pool.enqueue_job("purge_idempotency_keys", _queue_name=queue)
         assert job is not None
+        # the OAuth account's jobs: a send (its token decrypted in the worker) and the refresh cron's job
+        await pool.enqueue_job("send_inbox", oauth_account_id, _queue_name=queue)
+        await pool.enqueue_job("refresh_oauth_tokens", _queue_name=queue)
         worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, queue_name=queue)
         try:
             await asyncio.wait_for(worker.main(), timeout=30)
@@ -492,6 +515,8 @@ async def test_a_canary_password_leaks_nowhere(
         "endpoint_id": endpoint_id,
         "token": str(token),
         "message_id": str(inbound_id),
+        "attempt_id": started.json()["attempt_id"],
+        "provider": "google",
     }
 
     def request_body(method: str, template: str) -> dict[str, Any]:
@@ -522,6 +547,10 @@ async def test_a_canary_password_leaks_nowhere(
             ("PATCH", "/v1/email-accounts/{account_id}/warmup"): {"json": {"enabled": True}},
             ("POST", "/v1/alert-rules"): {"json": {"kind": "score_below", "threshold": 10}},
             ("PATCH", "/v1/alert-rules/{rule_id}"): {"json": {"severity": "info"}},
+            ("POST", "/v1/oauth/{provider}/authorize"): {"json": {"frontend_url": FRONTEND_URL}},
+            ("POST", "/v1/email-accounts/{account_id}/reauthorize"): {
+                "json": {"frontend_url": FRONTEND_URL, "provider": "google"}
+            },
         }
         if (method, template) in bodies:
             return bodies[(method, template)]
@@ -540,13 +569,15 @@ async def test_a_canary_password_leaks_nowhere(
         assert unauthenticated.status_code < 500, (method, path)
         r = await call(method, path, **request_body(method, template))
         assert r.status_code < 500, (method, path, r.text)
-        if method != "DELETE":
+        if template == "/v1/oauth/{provider}/callback":  # public: no state, so a 400 and no redirect
+            assert r.status_code == 400 and r.json()["code"] == "oauth.state_invalid", r.text
+        elif method != "DELETE":
             assert r.status_code < 300, (method, path, r.text)
     gone = await call("GET", f"/v1/email-accounts/{account_id}")
     assert gone.status_code == 404, "the DELETE route ran last"
 
     # --- now search everything ------------------------------------------------------------------------
-    needle = {"canary": canary}
+    needle = {"canary": canary, **oauth_needles}
     # the canary really was the password on the wire: aiosmtpd's transcript (after TLS) has it, and the
     # detector finds it there (Dovecot's side is proven by the IMAP logins that passed with it)
     with pytest.raises(AssertionError, match="reveals"):

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.models import DataKey
 from tests.conftest import TenantFactory, account_payload, change_smtp_password
+from tests.oauth_flow.conftest import connected, issued_tokens
+from tests.servers.mail_world import MailWorld
+from tests.servers.oauth_server import OAuthTestServer
 
 
 def _b64_cores(raw: bytes) -> set[bytes]:
@@ -98,7 +102,14 @@ class Planted:
 
 
 @pytest.fixture
-async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault) -> Planted:
+async def planted(
+    make_tenant: TenantFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    http: httpx.AsyncClient,
+    oauth_server: OAuthTestServer,
+    mail_world: MailWorld,
+) -> Planted:
     """Two workspaces, several accounts with SMTP and IMAP passwords, set on create and on PATCH, created
     with an Idempotency-Key (its stored response is in the database too), and decrypted once (audit rows).
     The passwords are the mailboxes' real ones in the mail world: each create and PATCH verified them, so
@@ -130,6 +141,14 @@ async def planted(make_tenant: TenantFactory, sessionmaker: async_sessionmaker[A
                     session, uuid.UUID(account_id), "imap_password", actor=Actor.system("send"), purpose="send"
                 )
             assert secret is not None and secret.reveal() == imap_pw
+        # an OAuth account, connected through the callback and refreshed once: its tokens are secrets too
+        email, oauth_account = await connected(tenant, http, oauth_server, mail_world)
+        oauth_server.expire_access_tokens()
+        r = await tenant.client.post(f"/v1/email-accounts/{oauth_account}/verify")
+        assert r.status_code == 200 and r.json()["status"] == "passed", r.text
+        tokens = sorted(issued_tokens(oauth_server, email))
+        assert len(tokens) == 3, "two access tokens and the refresh token"
+        passwords |= {f"ws{t}.oauth{n}": token for n, token in enumerate(tokens)}
         # a webhook endpoint whose secret was rotated (both versions stored), with a test delivery recorded
         hook = await tenant.client.post("/v1/webhook-endpoints", json={"url": "https://mail.example.test/hooks"})
         assert hook.status_code == 201, hook.text

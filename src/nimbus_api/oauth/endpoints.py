@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import RedirectResponse
 
 from nimbus_api.accounts import service as accounts
@@ -12,7 +12,6 @@ from nimbus_api.kit.problems import problem_responses
 from nimbus_api.kit.schemas import ANY_LINE_PATTERN
 from nimbus_api.oauth import service
 from nimbus_api.oauth.errors import ProviderRequired
-from nimbus_api.oauth.providers import OAuthProviderId
 from nimbus_api.oauth.schemas import OAuthAttemptRead, OAuthAuthorizeIn, OAuthAuthorizeOut, OAuthReauthorizeIn
 
 router = APIRouter(prefix="/v1/oauth", tags=["oauth"])
@@ -22,6 +21,11 @@ _AUTHORIZE_ERRORS = {
     409: ["oauth.provider_not_configured"],
     422: ["validation_error", "oauth.frontend_not_allowed"],
 }
+# A path parameter, so a pattern rather than an enum (FastAPI would inline the enum in the document).
+ProviderPath = Annotated[
+    str,
+    Path(max_length=20, pattern="^(google|microsoft)$", description="`google` or `microsoft`."),
+]
 _QueryText = Annotated[str | None, Query(max_length=2000, pattern=ANY_LINE_PATTERN)]
 
 
@@ -33,7 +37,7 @@ _QueryText = Annotated[str | None, Query(max_length=2000, pattern=ANY_LINE_PATTE
     responses=problem_responses(401, 404, 409, 422, codes={404: ["not_found"], **_AUTHORIZE_ERRORS}),
 )
 async def oauth_authorize(
-    provider: OAuthProviderId,
+    provider: ProviderPath,
     payload: OAuthAuthorizeIn,
     auth: AuthContext,
     session: Session,
@@ -69,7 +73,7 @@ async def oauth_authorize(
             409,
             422,
             codes={
-                400: ["oauth.state_invalid"],
+                400: ["oauth.state_invalid", "request.malformed"],
                 404: ["not_found"],
                 409: ["oauth.provider_not_configured"],
                 422: ["validation_error"],
@@ -79,7 +83,7 @@ async def oauth_authorize(
     response_class=RedirectResponse,
 )
 async def oauth_callback(
-    provider: OAuthProviderId,
+    provider: ProviderPath,
     session: Session,
     vault: VaultDep,
     verifier: VerifierDep,
