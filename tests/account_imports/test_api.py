@@ -180,9 +180,7 @@ async def test_refused_uploads_change_nothing(tenant: Tenant, settings: Settings
             "validation_error",
         ),
         (
-            await tenant.client.post(
-                url, content=b"email\n\xc3\x28\n", headers={"content-type": "text/csv"}
-            ),
+            await tenant.client.post(url, content=b"email\n\xc3\x28\n", headers={"content-type": "text/csv"}),
             422,
             "validation_error",
         ),
