@@ -21,6 +21,8 @@ import io
 import secrets
 from dataclasses import dataclass, field
 
+from aiosmtpd.smtp import Envelope
+
 from tests.servers.dns_server import make_zone
 from tests.servers.dovecot import free_port
 from tests.servers.mail_world import DKIM_SELECTOR, MailWorld
@@ -101,15 +103,30 @@ class Fleet:
     down_port: int = 0
 
     @classmethod
-    async def start(cls, world: MailWorld, count: int = 3) -> Fleet:
+    async def start(cls, world: MailWorld, count: int = 3, *, delivery_delay: float = 0.0) -> Fleet:
+        """``delivery_delay``: accept a message at once and hand it to Dovecot this many seconds later, as a
+        provider's queue does (the benchmark; the tests deliver before answering the DATA)."""
         fleet = cls(world=world, down_port=free_port())
+        deliver = world._deliver
+        pending: set[asyncio.Task[None]] = set()
+        if delivery_delay > 0:
+
+            async def later(envelope: Envelope) -> None:
+                await asyncio.sleep(delivery_delay)
+                await world._deliver(envelope)
+
+            async def deliver(envelope: Envelope) -> None:
+                task = asyncio.create_task(later(envelope))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
         records = ["down IN A 127.0.0.1"]
         for index in range(1, count + 1):
             smtp = TestSmtpServer(
                 users={},
                 tls_context=world.certs.server_context(),
                 auth_require_tls=True,
-                deliver=world._deliver,
+                deliver=deliver,
             )
             smtp.users = world.smtp.users  # one table of logins for the whole world
             await smtp.start()

@@ -82,6 +82,7 @@ class Owned:
     inbound_id: str
     rule_id: str
     alert_id: str
+    import_id: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -111,6 +112,7 @@ class Owned:
             "inbound message id": self.inbound_id,
             "alert rule id": self.rule_id,
             "alert id": self.alert_id,
+            "account import id": self.import_id,
         }
 
 
@@ -135,6 +137,7 @@ PATH_PARAMS: dict[str, str] = {
     "event_id": "outbox_event_id",
     "message_id": "inbound_id",
     "rule_id": "rule_id",
+    "import_id": "import_id",
 }
 
 
@@ -194,8 +197,11 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "inbox_reply": lambda world: {"text": "Answered from workspace A."},
     "alert_rules_create": lambda world: {"kind": "score_below", "threshold": 10},
     "alert_rules_update": lambda world: {"threshold": 20, "enabled": False},
+    "email_account_imports_create": lambda world: {
+        "file": ("fleet.csv", f"email,smtp_host,smtp_port\n{_fresh_address(world)},smtp.example.test,587\n", "text/csv")
+    },
 }
-FILES = {"contacts_import_csv"}
+FILES = {"contacts_import_csv", "email_account_imports_create"}
 
 # Query and header parameters set to B's values on routes without path parameters: filters, cursors and
 # idempotency keys must stay inside the caller's workspace.
@@ -437,6 +443,12 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     async with sessionmaker() as session, session.begin():
         await evaluate_alerts(session, workspace_id=tenant.workspace_id, kinds=["score_below"])
     [alert] = (await tenant.client.get("/v1/alerts", params={"active": "true"})).json()["data"]
+    # an account import (no worker runs here: its row stays pending)
+    r = await tenant.client.post(
+        "/v1/email-accounts/imports",
+        files={"file": ("f.csv", f"email,smtp_host,smtp_port\nimp-{label}@{domain_name},smtp.example.test,587\n")},
+    )
+    assert r.status_code == 202, r.text
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -462,6 +474,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         inbound_id=str(inbound_id),
         rule_id=rule["id"],
         alert_id=alert["id"],
+        import_id=r.json()["id"],
         idempotency_keys=keys,
     )
 
@@ -503,6 +516,8 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "alert rule": f"/v1/alert-rules/{owner.rule_id}",
         "alert rules": "/v1/alert-rules",
         "alerts": "/v1/alerts",
+        "account import": f"/v1/email-accounts/imports/{owner.import_id}",
+        "account imports": "/v1/email-accounts/imports",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():

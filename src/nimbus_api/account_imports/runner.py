@@ -141,11 +141,15 @@ class ImportRunner:
             candidates = await self._candidates()
             if not candidates and not self.in_flight:
                 return
+            full: set[tuple[str | None, str | None]] = set()  # host pairs found without room in this pass
             for row_id, smtp_host, imap_host in candidates:
                 if len(self.in_flight) >= self.config.per_workspace:
                     break
+                if (smtp_host, imap_host) in full:
+                    continue
                 place = await self.semaphores.try_acquire(self._limits(smtp_host, imap_host))
                 if place is None:
+                    full.add((smtp_host, imap_host))
                     continue
                 if not await self._claim(row_id):
                     await self.semaphores.release(place)
