@@ -181,8 +181,6 @@ async def test_every_json_operation_answers_unparsable_bodies_400(
 async def test_every_json_operation_answers_another_content_type_415(
     tenant: Tenant, method: str, path: str, content_type: str | None
 ) -> None:
-    if content_type in DOCUMENT["paths"][path][method.lower()]["requestBody"]["content"]:
-        pytest.skip(f"{method} {path} takes {content_type} as well (the account import reads CSV)")
     before = await _snapshot(tenant)
     headers = {"content-type": content_type} if content_type else {}
     r = await tenant.client.request(method, _url(path), content=b'{"email": "ct@example.org"}', headers=headers)
