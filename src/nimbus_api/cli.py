@@ -335,6 +335,55 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+# --- fleet imports (account_imports.commands) ----------------------------------------------------
+
+
+def cmd_accounts_import(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.account_imports.commands import import_main
+    from nimbus_api.kit.special_use import configure_process
+
+    _require_stores(settings)
+    configure_process(settings, "cli")
+    try:
+        status = asyncio.run(
+            _with_db(settings, lambda sm, vault: import_main(settings, sm, vault, args.file, args.workspace, args.wait))
+        )
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    if status:
+        raise SystemExit(status)
+
+
+def cmd_accounts_export(settings: Settings, args: argparse.Namespace) -> None:
+    from nimbus_api.account_imports.commands import export_main
+
+    _require_stores(settings)
+    text, count = asyncio.run(_with_db(settings, lambda sm, vault: export_main(sm, args.workspace)))
+    if args.out == "-":
+        sys.stdout.write(text)
+        print(f"{count} account(s)", file=sys.stderr)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {count} account(s) to {args.out}")
+
+
+def _add_accounts_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    accounts = sub.add_parser("accounts", help="email accounts in bulk").add_subparsers(dest="action", required=True)
+    imp = accounts.add_parser(
+        "import", help="import mailboxes from a CSV or JSON file (README: Importing a fleet of mailboxes)"
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help='a .csv file (or .json: {"accounts": [...]})')
+    imp.add_argument("--workspace", required=True, metavar="NAME")
+    imp.add_argument("--no-wait", dest="wait", action="store_false", help="write the import, leave it to the workers")
+    imp.set_defaults(fn=cmd_accounts_import)
+    exp = accounts.add_parser(
+        "export", help="write the workspace's accounts as CSV in the import's columns (no secrets)"
+    )
+    exp.add_argument("--workspace", required=True, metavar="NAME")
+    exp.add_argument("--out", default="-", metavar="FILE", help="default: standard output")
+    exp.set_defaults(fn=cmd_accounts_export)
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -409,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("files", nargs="+", metavar="FILE", help="raw RFC 5322 message files; - reads stdin")
     classify.set_defaults(fn=cmd_classify)
+
+    _add_accounts_commands(sub)
 
     export = sub.add_parser("openapi", help="print or write the OpenAPI document")
     export.add_argument("--out", default="-")

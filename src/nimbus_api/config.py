@@ -444,6 +444,35 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 
+    # --- fleet imports (nimbus_api.account_imports) ----------------------------------------------
+    account_import_max_rows: int = Field(default=1000, ge=1, le=10_000, description="Mailboxes per import.")
+    account_import_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, description="Largest import file (CSV or JSON) in bytes."
+    )
+    account_import_per_host: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Verifications of imported rows running at once against one SMTP or IMAP host (all workers).",
+    )
+    account_import_per_workspace: int = Field(
+        default=16, ge=1, le=200, description="Verifications of imported rows running at once per workspace."
+    )
+    account_import_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A runner renews its leases (import, rows, Redis semaphore places) every third of this; a "
+        "runner that died lets them expire after this long, and the rows are verified again.",
+    )
+    account_import_verify_limit_per_workspace: int = Field(
+        default=5000,
+        ge=1,
+        description="Imported rows' verifications per workspace per `NIMBUS_VERIFY_WINDOW_SECONDS` (the "
+        "per-address limit and the failed-login lock apply as to one account).",
+    )
+    # --- end of fleet imports --------------------------------------------------------------------
+
     # --- local development (make run) ---------------------------------------------------------
     data_dir: Path = Path(".nimbus")
     embedded: Literal["auto", "always", "never"] = Field(

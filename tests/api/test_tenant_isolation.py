@@ -89,6 +89,7 @@ class Owned:
     rule_id: str
     alert_id: str
     oauth_attempt_id: str
+    import_id: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -119,6 +120,7 @@ class Owned:
             "alert rule id": self.rule_id,
             "alert id": self.alert_id,
             "OAuth attempt id": self.oauth_attempt_id,
+            "account import id": self.import_id,
         }
 
 
@@ -144,6 +146,7 @@ PATH_PARAMS: dict[str, str] = {
     "message_id": "inbound_id",
     "rule_id": "rule_id",
     "attempt_id": "oauth_attempt_id",
+    "import_id": "import_id",
 }
 
 
@@ -205,8 +208,11 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "alert_rules_update": lambda world: {"threshold": 20, "enabled": False},
     "oauth_authorize": lambda world: {"frontend_url": f"{OAUTH_FRONTEND}/inboxes"},
     "email_accounts_reauthorize": lambda world: {"frontend_url": f"{OAUTH_FRONTEND}/inboxes", "provider": "google"},
+    "email_account_imports_create": lambda world: {
+        "file": ("fleet.csv", f"email,smtp_host,smtp_port\n{_fresh_address(world)},smtp.example.test,587\n", "text/csv")
+    },
 }
-FILES = {"contacts_import_csv"}
+FILES = {"contacts_import_csv", "email_account_imports_create"}
 
 # Query and header parameters set to B's values on routes without path parameters: filters, cursors and
 # idempotency keys must stay inside the caller's workspace.
@@ -457,6 +463,12 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     [alert] = (await tenant.client.get("/v1/alerts", params={"active": "true"})).json()["data"]
     # an OAuth connect attempt (pending: nobody went to the provider)
     attempt = await _post(tenant, "/v1/oauth/google/authorize", json={"frontend_url": f"{OAUTH_FRONTEND}/x"})
+    # an account import (no worker runs here: its row stays pending)
+    r = await tenant.client.post(
+        "/v1/email-accounts/imports",
+        files={"file": ("f.csv", f"email,smtp_host,smtp_port\nimp-{label}@{domain_name},smtp.example.test,587\n")},
+    )
+    assert r.status_code == 202, r.text
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -483,6 +495,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         rule_id=rule["id"],
         alert_id=alert["id"],
         oauth_attempt_id=attempt["attempt_id"],
+        import_id=r.json()["id"],
         idempotency_keys=keys,
     )
 
@@ -524,6 +537,8 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "alert rule": f"/v1/alert-rules/{owner.rule_id}",
         "alert rules": "/v1/alert-rules",
         "alerts": "/v1/alerts",
+        "account import": f"/v1/email-accounts/imports/{owner.import_id}",
+        "account imports": "/v1/email-accounts/imports",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():

@@ -19,7 +19,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-TEST_HOSTS = ("mail.example.test", "smtp.example.test", "imap.example.test", "localhost", "127.0.0.1")
+# ``*.fleet.example.test``: the account-import tests' many SMTP/IMAP host names (tests/account_imports)
+TEST_HOSTS = (
+    "mail.example.test",
+    "smtp.example.test",
+    "imap.example.test",
+    "localhost",
+    "127.0.0.1",
+    "*.fleet.example.test",
+)
 
 
 @dataclass(frozen=True)

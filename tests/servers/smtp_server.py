@@ -296,6 +296,11 @@ class TestSmtpServer:
         self.received = bytearray()
         self.auth_attempts: list[tuple[str, str]] = []
         self.connections_total = 0
+        #: the most client connections open at one moment since start (or ``reset_peak``)
+        self.peak_connections = 0
+
+    def reset_peak(self) -> None:
+        self.peak_connections = len(self._open)
 
     @property
     def port(self) -> int:
@@ -305,6 +310,7 @@ class TestSmtpServer:
 
     def _track(self, transport: asyncio.BaseTransport) -> None:
         self._open.add(transport)
+        self.peak_connections = max(self.peak_connections, len(self._open))
         self.connections_total += 1
         self._idle.clear()
         self._connected.set()

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
 from nimbus_api import __version__
+from nimbus_api.account_imports.endpoints import router as account_imports_router
 from nimbus_api.accounts.endpoints import router as accounts_router
 from nimbus_api.alerts.endpoints import alerts_router, rules_router
 from nimbus_api.api.body_limit import BodyLimitMiddleware
@@ -66,8 +67,8 @@ application/json`) unless an operation says otherwise, of at most 1 MB (the cont
 the operator may change both).
 """
 
-# The contact imports take a larger body than the other operations (``max_import_body_bytes``).
-IMPORT_PATHS = ("/v1/contacts/import", "/v1/contacts/import/csv")
+# The contact and account imports take a larger body than the other operations (``max_import_body_bytes``).
+IMPORT_PATHS = ("/v1/contacts/import", "/v1/contacts/import/csv", "/v1/email-accounts/imports")
 
 
 def build_state(settings: Settings) -> AppState:
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     for router in (
         health_router,
         workspace_router,
+        account_imports_router,  # before accounts_router: `/imports` is not an `{account_id}`
         accounts_router,
         stages_router,
         domains_router,

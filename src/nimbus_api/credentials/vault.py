@@ -181,5 +181,35 @@ class Vault:
         )
         return await self._open(session, row, access)
 
+    # --- secrets held for a while by another row (a fleet import's rows) ------------------------
+    async def seal_many(
+        self, session: AsyncSession, workspace_id: uuid.UUID, secrets: list[Secret | None]
+    ) -> tuple[uuid.UUID, list[bytes | None]]:
+        """``seal`` for many secrets under one read of the active data key (None stays None)."""
+        key = await self.active_data_key(session, workspace_id)
+        material = self.material(key)
+        return key.id, [crypto.encrypt(material, s.reveal()) if s is not None else None for s in secrets]
+
+    async def reveal_sealed(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: uuid.UUID,
+        data_key_id: uuid.UUID,
+        ciphertext: bytes,
+        kind: CredentialKind,
+        actor: Actor,
+        purpose: Purpose,
+    ) -> tuple[Secret, CredentialAccess]:
+        """Open what ``seal``/``seal_many`` closed for a mailbox not saved yet, audited like ``reveal``; the
+        audit row is returned without an account so the caller can name the account it then creates."""
+        key = await session.get_one(DataKey, data_key_id)
+        access = CredentialAccess(
+            workspace_id=workspace_id, account_id=None, credential_kind=kind, actor=actor.value, purpose=purpose
+        )
+        session.add(access)
+        await session.flush()
+        return Secret(crypto.decrypt(self.material(key), ciphertext)), access
+
     def forget(self, data_key_id: uuid.UUID) -> None:
         self._unwrapped.pop(data_key_id, None)

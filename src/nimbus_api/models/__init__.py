@@ -2,6 +2,7 @@
 
 from nimbus_api.models.account_event import AccountEvent
 from nimbus_api.models.account_health_daily import AccountHealthDaily
+from nimbus_api.models.account_import import AccountImport, AccountImportRow
 from nimbus_api.models.alert_rule import AlertRule
 from nimbus_api.models.alert_state import AlertState
 from nimbus_api.models.api_key import ApiKey
@@ -33,6 +34,8 @@ __all__ = [
     "AccountDailyUsage",
     "AccountEvent",
     "AccountHealthDaily",
+    "AccountImport",
+    "AccountImportRow",
     "AlertRule",
     "AlertState",
     "ApiKey",

@@ -1,0 +1,1 @@
+"""Fleet onboarding: import up to 1,000 mailboxes at once (README: Importing a fleet of mailboxes)."""
