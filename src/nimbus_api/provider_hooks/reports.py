@@ -3,8 +3,10 @@
 A ``bounce`` carries a ``Recipient`` built as the classifier builds one from a DSN (``classify.dsn``):
 ``permanent`` when the provider says the failure is final (SES ``Permanent``, Postmark ``HardBounce``,
 SendGrid ``bounce``, Mailgun ``severity: permanent``, SMTP2GO ``hard``), the reason read from the
-status and diagnostic the provider quotes; a final failure the wording does not explain is taken for a bad
-address (``userunknown``: what these labels mean). A temporary failure (SES ``Transient``, Postmark
+status and diagnostic the provider quotes. Where the provider says the address itself is bad (SES
+``Permanent`` but for a refused message, Postmark ``HardBounce``, SendGrid ``bounce``, Mailgun ``bounce``,
+SMTP2GO ``hard``: each suppresses it on its side), the recipient is ``hard`` whatever reason the wording
+reads as (``userunknown`` when it reads as none). A temporary failure (SES ``Transient``, Postmark
 ``SoftBounce``, SendGrid ``blocked``, Mailgun ``temporary``, SMTP2GO ``soft``) is a bounce that is not
 permanent: recorded, nothing counted or suppressed, as a delayed DSN. Everything else is ``other``.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from nimbus_api.classify import reasons as reasons_mod
@@ -48,7 +50,11 @@ def _bare(message_id: str) -> str:
     return message_id.strip().strip("<>").strip()[:250]
 
 
-def bounce_recipient(email: str, *, permanent: bool, status: str, diagnostic: str, fired: str) -> Recipient:
+def bounce_recipient(
+    email: str, *, permanent: bool, status: str, diagnostic: str, fired: str, provider_hard: bool = False
+) -> Recipient:
+    """The recipient as a DSN would give it; ``provider_hard``: the provider says the address is bad (and
+    suppresses it on its side), which decides ``hard`` whatever reason the wording reads as."""
     diagnostic = clean_diagnostic(diagnostic)
     status = reasons_mod.find_status(status) or reasons_mod.find_last_status(diagnostic)
     recipient = build_recipient(
@@ -60,19 +66,10 @@ def bounce_recipient(email: str, *, permanent: bool, status: str, diagnostic: st
         fired=[fired],
     )
     if permanent and not recipient.permanent:
-        recipient = build_recipient(
-            address=email, action="failed", status="5.0.0", reply_code="", diagnostic=diagnostic, fired=[fired]
-        )
-    if permanent and recipient.reason == "undefined":
-        recipient = build_recipient(
-            address=email,
-            action="failed",
-            status=recipient.status,
-            reply_code=recipient.reply_code,
-            diagnostic=diagnostic,
-            fired=[fired],
-            reason="userunknown",
-        )
+        recipient = replace(recipient, permanent=True, status=recipient.status or "5.0.0")
+    if permanent and provider_hard and not recipient.hard:
+        reason = "userunknown" if recipient.reason in ("undefined", "delivered") else recipient.reason
+        recipient = replace(recipient, hard=True, reason=reason)
     return recipient
 
 
@@ -114,6 +111,7 @@ def ses(message: str, event_id: str) -> list[Report]:
     if kind == "Bounce":
         bounce = _object(obj.get("bounce"), "`bounce`")
         permanent = bounce.get("bounceType") == "Permanent"
+        address_bad = bounce.get("bounceSubType") not in ("MessageTooLarge", "ContentRejected", "AttachmentRejected")
         for item in bounce.get("bouncedRecipients") or []:
             email = address_of(_text(_object(item, "a bounced recipient").get("emailAddress")))
             if email:
@@ -123,6 +121,7 @@ def ses(message: str, event_id: str) -> list[Report]:
                     status=_text(item.get("status")),
                     diagnostic=_text(item.get("diagnosticCode")),
                     fired="provider:ses-bounce",
+                    provider_hard=address_bad,
                 )
                 reports.append(Report(f"{event_id}#{email}", "bounce", email, header, ses_id, recipient))
     elif kind == "Complaint":
@@ -162,7 +161,12 @@ def postmark(body: bytes) -> list[Report]:
         diagnostic = _text(obj.get("Details")) or _text(obj.get("Description"))
         if kind in _POSTMARK_HARD:
             recipient = bounce_recipient(
-                email, permanent=True, status="", diagnostic=diagnostic, fired="provider:postmark-hard"
+                email,
+                permanent=True,
+                status="",
+                diagnostic=diagnostic,
+                fired="provider:postmark-hard",
+                provider_hard=True,
             )
         elif kind in _POSTMARK_FINAL:
             recipient = build_recipient(
@@ -215,6 +219,7 @@ def sendgrid(body: bytes) -> list[Report]:
                 status=_text(event.get("status")),
                 diagnostic=_text(event.get("reason")),
                 fired="provider:sendgrid-" + ("bounce" if permanent else "blocked"),
+                provider_hard=permanent,
             )
             reports.append(Report(event_id, "bounce", email, header, provider_id, recipient))
         elif email and name == "spamreport":
@@ -242,7 +247,12 @@ def mailgun(obj: Mapping[str, Any]) -> list[Report]:
         code = _text(status.get("code"))
         diagnostic = " ".join(p for p in (code, _text(status.get("message")), _text(status.get("description"))) if p)
         recipient = bounce_recipient(
-            email, permanent=permanent, status="", diagnostic=diagnostic, fired=f"provider:mailgun-{name}"
+            email,
+            permanent=permanent,
+            status="",
+            diagnostic=diagnostic,
+            fired=f"provider:mailgun-{name}",
+            provider_hard=data.get("reason") in ("bounce", "suppress-bounce"),
         )
         return [Report(event_id, "bounce", email, header, header, recipient)]
     if email and name == "complained":
@@ -270,6 +280,7 @@ def smtp2go(obj: Mapping[str, Any]) -> list[Report]:
             status="",
             diagnostic=_text(obj.get("message")) or _text(obj.get("context")),
             fired="provider:smtp2go-" + ("hard" if permanent else "soft"),
+            provider_hard=permanent,
         )
         return [Report(event_id, "bounce", email, header, email_id, recipient)]
     if email and name == "spam":

@@ -137,7 +137,7 @@ async def verify(fields: dict[str, str], rules: SnsRules, topic_arn: str | None,
         check_url(fields["SubscribeURL"], rules.url_pattern)
     algorithm: hashes.HashAlgorithm
     if fields["SignatureVersion"] == "1":
-        algorithm = hashes.SHA1()  # noqa: S303  (SNS SignatureVersion 1 is SHA1withRSA)
+        algorithm = hashes.SHA1()  # noqa: S303 (SNS SignatureVersion 1 is SHA1withRSA)
     elif fields["SignatureVersion"] == "2":
         algorithm = hashes.SHA256()
     else:

@@ -1,0 +1,58 @@
+"""`/v1/provider-hooks`: the URL with its token is in the create answer only, secrets never; the public
+path answers 404 for an unknown provider or token, and for a deleted hook."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from nimbus_api.models import ProviderHook
+from nimbus_api.provider_hooks.service import token_digest
+from tests.inbox.conftest import Loop
+from tests.provider_hooks.conftest import create_hook
+
+
+async def test_the_token_is_shown_once_and_stored_as_a_digest(loop: Loop, http) -> None:  # type: ignore[no-untyped-def]
+    client = loop.tenant.client
+    r = await client.post(
+        "/v1/provider-hooks",
+        json={"provider": "postmark", "basic_auth": {"username": "pm", "password": "s3cret-s3cret-s3cret"}},
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    token = created["url"].rsplit("/", 1)[1]
+    assert created["url"] == f"http://nimbus.test/hooks/postmark/{token}"
+    assert (created["signature"], created["basic_auth_username"]) == ("basic_auth", "pm")
+    listed = (await client.get("/v1/provider-hooks")).json()["data"]
+    read = (await client.get(f"/v1/provider-hooks/{created['id']}")).json()
+    for shown in (listed, read):
+        assert token not in str(shown) and "s3cret" not in str(shown) and "url" not in str(shown)
+    async with loop.sessionmaker() as session:
+        row = await session.get_one(ProviderHook, created["id"])
+        assert row.token_hash == token_digest(token) and "s3cret" not in (row.basic_password_hash or "")
+    assert (await client.delete(f"/v1/provider-hooks/{created['id']}")).status_code == 204
+    gone = await http.post(f"/hooks/postmark/{token}", json={})
+    assert gone.status_code == 404 and gone.json()["code"] == "provider_hook.not_found"
+    async with loop.sessionmaker() as session:
+        assert await session.scalar(select(ProviderHook.id).where(ProviderHook.id == created["id"])) is None
+
+
+async def test_unknown_provider_or_token_is_404(loop: Loop, http) -> None:  # type: ignore[no-untyped-def]
+    _, path = await create_hook(loop, "smtp2go")
+    token = path.rsplit("/", 1)[1]
+    for wrong in (f"/hooks/mailgun/{token}", f"/hooks/nope/{token}", "/hooks/smtp2go/" + "x" * 43, "/hooks/smtp2go/x"):
+        r = await http.post(wrong, json={"event": "bounce"})
+        assert r.status_code == 404 and r.json()["code"] == "provider_hook.not_found", wrong
+
+
+async def test_fields_that_do_not_fit_the_provider_are_refused(loop: Loop) -> None:
+    client = loop.tenant.client
+    for body in (
+        {"provider": "mailgun"},  # needs its signing key
+        {"provider": "postmark", "signing_key": "key-abcdefgh"},
+        {"provider": "ses", "basic_auth": {"username": "a", "password": "long-enough-password"}},
+        {"provider": "sendgrid", "public_key": "A" * 60},  # not a DER key
+        {"provider": "sendgrid", "topic_arn": "arn:aws:sns:us-east-1:123456789012:t"},
+        {"provider": "other"},
+    ):
+        r = await client.post("/v1/provider-hooks", json=body)
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", body
