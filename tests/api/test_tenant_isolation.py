@@ -46,8 +46,9 @@ from tests.conftest import Tenant, TenantFactory, account_payload
 
 PROBLEM = "application/problem+json"
 PUBLIC_PATHS = {"/healthz", "/readyz"}
-# Public, and acting on what the token names: walked by ``test_an_unsubscribe_token_reaches_only_its_workspace``.
-TOKEN_PATHS = {"/u/{token}"}
+# Public, and acting on what the token names (walked by ``test_an_unsubscribe_token_reaches_only_its_workspace``
+# and tests/provider_hooks), with the code an unknown token answers.
+TOKEN_PATHS = {"/u/{token}": "unsubscribe.not_found", "/hooks/{provider}/{token}": "provider_hook.not_found"}
 HTTP_METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
 # Safe calls first; deletes last, so the control calls on A's own objects find them until the end.
 METHOD_ORDER = {"get": 0, "head": 0, "options": 0, "post": 1, "put": 1, "patch": 1, "delete": 2}
@@ -82,6 +83,8 @@ class Owned:
     inbound_id: str
     rule_id: str
     alert_id: str
+    provider_hook_id: str
+    provider_hook_token: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -111,6 +114,8 @@ class Owned:
             "inbound message id": self.inbound_id,
             "alert rule id": self.rule_id,
             "alert id": self.alert_id,
+            "provider hook id": self.provider_hook_id,
+            "provider hook token": self.provider_hook_token,
         }
 
 
@@ -135,6 +140,7 @@ PATH_PARAMS: dict[str, str] = {
     "event_id": "outbox_event_id",
     "message_id": "inbound_id",
     "rule_id": "rule_id",
+    "hook_id": "provider_hook_id",
 }
 
 
@@ -194,6 +200,7 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "inbox_reply": lambda world: {"text": "Answered from workspace A."},
     "alert_rules_create": lambda world: {"kind": "score_below", "threshold": 10},
     "alert_rules_update": lambda world: {"threshold": 20, "enabled": False},
+    "provider_hooks_create": lambda world: {"provider": "smtp2go", "description": "written by workspace A"},
 }
 FILES = {"contacts_import_csv"}
 
@@ -437,6 +444,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
     async with sessionmaker() as session, session.begin():
         await evaluate_alerts(session, workspace_id=tenant.workspace_id, kinds=["score_below"])
     [alert] = (await tenant.client.get("/v1/alerts", params={"active": "true"})).json()["data"]
+    provider_hook = await _post(tenant, "/v1/provider-hooks", json={"provider": "ses", "description": f"of {label}"})
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -462,6 +470,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         inbound_id=str(inbound_id),
         rule_id=rule["id"],
         alert_id=alert["id"],
+        provider_hook_id=provider_hook["id"],
+        provider_hook_token=provider_hook["url"].rsplit("/", 1)[1],
         idempotency_keys=keys,
     )
 
@@ -503,6 +513,8 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "alert rule": f"/v1/alert-rules/{owner.rule_id}",
         "alert rules": "/v1/alert-rules",
         "alerts": "/v1/alerts",
+        "provider hook": f"/v1/provider-hooks/{owner.provider_hook_id}",
+        "provider hooks": "/v1/provider-hooks",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():
@@ -653,7 +665,7 @@ async def test_every_route_needs_a_live_key(
                 # no key needed: an unknown token is a 404, not a 401 (a known one is walked elsewhere)
                 assert "security" not in op.spec, f"{op} is public but documents a security requirement"
                 r = await client.request(op.method, op.path.replace("{token}", "unknown-token"))
-                assert r.status_code == 404 and r.json()["code"] == "unsubscribe.not_found", f"{op}: {r.text}"
+                assert r.status_code == 404 and r.json()["code"] == TOKEN_PATHS[op.path], f"{op}: {r.text}"
                 exercised.add(str(op))
                 continue
             r = await client.request(op.method, op.url(world.b), **op.body(world))

@@ -91,9 +91,10 @@ _INGEST_ERRORS = problem_responses(
     401,
     403,
     404,
+    422,
     502,
     codes={
-        400: [errors.MALFORMED],
+        400: [errors.MALFORMED, "request.malformed"],
         401: [errors.UNAUTHORIZED],
         403: [
             errors.SIGNATURE_INVALID,
@@ -116,13 +117,10 @@ _INGEST_ERRORS = problem_responses(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "The provider's payload, as it sends it: SNS (`text/plain` JSON), Postmark, "
-            "SendGrid, Mailgun (JSON), SMTP2GO (JSON or a form).",
-            "content": {
-                "application/json": {"schema": {}},
-                "text/plain": {"schema": {"type": "string"}},
-                "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
-            },
+            "description": "The provider's payload, exactly as it sends it (the bytes are what a signature "
+            "covers): Amazon SNS JSON as `text/plain`; Postmark, SendGrid, Mailgun JSON; SMTP2GO JSON or a "
+            "form. Any Content-Type is taken.",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
 )
