@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from nimbus_api.credentials.rotation import rotate_data_key
+from nimbus_api.credentials.vault import Vault
 from nimbus_api.models import ProviderHook
 from nimbus_api.provider_hooks.service import token_digest
 from tests.inbox.conftest import Loop
-from tests.provider_hooks.conftest import create_hook
+from tests.provider_hooks import samples
+from tests.provider_hooks.conftest import create_hook, suppressed
+from tests.provider_hooks.test_sendgrid_mailgun import MAILGUN_KEY, _mailgun
 
 
 async def test_the_token_is_shown_once_and_stored_as_a_digest(loop: Loop, http) -> None:  # type: ignore[no-untyped-def]
@@ -56,3 +60,33 @@ async def test_fields_that_do_not_fit_the_provider_are_refused(loop: Loop) -> No
     ):
         r = await client.post("/v1/provider-hooks", json=body)
         assert r.status_code == 422 and r.json()["code"] == "validation_error", body
+
+
+async def test_a_hook_reaches_only_its_own_workspace(loop: Loop, make_tenant, http) -> None:  # type: ignore[no-untyped-def]
+    """A hook of another workspace, handed a notification about this workspace's message, matches nothing."""
+    await loop.send_step()
+    grace = loop.contacts[0]
+    other = await make_tenant()
+    r = await other.client.post("/v1/provider-hooks", json={"provider": "smtp2go"})
+    assert r.status_code == 201, r.text
+    path = "/hooks/" + r.json()["url"].split("/hooks/", 1)[1]
+    r = await http.post(path, json=samples.smtp2go_event(grace, loop.sent[grace].message_id_header))
+    assert r.status_code == 200 and r.json()["unmatched"] == 1, r.text
+    assert await suppressed(loop, grace) is None
+    assert (await loop.messages(grace))[0].state == "sent"
+    listed = (await loop.tenant.client.get("/v1/provider-hooks")).json()["data"]
+    assert listed == []
+
+
+async def test_a_signing_key_survives_a_data_key_rotation(loop: Loop, http, vault: Vault) -> None:  # type: ignore[no-untyped-def]
+    await loop.send_step()
+    grace = loop.contacts[0]
+    hook_id, path = await create_hook(loop, "mailgun", signing_key=MAILGUN_KEY)
+    async with loop.sessionmaker() as session:
+        before = (await session.get_one(ProviderHook, hook_id)).data_key_id
+    result = await rotate_data_key(loop.sessionmaker, vault, loop.tenant.workspace_id)
+    assert result.retired >= 1
+    async with loop.sessionmaker() as session:
+        assert (await session.get_one(ProviderHook, hook_id)).data_key_id == result.data_key_id != before
+    r = await http.post(path, json=_mailgun(samples.mailgun_event(grace, loop.sent[grace].message_id_header)))
+    assert r.status_code == 200 and r.json()["applied"] == 1, r.text

@@ -22,8 +22,8 @@ from datetime import datetime
 from hashlib import sha256
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.hashes import SHA256
 from starlette.datastructures import Headers
 
 from nimbus_api.models import ProviderHook
@@ -64,7 +64,7 @@ def check_sendgrid(hook: ProviderHook, headers: Headers, body: bytes, now: datet
         raise HookSignatureInvalid(f"send {SENDGRID_SIGNATURE} and {SENDGRID_TIMESTAMP}")
     try:
         der = base64.b64decode(signature, validate=True)
-        load_public_key(hook.public_key).verify(der, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        load_public_key(hook.public_key).verify(der, timestamp.encode() + body, ec.ECDSA(SHA256()))
     except (binascii.Error, ValueError, InvalidSignature):
         raise HookSignatureInvalid("the SendGrid signature does not verify") from None
     check_fresh(int(timestamp), now, max_age)

@@ -29,10 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.hashes import SHA1, SHA256, HashAlgorithm
+from cryptography.x509 import load_pem_x509_certificate
 
 from nimbus_api.kit.net import NetContext
 from nimbus_api.provider_hooks.errors import (
@@ -110,7 +110,7 @@ async def certificate(url: str, rules: SnsRules) -> rsa.RSAPublicKey:
         return cached
     pem = await http_get(url, rules, MAX_CERT_BYTES)
     try:
-        key = x509.load_pem_x509_certificate(pem).public_key()
+        key = load_pem_x509_certificate(pem).public_key()
     except ValueError:
         raise HookUpstreamFailed("the SNS signing certificate cannot be read") from None
     if not isinstance(key, rsa.RSAPublicKey):
@@ -135,11 +135,11 @@ async def verify(fields: dict[str, str], rules: SnsRules, topic_arn: str | None,
     check_url(fields["SigningCertURL"], rules.url_pattern)
     if fields["Type"] != "Notification":
         check_url(fields["SubscribeURL"], rules.url_pattern)
-    algorithm: hashes.HashAlgorithm
+    algorithm: HashAlgorithm
     if fields["SignatureVersion"] == "1":
-        algorithm = hashes.SHA1()  # noqa: S303 (SNS SignatureVersion 1 is SHA1withRSA)
+        algorithm = SHA1()  # noqa: S303 (SNS SignatureVersion 1 is SHA1withRSA)
     elif fields["SignatureVersion"] == "2":
-        algorithm = hashes.SHA256()
+        algorithm = SHA256()
     else:
         raise HookSignatureInvalid("unknown SNS SignatureVersion")
     try:
