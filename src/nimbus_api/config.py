@@ -400,11 +400,6 @@ class Settings(BaseSettings):
     ses_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Timeout of one SES API call.")
 
     # --- provider webhooks: bounces and complaints from sending services (provider_hooks) ------
-    provider_hooks_base_url: str | None = Field(
-        default=None,
-        description="The public base URL of the API (`https://api.example.com`) the hook URLs are built on; "
-        "unset: the base URL of the create request.",
-    )
     provider_hooks_max_age_seconds: int = Field(
         default=900,
         ge=30,

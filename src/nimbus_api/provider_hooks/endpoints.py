@@ -35,7 +35,7 @@ _NOT_FOUND = {404: [errors.NOT_FOUND]}
 
 
 def _url(request: Request, provider: str, token: str) -> str:
-    base = app_state(request).settings.provider_hooks_base_url or str(request.base_url)
+    base = str(app_state(request).settings.public_url)
     return f"{base.rstrip('/')}/hooks/{provider}/{token}"
 
 
