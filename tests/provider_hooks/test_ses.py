@@ -8,9 +8,9 @@ import datetime as dt
 import json
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from nimbus_api.models import ProviderHookEvent
+from nimbus_api.models import Message, ProviderHookEvent
 from tests.inbox.conftest import Loop
 from tests.provider_hooks import samples
 from tests.provider_hooks.conftest import TOPIC, FakeSns, create_hook, suppressed, usage
@@ -138,3 +138,36 @@ async def test_the_default_pattern_refuses_a_certificate_off_amazon(loop: Loop, 
     }  # fmt: skip
     r = await http.post(path, content=json.dumps(fields), headers={"Content-Type": "text/plain"})
     assert r.status_code == 403 and r.json()["code"] == "provider_hook.cert_url_refused", r.text
+
+
+async def test_without_headers_the_ses_message_id_in_the_250_reply_matches(loop: Loop, fake_sns: FakeSns) -> None:
+    """SES kept no headers (``headersTruncated``): its ``mail.messageId`` is what its SMTP endpoint answered
+    our DATA with (``250 Ok <id>``), kept on the sent message."""
+    await loop.send_step()
+    grace = loop.contacts[0]
+    ses_id = "0100018c5e0a1b2c-3d4e5f60-7a8b-9c0d-1e2f-3a4b5c6d7e8f-000000"
+    async with loop.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Message).where(Message.id == loop.sent[grace].id).values(reply_text=f"Ok {ses_id}")
+        )
+    notification = json.loads(samples.ses_bounce(grace, "unused"))
+    notification["mail"].update(messageId=ses_id, headers=[], commonHeaders={}, headersTruncated=True)
+    _, path = await create_hook(loop, "ses")
+    r = await fake_sns.post(path, fake_sns.message("Notification", json.dumps(notification)))
+    assert r.status_code == 200 and r.json()["applied"] == 1, r.text
+    assert await suppressed(loop, grace) == "hard_bounce"
+    assert await usage(loop) == (1, 0)
+
+
+async def test_a_certificate_that_cannot_be_fetched_is_a_502_and_changes_nothing(loop: Loop, fake_sns: FakeSns) -> None:
+    await loop.send_step()
+    grace = loop.contacts[0]
+    _, path = await create_hook(loop, "ses")
+    body = samples.ses_bounce(grace, loop.sent[grace].message_id_header)
+    fields = fake_sns.message("Notification", body, cert_url=f"{fake_sns.base}/missing.crt")
+    r = await fake_sns.post(path, fields)
+    assert r.status_code == 502 and r.json()["code"] == "provider_hook.upstream_failed", r.text
+    assert [q.target for q in fake_sns.receiver.requests] == ["/missing.crt"]
+    assert await usage(loop) == (0, 0)
+    retried = await fake_sns.post(path, fake_sns.message("Notification", body))  # SNS retries: it acts then
+    assert retried.status_code == 200 and retried.json()["applied"] == 1, retried.text

@@ -40,7 +40,7 @@ from nimbus_api.stages.cooldown import CooldownRules
 _BY_HEADER = text(
     """
     SELECT id, enrollment_id, campaign_id, contact_id, account_id, to_email, step
-    FROM messages WHERE message_id_header = :header AND workspace_id = :ws AND sent_at IS NOT NULL
+    FROM messages WHERE message_id_header = :header AND workspace_id = :ws
     """
 )
 # The recipient's messages in the workspace (through the contact, indexed), whose 250 reply names the id.
