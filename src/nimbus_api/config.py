@@ -412,6 +412,12 @@ class Settings(BaseSettings):
         description="Regular expression the SNS SigningCertURL and SubscribeURL must match (from the start): "
         "by default Amazon SNS's own endpoints over https. The egress policy applies as well.",
     )
+    provider_hooks_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Accepted notifications (their event ids, which make a replay a no-op) are kept this long.",
+    )
     provider_hooks_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="Timeout of a SNS certificate fetch or subscription confirmation."
     )

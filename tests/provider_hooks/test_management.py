@@ -3,11 +3,17 @@ path answers 404 for an unknown provider or token, and for a deleted hook."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from types import SimpleNamespace
+
 from sqlalchemy import select
 
+from nimbus_api.config import Settings
 from nimbus_api.credentials.rotation import rotate_data_key
 from nimbus_api.credentials.vault import Vault
-from nimbus_api.models import ProviderHook
+from nimbus_api.kit.db import utcnow
+from nimbus_api.models import ProviderHook, ProviderHookEvent
+from nimbus_api.provider_hooks import tasks
 from nimbus_api.provider_hooks.service import token_digest
 from tests.inbox.conftest import Loop
 from tests.provider_hooks import samples
@@ -90,3 +96,27 @@ async def test_a_signing_key_survives_a_data_key_rotation(loop: Loop, http, vaul
         assert (await session.get_one(ProviderHook, hook_id)).data_key_id == result.data_key_id != before
     r = await http.post(path, json=_mailgun(samples.mailgun_event(grace, loop.sent[grace].message_id_header)))
     assert r.status_code == 200 and r.json()["applied"] == 1, r.text
+
+
+async def test_accepted_notifications_past_the_retention_are_purged(loop: Loop, http, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    _, path = await create_hook(loop, "smtp2go")
+    for n in range(3):
+        r = await http.post(path, json=samples.smtp2go_event(f"n{n}@example.org", f"<none-{n}@example.org>"))
+        assert r.status_code == 200 and r.json()["unmatched"] == 1, r.text
+    async with loop.sessionmaker() as session, session.begin():
+        rows = list(await session.scalars(select(ProviderHookEvent).order_by(ProviderHookEvent.id)))
+        rows = [row for row in rows if row.workspace_id == loop.tenant.workspace_id]
+        for row, age in zip(rows, (31, 30.5, 1), strict=True):
+            row.created_at = utcnow() - timedelta(days=age)
+    ctx = {"nimbus": SimpleNamespace(settings=settings, sessionmaker=loop.sessionmaker)}
+    tasks.PURGE_BATCH, batch = 1, tasks.PURGE_BATCH  # several batches
+    try:
+        assert await tasks.purge_provider_hook_events(ctx) >= 2
+        assert await tasks.purge_provider_hook_events(ctx) == 0
+    finally:
+        tasks.PURGE_BATCH = batch
+    async with loop.sessionmaker() as session:
+        kept = await session.scalars(
+            select(ProviderHookEvent.id).where(ProviderHookEvent.workspace_id == loop.tenant.workspace_id)
+        )
+        assert list(kept) == [rows[2].id]
