@@ -1,7 +1,7 @@
 """account imports: fleet uploads and their rows
 
 Revision ID: 8b16c2d3e4f5
-Revises: 4d15e6f7a8b9
+Revises: 7a16b1c2d3e4
 Create Date: 2026-12-06 21:00:00.000000+00:00
 
 ``account_imports`` (one upload of up to 1,000 mailboxes) and ``account_import_rows`` (one mailbox each,
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "8b16c2d3e4f5"
-down_revision: str | None = "4d15e6f7a8b9"
+down_revision: str | None = "7a16b1c2d3e4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -441,6 +441,29 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    # --- provider webhooks: bounces and complaints from sending services (provider_hooks) ------
+    provider_hooks_max_age_seconds: int = Field(
+        default=900,
+        ge=30,
+        le=86400,
+        description="A notification whose signed timestamp (SNS, SendGrid, Mailgun) is older, or further "
+        "in the future, than this is refused as stale.",
+    )
+    provider_hooks_sns_url_pattern: str = Field(
+        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="Regular expression the SNS SigningCertURL and SubscribeURL must match (from the start): "
+        "by default Amazon SNS's own endpoints over https. The egress policy applies as well.",
+    )
+    provider_hooks_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Accepted notifications (their event ids, which make a replay a no-op) are kept this long.",
+    )
+    provider_hooks_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Timeout of a SNS certificate fetch or subscription confirmation."
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

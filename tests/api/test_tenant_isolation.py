@@ -48,12 +48,13 @@ from tests.conftest import OAUTH_FRONTEND, Tenant, TenantFactory, account_payloa
 
 PROBLEM = "application/problem+json"
 PUBLIC_PATHS = {"/healthz", "/readyz"}
-# Public, and acting on what the token names: walked by ``test_an_unsubscribe_token_reaches_only_its_workspace``.
-TOKEN_PATHS = {"/u/{token}"}
 # Public, bound by the OAuth state it carries: an unknown state is a 400 (tests/oauth_flow walk the rest).
 STATE_PATHS = {"/v1/oauth/{provider}/callback"}
 # Path parameters that name no workspace's object (the same value in every workspace).
 SHARED_PARAMS = {"provider": "google"}
+# Public, and acting on what the token names (walked by ``test_an_unsubscribe_token_reaches_only_its_workspace``
+# and tests/provider_hooks), with the code an unknown token answers.
+TOKEN_PATHS = {"/u/{token}": "unsubscribe.not_found", "/hooks/{provider}/{token}": "provider_hook.not_found"}
 HTTP_METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
 # Safe calls first; deletes last, so the control calls on A's own objects find them until the end.
 METHOD_ORDER = {"get": 0, "head": 0, "options": 0, "post": 1, "put": 1, "patch": 1, "delete": 2}
@@ -90,6 +91,8 @@ class Owned:
     alert_id: str
     oauth_attempt_id: str
     import_id: str
+    provider_hook_id: str
+    provider_hook_token: str
     # operationId -> the key this workspace used for it (its stored response must not replay elsewhere)
     idempotency_keys: dict[str, str]
 
@@ -121,6 +124,8 @@ class Owned:
             "alert id": self.alert_id,
             "OAuth attempt id": self.oauth_attempt_id,
             "account import id": self.import_id,
+            "provider hook id": self.provider_hook_id,
+            "provider hook token": self.provider_hook_token,
         }
 
 
@@ -147,6 +152,7 @@ PATH_PARAMS: dict[str, str] = {
     "rule_id": "rule_id",
     "attempt_id": "oauth_attempt_id",
     "import_id": "import_id",
+    "hook_id": "provider_hook_id",
 }
 
 
@@ -211,6 +217,7 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "email_account_imports_create": lambda world: {
         "file": ("fleet.csv", f"email,smtp_host,smtp_port\n{_fresh_address(world)},smtp.example.test,587\n", "text/csv")
     },
+    "provider_hooks_create": lambda world: {"provider": "smtp2go", "description": "written by workspace A"},
 }
 FILES = {"contacts_import_csv", "email_account_imports_create"}
 
@@ -469,6 +476,7 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         files={"file": ("f.csv", f"email,smtp_host,smtp_port\nimp-{label}@{domain_name},smtp.example.test,587\n")},
     )
     assert r.status_code == 202, r.text
+    provider_hook = await _post(tenant, "/v1/provider-hooks", json={"provider": "ses", "description": f"of {label}"})
     return Owned(
         tenant=tenant,
         account_id=account["id"],
@@ -496,6 +504,8 @@ async def _owned(tenant: Tenant, sessionmaker: async_sessionmaker[AsyncSession],
         alert_id=alert["id"],
         oauth_attempt_id=attempt["attempt_id"],
         import_id=r.json()["id"],
+        provider_hook_id=provider_hook["id"],
+        provider_hook_token=provider_hook["url"].rsplit("/", 1)[1],
         idempotency_keys=keys,
     )
 
@@ -539,6 +549,8 @@ async def snapshot(owner: Owned, sessionmaker: async_sessionmaker[AsyncSession])
         "alerts": "/v1/alerts",
         "account import": f"/v1/email-accounts/imports/{owner.import_id}",
         "account imports": "/v1/email-accounts/imports",
+        "provider hook": f"/v1/provider-hooks/{owner.provider_hook_id}",
+        "provider hooks": "/v1/provider-hooks",
     }
     state: dict[str, Any] = {}
     for name, url in reads.items():
@@ -639,7 +651,7 @@ async def test_foreign_key_gets_404_on_every_route_and_changes_nothing(
 
     exercised: set[str] = set()
     for op in ops:
-        if op.path in TOKEN_PATHS | STATE_PATHS:
+        if op.path in TOKEN_PATHS.keys() | STATE_PATHS:
             exercised.add(str(op))  # public: see test_an_unsubscribe_token_reaches_only_its_workspace
             continue
         op.check_required_params_known()
@@ -689,7 +701,7 @@ async def test_every_route_needs_a_live_key(
                 # no key needed: an unknown token is a 404, not a 401 (a known one is walked elsewhere)
                 assert "security" not in op.spec, f"{op} is public but documents a security requirement"
                 r = await client.request(op.method, op.path.replace("{token}", "unknown-token"))
-                assert r.status_code == 404 and r.json()["code"] == "unsubscribe.not_found", f"{op}: {r.text}"
+                assert r.status_code == 404 and r.json()["code"] == TOKEN_PATHS[op.path], f"{op}: {r.text}"
                 exercised.add(str(op))
                 continue
             if op.path in STATE_PATHS:

@@ -187,12 +187,20 @@ async def test_each_reveal_writes_exactly_one_audit_row(
 
 
 # Modules other than kit/crypto.py that may import ``cryptography``, and the only parts they may import:
-# reading public keys (DKIM records). Nothing here can open a Fernet token or any symmetric ciphertext.
-PUBLIC_KEY_READERS = {"dns_checks/dkim.py"}
+# reading public keys and verifying signatures with them (DKIM records; the SNS, SendGrid and Mailgun
+# signatures of provider hooks). Nothing here can open a Fernet token or any symmetric ciphertext.
+PUBLIC_KEY_READERS = {
+    "dns_checks/dkim.py",
+    "provider_hooks/schemas.py",
+    "provider_hooks/signatures.py",
+    "provider_hooks/sns.py",
+}
 PUBLIC_KEY_MODULES = {
     "cryptography.exceptions",
     "cryptography.hazmat.primitives.asymmetric",
+    "cryptography.hazmat.primitives.hashes",
     "cryptography.hazmat.primitives.serialization",
+    "cryptography.x509",
 }
 
 

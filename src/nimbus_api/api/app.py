@@ -46,6 +46,8 @@ from nimbus_api.metrics.endpoint import router as metrics_router
 from nimbus_api.monitoring.endpoints import router as monitoring_router
 from nimbus_api.oauth.endpoints import account_router as oauth_account_router
 from nimbus_api.oauth.endpoints import router as oauth_router
+from nimbus_api.provider_hooks.endpoints import ingest_router as provider_hooks_ingest_router
+from nimbus_api.provider_hooks.endpoints import router as provider_hooks_router
 from nimbus_api.providers.endpoints import router as providers_router
 from nimbus_api.stages.endpoints import router as stages_router
 from nimbus_api.suppressions.endpoints import router as suppressions_router
@@ -164,6 +166,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         rules_router,
         alerts_router,
         monitoring_router,
+        provider_hooks_router,
+        provider_hooks_ingest_router,
     ):
         app.include_router(router)
     # OAuth accounts (oauth/): the connect flow, and the re-authorization of an account

@@ -9,9 +9,9 @@ Data-key rotation (``rotate_data_key``) for one workspace walks this state machi
 
     start:    the active key becomes ``retiring``, a new ``active`` key is created (one transaction).
               If a ``retiring`` key already exists, a previous run was interrupted: resume, create none.
-    migrate:  secrets still under a retiring key (mailbox passwords, then webhook signing secrets) are
-              decrypted (audited, purpose ``key_rotation``) and encrypted under the active key, in
-              batches, one transaction per batch.
+    migrate:  secrets still under a retiring key (mailbox passwords, webhook signing secrets, then
+              provider hooks' signing keys) are decrypted (audited, purpose ``key_rotation``) and
+              encrypted under the active key, in batches, one transaction per batch.
     finish:   when no secret uses them, retiring keys become ``retired`` and their material is erased.
 
 Sends in flight are unaffected: a secret row always names the key that opens it, and a retiring key
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit import crypto
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import Credential, DataKey, WebhookSecret
+from nimbus_api.models import Credential, DataKey, ProviderHook, WebhookSecret
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) after each batch."""
@@ -137,11 +137,36 @@ async def rotate_data_key(
                 row.data_key_id = active.id
         done += len(rows)
         progress(done, total)
+    # Provider hooks' signing keys (Mailgun), like the webhook secrets.
+    provider_stale = (
+        (ProviderHook.workspace_id == workspace_id)
+        & ProviderHook.data_key_id.is_not(None)
+        & (ProviderHook.data_key_id != active.id)
+    )
+    async with sessionmaker() as session:
+        total += await session.scalar(select(func.count()).select_from(ProviderHook).where(provider_stale)) or 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            hooks = list(
+                await session.scalars(select(ProviderHook).where(provider_stale).limit(batch_size).with_for_update())
+            )
+            if not hooks:
+                break
+            material = vault.material(await session.get_one(DataKey, active.id))
+            for hook in hooks:
+                key = await vault.reveal_provider_hook_key(session, hook, actor=ROTATION_ACTOR, purpose="key_rotation")
+                hook.ciphertext = crypto.encrypt(material, key.reveal())
+                hook.data_key_id = active.id
+        done += len(hooks)
+        progress(done, total)
     async with sessionmaker() as session, session.begin():
         # Whatever still names a retiring key keeps it (a secret added under it while this ran).
         still_used = union(
             select(Credential.data_key_id).where(Credential.workspace_id == workspace_id),
             select(WebhookSecret.data_key_id).where(WebhookSecret.workspace_id == workspace_id),
+            select(ProviderHook.data_key_id).where(
+                ProviderHook.workspace_id == workspace_id, ProviderHook.data_key_id.is_not(None)
+            ),
         ).scalar_subquery()
         retired = await session.execute(
             update(DataKey)

@@ -16,16 +16,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.kit import crypto
 from nimbus_api.kit.crypto import MasterKeyring, Secret
-from nimbus_api.models import Credential, CredentialAccess, DataKey, WebhookSecret
+from nimbus_api.models import Credential, CredentialAccess, DataKey, ProviderHook, WebhookSecret
 
 CredentialKind = Literal["smtp_password", "imap_password", "ses_api", "oauth_access_token", "oauth_refresh_token"]
 """``ses_api``: an account's Amazon SES API key pair (access key id and secret, as one JSON secret).
 ``oauth_access_token`` / ``oauth_refresh_token``: an OAuth account's tokens (``oauth.tokens``)."""
 Purpose = Literal[
-    "verify", "send", "sync", "key_rotation", "support", "webhook_signing", "provider_quota", "warmup", "oauth_refresh"
+    "verify",
+    "send",
+    "sync",
+    "key_rotation",
+    "support",
+    "webhook_signing",
+    "provider_quota",
+    "warmup",
+    "oauth_refresh",
+    "provider_hook",
 ]
 AuditedKind = Literal[
-    "smtp_password", "imap_password", "ses_api", "oauth_access_token", "oauth_refresh_token", "webhook_secret"
+    "smtp_password",
+    "imap_password",
+    "ses_api",
+    "oauth_access_token",
+    "oauth_refresh_token",
+    "webhook_secret",
+    "provider_hook_key",
 ]
 
 
@@ -130,7 +145,9 @@ class Vault:
         )
         return {(row[0], row[1]) for row in rows}
 
-    async def _open(self, session: AsyncSession, row: Credential | WebhookSecret, access: CredentialAccess) -> Secret:
+    async def _open(
+        self, session: AsyncSession, row: Credential | WebhookSecret | ProviderHook, access: CredentialAccess
+    ) -> Secret:
         """Decrypt ``row`` and add its audit row to the caller's transaction."""
         key = await session.get_one(DataKey, row.data_key_id)
         if key.wrapped_key is None and key.id not in self._unwrapped:
@@ -140,6 +157,7 @@ class Vault:
             key = await session.get_one(DataKey, row.data_key_id)
         session.add(access)
         await session.flush()
+        assert row.ciphertext is not None  # a provider hook without a signing key is never opened
         return Secret(crypto.decrypt(self.material(key), row.ciphertext))
 
     async def reveal(self, session: AsyncSession, credential: Credential, *, actor: Actor, purpose: Purpose) -> Secret:
@@ -210,6 +228,17 @@ class Vault:
         session.add(access)
         await session.flush()
         return Secret(crypto.decrypt(self.material(key), ciphertext)), access
+
+    async def reveal_provider_hook_key(
+        self, session: AsyncSession, row: ProviderHook, *, actor: Actor, purpose: Purpose
+    ) -> Secret:
+        """Open a provider hook's signing key (``seal``ed at create), audited like ``reveal``; the actor
+        names the hook (``system:provider_hook:<id>``), the row has no account or endpoint."""
+        assert row.data_key_id is not None
+        access = CredentialAccess(
+            workspace_id=row.workspace_id, credential_kind="provider_hook_key", actor=actor.value, purpose=purpose
+        )
+        return await self._open(session, row, access)
 
     def forget(self, data_key_id: uuid.UUID) -> None:
         self._unwrapped.pop(data_key_id, None)

@@ -14,7 +14,9 @@ of our sent messages (``matching``):
   ``failed`` at send time, is not counted again. A ``hard`` recipient (the address is bad) is suppressed
   (``hard_bounce``), its enrollment ``bounced`` and follow-ups cancelled. ``message.bounced``.
 * ``complaint``: the address is suppressed (``complaint``), the enrollment ``stopped``, follow-ups
-  cancelled, the account's complaint rate counted. ``message.complained``.
+  cancelled, the account's complaint rate counted. ``message.complained``. Once per message and recipient,
+  whichever report came first (a feedback-loop mail, or the sending service's webhook, ``provider_hooks``,
+  which applies its reports through these same functions): ``message_reports`` keeps the first.
 * a hard bounce or a complaint may also put the inbox in cooldown (``stages.cooldown``).
 * ``delivery_report`` (delayed, relayed, delivered) and ``other``: stored, nothing else.
 """
@@ -47,7 +49,7 @@ from nimbus_api.inbox import rates
 from nimbus_api.inbox.matching import Match
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_id
-from nimbus_api.models import Campaign, Enrollment, Message, Suppression
+from nimbus_api.models import Campaign, Enrollment, Message, MessageReport, Suppression
 from nimbus_api.sending.rotation import release
 from nimbus_api.stages import cooldown
 
@@ -132,6 +134,17 @@ async def _suppress(
             "contact.suppressed",
             ContactSuppressedData(suppression_id=suppression_id, email=email.lower(), reason=reason),
         )
+
+
+async def first_report(session: AsyncSession, message_id: uuid.UUID, email: str, kind: str, source: str) -> bool:
+    """Whether this is the first ``kind`` report for the message and recipient (and record it if so)."""
+    claimed = await session.scalar(
+        insert(MessageReport)
+        .values(message_id=message_id, email=email.lower()[:320], kind=kind, source=source, created_at=utcnow())
+        .on_conflict_do_nothing()
+        .returning(MessageReport.message_id)
+    )
+    return claimed is not None
 
 
 def _snippet(row: dict[str, Any]) -> str | None:
@@ -294,6 +307,8 @@ async def _on_complaint(
     workspace_id = message.workspace_id if message is not None else None
     if workspace_id is None:
         return Effect("none")
+    if not await first_report(session, found.message_id, found.to_email, "complaint", row.get("source", "inbox")):
+        return Effect("already_counted")  # the same complaint, reported the other way first
     await _suppress(
         session, workspace_id, found.to_email, "complaint", f"feedback report ({verdict.feedback_type or 'abuse'})"
     )

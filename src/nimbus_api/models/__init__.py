@@ -21,10 +21,12 @@ from nimbus_api.models.idempotency import IdempotencyRecord
 from nimbus_api.models.inbound_message import InboundMessage
 from nimbus_api.models.mailbox_sync import MailboxFolder, MailboxSync, SyncWorker
 from nimbus_api.models.message import AccountDailyUsage, Message, SendAttempt
+from nimbus_api.models.message_report import MessageReport
 from nimbus_api.models.monitoring_hour import MonitoringHour
 from nimbus_api.models.monitoring_rollup import MonitoringRollup
 from nimbus_api.models.oauth_state import OAuthAttempt, OAuthGrant
 from nimbus_api.models.outbound_reply import OutboundReply
+from nimbus_api.models.provider_hook import ProviderHook, ProviderHookEvent
 from nimbus_api.models.warmup_message import WarmupMessage
 from nimbus_api.models.webhook_delivery import WebhookAttempt, WebhookDelivery
 from nimbus_api.models.webhook_endpoint import WebhookEndpoint, WebhookSecret
@@ -57,11 +59,14 @@ __all__ = [
     "MailboxFolder",
     "MailboxSync",
     "Message",
+    "MessageReport",
     "MonitoringHour",
     "MonitoringRollup",
     "OAuthAttempt",
     "OAuthGrant",
     "OutboundReply",
+    "ProviderHook",
+    "ProviderHookEvent",
     "SendAttempt",
     "Suppression",
     "SyncWorker",

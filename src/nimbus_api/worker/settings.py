@@ -27,6 +27,7 @@ from nimbus_api.kit.db import make_engine, make_sessionmaker, open_connections
 from nimbus_api.kit.net import build_net_context
 from nimbus_api.kit.outage import Outages
 from nimbus_api.oauth.tasks import refresh_oauth_tokens
+from nimbus_api.provider_hooks.tasks import purge_provider_hook_events
 from nimbus_api.provider_quotas.tasks import refresh_provider_quotas
 from nimbus_api.sending.mx import MxChecker
 from nimbus_api.sending.tasks import QUEUE_NAME, SEND_JOB_TIMEOUT, dispatch_tick, send_inbox, sweep_tick
@@ -197,6 +198,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         "cron_jobs": [
             cron(rides_out(purge_idempotency_keys), minute={7, 37}, run_at_startup=True, unique=True),
             cron(rides_out(purge_events), minute={41}, unique=True, keep_result=0),
+            cron(rides_out(purge_provider_hook_events), minute={47}, unique=True, keep_result=0),
             cron(rides_out(dispatch_tick), second=_EVERY_5_SECONDS, unique=True, keep_result=0),
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),

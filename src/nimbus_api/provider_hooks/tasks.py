@@ -1,0 +1,43 @@
+"""The retention purge of accepted notifications: ``provider_hook_events`` rows older than
+``NIMBUS_PROVIDER_HOOKS_RETENTION_DAYS`` are deleted, in batches of short transactions.
+
+What the rows guard stays guarded after they go: a signed timestamp older than the freshness window is
+refused anyway (SNS, SendGrid, Mailgun), and a report applied again changes nothing (a bounced message is
+not counted again, a complaint is counted once per message and recipient, a suppression exists once)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select
+
+from nimbus_api.kit.db import utcnow
+from nimbus_api.models import ProviderHookEvent
+from nimbus_api.worker.context import resources
+
+log = structlog.get_logger(__name__)
+PURGE_BATCH = 5000
+
+
+async def purge_provider_hook_events(ctx: dict[str, Any]) -> int:
+    res = resources(ctx)
+    days = res.settings.provider_hooks_retention_days
+    cutoff = utcnow() - timedelta(days=days)
+    purged = 0
+    while True:
+        async with res.sessionmaker() as session, session.begin():
+            batch = (
+                select(ProviderHookEvent.id)
+                .where(ProviderHookEvent.created_at < cutoff)
+                .limit(PURGE_BATCH)
+                .scalar_subquery()
+            )
+            result = await session.execute(delete(ProviderHookEvent).where(ProviderHookEvent.id.in_(batch)))
+        count: int = getattr(result, "rowcount", 0) or 0
+        purged += count
+        if count < PURGE_BATCH:
+            break
+    log.info("provider_hook_events_purged", count=purged, retention_days=days)
+    return purged
