@@ -76,6 +76,12 @@ async def test_connect_saves_an_oauth_account_verified_by_the_real_servers(
         )
     assert audited == {"verify"}
 
+    # a PATCH that changes the connection verifies it with the token; a password has no place here
+    r = await tenant.client.patch(f"/v1/email-accounts/{account_id}", json={"imap": {"folder": "INBOX"}, "label": "x"})
+    assert r.status_code == 200 and r.json()["auth_method"] == "oauth2", r.text
+    r = await tenant.client.patch(f"/v1/email-accounts/{account_id}", json={"smtp": {"password": "guess"}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "smtp.password", r.text
+
 
 @pytest.mark.parametrize(
     ("provider", "hosted_domain", "email", "preset", "limit"),

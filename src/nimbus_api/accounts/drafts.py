@@ -98,8 +98,11 @@ def from_create(payload: EmailAccountCreate) -> AccountDraft:
 
 
 def from_account(account: EmailAccount, stored_kinds: set[str]) -> AccountDraft:
+    """An OAuth account's servers hold ``STORED`` too: their secret is the stored token (``oauth.verify``
+    puts it in place of the placeholders)."""
+
     def secret(kind: str) -> Secret | None:
-        return STORED if kind in stored_kinds else None
+        return STORED if kind in stored_kinds or account.auth_method == "oauth2" else None
 
     return AccountDraft(
         email=account.email,

@@ -36,9 +36,19 @@ class _SaslCommand(aioimaplib.Command):  # type: ignore[misc]
     with the empty line, so the server sends its tagged NO instead of waiting for us."""
 
     def __init__(self, *args: Any, on_challenge: Callable[[], None], **kwargs: Any) -> None:
+        self._rendered = False
         super().__init__(*args, **kwargs)
         self._on_challenge = on_challenge
         self.challenge: bytes | None = None
+
+    def __repr__(self) -> str:
+        """The command line, once: what aioimaplib's ``send`` writes (it renders the command with ``str``).
+        Every later rendering leaves out the initial response, which carries the token: aioimaplib logs
+        the pending command when the server's challenge arrives (a refused token)."""
+        if self._rendered:
+            return f"{self.tag} {self.name} {self.args[0] if self.args else ''} <initial response>"
+        self._rendered = True
+        return str(super().__repr__())
 
     def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
         if line.startswith(b"+") and self.challenge is None:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from nimbus_api.api.deps import AuthContext, Session, VaultDep, VerifierDep
+from nimbus_api.api.deps import AuthContext, Session, SettingsDep, VaultDep, VerifierDep
 from nimbus_api.api.query import IsoDateTime
 from nimbus_api.inbox import replies, service
 from nimbus_api.inbox.schemas import (
@@ -97,10 +97,11 @@ async def inbox_reply(
     session: Session,
     vault: VaultDep,
     verifier: VerifierDep,
+    settings: SettingsDep,
 ) -> OutboundReplyRead:
     """Sent through the same account's SMTP server, threaded (`Re:`, `In-Reply-To`, `References`), counted
     in its daily budget and stored, so the prospect's next answer matches it. Answered once the server
     accepted it (201); a server that refuses is a 502 `inbox.reply_failed` with its code, and counts nothing."""
     row = await service.get(session, auth.workspace_id, message_id)
-    reply = await replies.send_reply(session, vault, verifier.net, row, payload, actor=auth.actor)
+    reply = await replies.send_reply(session, vault, verifier.net, row, payload, actor=auth.actor, settings=settings)
     return service.reply_read(reply)

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.classify.reply import REPLY_PREFIX_RE
+from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.inbox.errors import (
     AccountUnavailable,
@@ -33,6 +34,7 @@ from nimbus_api.inbox.schemas import InboxReplyCreate
 from nimbus_api.kit.db import utc_day, utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.models import AccountDailyUsage, EmailAccount, InboundMessage, OutboundReply, Suppression
+from nimbus_api.oauth.sources import auth_kind, login_secret
 from nimbus_api.sending.mime import HeaderInjection, new_message_id
 from nimbus_api.smtp import SmtpError, SmtpServer, send_test_message
 from nimbus_api.stages.limits import effective_limit
@@ -103,7 +105,9 @@ async def send_reply(
     payload: InboxReplyCreate,
     *,
     actor: Actor,
+    settings: Settings | None = None,
 ) -> OutboundReply:
+    """``settings``: an OAuth account's token refresh needs them (``oauth.sources.login_secret``)."""
     if row.kind in NOT_REPLYABLE:
         raise NotReplyable(f"this message is a {row.kind.replace('_', ' ')}; its sender is a mail system")
     account = await session.get_one(EmailAccount, row.account_id)
@@ -131,7 +135,10 @@ async def send_reply(
     limit = effective_limit(account)
     if (used or 0) >= limit:
         raise BudgetExhausted(f"{account.email} sent {used} of its {limit} today (UTC)")
-    password = await vault.reveal_for_account(session, account.id, "smtp_password", actor=actor, purpose="send")
+    if account.auth_method == "oauth2" and settings is not None:
+        password = await login_secret(session, vault, settings, account, "smtp_password", actor=actor, purpose="send")
+    else:
+        password = await vault.reveal_for_account(session, account.id, "smtp_password", actor=actor, purpose="send")
     domain = account.email.rpartition("@")[2]
     message_id = new_message_id(domain)
     try:
@@ -145,6 +152,7 @@ async def send_reply(
         username=account.smtp_username,
         password=password,
         allow_plaintext_auth=account.smtp_allow_plaintext_auth,
+        auth_mechanism=auth_kind(account),
     )
     try:
         result = await send_test_message(server, net, sender=account.email, recipient=to, message=message.as_bytes())

@@ -22,6 +22,7 @@ from nimbus_api.accounts.schemas import EmailAccountCreate
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.events.catalogue import AccountEnabledData
+from nimbus_api.kit.crypto import KeyringError
 from nimbus_api.kit.problems import Problem
 from nimbus_api.kit.validators import email_domain
 from nimbus_api.models import EmailAccount, OAuthAttempt
@@ -84,7 +85,10 @@ async def _complete(
             errors.ACCESS_DENIED, detail + (f": {error_description[:300]}" if error_description else "")
         )
     provider = providers.provider(settings, attempt.provider)
-    pkce = await vault.unseal(session, attempt.data_key_id, attempt.verifier_ciphertext)
+    try:
+        pkce = await vault.unseal(session, attempt.data_key_id, attempt.verifier_ciphertext)
+    except KeyringError:  # a key rotation retired the data key it was sealed under (within its 10 minutes)
+        raise AttemptFailed(errors.EXCHANGE_FAILED, "the attempt can no longer be completed: start again") from None
     try:
         granted = await client.exchange(
             provider,

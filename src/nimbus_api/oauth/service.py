@@ -139,6 +139,7 @@ async def callback(
     await connect.complete(
         session, vault, verifier, settings, attempt, code=code, error=error, error_description=error_description
     )
+    attempt.verifier_ciphertext = b""  # used once: nothing is kept that could complete it again
     await session.flush()
     return frontend_location(attempt)
 

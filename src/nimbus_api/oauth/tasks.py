@@ -1,7 +1,8 @@
 """arq job: ``refresh_oauth_tokens`` (cron, every minute) refreshes the access tokens that expire within
-``NIMBUS_OAUTH_REFRESH_MARGIN_SECONDS``, so that sends and syncs rarely meet an expired one. Idempotent:
-what is due is what PostgreSQL says, and ``tokens.current`` re-reads the grant under the account's
-lock, so a token a send refreshed meanwhile is not refreshed again."""
+``NIMBUS_OAUTH_REFRESH_MARGIN_SECONDS``, so that sends and syncs rarely meet an expired one, and forgets
+connect attempts older than ``ATTEMPT_RETENTION`` (the frontend reads an outcome within minutes).
+Idempotent: what is due is what PostgreSQL says, and ``tokens.current`` re-reads the grant under the
+account's lock, so a token a send refreshed meanwhile is not refreshed again."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import EmailAccount, OAuthGrant
+from nimbus_api.models import EmailAccount, OAuthAttempt, OAuthGrant
 from nimbus_api.oauth import tokens
 from nimbus_api.oauth.tokens import REAUTHORIZATION_REQUIRED, RefreshUnavailable
 from nimbus_api.worker.context import resources
@@ -23,6 +24,7 @@ from nimbus_api.worker.context import resources
 log = structlog.get_logger(__name__)
 ACTOR = Actor.system("oauth_refresh")
 BATCH = 200
+ATTEMPT_RETENTION = timedelta(days=30)
 
 
 async def refresh_due(
@@ -51,6 +53,8 @@ async def refresh_due(
             counts["unavailable"] += 1
             continue
         counts["refreshed" if token is not None else "reauthorization_required"] += 1
+    async with sessionmaker() as session, session.begin():
+        await session.execute(delete(OAuthAttempt).where(OAuthAttempt.created_at < utcnow() - ATTEMPT_RETENTION))
     if due:
         log.info("oauth_tokens_refreshed", **counts)
     return counts
