@@ -63,7 +63,11 @@ async def test_300_mailboxes_with_a_worker_killed_halfway(
             return len(done) >= 120
 
         await wait_until(halfway, 180, "120 rows verified", workers, every=0.2)
+        progress = (await tenant.client.get(f"/v1/email-accounts/imports/{import_id}", params={"limit": 5})).json()
         workers.kill_all()  # SIGKILL with verifications in flight
+        assert progress["status"] == "running" and sum(progress["counts"].values()) == 300, progress
+        assert progress["counts"]["connected"] > 0 and progress["counts"]["pending"] > 0, progress
+        assert len(progress["rows"]) == 5 and progress["next_cursor"]
         left = Counter(row.state for row in await _states(sessionmaker, import_id))
         assert left["verifying"] > 0 and left["pending"] > 0, left
         workers.start()

@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 ACTOR = Actor.system("account_import")
 _CANDIDATES = 64
 _IDLE_WAIT = 0.05
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class ImportRunner:
 
     async def _loop(self) -> None:
         while True:
-            candidates = await self._candidates()
+            candidates = await self._candidates() if len(self.in_flight) < self.config.per_workspace else []
             if not candidates and not self.in_flight:
                 return
             full: set[tuple[str | None, str | None]] = set()  # host pairs found without room in this pass
@@ -239,13 +240,25 @@ class ImportRunner:
                 log.warning("account_import_heartbeat_failed", import_id=str(self.import_id), error=repr(exc))
 
     async def _verify(self, row_id: uuid.UUID) -> None:
-        async with self.sessionmaker() as session:
-            try:
-                await verify_row(session, self.vault, self.verifier, row_id, max_accounts=self.config.max_accounts)
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        try:
+            async with self.sessionmaker() as session:
+                try:
+                    await verify_row(session, self.vault, self.verifier, row_id, max_accounts=self.config.max_accounts)
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+        except Exception as exc:
+            # A bug or an outage, not a mailbox's answer: the row goes back to ``pending`` for another try,
+            # and after MAX_ATTEMPTS starts it fails, so one row can never keep an import running forever.
+            log.error("account_import_row_failed", row_id=str(row_id), error=repr(exc))
+            async with self.sessionmaker() as session, session.begin():
+                row = await session.get(AccountImportRow, row_id, with_for_update=True)
+                if row is not None and row.state == "verifying" and row.account_id is None:
+                    if row.attempts >= MAX_ATTEMPTS:
+                        _final(row, "failed", code="account_import.verification_error", detail=type(exc).__name__)
+                    else:
+                        row.state, row.lease_until = "pending", None
 
     async def _finish(self) -> None:
         async with self.sessionmaker() as session, session.begin():

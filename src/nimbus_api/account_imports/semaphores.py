@@ -4,8 +4,8 @@ A semaphore is a sorted set: member = a holder's token, score = when its lease e
 milliseconds, so the workers' clocks do not matter). ``try_acquire`` takes one place in every semaphore it
 names or in none (one Lua script: a verification needs its SMTP host, its IMAP host and its workspace at
 once, and taking them one by one could leave two runners each holding what the other waits for). Expired
-places are dropped before counting. ``renew`` moves the lease end of the places a token still holds;
-``release`` gives them back.
+places are dropped before counting. ``renew`` moves the lease end of the places a token still holds (an
+expired place is not revived: another holder may have it by now); ``release`` gives them back.
 
 Redis is only the store of these counters: the rows' state is in PostgreSQL, and a lost semaphore (Redis
 restarted) at worst lets a few more logins run at once until the holders finish.
@@ -43,7 +43,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[1])
 local held = 0
 for _, key in ipairs(KEYS) do
-  if redis.call('ZSCORE', key, ARGV[2]) then
+  local ends = redis.call('ZSCORE', key, ARGV[2])
+  if ends and tonumber(ends) >= now then
     redis.call('ZADD', key, now + lease, ARGV[2])
     held = held + 1
     redis.call('PEXPIRE', key, lease * 2)
