@@ -96,7 +96,9 @@ async def insert_verified(
     max_accounts: int,
 ) -> EmailAccount:
     """Save a draft that passed verification (a password account's, or an OAuth connect's: ``oauth``
-    stores its tokens after this)."""
+    stores its tokens after this). The sample's DNS is read before the workspace's lock, which is held
+    until commit and so serializes a workspace's creates (a fleet import's rows)."""
+    sample = await domain_samples.prepare(verifier.net, result)
     await limits.ensure_room(session, workspace_id, max_accounts, lock=True)
     domain = await domains.get_or_create(session, workspace_id, draft.domain)
     account = EmailAccount(
@@ -115,7 +117,7 @@ async def insert_verified(
         raise EmailAccountExists(f"{draft.email} is already connected in this workspace") from exc
     await _store_secrets(session, vault, account, draft)
     await mailboxes.register(session, account)
-    await domain_samples.capture(session, verifier.net, account, result)
+    await domain_samples.store(session, account, sample)
     return account
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nimbus_api.credentials.vault import Actor, Vault
-from nimbus_api.domains.alignment import captured_headers, check_alignment
+from nimbus_api.domains.alignment import AlignmentReport, captured_headers, check_alignment
 from nimbus_api.domains.health import address_checker, alignment_result
 from nimbus_api.domains.pause import store_record
 from nimbus_api.imap import ImapServer
@@ -56,25 +57,46 @@ async def store_sample(
     )
 
 
-async def capture(session: AsyncSession, net: NetContext, account: EmailAccount, result: VerificationResult) -> None:
-    """Keep the verification's test message for ``account``'s domain and store its alignment."""
+@dataclass(frozen=True)
+class Sample:
+    """A verification's test message and its alignment, read before any row lock is taken."""
+
+    raw: bytes
+    report: AlignmentReport
+
+
+async def prepare(net: NetContext, result: VerificationResult) -> Sample | None:
+    """The DNS half of ``capture``: run it before taking locks (a new account's insert holds its
+    workspace's lock until commit; DNS answers must not be waited for under it)."""
     raw = result.captured_message
     if raw is None or len(raw) > MAX_SAMPLE_BYTES:
-        return
-    # DNS first, then the domain's row lock (the order ``domains.pause`` takes them in): no lock is held
-    # while DNS answers, and two verifications of one domain cannot both create its alignment row.
+        return None
     report = await check_alignment(
         raw, resolver=net.resolver, address_ok=address_checker(net), timeout=ALIGNMENT_TIMEOUT
     )
+    return Sample(raw, report)
+
+
+async def store(session: AsyncSession, account: EmailAccount, sample: Sample | None) -> None:
+    """Keep ``sample`` for ``account``'s domain and store its alignment, under the domain's row lock (the
+    order ``domains.pause`` takes them in: DNS first, then the lock; two verifications of one domain
+    cannot both create its alignment row)."""
+    if sample is None:
+        return
     await session.execute(select(Domain.id).where(Domain.id == account.domain_id).with_for_update())
-    await store_sample(session, account.domain_id, account.id, raw, source="roundtrip")
+    await store_sample(session, account.domain_id, account.id, sample.raw, source="roundtrip")
     row = await session.scalar(
         select(DomainCheck)
         .where(DomainCheck.domain_id == account.domain_id, DomainCheck.record == "alignment")
         .with_for_update()
     )
-    store_record(session, row, account.domain_id, "alignment", alignment_result(report), utcnow())
+    store_record(session, row, account.domain_id, "alignment", alignment_result(sample.report), utcnow())
     await session.flush()
+
+
+async def capture(session: AsyncSession, net: NetContext, account: EmailAccount, result: VerificationResult) -> None:
+    """Keep the verification's test message for ``account``'s domain and store its alignment."""
+    await store(session, account, await prepare(net, result))
 
 
 async def refresh_from_sent(session: AsyncSession, vault: Vault, net: NetContext, domain_id: uuid.UUID) -> bool:
