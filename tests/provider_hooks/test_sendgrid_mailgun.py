@@ -104,6 +104,11 @@ async def test_mailgun_failed_and_complained_map(loop: Loop, http) -> None:  # t
     assert r.status_code == 200 and r.json()["ignored"] == 1, r.text
     assert await suppressed(loop, other) is None
     assert await usage(loop) == (1, 1)
+    listed = (await loop.tenant.client.get(f"/v1/provider-hooks/{hook_id}/notifications")).json()["data"]
+    assert [(n["email"], n["outcome"]) for n in listed] == [  # newest first; the signature tokens not listed
+        (other, "soft_bounce"), (ada, "complained"), (grace, "bounced"),
+    ]  # fmt: skip
+    assert listed[2]["message_id"] == str(loop.sent[grace].id)
     async with loop.sessionmaker() as session:  # every decrypt of the signing key is audited
         actors = (await session.scalars(select(CredentialAccess.actor).where(
             CredentialAccess.workspace_id == loop.tenant.workspace_id,

@@ -88,11 +88,17 @@ async def test_a_complaint_signed_with_sha256_suppresses_and_counts(loop: Loop, 
 
 
 async def test_an_unknown_message_is_recorded_unmatched(loop: Loop, fake_sns: FakeSns) -> None:
-    _, path = await create_hook(loop, "ses")
+    hook_id, path = await create_hook(loop, "ses")
     body = samples.ses_bounce("nobody@example.org", "not-ours@example.org")
-    r = await fake_sns.post(path, fake_sns.message("Notification", body))
+    fields = fake_sns.message("Notification", body)
+    r = await fake_sns.post(path, fields)
     assert r.status_code == 200 and r.json()["unmatched"] == 1, r.text
     assert await suppressed(loop, "nobody@example.org") is None
+    [seen] = (await loop.tenant.client.get(f"/v1/provider-hooks/{hook_id}/notifications")).json()["data"]
+    assert (seen["kind"], seen["outcome"], seen["email"], seen["message_id"]) == (
+        "bounce", "unmatched", "nobody@example.org", None,
+    )  # fmt: skip
+    assert seen["event_id"] == f"{fields['MessageId']}#nobody@example.org"
 
 
 async def test_forged_stale_foreign_and_misdirected_notifications_are_refused(
