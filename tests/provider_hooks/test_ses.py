@@ -195,3 +195,10 @@ async def test_over_a_real_connection_as_sns_posts_it(loop: Loop, fake_sns: Fake
     assert len(fake_sns.confirmations()) == 1
     assert await suppressed(loop, grace) == "hard_bounce"
     assert await usage(loop) == (1, 0)
+
+
+async def test_a_verified_message_that_is_not_from_ses_is_recorded_and_ignored(loop: Loop, fake_sns: FakeSns) -> None:
+    _, path = await create_hook(loop, "ses")
+    for message in ("Hello from the SNS console", '{"notificationType": "Bounce", "bounce": "not an object"}'):
+        r = await fake_sns.post(path, fake_sns.message("Notification", message))
+        assert r.status_code == 200 and r.json()["ignored"] == 1, r.text

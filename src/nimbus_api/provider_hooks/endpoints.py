@@ -6,6 +6,7 @@ deleting the hook and creating another)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -230,7 +231,7 @@ def _smtp2go_body(headers: Headers, body: bytes) -> dict[str, Any]:
 
 
 async def _mailgun(
-    session: Session, vault: VaultDep, hook: ProviderHook, body: bytes, now: Any, max_age: int
+    session: Session, vault: VaultDep, hook: ProviderHook, body: bytes, now: datetime, max_age: int
 ) -> list[reports.Report]:
     obj = reports.parse_json(body)
     signature = obj.get("signature") if isinstance(obj, dict) else None
