@@ -73,6 +73,7 @@ class FakeSns:
     receiver: HttpReceiver
     key: rsa.RSAPrivateKey
     client: httpx.AsyncClient
+    app: Any
 
     @property
     def base(self) -> str:
@@ -118,8 +119,8 @@ class FakeSns:
         fields["Signature"] = base64.b64encode(signature).decode()
         return fields
 
-    async def post(self, path: str, fields: dict[str, str]) -> httpx.Response:
-        return await self.client.post(
+    async def post(self, path: str, fields: dict[str, str], client: httpx.AsyncClient | None = None) -> httpx.Response:
+        return await (client or self.client).post(
             path,
             content=json.dumps(fields).encode(),
             headers={"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": fields["Type"]},
@@ -171,4 +172,4 @@ async def fake_sns(
         HttpReceiver(behaviour=behaviour) as receiver,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://nimbus.test") as client,
     ):
-        yield FakeSns(receiver=receiver, key=sns_key, client=client)
+        yield FakeSns(receiver=receiver, key=sns_key, client=client, app=app)

@@ -88,3 +88,17 @@ async def test_smtp2go_hard_bounce_spam_and_soft_bounce(loop: Loop, http) -> Non
     assert await suppressed(loop, other) is None
     assert (await loop.messages(other))[0].state == "sent"
     assert await usage(loop) == (1, 1)
+
+
+async def test_smtp2go_with_basic_credentials_refuses_others_and_counts_a_retry_once(loop: Loop, http) -> None:  # type: ignore[no-untyped-def]
+    await loop.send_step()
+    grace = loop.contacts[0]
+    _, path = await create_hook(loop, "smtp2go", basic_auth={"username": "s2g", "password": "another-long-secret"})
+    event = samples.smtp2go_event(grace, loop.sent[grace].message_id_header)
+    r = await http.post(path, json=event, headers=_basic("s2g", "not-the-password"))
+    assert r.status_code == 401 and r.json()["code"] == "provider_hook.unauthorized", r.text
+    assert await suppressed(loop, grace) is None
+    for expected in ("applied", "duplicates"):  # SMTP2GO sends it again: the same event, once
+        r = await http.post(path, json=event, headers=_basic("s2g", "another-long-secret"))
+        assert r.status_code == 200 and r.json()[expected] == 1, r.text
+    assert await usage(loop) == (1, 0)

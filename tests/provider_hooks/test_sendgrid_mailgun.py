@@ -104,6 +104,11 @@ async def test_mailgun_failed_and_complained_map(loop: Loop, http) -> None:  # t
     assert r.status_code == 200 and r.json()["ignored"] == 1, r.text
     assert await suppressed(loop, other) is None
     assert await usage(loop) == (1, 1)
+    listed = (await loop.tenant.client.get(f"/v1/provider-hooks/{hook_id}/notifications")).json()["data"]
+    assert [(n["email"], n["outcome"]) for n in listed] == [  # newest first; the signature tokens not listed
+        (other, "soft_bounce"), (ada, "complained"), (grace, "bounced"),
+    ]  # fmt: skip
+    assert listed[2]["message_id"] == str(loop.sent[grace].id)
     async with loop.sessionmaker() as session:  # every decrypt of the signing key is audited
         actors = (await session.scalars(select(CredentialAccess.actor).where(
             CredentialAccess.workspace_id == loop.tenant.workspace_id,
@@ -129,3 +134,17 @@ async def test_mailgun_forged_stale_or_replayed_is_refused(loop: Loop, http) -> 
     replayed = await http.post(path, json=signed)
     assert replayed.status_code == 403 and replayed.json()["code"] == "provider_hook.replayed", replayed.text
     assert await usage(loop) == (1, 0)
+
+
+async def test_events_about_no_message_of_ours_are_recorded_unmatched(loop: Loop, http) -> None:  # type: ignore[no-untyped-def]
+    key, public = _sendgrid_keys()
+    _, sendgrid = await create_hook(loop, "sendgrid", public_key=public)
+    events = samples.sendgrid_events("a@example.org", "<x@example.org>", "b@example.org", "<y@example.org>")
+    body = json.dumps(events).encode()
+    r = await http.post(sendgrid, content=body, headers=_signed(key, body))
+    assert r.status_code == 200 and (r.json()["unmatched"], r.json()["applied"]) == (2, 0), r.text
+    _, mailgun = await create_hook(loop, "mailgun", signing_key=MAILGUN_KEY)
+    r = await http.post(mailgun, json=_mailgun(samples.mailgun_event("a@example.org", "<x@example.org>")))
+    assert r.status_code == 200 and r.json()["unmatched"] == 1, r.text
+    assert await suppressed(loop, "a@example.org") is None
+    assert await usage(loop) == (0, 0)

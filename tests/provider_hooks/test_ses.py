@@ -7,10 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, update
 
 from nimbus_api.models import Message, ProviderHookEvent
+from tests.api.live_server import live_server
 from tests.inbox.conftest import Loop
 from tests.provider_hooks import samples
 from tests.provider_hooks.conftest import TOPIC, FakeSns, create_hook, suppressed, usage
@@ -86,11 +88,17 @@ async def test_a_complaint_signed_with_sha256_suppresses_and_counts(loop: Loop, 
 
 
 async def test_an_unknown_message_is_recorded_unmatched(loop: Loop, fake_sns: FakeSns) -> None:
-    _, path = await create_hook(loop, "ses")
+    hook_id, path = await create_hook(loop, "ses")
     body = samples.ses_bounce("nobody@example.org", "not-ours@example.org")
-    r = await fake_sns.post(path, fake_sns.message("Notification", body))
+    fields = fake_sns.message("Notification", body)
+    r = await fake_sns.post(path, fields)
     assert r.status_code == 200 and r.json()["unmatched"] == 1, r.text
     assert await suppressed(loop, "nobody@example.org") is None
+    [seen] = (await loop.tenant.client.get(f"/v1/provider-hooks/{hook_id}/notifications")).json()["data"]
+    assert (seen["kind"], seen["outcome"], seen["email"], seen["message_id"]) == (
+        "bounce", "unmatched", "nobody@example.org", None,
+    )  # fmt: skip
+    assert seen["event_id"] == f"{fields['MessageId']}#nobody@example.org"
 
 
 async def test_forged_stale_foreign_and_misdirected_notifications_are_refused(
@@ -171,3 +179,26 @@ async def test_a_certificate_that_cannot_be_fetched_is_a_502_and_changes_nothing
     assert await usage(loop) == (0, 0)
     retried = await fake_sns.post(path, fake_sns.message("Notification", body))  # SNS retries: it acts then
     assert retried.status_code == 200 and retried.json()["applied"] == 1, retried.text
+
+
+async def test_over_a_real_connection_as_sns_posts_it(loop: Loop, fake_sns: FakeSns) -> None:
+    """The API served by uvicorn on loopback: the subscription, then a bounce, each one HTTP request."""
+    await loop.send_step()
+    grace = loop.contacts[0]
+    _, path = await create_hook(loop, "ses", topic_arn=TOPIC)
+    async with live_server(fake_sns.app) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}") as sns:
+        r = await fake_sns.post(path, fake_sns.message("SubscriptionConfirmation", "Confirm."), client=sns)
+        assert r.status_code == 200 and r.json()["subscription_confirmed"], r.text
+        body = samples.ses_bounce(grace, loop.sent[grace].message_id_header)
+        r = await fake_sns.post(path, fake_sns.message("Notification", body, version="2"), client=sns)
+        assert r.status_code == 200 and r.json()["applied"] == 1, r.text
+    assert len(fake_sns.confirmations()) == 1
+    assert await suppressed(loop, grace) == "hard_bounce"
+    assert await usage(loop) == (1, 0)
+
+
+async def test_a_verified_message_that_is_not_from_ses_is_recorded_and_ignored(loop: Loop, fake_sns: FakeSns) -> None:
+    _, path = await create_hook(loop, "ses")
+    for message in ("Hello from the SNS console", '{"notificationType": "Bounce", "bounce": "not an object"}'):
+        r = await fake_sns.post(path, fake_sns.message("Notification", message))
+        assert r.status_code == 200 and r.json()["ignored"] == 1, r.text

@@ -481,6 +481,10 @@ async def test_a_canary_password_leaks_nowhere(
     hook = await call("POST", "/v1/webhook-endpoints", json={"url": WEBHOOK_URL})
     assert hook.status_code == 201, hook.text
     endpoint_id = hook.json()["id"]
+    # a provider hook: its public URL (with its token) is walked with a notification about no message
+    provider_hook = await call("POST", "/v1/provider-hooks", json={"provider": "smtp2go"})
+    assert provider_hook.status_code == 201, provider_hook.text
+    provider_hook_path = "/hooks/" + provider_hook.json()["url"].split("/hooks/", 1)[1]
     async with sessionmaker() as session:
         token = await session.scalar(
             select(Enrollment.unsubscribe_token).where(Enrollment.id == uuid.UUID(enrollment_id))
@@ -524,6 +528,7 @@ async def test_a_canary_password_leaks_nowhere(
         "message_id": str(inbound_id),
         "attempt_id": authorized.json()["attempt_id"],
         "provider": "google",
+        "hook_id": provider_hook.json()["id"],
     }
 
     def request_body(method: str, template: str) -> dict[str, Any]:
@@ -558,6 +563,8 @@ async def test_a_canary_password_leaks_nowhere(
             ("POST", "/v1/email-accounts/{account_id}/reauthorize"): {
                 "json": {"frontend_url": FRONTEND_URL, "provider": "google"}
             },
+            ("POST", "/v1/provider-hooks"): {"json": {"provider": "postmark"}},
+            ("POST", "/hooks/{provider}/{token}"): {"json": {"event": "bounce", "rcpt": fresh, "bounce": "hard"}},
         }
         if (method, template) in bodies:
             return bodies[(method, template)]
@@ -570,7 +577,8 @@ async def test_a_canary_password_leaks_nowhere(
     order = {"GET": 0, "HEAD": 0, "OPTIONS": 0, "POST": 1, "PUT": 1, "PATCH": 2, "DELETE": 3}
     calls: list[tuple[int, str, str, str]] = []
     for method, template in _routes(app):
-        calls.append((order.get(method, 1), method, _path_for(template, ids, account_id), template))
+        path = provider_hook_path if template == "/hooks/{provider}/{token}" else _path_for(template, ids, account_id)
+        calls.append((order.get(method, 1), method, path, template))
     for _, method, path, template in sorted(calls):
         unauthenticated = await call(method, path, client=http, **request_body(method, template))
         assert unauthenticated.status_code < 500, (method, path)

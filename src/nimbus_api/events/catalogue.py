@@ -206,10 +206,11 @@ BounceKind = TypeAliasType("BounceKind", Literal["hard", "soft"])
 
 
 class MessageBouncedData(EventData):
-    """A bounce report (DSN) that arrived after the message was accepted and fails its recipient
-    permanently. `hard`: the address itself is bad (unknown user or domain, moved, no mail accepted) and
-    was suppressed; `soft`: refused for this message (policy, spam filtering, reputation...), the address
-    stays. A delayed report is no bounce and emits nothing."""
+    """A bounce report (a DSN in the inbox, or the sending service's webhook: a provider hook) that arrived
+    after the message was accepted and fails its recipient permanently. `hard`: the address itself is bad
+    (unknown user or domain, moved, no mail accepted) and was suppressed; `soft`: refused for this message
+    (policy, spam filtering, reputation...), the address stays. A delayed report is no bounce and emits
+    nothing."""
 
     message_id: uuid.UUID
     enrollment_id: uuid.UUID | None
@@ -220,11 +221,13 @@ class MessageBouncedData(EventData):
     enhanced_code: Annotated[str, Field(max_length=20)] | None
     diagnostic: Text | None
     reason: Code | None = Field(default=None, description="`userunknown`, `mailboxfull`, `blocked`... (README).")
-    inbound_message_id: uuid.UUID | None = Field(default=None, description="The report, in the inbox.")
+    inbound_message_id: uuid.UUID | None = Field(
+        default=None, description="The report, in the inbox (null when a provider hook reported it)."
+    )
 
 
 class MessageComplainedData(EventData):
-    """The recipient marked the message as spam (a feedback-loop report)."""
+    """The recipient marked the message as spam (a feedback-loop report, or a provider hook's)."""
 
     message_id: uuid.UUID
     enrollment_id: uuid.UUID | None
@@ -232,7 +235,9 @@ class MessageComplainedData(EventData):
     account_id: uuid.UUID
     email: Email
     feedback_type: Code | None = Field(default=None, description="The report's Feedback-Type (`abuse`...).")
-    inbound_message_id: uuid.UUID | None = Field(default=None, description="The report, in the inbox.")
+    inbound_message_id: uuid.UUID | None = Field(
+        default=None, description="The report, in the inbox (null when a provider hook reported it)."
+    )
 
 
 class AccountSyncFailedData(EventData):

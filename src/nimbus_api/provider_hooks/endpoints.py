@@ -6,6 +6,7 @@ deleting the hook and creating another)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -21,6 +22,8 @@ from nimbus_api.models import ProviderHook
 from nimbus_api.provider_hooks import apply, errors, reports, service, signatures, sns
 from nimbus_api.provider_hooks.schemas import (
     ProviderHookCreate,
+    ProviderHookNotification,
+    ProviderHookNotificationPage,
     ProviderHookPage,
     ProviderHookRead,
     ProviderHookReceipt,
@@ -71,6 +74,37 @@ async def provider_hooks_list(
 )
 async def provider_hooks_get(hook_id: uuid.UUID, auth: AuthContext, session: Session) -> ProviderHookRead:
     return service.to_read(await service.get(session, auth.workspace_id, hook_id))
+
+
+@router.get(
+    "/{hook_id}/notifications",
+    name="provider_hooks_notifications",
+    summary="List the reports a provider hook accepted, and what each did",
+    responses=problem_responses(404, 422, codes=_NOT_FOUND),
+)
+async def provider_hooks_notifications(
+    hook_id: uuid.UUID, auth: AuthContext, session: Session, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> ProviderHookNotificationPage:
+    """Newest first: each bounce, complaint or other event, the message it matched, and its outcome (an
+    `unmatched` one names no message of this workspace). Kept `NIMBUS_PROVIDER_HOOKS_RETENTION_DAYS`."""
+    rows, next_cursor = await service.notifications_page(
+        session, auth.workspace_id, hook_id, cursor=cursor, limit=limit
+    )
+    return ProviderHookNotificationPage(
+        data=[
+            ProviderHookNotification(
+                id=r.id,
+                event_id=r.event_id,
+                kind=r.kind,
+                email=r.email,
+                message_id=r.message_id,
+                outcome=r.outcome,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ],
+        next_cursor=next_cursor,
+    )
 
 
 @router.delete(
@@ -197,7 +231,7 @@ def _smtp2go_body(headers: Headers, body: bytes) -> dict[str, Any]:
 
 
 async def _mailgun(
-    session: Session, vault: VaultDep, hook: ProviderHook, body: bytes, now: Any, max_age: int
+    session: Session, vault: VaultDep, hook: ProviderHook, body: bytes, now: datetime, max_age: int
 ) -> list[reports.Report]:
     obj = reports.parse_json(body)
     signature = obj.get("signature") if isinstance(obj, dict) else None

@@ -141,6 +141,33 @@ class ProviderHookPage(BaseModel):
     next_cursor: str | None
 
 
+NotificationKind = TypeAliasType("NotificationKind", Literal["bounce", "complaint", "other", "subscription"])
+NotificationOutcome = TypeAliasType(
+    "NotificationOutcome",
+    Literal["bounced", "complained", "already_counted", "soft_bounce", "unmatched", "ignored", "received", "none"],
+)
+
+
+class ProviderHookNotification(BaseModel):
+    """One report a hook accepted, and what it did."""
+
+    id: uuid.UUID
+    event_id: str = Field(description="The provider's id of the event (SNS MessageId, Postmark ID...).")
+    kind: NotificationKind
+    email: str | None
+    message_id: uuid.UUID | None = Field(description="Our sent message it matched.")
+    outcome: NotificationOutcome = Field(
+        description="`bounced`, `complained`; `already_counted` (reported before, by mail or webhook); "
+        "`soft_bounce` (recorded only); `unmatched` (no message of ours); `ignored` (another event)."
+    )
+    created_at: datetime
+
+
+class ProviderHookNotificationPage(BaseModel):
+    data: list[ProviderHookNotification]
+    next_cursor: str | None
+
+
 class ProviderHookReceipt(BaseModel):
     """What a notification did. A replayed one (the provider's event id seen before) counts as a duplicate."""
 

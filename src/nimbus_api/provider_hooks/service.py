@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.pagination import page_of, paginate
-from nimbus_api.models import ProviderHook
+from nimbus_api.models import ProviderHook, ProviderHookEvent
 from nimbus_api.provider_hooks.errors import ProviderHookNotFound
 from nimbus_api.provider_hooks.schemas import PROVIDERS, ProviderHookCreate, ProviderHookRead, SignatureScheme
 
@@ -114,6 +114,19 @@ async def list_page(
 ) -> tuple[list[ProviderHook], str | None]:
     stmt = select(ProviderHook).where(ProviderHook.workspace_id == workspace_id)
     return page_of(list(await session.scalars(paginate(stmt, ProviderHook.id, cursor, limit))), limit)
+
+
+async def notifications_page(
+    session: AsyncSession, workspace_id: uuid.UUID, hook_id: uuid.UUID, *, cursor: str | None, limit: int
+) -> tuple[list[ProviderHookEvent], str | None]:
+    """The hook's accepted reports, newest first (not the Mailgun tokens kept against replays)."""
+    await get(session, workspace_id, hook_id)
+    stmt = select(ProviderHookEvent).where(
+        ProviderHookEvent.hook_id == hook_id,
+        ProviderHookEvent.workspace_id == workspace_id,
+        ProviderHookEvent.kind != "token",
+    )
+    return page_of(list(await session.scalars(paginate(stmt, ProviderHookEvent.id, cursor, limit))), limit)
 
 
 async def remove(session: AsyncSession, workspace_id: uuid.UUID, hook_id: uuid.UUID) -> None:
