@@ -135,13 +135,14 @@ def oauth_settings(mail_world: MailWorld, public_url: str = "http://127.0.0.1:80
     server = mail_world.enable_oauth()
     out: dict[str, Any] = {"oauth_frontend_origins": [OAUTH_FRONTEND]}
     for provider, (client_id, secret) in OAUTH_CLIENTS.items():
-        server.add_client(client_id, secret, [f"{public_url}/v1/oauth/{provider}/callback"])
+        server.add_client(client_id, secret, [f"{public_url}/v1/oauth/{provider}/callback"], style=provider)
         out |= {
             f"oauth_{provider}_client_id": client_id,
             f"oauth_{provider}_client_secret": SecretStr(secret),
             f"oauth_{provider}_authorize_url": server.authorize_url,
             f"oauth_{provider}_token_url": server.token_url,
-            f"oauth_{provider}_revoke_url": server.revoke_url,
+            # Google revokes at its revoke URL; Microsoft has none (its default, None)
+            f"oauth_{provider}_revoke_url": server.revoke_url if provider == "google" else None,
             f"oauth_{provider}_smtp_host": SMTP_HOST,
             f"oauth_{provider}_smtp_port": mail_world.smtp.port,
             f"oauth_{provider}_smtp_mode": "starttls",

@@ -34,6 +34,8 @@ What a server can be told to do:
   SASL user). A refused token is answered as Gmail does: a 334 with base64 JSON
   (``{"status":"401","schemes":"bearer","scope":...}``; OAUTHBEARER: ``"status":"invalid_token"``), and
   after the client's empty line ``535 5.7.8``. ``oauth_attempts`` records (mechanism, user, accepted).
+  ``oauth_refused_users`` (a set tests may change): OAuth logins of these users are refused whatever the
+  token (a Microsoft tenant with SMTP AUTH disabled; ``oauth_failure_reply`` scripts its wording).
 * ``deliver=async callable(envelope)``: every accepted message is appended to ``messages`` and then
   handed to ``deliver`` (e.g. to LMTP into Dovecot for a roundtrip); if it raises, the client gets 451.
 
@@ -283,6 +285,7 @@ class TestSmtpServer:
         self.oauth_attempts: list[tuple[str, str, bool]] = []
         #: the final reply to a refused token (None: Gmail's 535 5.7.8); tests script other providers' wording
         self.oauth_failure_reply: str | None = None
+        self.oauth_refused_users: set[str] = set()
         self.hostname = hostname
         self.host = host
         self._port = port
@@ -351,7 +354,7 @@ class TestSmtpServer:
                 return AuthResult(success=False, handled=True)
         user, token = parse_bearer(mechanism, bytes(blob))
         accepted = False
-        if token:
+        if token and user.lower() not in self.oauth_refused_users:
             info = await asyncio.to_thread(self._introspect, token)
             accepted = bool(info.get("active")) and str(info.get("username", "")).lower() == user.lower()
         self.auth_attempts.append((mechanism, user))
