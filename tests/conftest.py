@@ -119,10 +119,12 @@ def oauth_server(mail_world: MailWorld) -> OAuthTestServer:
 
 @pytest.fixture
 def oauth_defaults(oauth_server: OAuthTestServer) -> Iterator[OAuthTestServer]:
-    """``oauth_server`` with its per-test knobs (granted scope, token lifetime) restored afterwards."""
+    """``oauth_server`` with its per-test knobs (granted scope, token lifetime, a failing revocation
+    endpoint) restored afterwards."""
     scope, lifetime = oauth_server.granted_scope, oauth_server.access_token_lifetime
     yield oauth_server
     oauth_server.granted_scope, oauth_server.access_token_lifetime = scope, lifetime
+    oauth_server.revoke_status = None
 
 
 # The OAuth accounts' providers in the run's settings: both point at the mail world's authorization server

@@ -17,6 +17,7 @@ Python API::
     server.add_user("a@example.com", "Ann", hosted_domain="example.com")  # -> TestUser
     server.granted_scope = "other"              # None: grant what was asked; a string: grant that instead
     server.access_token_lifetime = 2            # seconds, for new tokens
+    server.revoke_status = 503                  # None: revoke; a status: answer it and revoke nothing
     server.authorize(client_id=..., redirect_uri=..., login_hint=..., scope=..., state=..., code_challenge=...)
         # follows the authorize redirect like a browser; -> AuthorizeResult(code, state, error, location)
     server.issue_tokens("cid", "a@example.com", scope="https://mail.google.com/")   # whole flow, -> token dict
@@ -209,6 +210,7 @@ class OAuthTestServer:
     port: int = 0
     access_token_lifetime: int = 3600
     granted_scope: str | None = None
+    revoke_status: int | None = None
     clients: dict[str, TestClient] = field(default_factory=dict)
     users: dict[str, TestUser] = field(default_factory=dict)
     codes: dict[str, AuthCode] = field(default_factory=dict)
@@ -557,6 +559,8 @@ class OAuthTestServer:
         def revoke() -> Any:
             with world._lock:
                 world.counters["revoke"] += 1
+            if world.revoke_status is not None:  # the endpoint is failing
+                return jsonify(error="temporarily_unavailable"), world.revoke_status
             return server.create_endpoint_response(Revocation.ENDPOINT_NAME)
 
         @app.route("/introspect", methods=["GET", "POST"])

@@ -22,7 +22,16 @@ CredentialKind = Literal["smtp_password", "imap_password", "ses_api", "oauth_acc
 """``ses_api``: an account's Amazon SES API key pair (access key id and secret, as one JSON secret).
 ``oauth_access_token`` / ``oauth_refresh_token``: an OAuth account's tokens (``oauth.tokens``)."""
 Purpose = Literal[
-    "verify", "send", "sync", "key_rotation", "support", "webhook_signing", "provider_quota", "warmup", "oauth_refresh"
+    "verify",
+    "send",
+    "sync",
+    "key_rotation",
+    "support",
+    "webhook_signing",
+    "provider_quota",
+    "warmup",
+    "oauth_refresh",
+    "oauth_revoke",
 ]
 AuditedKind = Literal[
     "smtp_password", "imap_password", "ses_api", "oauth_access_token", "oauth_refresh_token", "webhook_secret"
