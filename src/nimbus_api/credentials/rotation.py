@@ -9,10 +9,16 @@ Data-key rotation (``rotate_data_key``) for one workspace walks this state machi
 
     start:    the active key becomes ``retiring``, a new ``active`` key is created (one transaction).
               If a ``retiring`` key already exists, a previous run was interrupted: resume, create none.
-    migrate:  secrets still under a retiring key (mailbox passwords, then webhook signing secrets) are
-              decrypted (audited, purpose ``key_rotation``) and encrypted under the active key, in
-              batches, one transaction per batch.
-    finish:   when no secret uses them, retiring keys become ``retired`` and their material is erased.
+    migrate:  secrets still under a retiring key (mailbox passwords and OAuth tokens, then webhook
+              signing secrets) are decrypted (audited, purpose ``key_rotation``) and encrypted under the
+              active key, in batches, one transaction per batch. Then the sealed PKCE verifiers of OAuth
+              connect attempts: a pending one is sealed again under the active key (a person may be at
+              the provider's consent page: the callback must still open it); one that can no longer
+              complete (used, failed, expired) has its verifier erased instead. An attempt whose callback
+              is running right now is locked by it: it is skipped (``SKIP LOCKED``), and its callback
+              erases the verifier when it commits.
+    finish:   when no secret (nor sealed verifier) uses them, retiring keys become ``retired`` and their
+              material is erased; one still in use stays retiring until the next run.
 
 Sends in flight are unaffected: a secret row always names the key that opens it, and a retiring key
 keeps opening until no row names it.
@@ -30,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit import crypto
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import Credential, DataKey, WebhookSecret
+from nimbus_api.models import Credential, DataKey, OAuthAttempt, WebhookSecret
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) after each batch."""
@@ -137,11 +143,15 @@ async def rotate_data_key(
                 row.data_key_id = active.id
         done += len(rows)
         progress(done, total)
+    done += await _reseal_attempts(sessionmaker, vault, workspace_id, active.id, batch_size)
     async with sessionmaker() as session, session.begin():
         # Whatever still names a retiring key keeps it (a secret added under it while this ran).
         still_used = union(
             select(Credential.data_key_id).where(Credential.workspace_id == workspace_id),
             select(WebhookSecret.data_key_id).where(WebhookSecret.workspace_id == workspace_id),
+            select(OAuthAttempt.data_key_id).where(
+                OAuthAttempt.workspace_id == workspace_id, func.length(OAuthAttempt.verifier_ciphertext) > 0
+            ),
         ).scalar_subquery()
         retired = await session.execute(
             update(DataKey)
@@ -157,3 +167,43 @@ async def rotate_data_key(
     for key_id in retired_ids:
         vault.forget(key_id)
     return RotationResult(data_key_id=active.id, reencrypted=done, retired=len(retired_ids), resumed=resumed)
+
+
+async def _reseal_attempts(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    workspace_id: uuid.UUID,
+    active_id: uuid.UUID,
+    batch_size: int,
+) -> int:
+    """Move the sealed verifiers of the workspace's OAuth attempts off the retiring keys (module docstring);
+    returns how many were sealed again."""
+    stale = (
+        (OAuthAttempt.workspace_id == workspace_id)
+        & (OAuthAttempt.data_key_id != active_id)
+        & (func.length(OAuthAttempt.verifier_ciphertext) > 0)
+    )
+    resealed = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            rows = list(
+                await session.scalars(
+                    select(OAuthAttempt).where(stale).limit(batch_size).with_for_update(skip_locked=True)
+                )
+            )
+            if not rows:
+                return resealed
+            material = vault.material(await session.get_one(DataKey, active_id))
+            now = utcnow()
+            for attempt in rows:
+                if attempt.status != "pending" or attempt.used_at is not None or attempt.expires_at <= now:
+                    attempt.verifier_ciphertext = b""  # it can never complete: keep nothing sealed
+                    continue
+                try:
+                    verifier = await vault.unseal(session, attempt.data_key_id, attempt.verifier_ciphertext)
+                except crypto.KeyringError:  # its key was retired before attempts were resealed: dead
+                    attempt.verifier_ciphertext = b""
+                    continue
+                attempt.verifier_ciphertext = crypto.encrypt(material, verifier.reveal())
+                attempt.data_key_id = active_id
+                resealed += 1
