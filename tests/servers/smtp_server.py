@@ -59,7 +59,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 Deliver = Callable[[Envelope], Awaitable[Any]]
 
@@ -149,6 +149,7 @@ class _RecordingSMTP(SMTP):
         if self.transport is not None:
             self.transport.close()
 
+    @syntax("RSET")
     async def smtp_RSET(self, arg: str) -> None:
         if self.owner.hang_up_on_rset > 0:
             self.owner.hang_up_on_rset -= 1
