@@ -124,7 +124,7 @@ def oauth_defaults(oauth_server: OAuthTestServer) -> Iterator[OAuthTestServer]:
     scope, lifetime = oauth_server.granted_scope, oauth_server.access_token_lifetime
     yield oauth_server
     oauth_server.granted_scope, oauth_server.access_token_lifetime = scope, lifetime
-    oauth_server.revoke_status = None
+    oauth_server.revoke_status = oauth_server.refresh_status = None
 
 
 # The OAuth accounts' providers in the run's settings: both point at the mail world's authorization server

@@ -161,3 +161,88 @@ async def _poll_until(
         await runner.poll_now(account_id)
         if len(await inbound(sessionmaker, account_id)) >= count:
             return
+
+
+async def test_a_token_endpoint_outage_at_a_refresh_defers_the_mail_and_never_pauses_the_inbox(
+    tenant: Tenant,
+    http: httpx.AsyncClient,
+    oauth: OAuthTestServer,
+    mail_world: MailWorld,
+    campaigns: Campaigns,
+    deps: SenderDeps,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The refused login needs a refresh and the provider's token endpoint is down (503): nothing is wrong
+    with the grant nor the inbox, so the inbox is not paused; the mail waits, and goes out once after."""
+    email, account_id = await connected(tenant, http, oauth, mail_world)
+    await warmed(sessionmaker, account_id)
+    leads = [f"outage{i}-{secrets.token_hex(3)}@example.org" for i in range(3)]
+    campaign_id = await campaigns.campaign([account_id], leads)
+    await campaigns.dispatch(campaign_id)
+    since = len(mail_world.smtp.messages)
+    oauth.expire_access_tokens()
+    oauth.refresh_status = 503
+
+    report = await run_inbox(deps, account_id, max_seconds=10)
+
+    assert report.outcomes["sent"] == 0 and report.stopped_reason is None, report
+    account = (await tenant.client.get(f"/v1/email-accounts/{account_id}")).json()
+    assert (account["disabled_at"], account["disabled_reason"]) == (None, None), account
+    messages = await campaigns.messages(campaign_id)
+    assert len(messages) == 3 and not any(m.state == "sent" for m in messages)
+
+    oauth.refresh_status = None  # the provider is back
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE messages SET retry_at = now() - interval '1 second'"
+                " WHERE campaign_id = :c AND retry_at IS NOT NULL"
+            ),
+            {"c": campaign_id},
+        )
+    again = await run_inbox(deps, account_id, max_seconds=10)
+    assert again.outcomes["sent"] == 3, again
+    assert _sink(mail_world, email, since) == Counter(dict.fromkeys(leads, 1))
+
+
+async def test_a_token_endpoint_outage_at_a_sync_refresh_is_a_transient_failure(
+    tenant: Tenant,
+    http: httpx.AsyncClient,
+    oauth: OAuthTestServer,
+    mail_world: MailWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    app_state: AppState,
+    vault: Vault,
+    settings: Settings,
+) -> None:
+    email, account_id = await connected(tenant, http, oauth, mail_world)
+    await park_others(sessionmaker, tenant.workspace_id)
+    async with sessionmaker() as session:
+        await session.execute(text("DELETE FROM sync_workers"))
+        await session.commit()
+    runner = SyncRunner(
+        sessionmaker,
+        app_state.verifier.net,
+        vault,
+        config(),
+        owner=f"oauth-{secrets.token_hex(4)}",
+        oauth_settings=settings,
+    )
+    try:
+        await runner.lease_round()
+        await runner.poll_now(account_id)
+        await runner.book.discard(account_id)
+        oauth.expire_access_tokens()
+        oauth.refresh_status = 503
+        mail_world.dovecot.deliver_lmtp(email.lower(), mail("during the outage"))
+        await runner.poll_now(account_id)
+        assert (await sync_row(sessionmaker, account_id)).last_error_code == "imap.connection_refused"
+        account = (await tenant.client.get(f"/v1/email-accounts/{account_id}")).json()
+        assert account["disabled_reason"] is None
+
+        oauth.refresh_status = None
+        await runner.poll_now(account_id)
+        assert [m.subject for m in await inbound(sessionmaker, account_id)] == ["during the outage"]
+        assert (await sync_row(sessionmaker, account_id)).status == "ok"
+    finally:
+        await runner.stop()

@@ -18,6 +18,7 @@ Python API::
     server.granted_scope = "other"              # None: grant what was asked; a string: grant that instead
     server.access_token_lifetime = 2            # seconds, for new tokens
     server.revoke_status = 503                  # None: revoke; a status: answer it and revoke nothing
+    server.refresh_status = 503                 # None: refresh; a status: refresh grants answer it
     server.authorize(client_id=..., redirect_uri=..., login_hint=..., scope=..., state=..., code_challenge=...)
         # follows the authorize redirect like a browser; -> AuthorizeResult(code, state, error, location)
     server.issue_tokens("cid", "a@example.com", scope="https://mail.google.com/")   # whole flow, -> token dict
@@ -211,6 +212,7 @@ class OAuthTestServer:
     access_token_lifetime: int = 3600
     granted_scope: str | None = None
     revoke_status: int | None = None
+    refresh_status: int | None = None
     clients: dict[str, TestClient] = field(default_factory=dict)
     users: dict[str, TestUser] = field(default_factory=dict)
     codes: dict[str, AuthCode] = field(default_factory=dict)
@@ -553,6 +555,8 @@ class OAuthTestServer:
                 grant = request.form.get("grant_type", "")
                 if grant in world.counters:
                     world.counters[grant] += 1
+            if grant == "refresh_token" and world.refresh_status is not None:  # the endpoint is failing
+                return jsonify(error="temporarily_unavailable"), world.refresh_status
             return server.create_token_response()
 
         @app.route("/revoke", methods=["POST"])
