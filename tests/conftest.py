@@ -119,10 +119,12 @@ def oauth_server(mail_world: MailWorld) -> OAuthTestServer:
 
 @pytest.fixture
 def oauth_defaults(oauth_server: OAuthTestServer) -> Iterator[OAuthTestServer]:
-    """``oauth_server`` with its per-test knobs (granted scope, token lifetime) restored afterwards."""
+    """``oauth_server`` with its per-test knobs (granted scope, token lifetime, a failing revocation
+    endpoint) restored afterwards."""
     scope, lifetime = oauth_server.granted_scope, oauth_server.access_token_lifetime
     yield oauth_server
     oauth_server.granted_scope, oauth_server.access_token_lifetime = scope, lifetime
+    oauth_server.revoke_status = oauth_server.refresh_status = None
 
 
 # The OAuth accounts' providers in the run's settings: both point at the mail world's authorization server
@@ -135,13 +137,14 @@ def oauth_settings(mail_world: MailWorld, public_url: str = "http://127.0.0.1:80
     server = mail_world.enable_oauth()
     out: dict[str, Any] = {"oauth_frontend_origins": [OAUTH_FRONTEND]}
     for provider, (client_id, secret) in OAUTH_CLIENTS.items():
-        server.add_client(client_id, secret, [f"{public_url}/v1/oauth/{provider}/callback"])
+        server.add_client(client_id, secret, [f"{public_url}/v1/oauth/{provider}/callback"], style=provider)
         out |= {
             f"oauth_{provider}_client_id": client_id,
             f"oauth_{provider}_client_secret": SecretStr(secret),
             f"oauth_{provider}_authorize_url": server.authorize_url,
             f"oauth_{provider}_token_url": server.token_url,
-            f"oauth_{provider}_revoke_url": server.revoke_url,
+            # Google revokes at its revoke URL; Microsoft has none (its default, None)
+            f"oauth_{provider}_revoke_url": server.revoke_url if provider == "google" else None,
             f"oauth_{provider}_smtp_host": SMTP_HOST,
             f"oauth_{provider}_smtp_port": mail_world.smtp.port,
             f"oauth_{provider}_smtp_mode": "starttls",

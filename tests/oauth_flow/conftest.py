@@ -85,11 +85,11 @@ def oauth(oauth_defaults: OAuthTestServer) -> OAuthTestServer:
 
 
 async def connected(
-    tenant: Tenant, public: httpx.AsyncClient, oauth: OAuthTestServer, world: MailWorld
+    tenant: Tenant, public: httpx.AsyncClient, oauth: OAuthTestServer, world: MailWorld, *, provider: str = "google"
 ) -> tuple[str, uuid.UUID]:
     """A new OAuth account of ``tenant`` (address, id), connected through the whole flow."""
     email = new_mailbox(world, oauth)
-    flow = await run_flow(tenant, public, oauth, email)
+    flow = await run_flow(tenant, public, oauth, email, provider=provider)
     assert "account_id" in flow.landed, flow.landed
     return email, uuid.UUID(flow.landed["account_id"])
 

@@ -17,7 +17,7 @@ from nimbus_api.providers.presets import suggested_daily_limit
 from tests.conftest import Tenant
 from tests.oauth_flow.conftest import FRONTEND_URL, new_mailbox, run_flow
 from tests.servers.mail_world import MailWorld
-from tests.servers.oauth_server import GMAIL_SCOPE, OAuthTestServer
+from tests.servers.oauth_server import GMAIL_SCOPE, MS_IMAP_SCOPE, MS_SMTP_SCOPE, OAuthTestServer
 
 
 async def test_connect_saves_an_oauth_account_verified_by_the_real_servers(
@@ -105,3 +105,66 @@ async def test_a_frontend_outside_the_allowlist_is_refused(tenant: Tenant) -> No
     assert r.status_code == 422 and r.json()["code"] == "oauth.frontend_not_allowed", r.text
     r = await tenant.client.post("/v1/oauth/google/authorize", json={"frontend_url": FRONTEND_URL})
     assert r.status_code == 201, r.text
+
+
+IDENTITY = ("openid", "email", "profile")
+
+
+async def test_a_microsoft_365_mailbox_connects_and_its_token_logs_in_to_smtp_and_imap(
+    tenant: Tenant,
+    http: httpx.AsyncClient,
+    oauth: OAuthTestServer,
+    mail_world: MailWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Microsoft's shape end to end: the two mail scopes (SMTP.Send for the SMTP server, IMAP.AccessAsUser.All
+    for Dovecot, each checked by introspection), the address from ``preferred_username``, SMTP over STARTTLS
+    with XOAUTH2 only (what Office 365 offers), and a new refresh token on every refresh."""
+    email = new_mailbox(mail_world, oauth, hosted_domain=None)
+    smtp_logins, checked = len(mail_world.smtp.oauth_attempts), len(oauth.introspections)
+    mail_world.smtp.auth_mechanisms = ["LOGIN", "XOAUTH2"]  # smtp.office365.com's EHLO
+    try:
+        flow = await run_flow(tenant, http, oauth, email, provider="microsoft")
+    finally:
+        mail_world.smtp.auth_mechanisms = None
+
+    query = parse_qs(urlsplit(flow.authorize["authorize_url"]).query)
+    assert set(query["scope"][0].split()) == {MS_SMTP_SCOPE, MS_IMAP_SCOPE, "offline_access", *IDENTITY}
+    assert query["redirect_uri"] == ["http://127.0.0.1:8000/v1/oauth/microsoft/callback"]
+    assert "account_id" in flow.landed, flow.landed
+    account = (await tenant.client.get(f"/v1/email-accounts/{flow.landed['account_id']}")).json()
+    assert (account["email"], account["auth_method"], account["provider"]) == (email, "oauth2", "office365")
+    assert account["daily_send_limit"] == 30 and account["from_name"] == "Olive Auth"
+    assert (account["smtp"]["mode"], account["smtp"]["password_set"], account["imap"]["password_set"]) == (
+        "starttls",
+        False,
+        False,
+    )
+    checks = {c["name"]: c for c in account["last_verification"]["checks"]}
+    assert {c["status"] for c in checks.values()} == {"passed"}
+    assert checks["smtp"]["data"]["auth_mechanism"] == "XOAUTH2"
+    assert [(m, ok) for m, user, ok in mail_world.smtp.oauth_attempts[smtp_logins:] if user == email] == [
+        ("XOAUTH2", True)
+    ]
+    # the real servers checked the Microsoft token: the SMTP server and Dovecot (its oauth2 passdb)
+    assert {(caller, ok) for caller, who, ok in oauth.introspections[checked:] if who == email} == {
+        ("smtp", True),
+        ("imap", True),
+    }
+    async with sessionmaker() as session:
+        grant = await session.get_one(OAuthGrant, account["id"])
+    assert grant.provider == "microsoft" and {MS_SMTP_SCOPE, MS_IMAP_SCOPE} <= set(grant.scope.split())
+
+    # a refresh rotates Microsoft's refresh token: the new one is stored, and the next logins use the new token
+    oauth.expire_access_tokens()
+    refreshes = oauth.counters["refresh_token"]
+    r = await tenant.client.post(f"/v1/email-accounts/{account['id']}/verify")
+    assert r.status_code == 200 and r.json()["status"] == "passed", r.text
+    assert oauth.counters["refresh_token"] == refreshes + 1
+    first, rotated = [t.refresh_token for t in oauth.tokens.values() if t.email == email]
+    assert first and rotated and first != rotated  # the connect's and the refresh's
+    oauth.revoke_refresh_token(first)  # only the rotated one refreshes from here
+    oauth.expire_access_tokens()
+    r = await tenant.client.post(f"/v1/email-accounts/{account['id']}/verify")
+    assert r.status_code == 200 and r.json()["status"] == "passed", r.text
+    assert oauth.counters["refresh_token"] == refreshes + 2

@@ -107,14 +107,16 @@ async def test_microsofts_tenant_smtp_auth_hint_reaches_the_failing_check(
     tenant: Tenant, http: httpx.AsyncClient, oauth: OAuthTestServer, mail_world: MailWorld
 ) -> None:
     email = new_mailbox(mail_world, oauth, hosted_domain=None)
-    # the mail world's SMTP refuses the token (it checks Google's scope) with Microsoft's wording
+    # the mail world's SMTP refuses the mailbox's token, as a tenant with SMTP AUTH disabled does
     mail_world.smtp.oauth_failure_reply = (
         "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."
     )
+    mail_world.smtp.oauth_refused_users.add(email.lower())
     try:
         flow = await run_flow(tenant, http, oauth, email, provider="microsoft")
     finally:
         mail_world.smtp.oauth_failure_reply = None
+        mail_world.smtp.oauth_refused_users.discard(email.lower())
     query = flow.authorize["authorize_url"]
     assert "offline_access" in query and "SMTP.Send" in query and "IMAP.AccessAsUser.All" in query
     assert flow.landed["error"] == "smtp.auth_failed"

@@ -21,6 +21,7 @@ import secrets
 import traceback
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,11 +46,12 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.crypto import KeyringError, MasterKeyring, Secret, generate_master_key
 from nimbus_api.kit.problems import Problem
 from nimbus_api.logging import configure_logging
-from nimbus_api.models import Enrollment, Event, InboundMessage, WebhookAttempt, WebhookDelivery
+from nimbus_api.models import Enrollment, Event, InboundMessage, OAuthGrant, WebhookAttempt, WebhookDelivery
 from nimbus_api.worker.settings import QUEUE_NAME, create_worker
 from tests.conftest import Tenant, account_payload, change_smtp_password
-from tests.oauth_flow.conftest import FRONTEND_URL, consent, issued_tokens, new_mailbox
+from tests.oauth_flow.conftest import FRONTEND_URL, consent, issued_tokens, new_mailbox, warmed
 from tests.security.test_dump import assert_absent
+from tests.sending.conftest import Campaigns
 from tests.servers.mail_world import MailWorld
 from tests.servers.oauth_server import OAuthTestServer
 
@@ -331,8 +333,19 @@ async def test_a_canary_password_leaks_nowhere(
     oauth_server.expire_access_tokens()  # the verify meets a refused token and refreshes it
     refreshed = await call("POST", f"/v1/email-accounts/{oauth_account_id}/verify")
     assert refreshed.status_code == 200 and refreshed.json()["status"] == "passed", refreshed.text
-    oauth_needles = {f"OAuth token {n}": t for n, t in enumerate(sorted(issued_tokens(oauth_server, oauth_email)))}
-    assert len(oauth_needles) == 3, "two access tokens (connect, refresh) and the refresh token"
+    assert len(issued_tokens(oauth_server, oauth_email)) == 3, "two access tokens (connect, refresh), one refresh"
+    # a Microsoft 365 account: its refresh tokens rotate, so every refresh stores a new one
+    ms_email = new_mailbox(mail_world, oauth_server)
+    authorized_ms = await call(
+        "POST", "/v1/oauth/microsoft/authorize", json={"frontend_url": FRONTEND_URL, "login_hint": ms_email}
+    )
+    back = await call("GET", await consent(oauth_server, authorized_ms.json()["authorize_url"]), client=http)
+    assert back.status_code == 303 and "account_id=" in back.headers["location"], back.headers
+    ms_account_id = parse_qs(urlsplit(back.headers["location"]).query)["account_id"][0]
+    oauth_server.expire_access_tokens()
+    refreshed = await call("POST", f"/v1/email-accounts/{ms_account_id}/verify")
+    assert refreshed.status_code == 200 and refreshed.json()["status"] == "passed", refreshed.text
+    assert len(issued_tokens(oauth_server, ms_email)) == 4, "two access tokens and two refresh tokens"
 
     # --- rejected input that carries the canary ----------------------------------------------------
     too_long = canary * (1 + 1024 // len(canary))
@@ -448,16 +461,30 @@ async def test_a_canary_password_leaks_nowhere(
 
         job = await pool.enqueue_job("purge_idempotency_keys", _queue_name=queue)
         assert job is not None
-        # the OAuth account's jobs: a send (its token decrypted in the worker) and the refresh cron's job
-        await pool.enqueue_job("send_inbox", oauth_account_id, _queue_name=queue)
+        # the OAuth account's jobs: the refresh cron's job, which finds its token due (and the provider
+        # expired it), and a send of a queued message, which logs in with the refreshed token (XOAUTH2)
+        oauth_uuid = uuid.UUID(oauth_account_id)
+        await warmed(sessionmaker, oauth_uuid)
+        outreach = Campaigns(sessionmaker, tenant)
+        await outreach.dispatch(await outreach.campaign([oauth_uuid], ["oauth-lead@example.org"]))
+        async with sessionmaker() as session, session.begin():
+            (await session.get_one(OAuthGrant, oauth_uuid)).access_expires_at = datetime.now(UTC)
+        oauth_server.expire_access_tokens()
+        refreshes, delivered = oauth_server.counters["refresh_token"], len(mail_world.smtp.messages)
         await pool.enqueue_job("refresh_oauth_tokens", _queue_name=queue)
+        await pool.enqueue_job("send_inbox", oauth_account_id, _queue_name=queue)
+        # what arq keeps of the queued jobs (their arguments, pickled) is in Redis, searched below
+        queued_jobs = await redis_dump(redis)
+        assert oauth_account_id.encode() in queued_jobs, "the send job's arguments are in Redis"
         worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, queue_name=queue)
         try:
             await asyncio.wait_for(worker.main(), timeout=30)
         finally:
             await worker.close()
-        assert worker.jobs_complete >= 1 and worker.jobs_failed == 0
+        assert worker.jobs_complete >= 3 and worker.jobs_failed == 0
         assert isinstance(await job.result(timeout=5), int)
+        assert oauth_server.counters["refresh_token"] == refreshes + 1, "the worker refreshed the token"
+        assert [m.rcpt_tos for m in mail_world.smtp.messages[delivered:]] == [["oauth-lead@example.org"]]
     finally:
         await pool.aclose()
 
@@ -601,8 +628,18 @@ async def test_a_canary_password_leaks_nowhere(
     gone = await call("GET", f"/v1/email-accounts/{account_id}")
     assert gone.status_code == 404, "the DELETE route ran last"
 
+    # the OAuth accounts are deleted too: Google's grant is revoked at the provider (its refresh token sent)
+    revokes = oauth_server.counters["revoke"]
+    for oauth_id in (oauth_account_id, ms_account_id):
+        assert (await call("DELETE", f"/v1/email-accounts/{oauth_id}")).status_code == 204
+    assert oauth_server.counters["revoke"] == revokes + 1, "Google's revoked, Microsoft has no endpoint"
+
     # --- now search everything ------------------------------------------------------------------------
+    issued = sorted(issued_tokens(oauth_server, oauth_email) | issued_tokens(oauth_server, ms_email))
+    assert len(issued) == 8, "Google: three access tokens, one refresh token; Microsoft: two and two"
+    oauth_needles = {f"OAuth token {n}": token for n, token in enumerate(issued)}
     needle = {"canary": canary, **oauth_needles}
+    assert_absent(queued_jobs, needle, "Redis while the jobs were queued (arq's job arguments)")
     # the canary really was the password on the wire: aiosmtpd's transcript (after TLS) has it, and the
     # detector finds it there (Dovecot's side is proven by the IMAP logins that passed with it)
     with pytest.raises(AssertionError, match="reveals"):
@@ -665,6 +702,11 @@ async def test_a_canary_password_leaks_nowhere(
         "smtp_login_failed",
         "ConnectionRefusedError",
         "smtp_login",
+        "oauth_connected",
+        "oauth_token_refreshed",  # by the API's verify and by the worker's refresh job
+        "refresh_oauth_tokens",
+        "oauth_grant_revoked",
+        "INSERT INTO oauth_grants",
     ):
         assert expected in logs, expected
     assert_absent(captured_logs.everything.getvalue().encode(), needle, "captured log records")

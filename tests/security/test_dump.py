@@ -24,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
-from nimbus_api.models import DataKey
+from nimbus_api.models import DataKey, OAuthAttempt
 from tests.conftest import TenantFactory, account_payload, change_smtp_password
-from tests.oauth_flow.conftest import connected, issued_tokens
+from tests.oauth_flow.conftest import FRONTEND_URL, connected, issued_tokens
 from tests.servers.mail_world import MailWorld
 from tests.servers.oauth_server import OAuthTestServer
 
@@ -149,6 +149,21 @@ async def planted(
         tokens = sorted(issued_tokens(oauth_server, email))
         assert len(tokens) == 3, "two access tokens and the refresh token"
         passwords |= {f"ws{t}.oauth{n}": token for n, token in enumerate(tokens)}
+        # a Microsoft one, refreshed once: its refresh token rotated (both stored in turn)
+        ms_email, ms_account = await connected(tenant, http, oauth_server, mail_world, provider="microsoft")
+        oauth_server.expire_access_tokens()
+        r = await tenant.client.post(f"/v1/email-accounts/{ms_account}/verify")
+        assert r.status_code == 200 and r.json()["status"] == "passed", r.text
+        ms_tokens = sorted(issued_tokens(oauth_server, ms_email))
+        assert len(ms_tokens) == 4, "two access tokens and two refresh tokens"
+        passwords |= {f"ws{t}.microsoft{n}": token for n, token in enumerate(ms_tokens)}
+        # a connect under way: its PKCE verifier is sealed in the attempt's row
+        r = await tenant.client.post("/v1/oauth/google/authorize", json={"frontend_url": FRONTEND_URL})
+        assert r.status_code == 201, r.text
+        async with sessionmaker() as session:
+            attempt = await session.get_one(OAuthAttempt, uuid.UUID(r.json()["attempt_id"]))
+            verifier = await vault.unseal(session, attempt.data_key_id, attempt.verifier_ciphertext)
+        passwords[f"ws{t}.pkce_verifier"] = verifier.reveal()
         # a webhook endpoint whose secret was rotated (both versions stored), with a test delivery recorded
         hook = await tenant.client.post("/v1/webhook-endpoints", json={"url": "https://mail.example.test/hooks"})
         assert hook.status_code == 201, hook.text

@@ -7,9 +7,12 @@
   one user per mailbox; every accepted message is handed to Dovecot over LMTP, recipient = Dovecot user.
 * IMAP (``Dovecot``): one user per mailbox, login = the address.
 * OAuth (``OAuthTestServer``, optional): its port is reserved up front and Dovecot and the SMTP server
-  accept XOAUTH2/OAUTHBEARER tokens through its introspection URL (scope ``https://mail.google.com/``
-  required); ``enable_oauth()`` starts it when a test asks (the ``oauth_server`` fixture), so worlds
-  that never use OAuth never run it (an XOAUTH2 login then fails: nothing answers introspection).
+  accept XOAUTH2/OAUTHBEARER tokens through its introspection URL, each asking for a mail scope of
+  either provider: the SMTP server Google's ``https://mail.google.com/`` or Microsoft's
+  ``https://outlook.office.com/SMTP.Send``, Dovecot Google's or ``.../IMAP.AccessAsUser.All`` (the
+  server's ``introspections`` tell which of them, ``smtp`` or ``imap``, checked a token);
+  ``enable_oauth()`` starts it when a test asks (the ``oauth_server`` fixture), so worlds that never use
+  OAuth never run it (an XOAUTH2 login then fails: nothing answers introspection).
 
 ``account_payload`` builds a create body for a fresh mailbox (or the address given) whose checks all
 pass, which is what "connect a mailbox" means from the API's side.
@@ -32,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.servers.certs import TestCerts, make_test_certs
 from tests.servers.dns_server import TestDnsServer, make_zone, txt
 from tests.servers.dovecot import Dovecot, free_port
-from tests.servers.oauth_server import OAuthTestServer
+from tests.servers.oauth_server import MS_IMAP_SCOPE, MS_SMTP_SCOPE, OAuthTestServer
 from tests.servers.smtp_server import OAUTH_SCOPE, TestSmtpServer
 
 BASE_DOMAIN = "example.test"
@@ -54,14 +57,13 @@ class MailWorld:
         self.certs: TestCerts = make_test_certs(directory / "certs")
         self.dns = TestDnsServer()
         self.oauth = OAuthTestServer(port=free_port())
-        introspect = f"{self.oauth.introspect_url}?scope={quote(OAUTH_SCOPE, safe='')}"
-        self.dovecot = Dovecot(self.certs, oauth2_introspection_url=introspect)
+        self.dovecot = Dovecot(self.certs, oauth2_introspection_url=self._introspect_url("imap", MS_IMAP_SCOPE))
         self.smtp = TestSmtpServer(
             users={},
             tls_context=self.certs.server_context(),
             auth_require_tls=True,
             deliver=self._deliver,
-            oauth_introspection_url=introspect,
+            oauth_introspection_url=self._introspect_url("smtp", MS_SMTP_SCOPE),
         )
         self._oauth_started = False
         self._dkim = _dkim_public_key()
@@ -77,6 +79,10 @@ class MailWorld:
         hosts = "\n".join(f"{name} IN A 127.0.0.1" for name in ("smtp", "imap", "mail", "ns"))
         self.dns.add_zone(make_zone(BASE_DOMAIN, hosts + "\n" + self._mail_records("@")), BASE_DOMAIN)
         self._domains.add(BASE_DOMAIN)
+
+    def _introspect_url(self, caller: str, microsoft_scope: str) -> str:
+        scopes = "&".join(f"scope={quote(scope, safe='')}" for scope in (OAUTH_SCOPE, microsoft_scope))
+        return f"{self.oauth.introspect_url}?caller={caller}&{scopes}"
 
     def enable_oauth(self) -> OAuthTestServer:
         """Start the world's OAuth server (once) and return it; its tokens log in to SMTP and IMAP."""

@@ -17,6 +17,8 @@ Python API::
     server.add_user("a@example.com", "Ann", hosted_domain="example.com")  # -> TestUser
     server.granted_scope = "other"              # None: grant what was asked; a string: grant that instead
     server.access_token_lifetime = 2            # seconds, for new tokens
+    server.revoke_status = 503                  # None: revoke; a status: answer it and revoke nothing
+    server.refresh_status = 503                 # None: refresh; a status: refresh grants answer it
     server.authorize(client_id=..., redirect_uri=..., login_hint=..., scope=..., state=..., code_challenge=...)
         # follows the authorize redirect like a browser; -> AuthorizeResult(code, state, error, location)
     server.issue_tokens("cid", "a@example.com", scope="https://mail.google.com/")   # whole flow, -> token dict
@@ -28,7 +30,15 @@ Python API::
     server.public_jwk                           # the RS256 key that signs the id_tokens (JWK dict)
 
 ``introspect_url`` answers ``{"active": false}`` for an unknown, expired or revoked token; with
-``?scope=X`` on the URL also for a token not granted X (how Dovecot and the SMTP server check scope).
+``?scope=X`` on the URL also for a token not granted X, and with ``?scope=X&scope=Y`` for a token granted
+neither (how Dovecot and the SMTP server check scope: a Google token holds ``https://mail.google.com/``, a
+Microsoft one ``https://outlook.office.com/SMTP.Send`` and ``.../IMAP.AccessAsUser.All``). ``?caller=NAME``
+names who asks: ``introspections`` records (caller, email or None, active) for every call.
+
+A client added with ``style="microsoft"`` behaves like Microsoft's identity platform: its id_tokens state
+the address as ``preferred_username`` (no ``email`` claim, no hosted domain, a ``tid``), and each refresh
+returns a new refresh token (the old one keeps working, as Microsoft's do until they expire). The
+default ``style="google"`` keeps the first refresh token and states ``email``/``email_verified``/``hd``.
 
 Token responses carry an ``id_token``: an RS256 JWT with ``iss``, ``aud`` (the client id), ``sub``,
 ``email``, ``email_verified``, ``name`` and ``hd`` when the user has a hosted domain.
@@ -58,6 +68,9 @@ from joserfc.jwk import RSAKey
 from werkzeug.serving import make_server
 
 GMAIL_SCOPE = "https://mail.google.com/"
+MS_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+MS_IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
+MS_SCOPE = f"{MS_SMTP_SCOPE} {MS_IMAP_SCOPE} offline_access openid email profile"
 
 
 @dataclass
@@ -66,6 +79,7 @@ class TestClient:
     client_secret: str
     redirect_uris: list[str]
     scope: str = ""  # empty: any scope
+    style: str = "google"  # or "microsoft" (module docstring)
 
     __test__ = False
 
@@ -197,6 +211,8 @@ class OAuthTestServer:
     port: int = 0
     access_token_lifetime: int = 3600
     granted_scope: str | None = None
+    revoke_status: int | None = None
+    refresh_status: int | None = None
     clients: dict[str, TestClient] = field(default_factory=dict)
     users: dict[str, TestUser] = field(default_factory=dict)
     codes: dict[str, AuthCode] = field(default_factory=dict)
@@ -204,6 +220,8 @@ class OAuthTestServer:
     counters: dict[str, int] = field(
         default_factory=lambda: {"token": 0, "authorization_code": 0, "refresh_token": 0, "introspect": 0, "revoke": 0}
     )
+    #: every introspection: (the ``caller`` of the URL, the token's email or None, answered active)
+    introspections: list[tuple[str, str | None, bool]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _http: Any = None
@@ -245,8 +263,10 @@ class OAuthTestServer:
         jwk.update(kid=self._kid, alg="RS256", use="sig")
         return jwk
 
-    def add_client(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> TestClient:
-        client = TestClient(client_id, client_secret, list(redirect_uris))
+    def add_client(
+        self, client_id: str, client_secret: str, redirect_uris: list[str], *, style: str = "google"
+    ) -> TestClient:
+        client = TestClient(client_id, client_secret, list(redirect_uris), style=style)
         self.clients[client_id] = client
         return client
 
@@ -376,20 +396,22 @@ class OAuthTestServer:
 
     # -- the Flask app --------------------------------------------------------------------------------
 
-    def _id_token(self, client_id: str, user: TestUser) -> str:
+    def _id_token(self, client: TestClient, user: TestUser) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer,
-            "aud": client_id,
+            "aud": client.client_id,
             "sub": hashlib.sha256(user.email.encode()).hexdigest()[:21],
-            "email": user.email,
-            "email_verified": True,
             "name": user.name,
             "iat": now,
             "exp": now + 3600,
         }
-        if user.hosted_domain:
-            claims["hd"] = user.hosted_domain
+        if client.style == "microsoft":  # the UPN; ``email`` is an optional claim an app may not get
+            claims |= {"preferred_username": user.email, "tid": "9188040d-6c67-4c5b-b112-36a304b66dad"}
+        else:
+            claims |= {"email": user.email, "email_verified": True}
+            if user.hosted_domain:
+                claims["hd"] = user.hosted_domain
         return jwt.encode({"alg": "RS256", "kid": self._kid}, claims, self._key)
 
     def _generate_token(
@@ -407,13 +429,13 @@ class OAuthTestServer:
         lifetime = self.access_token_lifetime
         token: dict[str, Any] = {
             "token_type": "Bearer",
-            "access_token": "ya29." + secrets.token_urlsafe(32),
+            "access_token": ("EwB" if client.style == "microsoft" else "ya29.") + secrets.token_urlsafe(32),
             "expires_in": lifetime,
             "scope": granted,
         }
-        if include_refresh_token:
-            token["refresh_token"] = "1//" + secrets.token_urlsafe(32)
-        token["id_token"] = self._id_token(client.client_id, user)
+        if include_refresh_token or (grant_type == "refresh_token" and client.style == "microsoft"):
+            token["refresh_token"] = ("M." if client.style == "microsoft" else "1//") + secrets.token_urlsafe(32)
+        token["id_token"] = self._id_token(client, user)
         return token
 
     def _save_token(self, token: dict[str, Any], req: Any) -> None:
@@ -533,12 +555,16 @@ class OAuthTestServer:
                 grant = request.form.get("grant_type", "")
                 if grant in world.counters:
                     world.counters[grant] += 1
+            if grant == "refresh_token" and world.refresh_status is not None:  # the endpoint is failing
+                return jsonify(error="temporarily_unavailable"), world.refresh_status
             return server.create_token_response()
 
         @app.route("/revoke", methods=["POST"])
         def revoke() -> Any:
             with world._lock:
                 world.counters["revoke"] += 1
+            if world.revoke_status is not None:  # the endpoint is failing
+                return jsonify(error="temporarily_unavailable"), world.revoke_status
             return server.create_endpoint_response(Revocation.ENDPOINT_NAME)
 
         @app.route("/introspect", methods=["GET", "POST"])
@@ -550,15 +576,14 @@ class OAuthTestServer:
             if not value and auth.lower().startswith("bearer "):
                 value = auth[7:]
             token = world.tokens.get(value)
-            if token is None or token.revoked or token.is_expired():
+            caller = request.args.get("caller", "")
+            if not _introspected_active(world, token, request.args.getlist("scope")):
+                with world._lock:
+                    world.introspections.append((caller, token.email if token else None, False))
                 return jsonify(active=False)
-            # ``?scope=X`` on the URL (as the mail servers of the mail world call it): inactive without X.
-            required = request.args.get("scope")
-            if required and required not in token.scope.split():
-                return jsonify(active=False)
-            user = world.users.get(token.email)
-            if user is not None and token.issued_at < user.revoked_before:
-                return jsonify(active=False)
+            assert token is not None
+            with world._lock:
+                world.introspections.append((caller, token.email, True))
             return jsonify(
                 active=True,
                 scope=token.scope,
@@ -575,6 +600,17 @@ class OAuthTestServer:
             return jsonify(keys=[world.public_jwk])
 
         return app
+
+
+def _introspected_active(world: OAuthTestServer, token: Token | None, acceptable: list[str]) -> bool:
+    """Live, and (``?scope=`` on the URL, as the mail servers of the mail world call it) granted one of
+    the acceptable scopes."""
+    if token is None or token.revoked or token.is_expired():
+        return False
+    if acceptable and not set(acceptable) & set(token.scope.split()):
+        return False
+    user = world.users.get(token.email)
+    return not (user is not None and token.issued_at < user.revoked_before)
 
 
 def _arg(req: Any, name: str) -> str | None:

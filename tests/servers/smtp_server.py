@@ -34,6 +34,11 @@ What a server can be told to do:
   SASL user). A refused token is answered as Gmail does: a 334 with base64 JSON
   (``{"status":"401","schemes":"bearer","scope":...}``; OAUTHBEARER: ``"status":"invalid_token"``), and
   after the client's empty line ``535 5.7.8``. ``oauth_attempts`` records (mechanism, user, accepted).
+  ``oauth_refused_users`` (a set tests may change): OAuth logins of these users are refused whatever the
+  token (a Microsoft tenant with SMTP AUTH disabled; ``oauth_failure_reply`` scripts its wording).
+* ``hang_up_on_rset`` (a count tests may set while the server runs): the next that many RSETs are
+  answered ``421 4.4.2`` and the connection is closed, as a server ending a session it holds open (an
+  idle pooled connection is reset before reuse: the client then opens a new one and logs in again).
 * ``deliver=async callable(envelope)``: every accepted message is appended to ``messages`` and then
   handed to ``deliver`` (e.g. to LMTP into Dovecot for a roundtrip); if it raises, the client gets 451.
 
@@ -54,7 +59,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 Deliver = Callable[[Envelope], Awaitable[Any]]
 
@@ -143,6 +148,18 @@ class _RecordingSMTP(SMTP):
         await self.push(greeting)
         if self.transport is not None:
             self.transport.close()
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        if self.owner.hang_up_on_rset > 0:
+            self.owner.hang_up_on_rset -= 1
+            await self.push("421 4.4.2 mail.example.test Session ended, reconnect")
+            if self._handler_coroutine is not None:
+                self._handler_coroutine.cancel()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super().smtp_RSET(arg)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         scripted = self.owner.replies.get("STARTTLS")
@@ -283,6 +300,8 @@ class TestSmtpServer:
         self.oauth_attempts: list[tuple[str, str, bool]] = []
         #: the final reply to a refused token (None: Gmail's 535 5.7.8); tests script other providers' wording
         self.oauth_failure_reply: str | None = None
+        self.oauth_refused_users: set[str] = set()
+        self.hang_up_on_rset = 0
         self.hostname = hostname
         self.host = host
         self._port = port
@@ -357,7 +376,7 @@ class TestSmtpServer:
                 return AuthResult(success=False, handled=True)
         user, token = parse_bearer(mechanism, bytes(blob))
         accepted = False
-        if token:
+        if token and user.lower() not in self.oauth_refused_users:
             info = await asyncio.to_thread(self._introspect, token)
             accepted = bool(info.get("active")) and str(info.get("username", "")).lower() == user.lower()
         self.auth_attempts.append((mechanism, user))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 
 from nimbus_api.accounts import service
 from nimbus_api.accounts.schemas import (
@@ -19,6 +19,7 @@ from nimbus_api.api.idempotency import IdempotencyDep
 from nimbus_api.kit.pagination import DEFAULT_LIMIT, Cursor, Limit
 from nimbus_api.kit.problems import problem_responses
 from nimbus_api.kit.schemas import ANY_LINE_PATTERN
+from nimbus_api.oauth import revocation
 from nimbus_api.providers.presets import ProviderId
 from nimbus_api.validation.codes import ALL_CODES
 from nimbus_api.validation.schemas import VerificationResult
@@ -226,6 +227,18 @@ async def email_accounts_list_events(
     status_code=204,
     responses=_NOT_FOUND,
 )
-async def email_accounts_delete(account_id: uuid.UUID, auth: AuthContext, session: Session) -> Response:
+async def email_accounts_delete(
+    account_id: uuid.UUID,
+    auth: AuthContext,
+    session: Session,
+    vault: VaultDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+) -> Response:
+    """An OAuth account's grant is given back to the provider (its refresh token revoked, where the
+    provider has a revocation endpoint) after the delete is committed; the delete never waits for it."""
+    pending = await revocation.prepare(session, vault, settings, auth.workspace_id, account_id, actor=auth.actor)
     await service.delete_account(session, auth.workspace_id, account_id)
+    if pending is not None:
+        background.add_task(revocation.revoke, pending)  # runs once the committed response is sent
     return Response(status_code=204)

@@ -9,10 +9,18 @@ Data-key rotation (``rotate_data_key``) for one workspace walks this state machi
 
     start:    the active key becomes ``retiring``, a new ``active`` key is created (one transaction).
               If a ``retiring`` key already exists, a previous run was interrupted: resume, create none.
-    migrate:  secrets still under a retiring key (mailbox passwords, webhook signing secrets, then
-              provider hooks' signing keys) are decrypted (audited, purpose ``key_rotation``) and
-              encrypted under the active key, in batches, one transaction per batch.
-    finish:   when no secret uses them, retiring keys become ``retired`` and their material is erased.
+    migrate:  secrets still under a retiring key (mailbox passwords and OAuth tokens, then webhook
+              signing secrets, then provider hooks' signing keys) are decrypted (audited, purpose
+              ``key_rotation``) and encrypted under the active key, in batches, one transaction per
+              batch. Then the sealed PKCE verifiers of OAuth
+              connect attempts: a pending one is sealed again under the active key (a person may be at
+              the provider's consent page: the callback must still open it); one that can no longer
+              complete (used, failed, expired) has its verifier erased instead. An attempt whose callback
+              is running right now is locked by it: it is skipped (``SKIP LOCKED``), and its callback
+              erases the verifier when it commits.
+    finish:   when no secret (nor sealed verifier, nor a fleet import row's sealed passwords, which are
+              erased when the row is final) uses them, retiring keys become ``retired`` and their
+              material is erased; one still in use stays retiring until the next run.
 
 Sends in flight are unaffected: a secret row always names the key that opens it, and a retiring key
 keeps opening until no row names it.
@@ -30,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit import crypto
 from nimbus_api.kit.db import utcnow
-from nimbus_api.models import Credential, DataKey, ProviderHook, WebhookSecret
+from nimbus_api.models import AccountImportRow, Credential, DataKey, OAuthAttempt, ProviderHook, WebhookSecret
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) after each batch."""
@@ -159,6 +167,7 @@ async def rotate_data_key(
                 hook.data_key_id = active.id
         done += len(hooks)
         progress(done, total)
+    done += await _reseal_attempts(sessionmaker, vault, workspace_id, active.id, batch_size)
     async with sessionmaker() as session, session.begin():
         # Whatever still names a retiring key keeps it (a secret added under it while this ran).
         still_used = union(
@@ -166,6 +175,13 @@ async def rotate_data_key(
             select(WebhookSecret.data_key_id).where(WebhookSecret.workspace_id == workspace_id),
             select(ProviderHook.data_key_id).where(
                 ProviderHook.workspace_id == workspace_id, ProviderHook.data_key_id.is_not(None)
+            ),
+            select(OAuthAttempt.data_key_id).where(
+                OAuthAttempt.workspace_id == workspace_id, func.length(OAuthAttempt.verifier_ciphertext) > 0
+            ),
+            # an import's waiting rows: their passwords live only until the row is verified
+            select(AccountImportRow.data_key_id).where(
+                AccountImportRow.workspace_id == workspace_id, AccountImportRow.data_key_id.is_not(None)
             ),
         ).scalar_subquery()
         retired = await session.execute(
@@ -182,3 +198,43 @@ async def rotate_data_key(
     for key_id in retired_ids:
         vault.forget(key_id)
     return RotationResult(data_key_id=active.id, reencrypted=done, retired=len(retired_ids), resumed=resumed)
+
+
+async def _reseal_attempts(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    workspace_id: uuid.UUID,
+    active_id: uuid.UUID,
+    batch_size: int,
+) -> int:
+    """Move the sealed verifiers of the workspace's OAuth attempts off the retiring keys (module docstring);
+    returns how many were sealed again."""
+    stale = (
+        (OAuthAttempt.workspace_id == workspace_id)
+        & (OAuthAttempt.data_key_id != active_id)
+        & (func.length(OAuthAttempt.verifier_ciphertext) > 0)
+    )
+    resealed = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            rows = list(
+                await session.scalars(
+                    select(OAuthAttempt).where(stale).limit(batch_size).with_for_update(skip_locked=True)
+                )
+            )
+            if not rows:
+                return resealed
+            material = vault.material(await session.get_one(DataKey, active_id))
+            now = utcnow()
+            for attempt in rows:
+                if attempt.status != "pending" or attempt.used_at is not None or attempt.expires_at <= now:
+                    attempt.verifier_ciphertext = b""  # it can never complete: keep nothing sealed
+                    continue
+                try:
+                    verifier = await vault.unseal(session, attempt.data_key_id, attempt.verifier_ciphertext)
+                except crypto.KeyringError:  # its key was retired before attempts were resealed: dead
+                    attempt.verifier_ciphertext = b""
+                    continue
+                attempt.verifier_ciphertext = crypto.encrypt(material, verifier.reveal())
+                attempt.data_key_id = active_id
+                resealed += 1

@@ -32,6 +32,7 @@ Purpose = Literal[
     "warmup",
     "oauth_refresh",
     "provider_hook",
+    "oauth_revoke",
 ]
 AuditedKind = Literal[
     "smtp_password",

@@ -107,19 +107,21 @@ async def refresh(provider: Provider, refresh_token: Secret, *, scope: str, time
     return _tokens(body, scope)
 
 
-async def revoke(provider: Provider, token: Secret, *, timeout: float) -> None:
-    """Best effort (Google's endpoint; Microsoft has none): a grant we will not use is given back."""
+async def revoke(provider: Provider, token: Secret, *, timeout: float) -> int | None:
+    """Best effort (Google's endpoint; Microsoft has none): a grant we will not use is given back. The
+    endpoint's HTTP status (200: revoked), or None when there is no endpoint or it could not be reached."""
     if not provider.revoke_url:
-        return
+        return None
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            await http.post(
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            reply = await http.post(
                 provider.revoke_url,
-                data={"token": token.reveal()},
+                data={"token": token.reveal(), "token_type_hint": "refresh_token"},
                 auth=(provider.client_id, provider.client_secret.reveal()),
             )
     except httpx.HTTPError:
-        return
+        return None
+    return reply.status_code
 
 
 def identity(provider: Provider, id_token: str | None) -> Identity | None:

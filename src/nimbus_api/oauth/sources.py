@@ -49,6 +49,8 @@ class TokenSource:
         self._lock = asyncio.Lock()
         self._token: AccessToken | None = None
         self._refreshed = False
+        #: why the run's refresh failed (dead grant, detail): every later refused login is that failure
+        self._failure: tuple[bool, str] | None = None
 
     async def _fetch(self, refused_version: int | None) -> AccessToken:
         try:
@@ -63,9 +65,11 @@ class TokenSource:
                     refused_version=refused_version,
                 )
         except RefreshUnavailable as exc:
-            raise self._error(False, f"the OAuth token could not be refreshed: {exc}") from None
+            self._failure = (False, f"the OAuth token could not be refreshed: {exc}")
+            raise self._error(*self._failure) from None
         if token is None:
-            raise self._error(True, "the OAuth grant is revoked or expired: the account needs re-authorization")
+            self._failure = (True, "the OAuth grant is revoked or expired: the account needs re-authorization")
+            raise self._error(*self._failure)
         return token
 
     async def __call__(self) -> Secret | None:
@@ -77,8 +81,12 @@ class TokenSource:
     async def refused(self) -> bool:
         """A login was refused with the token: refresh it (once per run; a caller that meets the refusal
         after another one refreshed gets the new token too). True when a token newer than the refused one
-        is ready; each caller retries its login once at most."""
+        is ready; each caller retries its login once at most. When the run's refresh failed, every call
+        raises that failure (``error``): a token endpoint that was down is a transient failure of each
+        login it spoiled, not the refused login's credential failure."""
         async with self._lock:
+            if self._failure is not None:
+                raise self._error(*self._failure)
             if self._token is None:
                 return False
             if not self._refreshed:

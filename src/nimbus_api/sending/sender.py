@@ -27,7 +27,8 @@ The inbox's password is decrypted (audited, purpose ``send``) only when a run op
 per run (``_PasswordOnDemand``), and never leaves this process. An OAuth inbox's secret is its access token
 (``oauth.sources.TokenSource``): refreshed before it expires, and once more when a login is refused with it
 (the lane then opens its connection again, the message it was for still unsent); a dead grant pauses the
-inbox like a refused password, its queued messages handed to the rest of the pool.
+inbox like a refused password, its queued messages handed to the rest of the pool, while a token endpoint
+that cannot answer is a transient failure of each send it held up (tried again later, the inbox not paused).
 """
 
 from __future__ import annotations
@@ -403,21 +404,21 @@ class _Lane:
                             results.append(Result(item, "sent", reply))
                         index += 1
             except SmtpError as exc:  # the connection could not be opened: this message's outcome
-                if not retried and await self._token_refreshed(exc):
-                    retried = True  # the same message, on a connection logged in with the new token
-                    continue
-                self._failed(pending[index], exc, results)
+                error = exc
+                if self.tokens is not None and exc.code == "smtp.auth_failed" and exc.oauth_status is not None:
+                    # an OAuth login refused with the token (SMTP 334/535 with an OAuth status): refresh it
+                    try:
+                        ready = await self.tokens.refused()
+                    except SmtpError as token_error:
+                        # a dead grant (credential: the inbox pauses) or the token endpoint down (transient:
+                        # the message is tried again later, the inbox goes on)
+                        error = token_error
+                    else:
+                        if ready and not retried:
+                            retried = True  # the same message, on a connection logged in with the new token
+                            continue
+                self._failed(pending[index], error, results)
                 index += 1
-
-    async def _token_refreshed(self, error: SmtpError) -> bool:
-        """An OAuth login refused with the token (SMTP 334/535 with an OAuth status): refresh it. True when
-        a newer token is ready; a dead grant or a refresh that failed is this message's outcome instead."""
-        if self.tokens is None or error.code != "smtp.auth_failed" or error.oauth_status is None:
-            return False
-        try:
-            return await self.tokens.refused()
-        except SmtpError:
-            return False
 
     def _failed(self, item: Work, error: SmtpError, results: list[Result]) -> None:
         """Record a refused send in ``results``, unless it is a relay refusal held as a suspect

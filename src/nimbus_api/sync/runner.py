@@ -384,15 +384,14 @@ class SyncRunner:
 
     async def _token_refreshed(self, mailbox: Mailbox, error: ImapError) -> bool:
         """A login refused with an OAuth token (IMAP AUTHENTICATIONFAILED): refresh it once, so the poll can
-        log in again with the new one. A dead grant or a failed refresh is the poll's failure instead."""
+        log in again with the new one. A dead grant or a failed refresh is raised as the poll's failure."""
         if mailbox.auth_method != "oauth2" or self.oauth_settings is None or error.code != "imap.auth_failed":
             return False
         if not error.data.get("oauth") or mailbox.account_id not in self._token_versions:
             return False
-        try:
-            await self._open_token(mailbox, refused=True)
-        except ImapError:
-            return False
+        # raises the poll's failure instead: a dead grant (imap.auth_failed, a person must re-authorize) or
+        # the token endpoint down (imap.connection_refused: transient, the mailbox is polled again later)
+        await self._open_token(mailbox, refused=True)
         return True
 
 
