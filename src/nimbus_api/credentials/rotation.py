@@ -29,14 +29,16 @@ keeps opening until no row names it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit import crypto
+from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.models import AccountImportRow, Credential, DataKey, OAuthAttempt, ProviderHook, WebhookSecret
 
@@ -111,62 +113,33 @@ async def rotate_data_key(
 ) -> RotationResult:
     async with sessionmaker() as session, session.begin():
         active, resumed = await _start(session, vault, workspace_id)
-    stale = (Credential.workspace_id == workspace_id) & (Credential.data_key_id != active.id)
-    async with sessionmaker() as session:
-        total = await session.scalar(select(func.count()).select_from(Credential).where(stale)) or 0
-    done = 0
-    progress(done, total)
-    while True:
-        async with sessionmaker() as session, session.begin():
-            batch = list(await session.scalars(select(Credential).where(stale).limit(batch_size).with_for_update()))
-            if not batch:
-                break
-            material = vault.material(await session.get_one(DataKey, active.id))
-            for credential in batch:
-                secret = await vault.reveal(session, credential, actor=ROTATION_ACTOR, purpose="key_rotation")
-                credential.ciphertext = crypto.encrypt(material, secret.reveal())
-                credential.data_key_id = active.id
-        done += len(batch)
-        progress(done, total)
-    hooks_stale = (WebhookSecret.workspace_id == workspace_id) & (WebhookSecret.data_key_id != active.id)
-    async with sessionmaker() as session:
-        total += await session.scalar(select(func.count()).select_from(WebhookSecret).where(hooks_stale)) or 0
-    while True:
-        async with sessionmaker() as session, session.begin():
-            rows = list(
-                await session.scalars(select(WebhookSecret).where(hooks_stale).limit(batch_size).with_for_update())
-            )
-            if not rows:
-                break
-            material = vault.material(await session.get_one(DataKey, active.id))
-            for row in rows:
-                secret = await vault.reveal_webhook_secret(session, row, actor=ROTATION_ACTOR, purpose="key_rotation")
-                row.ciphertext = crypto.encrypt(material, secret.reveal())
-                row.data_key_id = active.id
-        done += len(rows)
-        progress(done, total)
-    # Provider hooks' signing keys (Mailgun), like the webhook secrets.
-    provider_stale = (
-        (ProviderHook.workspace_id == workspace_id)
-        & ProviderHook.data_key_id.is_not(None)
-        & (ProviderHook.data_key_id != active.id)
-    )
-    async with sessionmaker() as session:
-        total += await session.scalar(select(func.count()).select_from(ProviderHook).where(provider_stale)) or 0
-    while True:
-        async with sessionmaker() as session, session.begin():
-            hooks = list(
-                await session.scalars(select(ProviderHook).where(provider_stale).limit(batch_size).with_for_update())
-            )
-            if not hooks:
-                break
-            material = vault.material(await session.get_one(DataKey, active.id))
-            for hook in hooks:
-                key = await vault.reveal_provider_hook_key(session, hook, actor=ROTATION_ACTOR, purpose="key_rotation")
-                hook.ciphertext = crypto.encrypt(material, key.reveal())
-                hook.data_key_id = active.id
-        done += len(hooks)
-        progress(done, total)
+    tally = _Tally(progress)
+    sealed: list[tuple[type[_Sealed], Any, _Reveal]] = [
+        (
+            Credential,
+            (Credential.workspace_id == workspace_id) & (Credential.data_key_id != active.id),
+            lambda session, row: vault.reveal(session, row, actor=ROTATION_ACTOR, purpose="key_rotation"),
+        ),
+        (
+            WebhookSecret,
+            (WebhookSecret.workspace_id == workspace_id) & (WebhookSecret.data_key_id != active.id),
+            lambda session, row: vault.reveal_webhook_secret(
+                session, row, actor=ROTATION_ACTOR, purpose="key_rotation"
+            ),
+        ),
+        (  # provider hooks' signing keys (Mailgun); a hook without one has no key
+            ProviderHook,
+            (ProviderHook.workspace_id == workspace_id)
+            & ProviderHook.data_key_id.is_not(None)
+            & (ProviderHook.data_key_id != active.id),
+            lambda session, row: vault.reveal_provider_hook_key(
+                session, row, actor=ROTATION_ACTOR, purpose="key_rotation"
+            ),
+        ),
+    ]
+    for model, stale, reveal in sealed:
+        await _reencrypt(sessionmaker, vault, active.id, model, stale, reveal, batch_size=batch_size, tally=tally)
+    done = tally.done
     done += await _reseal_attempts(sessionmaker, vault, workspace_id, active.id, batch_size)
     async with sessionmaker() as session, session.begin():
         # Whatever still names a retiring key keeps it (a secret added under it while this ran).
@@ -198,6 +171,54 @@ async def rotate_data_key(
     for key_id in retired_ids:
         vault.forget(key_id)
     return RotationResult(data_key_id=active.id, reencrypted=done, retired=len(retired_ids), resumed=resumed)
+
+
+_Sealed = Credential | WebhookSecret | ProviderHook
+_Reveal = Callable[[AsyncSession, Any], Awaitable[Secret]]
+
+
+@dataclass
+class _Tally:
+    """The re-encryption's progress over every kind of sealed row (the total grows as each is counted)."""
+
+    progress: Progress
+    done: int = 0
+    total: int = 0
+    started: bool = False
+
+
+async def _reencrypt(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    active_id: uuid.UUID,
+    model: type[_Sealed],
+    stale: Any,
+    reveal: _Reveal,
+    *,
+    batch_size: int,
+    tally: _Tally,
+) -> None:
+    """Open each ``model`` row that ``stale`` selects (audited by ``reveal``) and seal it under the active key,
+    one transaction per batch; rows locked so a concurrent writer waits rather than races."""
+    async with sessionmaker() as session:
+        tally.total += await session.scalar(select(func.count()).select_from(model).where(stale)) or 0
+    if not tally.started:  # one report before the first batch, then one after each
+        tally.started = True
+        tally.progress(tally.done, tally.total)
+    while True:
+        async with sessionmaker() as session, session.begin():
+            rows: list[_Sealed] = list(
+                await session.scalars(select(model).where(stale).limit(batch_size).with_for_update())
+            )
+            if not rows:
+                return
+            material = vault.material(await session.get_one(DataKey, active_id))
+            for row in rows:
+                secret = await reveal(session, row)
+                row.ciphertext = crypto.encrypt(material, secret.reveal())
+                row.data_key_id = active_id
+        tally.done += len(rows)
+        tally.progress(tally.done, tally.total)
 
 
 async def _reseal_attempts(
