@@ -45,6 +45,8 @@ REDIS_BASE = os.environ.get("NIMBUS_TEST_REDIS", "redis://127.0.0.1:6379")
 SEED = int(os.environ.get("CONTRACT_SEED", "20261202"))
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "100"))
 WORKERS = os.environ.get("CONTRACT_WORKERS", "2")
+# The origin the contract server lets the OAuth callback send browsers back to (contract_hooks.py uses it).
+CONTRACT_FRONTEND_ORIGIN = "https://app.contract.test"
 PHASES = "examples,coverage,fuzzing,stateful"
 
 # Operations left out, each only because it needs the outside world: connecting or re-verifying an
@@ -257,6 +259,12 @@ def main() -> int:
             # webhook URLs: only the run's own receiver is reachable
             "NIMBUS_EGRESS_ALLOW": f"127.0.0.1/32,:{hook_port}",
             "NIMBUS_WEBHOOK_ALLOW_HTTP": "true",
+            # OAuth: both providers configured (an authorize URL needs no network), one frontend origin
+            "NIMBUS_OAUTH_GOOGLE_CLIENT_ID": "contract-google",
+            "NIMBUS_OAUTH_GOOGLE_CLIENT_SECRET": "contract-google-secret",
+            "NIMBUS_OAUTH_MICROSOFT_CLIENT_ID": "contract-microsoft",
+            "NIMBUS_OAUTH_MICROSOFT_CLIENT_SECRET": "contract-microsoft-secret",
+            "NIMBUS_OAUTH_FRONTEND_ORIGINS": CONTRACT_FRONTEND_ORIGIN,
         }
         out = _nimbus(env, "workspace", "create", "contract")
         match = re.search(r"^\s+(\S+)\s*$", out, re.MULTILINE)

@@ -21,6 +21,13 @@ invalid (negative) requests go out as generated:
 - provider hooks: the fields must fit the ``provider`` (``signing_key`` Mailgun's and required there,
   ``public_key`` SendGrid's and a P-256 key, ``basic_auth`` Postmark's and SMTP2GO's, ``topic_arn`` SES's;
   the fields' descriptions): a valid request keeps only its provider's fields, with a real key.
+- OAuth ``frontend_url``: its origin must be one of ``NIMBUS_OAUTH_FRONTEND_ORIGINS`` (the field's
+  description): a valid request's URL is replaced by one on the origin the contract server allows.
+- the OAuth callback: ``state`` must be one this API issued for a consent screen (the operation's
+  description); none exists in the run, so the one failure dropped is a valid request refused with a 400
+  ``oauth.state_invalid``.
+- ``email_account_imports_create``: the file is CSV text with an ``email`` column (the field's description),
+  like ``contacts_import_csv``: the one failure dropped is a 422 whose every error names ``file``.
 - alert rules: a ``threshold`` must fit the rule's kind (bounds per kind, none for ``listed`` and
   ``domain_unhealthy``; the field's description), and a PATCH's kind is the stored rule's. The one failure
   dropped is a valid request refused with a 422 naming only ``threshold``.
@@ -64,6 +71,8 @@ _CAMPAIGN_OPERATIONS = {"campaigns_create", "campaigns_update"}
 _WEBHOOK_OPERATIONS = {"webhook_endpoints_create", "webhook_endpoints_update"}
 # the receiver scripts/contract.py runs on loopback, which the contract server's egress policy allowlists
 PUBLIC_WEBHOOK_URL = os.environ.get("CONTRACT_WEBHOOK_URL", "https://93.184.216.34/hooks/contract")
+_OAUTH_OPERATIONS = {"oauth_authorize", "email_accounts_reauthorize"}
+FRONTEND_URL = "https://app.contract.test/settings/inboxes"  # on scripts/contract.py's allowed origin
 _TEMPLATE_PARTS = ("subject", "text", "html")
 # What each provider hook takes (cross-field; the fields' descriptions), and a real SendGrid key (P-256).
 _PROVIDER_FIELDS = {
@@ -150,6 +159,8 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
         case.body = body
     if operation_id == "provider_hooks_create" and isinstance(case.body, dict):
         case.body = _fit_provider_hook(case.body)
+    if operation_id in _OAUTH_OPERATIONS and isinstance(case.body, dict) and "frontend_url" in case.body:
+        case.body = {**case.body, "frontend_url": FRONTEND_URL}
     if operation_id in _WEBHOOK_OPERATIONS and isinstance(case.body, dict) and isinstance(case.body.get("url"), str):
         case.body = {**case.body, "url": PUBLIC_WEBHOOK_URL}
 
@@ -159,6 +170,7 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
 # stored rule's, which no schema of the request can see.
 _CONTENT_RULES = {
     "contacts_import_csv": {"file"},
+    "email_account_imports_create": {"file"},
     "alert_rules_create": {"threshold"},
     "alert_rules_update": {"threshold"},
 }
@@ -170,7 +182,12 @@ def filter_failure(ctx: Any, failure: Any, case: Any, response: Any) -> bool:
         # Not accepted: refused before it was read, for its size (a generated negative body of several MB:
         # an HTML field of 500,000 characters, escaped). 413 is documented on every operation with a body.
         return False
-    fields = _CONTENT_RULES.get(case.operation.definition.raw.get("operationId"))
+    operation_id = case.operation.definition.raw.get("operationId")
+    if operation_id == "oauth_callback" and isinstance(failure, RejectedPositiveData) and response.status_code == 400:
+        with contextlib.suppress(ValueError):
+            if response.json().get("code") == "oauth.state_invalid":
+                return False
+    fields = _CONTENT_RULES.get(operation_id)
     if not fields or not isinstance(failure, RejectedPositiveData) or response.status_code != 422:
         return True
     try:

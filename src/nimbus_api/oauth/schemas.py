@@ -14,7 +14,12 @@ from nimbus_api.kit.validators import EmailAddress
 from nimbus_api.oauth.providers import OAuthProviderId
 from nimbus_api.validation.schemas import VerificationResult
 
-FRONTEND_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^\s\u0000#]+$"
+# No white space, control character or fragment after the scheme, spelled out (not ``\s``, which ECMA-262
+# and Python ``re`` read differently: Python's also takes U+001C..U+001F), so every engine agrees.
+FRONTEND_URL_PATTERN = (
+    r"^[hH][tT][tT][pP][sS]?://"
+    r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000#]+$"
+)
 FrontendUrl = Annotated[
     str,
     Field(
