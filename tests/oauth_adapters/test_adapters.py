@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from nimbus_api.imap import ImapError, ImapServer, imap_session
+from nimbus_api.imap.oauth import IMAP_DISABLED_HINT
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.egress import EgressPolicy
 from nimbus_api.kit.net import NetContext, make_tls_context
@@ -18,7 +19,7 @@ from nimbus_api.smtp import SmtpError, SmtpServer
 from nimbus_api.smtp.connection import close_gracefully, connect
 from nimbus_api.smtp.transaction import transmit
 from tests.servers.mail_world import BASE_DOMAIN, IMAP_HOST, SMTP_HOST, MailWorld
-from tests.servers.oauth_server import OAuthTestServer
+from tests.servers.oauth_server import GMAIL_IMAP_DISABLED, OAuthTestServer
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
@@ -195,6 +196,40 @@ async def test_imap_refused_tokens_say_so_and_stay_hidden(
         async with imap_session(cleartext, net):
             pass
     assert plain.value.code == "imap.plaintext_auth_refused"
+
+
+@pytest.mark.parametrize("refusal", [True, "IMAP is disabled for this account"])
+async def test_gmail_with_imap_turned_off_refuses_a_live_token_with_the_hint(
+    mail_world: MailWorld,
+    oauth_defaults: OAuthTestServer,
+    account: tuple[str, str],
+    net: NetContext,
+    caplog: pytest.LogCaptureFixture,
+    refusal: bool | str,
+) -> None:
+    """Dovecot refuses the token with the account's refusal text (``nologin`` with the introspection's
+    ``reason``), as Gmail does with IMAP turned off; the same token still sends over SMTP."""
+    caplog.set_level(logging.DEBUG)
+    cid, email = account
+    oauth_defaults.add_user(email, "Olive Auth", imap_disabled=refusal)
+    token = await _token(oauth_defaults, cid, email)
+    with pytest.raises(ImapError) as refused:
+        async with imap_session(_imap(mail_world, email, token), net):
+            pass
+    error = refused.value
+    assert error.code == "imap.auth_failed" and error.data["oauth"] is True
+    assert error.data["hint"] == IMAP_DISABLED_HINT
+    assert "IMAP is disabled" in str(error.detail)
+    expected = GMAIL_IMAP_DISABLED if refusal is True else refusal
+    assert error.server_text is not None and expected in error.server_text
+    _assert_hidden(token, str(error), repr(error), str(error.server_text), _product_log(caplog))
+    conn = await connect(_smtp(mail_world, email, token), net)  # only IMAP is off
+    await close_gracefully(conn)
+    assert mail_world.smtp.oauth_attempts[-1] == (conn.auth_mechanism, email, True)
+
+    oauth_defaults.add_user(email, "Olive Auth")  # IMAP turned back on: the same token logs in
+    async with imap_session(_imap(mail_world, email, token), net) as session:
+        assert (await session.select("INBOX")).uidvalidity > 0
 
 
 async def test_a_microsoft_tenant_without_smtp_auth_gets_its_hint_from_a_real_refusal(

@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nimbus_api.imap.oauth import IMAP_DISABLED_HINT
 from nimbus_api.kit.db import utcnow
 from nimbus_api.models import OAuthAttempt
 from nimbus_api.oauth.providers import MICROSOFT_IMAP_SCOPE, MICROSOFT_SMTP_SCOPE
@@ -126,3 +127,32 @@ async def test_microsofts_tenant_smtp_auth_hint_reaches_the_failing_check(
     assert TENANT_SMTP_AUTH_DISABLED_HINT in attempt["error_detail"]
     assert await _accounts(tenant) == []
     assert {MICROSOFT_SMTP_SCOPE, MICROSOFT_IMAP_SCOPE} <= set(oauth.tokens[next(reversed(oauth.tokens))].scope.split())
+
+
+async def test_gmails_imap_disabled_refusal_reaches_the_failing_imap_check_with_its_hint(
+    tenant: Tenant, http: httpx.AsyncClient, oauth: OAuthTestServer, mail_world: MailWorld
+) -> None:
+    """Dovecot refuses the live token with Gmail's "not enabled for IMAP use" text (tests/servers/dovecot.py):
+    the attempt fails on its IMAP check, which carries the hint; SMTP took the same token; nothing is saved."""
+    email = new_mailbox(mail_world, oauth)
+    oauth.add_user(email, "Olive Auth", hosted_domain="example.test", imap_disabled=True)
+    checked, revokes = len(oauth.introspections), oauth.counters["revoke"]
+    flow = await run_flow(tenant, http, oauth, email)
+    assert flow.landed["error"] == "imap.auth_failed" and "account_id" not in flow.landed
+    attempt = (await tenant.client.get(f"/v1/oauth/attempts/{flow.landed['oauth_attempt']}")).json()
+    assert (attempt["status"], attempt["error_code"], attempt["account_id"]) == ("failed", "imap.auth_failed", None)
+    checks = {c["name"]: c for c in attempt["verification"]["checks"]}
+    assert attempt["verification"]["check"] == "imap"
+    assert checks["smtp"]["status"] == "passed"  # the token itself is good: only IMAP is off
+    imap = checks["imap"]
+    assert (imap["status"], imap["code"], imap["hint"]) == ("failed", "imap.auth_failed", IMAP_DISABLED_HINT)
+    assert imap["data"]["oauth"] is True and imap["data"]["status"] is None  # no token-failure challenge
+    assert checks["roundtrip"]["status"] == "skipped"
+    assert IMAP_DISABLED_HINT in attempt["error_detail"]
+    # both servers found the token active: the refusal is the account's, not the token's
+    assert {(caller, ok) for caller, who, ok in oauth.introspections[checked:] if who == email} == {
+        ("imap", True),
+        ("smtp", True),
+    }
+    assert await _accounts(tenant) == []
+    assert oauth.counters["revoke"] == revokes + 1  # the unused grant was given back

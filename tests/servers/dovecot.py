@@ -16,6 +16,8 @@ What the config sets up:
   (Dovecot re-checks a passwd-file at most once a second; no auth cache); homes with maildirs under
   the temporary directory, owned by an unprivileged user (``nobody``/``nogroup`` when running as
   root, else the current user, with Dovecot's documented rootless settings);
+* with ``oauth2_introspection_url``, XOAUTH2/OAUTHBEARER checked by an ``oauth2`` passdb, and a token
+  whose introspection says ``"imap": "disabled"`` refused with its ``reason`` (Gmail with IMAP off);
 * ``disable_plaintext_auth = no`` (the cleartext mode is tested), ``auth_failure_delay = 0`` and the
   auth penalty off (anvil's penalty socket closed to the auth process, as Dovecot documents; checked:
   ``login_trusted_networks`` alone does not lift it in 2.3.19), so a wrong password costs ~0.5 s
@@ -138,6 +140,9 @@ class Dovecot:
         """``oauth2_introspection_url``: also accept AUTHENTICATE XOAUTH2 and OAUTHBEARER, the bearer token
         checked by an ``oauth2`` passdb through RFC 7662 introspection (``introspection_mode = post``;
         the user is the response's ``username``, which must be active); password logins are unchanged.
+        An active token whose introspection also says ``"imap": "disabled"`` is refused like Gmail
+        refuses an account with IMAP turned off: ``NO [CONTACTADMIN] <the response's "reason">`` (see
+        ``_imap_refusals``).
         ``sieve``: run Pigeonhole's Sieve on LMTP delivery (scripts from ``set_sieve``), with
         ``vacation :seconds`` allowed and no minimum period; ``submission_host`` (``127.0.0.1:PORT``, an
         SMTP server such as a private Postfix) is where Sieve sends vacation replies and redirects."""
@@ -314,6 +319,13 @@ class Dovecot:
                     "  driver = oauth2",
                     "  mechanisms = xoauth2 oauthbearer",
                     f"  args = {self._oauth2_conf()}",
+                    "  result_success = continue-ok",
+                    "}",
+                    "passdb {",
+                    "  driver = passwd-file",
+                    "  mechanisms = xoauth2 oauthbearer",
+                    "  skip = unauthenticated",
+                    f"  args = username_format=imap-%{{passdb:imap}} {self._imap_refusals()}",
                     "}",
                 ]
                 if self.oauth2_introspection_url
@@ -394,10 +406,28 @@ class Dovecot:
                     "active_value = true",
                     "force_introspection = yes",
                     "timeout_msecs = 5000",
+                    "pass_attrs = imap=%{oauth2:imap} reason=%{oauth2:reason}",
                 ]
             )
             + "\n"
         )
+        path.chmod(0o644)
+        return path
+
+    def _imap_refusals(self) -> Path:
+        """The passwd-file of the passdb after ``oauth2``: it turns an introspection's ``"imap": "disabled"``
+        into Dovecot's ``nologin`` refusal, whose text is the introspection's ``reason``.
+
+        Why a second passdb: ``pass_attrs`` sets every field it names, empty or not, and Dovecot takes an
+        empty ``nologin=`` as set (checked on 2.3.19: every OAuth login was then refused). So ``pass_attrs``
+        only copies ``imap`` and ``reason`` (harmless when empty: the login process ignores ``imap``, and
+        ``reason`` is read only with ``nologin``), the ``oauth2`` passdb continues on success
+        (``continue-ok``), and this passdb, consulted only once the token is verified
+        (``skip = unauthenticated``, so it compares no password), looks up ``imap-%{passdb:imap}``: the
+        one entry, ``imap-disabled``, adds ``nologin``; any other user (``imap-``) is unknown here, which
+        ends the chain with the ``oauth2`` passdb's success."""
+        path = self.root / "imap-refusals"
+        path.write_text("imap-disabled:::::::nopassword=y nologin=y\n")
         path.chmod(0o644)
         return path
 

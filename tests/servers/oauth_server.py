@@ -15,6 +15,7 @@ Python API::
     server.issuer, server.authorize_url, server.token_url, server.revoke_url, server.introspect_url, server.jwks_url
     server.add_client("cid", "secret", ["http://127.0.0.1/cb"])   # -> TestClient
     server.add_user("a@example.com", "Ann", hosted_domain="example.com")  # -> TestUser
+    server.add_user("b@example.com", imap_disabled=True)   # Dovecot refuses its tokens like Gmail with IMAP off
     server.granted_scope = "other"              # None: grant what was asked; a string: grant that instead
     server.access_token_lifetime = 2            # seconds, for new tokens
     server.revoke_status = 503                  # None: revoke; a status: answer it and revoke nothing
@@ -33,7 +34,10 @@ Python API::
 ``?scope=X`` on the URL also for a token not granted X, and with ``?scope=X&scope=Y`` for a token granted
 neither (how Dovecot and the SMTP server check scope: a Google token holds ``https://mail.google.com/``, a
 Microsoft one ``https://outlook.office.com/SMTP.Send`` and ``.../IMAP.AccessAsUser.All``). ``?caller=NAME``
-names who asks: ``introspections`` records (caller, email or None, active) for every call.
+names who asks: ``introspections`` records (caller, email or None, active) for every call. For a user added
+with ``imap_disabled`` an active answer also says ``"imap": "disabled"`` and ``"reason": <the refusal>``
+(``GMAIL_IMAP_DISABLED``, Gmail's text, unless a string was given): the mail world's Dovecot then refuses
+the login with that text, as Gmail does when IMAP is turned off (SMTP still accepts the token).
 
 A client added with ``style="microsoft"`` behaves like Microsoft's identity platform: its id_tokens state
 the address as ``preferred_username`` (no ``email`` claim, no hosted domain, a ``tid``), and each refresh
@@ -70,6 +74,11 @@ from werkzeug.serving import make_server
 GMAIL_SCOPE = "https://mail.google.com/"
 MS_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 MS_IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
+#: Gmail's refusal of a login to an account with IMAP turned off (its tagged NO, after ``[ALERT]``)
+GMAIL_IMAP_DISABLED = (
+    "Your account is not enabled for IMAP use. Please visit your Gmail settings page and enable your account "
+    "for IMAP access. (Failure)"
+)
 MS_SCOPE = f"{MS_SMTP_SCOPE} {MS_IMAP_SCOPE} offline_access openid email profile"
 
 
@@ -115,6 +124,7 @@ class TestUser:
     name: str
     hosted_domain: str | None = None
     revoked_before: float = 0.0  # tokens issued before this instant are dead
+    imap_refusal: str | None = None  # IMAP refuses the tokens with this text (``add_user(imap_disabled=...)``)
 
     __test__ = False
 
@@ -270,8 +280,13 @@ class OAuthTestServer:
         self.clients[client_id] = client
         return client
 
-    def add_user(self, email: str, name: str = "", hosted_domain: str | None = None) -> TestUser:
-        user = TestUser(email.lower(), name or email.split("@")[0], hosted_domain)
+    def add_user(
+        self, email: str, name: str = "", hosted_domain: str | None = None, *, imap_disabled: bool | str = False
+    ) -> TestUser:
+        """``imap_disabled``: the user's tokens are live but IMAP refuses them like Gmail does for an account
+        with IMAP turned off (``True``: Gmail's alert; a string: that text instead)."""
+        refusal = (GMAIL_IMAP_DISABLED if imap_disabled is True else imap_disabled) or None
+        user = TestUser(email.lower(), name or email.split("@")[0], hosted_domain, imap_refusal=refusal)
         self.users[user.email] = user
         return user
 
@@ -584,16 +599,20 @@ class OAuthTestServer:
             assert token is not None
             with world._lock:
                 world.introspections.append((caller, token.email, True))
-            return jsonify(
-                active=True,
-                scope=token.scope,
-                username=token.email,
-                email=token.email,
-                client_id=token.client_id,
-                token_type="Bearer",
-                exp=int(token.expires_at),
-                iat=int(token.issued_at),
-            )
+            info: dict[str, Any] = {
+                "active": True,
+                "scope": token.scope,
+                "username": token.email,
+                "email": token.email,
+                "client_id": token.client_id,
+                "token_type": "Bearer",
+                "exp": int(token.expires_at),
+                "iat": int(token.issued_at),
+            }
+            user = world.users.get(token.email)
+            if user is not None and user.imap_refusal:  # Dovecot refuses the login (tests/servers/dovecot.py)
+                info |= {"imap": "disabled", "reason": user.imap_refusal}
+            return jsonify(info)
 
         @app.route("/jwks", methods=["GET"])
         def jwks() -> Any:

@@ -26,7 +26,12 @@ IMAP_DISABLED_HINT = (
     "IMAP is disabled for this Gmail account: turn on IMAP in Gmail settings (Forwarding and POP/IMAP) "
     "or ask the Workspace admin"
 )
-_IMAP_DISABLED_WORDS = ("imap is disabled", "log in via your web browser", "web login required")
+_IMAP_DISABLED_WORDS = (
+    "imap is disabled",
+    "not enabled for imap use",  # Gmail: "[ALERT] Your account is not enabled for IMAP use. Please visit ..."
+    "log in via your web browser",
+    "web login required",
+)
 
 Step = Callable[[Awaitable[Reply], str], Awaitable[Reply]]
 
