@@ -223,7 +223,14 @@ async def test_a_worker_started_while_both_stores_are_down_waits_for_them(
     await asyncio.to_thread(private_postgres.stop, "fast")
     try:
         run.workers.start()
-        await asyncio.sleep(4.0)  # a few backoff rounds against nothing
+        # until the worker has met the outage (its start-up may take seconds on a busy machine), then a few
+        # backoff rounds against nothing
+        deadline = asyncio.get_running_loop().time() + 60.0
+        while not any(e[("store_unavailable", "redis")] for e in run.events()):
+            assert asyncio.get_running_loop().time() < deadline, f"no outage seen\n{run.workers.logs()}"
+            _all_alive(run.workers)
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)
         _all_alive(run.workers)
     finally:
         private_redis.start()
