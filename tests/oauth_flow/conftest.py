@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.config import Settings
@@ -21,10 +22,12 @@ from nimbus_api.kit.net import build_net_context
 from nimbus_api.models import EmailAccount
 from nimbus_api.sending.sender import SenderDeps
 from nimbus_api.smtp.pool import SmtpPool
+from nimbus_api.sync.runner import SyncRunner
 from tests.conftest import OAUTH_FRONTEND, Tenant
 from tests.sending.conftest import PUBLIC, Campaigns
 from tests.servers.mail_world import BASE_DOMAIN, MailWorld
 from tests.servers.oauth_server import OAuthTestServer
+from tests.sync.conftest import config, park_others
 
 FRONTEND_URL = f"{OAUTH_FRONTEND}/inboxes?tab=oauth"
 
@@ -130,3 +133,22 @@ def issued_tokens(oauth: OAuthTestServer, email: str) -> set[str]:
             if token.refresh_token:
                 found.add(token.refresh_token)
     return found
+
+
+async def lone_sync_runner(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    workspace_id: uuid.UUID,
+    *,
+    net: Any,
+    vault: Vault,
+    settings: Settings,
+) -> SyncRunner:
+    """A sync runner that polls only this workspace's new OAuth mailbox: the workspace's other mailboxes
+    are parked and no other sync worker holds leases."""
+    await park_others(sessionmaker, workspace_id)
+    async with sessionmaker() as session:
+        await session.execute(text("DELETE FROM sync_workers"))
+        await session.commit()
+    return SyncRunner(
+        sessionmaker, net, vault, config(), owner=f"oauth-{secrets.token_hex(4)}", oauth_settings=settings
+    )

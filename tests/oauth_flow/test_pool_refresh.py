@@ -25,11 +25,11 @@ from nimbus_api.sending.sender import SenderDeps, run_inbox
 from nimbus_api.smtp.pool import SmtpPool
 from nimbus_api.sync.runner import SyncRunner
 from tests.conftest import Tenant
-from tests.oauth_flow.conftest import connected, warmed
+from tests.oauth_flow.conftest import connected, lone_sync_runner, warmed
 from tests.sending.conftest import Campaigns
 from tests.servers.mail_world import MailWorld
 from tests.servers.oauth_server import OAuthTestServer
-from tests.sync.conftest import config, inbound, mail, park_others, sync_row
+from tests.sync.conftest import inbound, mail, sync_row
 
 
 def _sink(world: MailWorld, sender: str, since: int) -> Counter[str]:
@@ -110,17 +110,8 @@ async def test_the_sync_reads_new_mail_across_a_token_refresh(
     settings: Settings,
 ) -> None:
     email, account_id = await connected(tenant, http, oauth, mail_world)
-    await park_others(sessionmaker, tenant.workspace_id)
-    async with sessionmaker() as session:
-        await session.execute(text("DELETE FROM sync_workers"))
-        await session.commit()
-    runner = SyncRunner(
-        sessionmaker,
-        app_state.verifier.net,
-        vault,
-        config(),
-        owner=f"oauth-{secrets.token_hex(4)}",
-        oauth_settings=settings,
+    runner = await lone_sync_runner(
+        sessionmaker, tenant.workspace_id, net=app_state.verifier.net, vault=vault, settings=settings
     )
     try:
         await runner.lease_round()
@@ -216,17 +207,8 @@ async def test_a_token_endpoint_outage_at_a_sync_refresh_is_a_transient_failure(
     settings: Settings,
 ) -> None:
     email, account_id = await connected(tenant, http, oauth, mail_world)
-    await park_others(sessionmaker, tenant.workspace_id)
-    async with sessionmaker() as session:
-        await session.execute(text("DELETE FROM sync_workers"))
-        await session.commit()
-    runner = SyncRunner(
-        sessionmaker,
-        app_state.verifier.net,
-        vault,
-        config(),
-        owner=f"oauth-{secrets.token_hex(4)}",
-        oauth_settings=settings,
+    runner = await lone_sync_runner(
+        sessionmaker, tenant.workspace_id, net=app_state.verifier.net, vault=vault, settings=settings
     )
     try:
         await runner.lease_round()

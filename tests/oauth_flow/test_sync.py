@@ -4,21 +4,17 @@ without another call to the provider."""
 
 from __future__ import annotations
 
-import secrets
-
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nimbus_api.api.state import AppState
 from nimbus_api.config import Settings
 from nimbus_api.credentials.vault import Vault
-from nimbus_api.sync.runner import SyncRunner
 from tests.conftest import Tenant
-from tests.oauth_flow.conftest import connected
+from tests.oauth_flow.conftest import connected, lone_sync_runner
 from tests.servers.mail_world import MailWorld
 from tests.servers.oauth_server import OAuthTestServer
-from tests.sync.conftest import config, inbound, mail, park_others, sync_row
+from tests.sync.conftest import inbound, mail, sync_row
 
 
 async def test_a_sync_refreshes_a_refused_token_once_and_reads_the_mailbox(
@@ -32,17 +28,8 @@ async def test_a_sync_refreshes_a_refused_token_once_and_reads_the_mailbox(
     settings: Settings,
 ) -> None:
     email, account_id = await connected(tenant, http, oauth, mail_world)
-    await park_others(sessionmaker, tenant.workspace_id)
-    async with sessionmaker() as session:
-        await session.execute(text("DELETE FROM sync_workers"))
-        await session.commit()
-    runner = SyncRunner(
-        sessionmaker,
-        app_state.verifier.net,
-        vault,
-        config(),
-        owner=f"oauth-{secrets.token_hex(4)}",
-        oauth_settings=settings,
+    runner = await lone_sync_runner(
+        sessionmaker, tenant.workspace_id, net=app_state.verifier.net, vault=vault, settings=settings
     )
     try:
         await runner.lease_round()
