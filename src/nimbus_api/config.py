@@ -434,13 +434,6 @@ class Settings(BaseSettings):
     )
     oauth_http_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="Token endpoint timeout.")
 
-    @field_validator("oauth_frontend_origins", mode="before")
-    @classmethod
-    def _split_oauth_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
     # --- provider webhooks: bounces and complaints from sending services (provider_hooks) ------
     provider_hooks_max_age_seconds: int = Field(
         default=900,
@@ -494,7 +487,6 @@ class Settings(BaseSettings):
         description="Imported rows' verifications per workspace per `NIMBUS_VERIFY_WINDOW_SECONDS` (the "
         "per-address limit and the failed-login lock apply as to one account).",
     )
-    # --- end of fleet imports --------------------------------------------------------------------
 
     # --- local development (make run) ---------------------------------------------------------
     data_dir: Path = Path(".nimbus")
@@ -510,7 +502,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("cors_origins", "egress_allow", "dns_nameservers", "blocklists", mode="before")
+    @field_validator(
+        "cors_origins", "egress_allow", "dns_nameservers", "blocklists", "oauth_frontend_origins", mode="before"
+    )
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -43,10 +43,12 @@ async def test_a_complaint_by_feedback_loop_and_by_webhook_counts_once(loop: Loo
     loop.deliver(loop.complaint(ada))
     await loop.sync()
     assert await usage(loop) == (0, 1)
-    _, path = await create_hook(loop, "mailgun", signing_key="key-" + "0" * 32)
+    hook_id, path = await create_hook(loop, "mailgun", signing_key="key-" + "0" * 32)
     assert await suppressed(loop, ada) == "complaint"
     r = await http.post(path, json=_signed_complaint(ada, loop.sent[ada].message_id_header))
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json()["applied"] == 1, r.text  # matched the message: not "unmatched"
+    notes = await loop.tenant.client.get(f"/v1/provider-hooks/{hook_id}/notifications")
+    assert [n["outcome"] for n in notes.json()["data"]] == ["already_counted"], notes.text
     assert await usage(loop) == (0, 1)
     assert len(await loop.events("message.complained")) == 1
 

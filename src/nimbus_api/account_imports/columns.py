@@ -243,9 +243,6 @@ def build_payload(cells: Mapping[str, Any]) -> EmailAccountCreate:
     return EmailAccountCreate.model_validate(body)
 
 
-_FIELD_OF = {"smtp.host": "smtp_host", "smtp.port": "smtp_port", "smtp.mode": "smtp_mode"}
-
-
 def _error_field(loc: tuple[Any, ...]) -> str:
     dotted = ".".join(str(part) for part in loc)
     if dotted.startswith(("smtp.", "imap.")) and len(loc) >= 2:

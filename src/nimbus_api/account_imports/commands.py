@@ -93,8 +93,8 @@ async def run_here(
             progress(counts, sum(counts.model_dump().values()))
             if status == "completed":
                 break
-            if task.done() and task.result() is True:
-                continue  # finished just now: the next read says completed
+            if task.done():
+                task.result()  # a runner that failed raises here; one that finished waits for a row's lease
             await asyncio.sleep(every)
     finally:
         if not task.done():

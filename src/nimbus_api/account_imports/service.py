@@ -32,7 +32,7 @@ from nimbus_api.credentials.vault import Vault
 from nimbus_api.kit.crypto import Secret
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.ids import new_id
-from nimbus_api.kit.pagination import decode_cursor, encode_cursor, page_of, paginate
+from nimbus_api.kit.pagination import decode_cursor, page_of, paginate
 from nimbus_api.models import AccountImport, AccountImportRow, EmailAccount
 
 INVALID_ROW = "account_import.invalid_row"
@@ -195,8 +195,7 @@ async def detail(
         )
         stmt = stmt.where(AccountImportRow.row_number > (after if after is not None else 2**31 - 1))
     rows = list(await session.scalars(stmt.order_by(AccountImportRow.row_number).limit(limit + 1)))
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit and page else None
+    page, next_cursor = page_of(rows, limit)
     count = (await counts(session, [record.id]))[record.id]
     base: dict[str, Any] = to_read(record, count).model_dump()
     return AccountImportDetail(**base, rows=[row_read(r) for r in page], next_cursor=next_cursor)

@@ -9,9 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
 
-from nimbus_api.kit.db import utcnow
+from nimbus_api.kit.db import purge_before, utcnow
 from nimbus_api.models import Event
 from nimbus_api.worker.context import resources
 
@@ -22,14 +21,6 @@ PURGE_BATCH = 5000
 async def purge_events(ctx: dict[str, Any]) -> int:
     res = resources(ctx)
     cutoff = utcnow() - timedelta(days=res.settings.event_retention_days)
-    purged = 0
-    while True:
-        async with res.sessionmaker() as session, session.begin():
-            batch = select(Event.id).where(Event.created_at < cutoff).limit(PURGE_BATCH).scalar_subquery()
-            result = await session.execute(delete(Event).where(Event.id.in_(batch)))
-        count: int = getattr(result, "rowcount", 0) or 0
-        purged += count
-        if count < PURGE_BATCH:
-            break
+    purged = await purge_before(res.sessionmaker, Event, cutoff, batch=PURGE_BATCH)
     log.info("events_purged", count=purged, retention_days=res.settings.event_retention_days)
     return purged

@@ -34,7 +34,7 @@ from nimbus_api.inbox.schemas import InboxReplyCreate
 from nimbus_api.kit.db import utc_day, utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.models import AccountDailyUsage, EmailAccount, InboundMessage, OutboundReply, Suppression
-from nimbus_api.oauth.sources import auth_kind, login_secret
+from nimbus_api.oauth.sources import LoginUnavailable, auth_kind, login_secret
 from nimbus_api.sending.mime import HeaderInjection, new_message_id
 from nimbus_api.smtp import SmtpError, SmtpServer, send_test_message
 from nimbus_api.stages.limits import effective_limit
@@ -136,7 +136,12 @@ async def send_reply(
     if (used or 0) >= limit:
         raise BudgetExhausted(f"{account.email} sent {used} of its {limit} today (UTC)")
     if account.auth_method == "oauth2" and settings is not None:
-        password = await login_secret(session, vault, settings, account, "smtp_password", actor=actor, purpose="send")
+        try:
+            password = await login_secret(
+                session, vault, settings, account, "smtp_password", actor=actor, purpose="send"
+            )
+        except LoginUnavailable as exc:
+            raise NotReplyable(str(exc)) from None
     else:
         password = await vault.reveal_for_account(session, account.id, "smtp_password", actor=actor, purpose="send")
     domain = account.email.rpartition("@")[2]

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event, exc
+from sqlalchemy import DateTime, MetaData, delete, event, exc, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -131,3 +131,20 @@ async def open_connections(engine: AsyncEngine, count: int) -> None:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def purge_before(
+    sessionmaker: async_sessionmaker[AsyncSession], model: Any, cutoff: datetime, *, batch: int
+) -> int:
+    """Delete the rows of ``model`` (an ``id`` and a ``created_at``) created before ``cutoff``, ``batch`` at a
+    time, each batch its own short transaction: a backlog never holds one long lock on the table nor one
+    huge WAL record. Idempotent (a second run finds nothing older). Returns how many went."""
+    purged = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            ids = select(model.id).where(model.created_at < cutoff).limit(batch).scalar_subquery()
+            result = await session.execute(delete(model).where(model.id.in_(ids)))
+        count: int = getattr(result, "rowcount", 0) or 0
+        purged += count
+        if count < batch:
+            return purged

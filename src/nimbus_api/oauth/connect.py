@@ -248,7 +248,7 @@ async def _reauthorize(
             errors.ACCOUNT_MISMATCH, f"the provider signed in {identity.email}, not {account.email}: sign in as it"
         )
     if account.auth_method == "oauth2":
-        draft = replace(drafts.from_account(account, set()), auth_method="oauth2")
+        draft = drafts.from_account(account, set())  # it carries the account's auth_method, oauth2
     else:  # a password account switched to OAuth: the provider's servers
         draft = replace(_draft(provider, identity, fields={}), from_name=account.from_name or identity.name)
     result = await _verified(verifier, draft, granted, attempt, Verifier.subject_for_account(account.id))

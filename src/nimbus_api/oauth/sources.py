@@ -95,6 +95,15 @@ class TokenSource:
             return True
 
 
+class LoginUnavailable(Exception):
+    """An OAuth account's access token cannot be had now: ``dead`` (the grant needs re-authorization) or
+    the token endpoint did not answer (try later). Not the same as having no secret at all."""
+
+    def __init__(self, dead: bool, detail: str) -> None:
+        super().__init__(detail)
+        self.dead = dead
+
+
 async def login_secret(
     session: AsyncSession,
     vault: Vault,
@@ -105,16 +114,19 @@ async def login_secret(
     actor: Actor,
     purpose: Purpose,
 ) -> Secret | None:
-    """What a one-off login of ``account`` uses (a warmup send or read): the stored password of ``kind``, or
-    an OAuth account's current access token (refreshed when due; None when the grant is dead or the token
-    endpoint cannot answer: the login is then not tried)."""
+    """What a one-off login of ``account`` uses (a warmup send or read, a reply): the stored password of
+    ``kind`` (None: none is stored), or an OAuth account's current access token, refreshed when due.
+    ``LoginUnavailable`` when the grant is dead or the token endpoint cannot answer: the login is then not
+    tried, and the caller keeps its work for later rather than treating the mailbox as gone."""
     if account.auth_method != "oauth2":
         return await vault.reveal_for_account(session, account.id, kind, actor=actor, purpose=purpose)
     try:
         token = await tokens.current(session, vault, settings, account.id, actor=actor, purpose=purpose)
-    except RefreshUnavailable:
-        return None
-    return token.secret if token is not None else None
+    except RefreshUnavailable as exc:
+        raise LoginUnavailable(False, f"the OAuth token could not be refreshed: {exc}") from None
+    if token is None:
+        raise LoginUnavailable(True, "the OAuth grant is revoked or expired: the account needs re-authorization")
+    return token.secret
 
 
 def auth_kind(account: EmailAccount) -> AuthKind:

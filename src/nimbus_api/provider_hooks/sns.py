@@ -19,6 +19,7 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -87,15 +88,23 @@ def check_url(url: str, pattern: str) -> None:
 
 
 async def http_get(url: str, rules: SnsRules, limit: int) -> bytes:
-    """GET through the egress policy; the body (at most ``limit`` bytes) of a 2xx answer."""
+    """GET through the egress policy; the body (at most ``limit`` bytes) of a 2xx answer. The body is read
+    as a stream and the read stops past ``limit``; the whole call is bounded by the timeout."""
     pool = httpcore.AsyncConnectionPool(
         ssl_context=rules.net.tls, retries=0, network_backend=EgressBackend(rules.net.policy, rules.net.resolver)
     )
     timeout = {"connect": rules.timeout, "read": rules.timeout, "write": rules.timeout, "pool": rules.timeout}
     try:
-        async with pool:
-            response = await pool.request("GET", url, extensions={"timeout": timeout})
-            body = response.content[: limit + 1]
+        async with (
+            asyncio.timeout(rules.timeout),
+            pool,
+            pool.stream("GET", url, extensions={"timeout": timeout}) as response,
+        ):
+            body = b""
+            async for chunk in response.aiter_stream():
+                body += chunk
+                if len(body) > limit:
+                    break
     except Exception as exc:
         raise HookUpstreamFailed(f"GET {urlsplit(url).hostname} failed ({type(exc).__name__})") from None
     if not 200 <= response.status < 300 or len(body) > limit:

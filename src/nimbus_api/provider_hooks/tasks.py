@@ -11,9 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
 
-from nimbus_api.kit.db import utcnow
+from nimbus_api.kit.db import purge_before, utcnow
 from nimbus_api.models import ProviderHookEvent
 from nimbus_api.worker.context import resources
 
@@ -24,20 +23,6 @@ PURGE_BATCH = 5000
 async def purge_provider_hook_events(ctx: dict[str, Any]) -> int:
     res = resources(ctx)
     days = res.settings.provider_hooks_retention_days
-    cutoff = utcnow() - timedelta(days=days)
-    purged = 0
-    while True:
-        async with res.sessionmaker() as session, session.begin():
-            batch = (
-                select(ProviderHookEvent.id)
-                .where(ProviderHookEvent.created_at < cutoff)
-                .limit(PURGE_BATCH)
-                .scalar_subquery()
-            )
-            result = await session.execute(delete(ProviderHookEvent).where(ProviderHookEvent.id.in_(batch)))
-        count: int = getattr(result, "rowcount", 0) or 0
-        purged += count
-        if count < PURGE_BATCH:
-            break
+    purged = await purge_before(res.sessionmaker, ProviderHookEvent, utcnow() - timedelta(days=days), batch=PURGE_BATCH)
     log.info("provider_hook_events_purged", count=purged, retention_days=days)
     return purged

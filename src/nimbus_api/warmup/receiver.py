@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert
 from nimbus_api.imap import ImapError, ImapServer, ImapSession, imap_session, special_use
 from nimbus_api.kit.db import utc_day, utcnow
 from nimbus_api.models import EmailAccount, WarmupMessage
-from nimbus_api.oauth.sources import auth_kind, login_secret
+from nimbus_api.oauth.sources import LoginUnavailable, auth_kind, login_secret
 from nimbus_api.sending.mime import new_message_id
 from nimbus_api.warmup import phrases
 from nimbus_api.warmup.pause import can_send
@@ -124,9 +124,13 @@ async def handle_inbox(deps: WarmupDeps, account_id: uuid.UUID, *, use_move: boo
             return 0
         password = None
         if account.imap_host is not None and account.imap_port is not None:
-            password = await login_secret(
-                session, deps.vault, deps.settings, account, "imap_password", actor=WARMUP_ACTOR, purpose="warmup"
-            )
+            try:
+                password = await login_secret(
+                    session, deps.vault, deps.settings, account, "imap_password", actor=WARMUP_ACTOR, purpose="warmup"
+                )
+            except LoginUnavailable:  # no token now: the messages wait for one (a dead grant: for a person)
+                await session.commit()  # the audit rows
+                return 0
         if password is None:  # no IMAP any more: nothing can be done for these, and nothing will be
             for row in rows:
                 row.handled_at = utcnow()

@@ -32,7 +32,7 @@ from nimbus_api.credentials.vault import Actor, Vault
 from nimbus_api.kit.db import utcnow
 from nimbus_api.kit.net import NetContext
 from nimbus_api.models import EmailAccount, WarmupMessage
-from nimbus_api.oauth.sources import auth_kind, login_secret
+from nimbus_api.oauth.sources import LoginUnavailable, auth_kind, login_secret
 from nimbus_api.sending.outcomes import classify
 from nimbus_api.smtp import SmtpError, SmtpServer, send_test_message
 from nimbus_api.stages.stages import RateThresholds
@@ -178,9 +178,14 @@ async def transmit(deps: WarmupDeps, row_id: uuid.UUID) -> Outcome:
         row = await session.get_one(WarmupMessage, row_id)
         sender = await session.get_one(EmailAccount, row.sender_id)
         recipient = await session.get_one(EmailAccount, row.recipient_id)
-        password = await login_secret(
-            session, deps.vault, deps.settings, sender, "smtp_password", actor=WARMUP_ACTOR, purpose="warmup"
-        )
+        try:
+            password = await login_secret(
+                session, deps.vault, deps.settings, sender, "smtp_password", actor=WARMUP_ACTOR, purpose="warmup"
+            )
+        except LoginUnavailable as exc:  # no login tried: a token endpoint outage is tried again later
+            await session.commit()  # the audit rows
+            retry = not exc.dead and row.attempts < deps.settings.warmup_max_attempts
+            return Outcome("planned" if retry else "failed", None, str(exc))
         await session.commit()  # the audit row
     now = utcnow()
     raw = mail.render(row, sender, recipient, deps.marker, now)

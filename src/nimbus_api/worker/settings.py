@@ -59,19 +59,11 @@ FUNCTIONS: list[Any] = [
     func(rides_out(evaluate_alerts), keep_result=0),
     func(rides_out(refresh_provider_quotas), keep_result=0),
     func(rides_out(refresh_oauth_tokens), keep_result=0),  # OAuth accounts: tokens refreshed before expiry
+    func(rides_out(run_account_import), keep_result=0, timeout=RUN_JOB_TIMEOUT),
+    func(rides_out(resume_account_imports), keep_result=0),  # imports whose runner stopped
 ]
 _EVERY_5_SECONDS = set(range(0, 60, 5))
 _EVERY_30_SECONDS = {0, 30}
-
-# --- fleet imports (account_imports): the runner, and the cron that resumes imports no runner holds ------
-FUNCTIONS += [
-    func(rides_out(run_account_import), keep_result=0, timeout=RUN_JOB_TIMEOUT),
-    func(rides_out(resume_account_imports), keep_result=0),
-]
-IMPORT_CRONS = [
-    cron(rides_out(resume_account_imports), second=_EVERY_5_SECONDS, run_at_startup=True, unique=True, keep_result=0)
-]
-# --- end of fleet imports ---------------------------------------------------------------------------------
 
 
 def deliverability_crons(settings: Settings) -> list[Any]:
@@ -203,7 +195,13 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
             cron(rides_out(sweep_tick), second=_EVERY_30_SECONDS, run_at_startup=True, unique=True, keep_result=0),
             cron(rides_out(rotate_data_keys), minute={23}, unique=True, keep_result=0, timeout=ROTATION_JOB_TIMEOUT),
             cron(rides_out(refresh_oauth_tokens), second={43}, unique=True, keep_result=0),
-            *IMPORT_CRONS,
+            cron(
+                rides_out(resume_account_imports),
+                second=_EVERY_5_SECONDS,
+                run_at_startup=True,
+                unique=True,
+                keep_result=0,
+            ),
             *deliverability_crons(settings),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
